@@ -1,0 +1,40 @@
+# Two commands: `make demo` and `make test`. Each creates .venv if missing and installs the project.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+DEMO    ?= data/demo
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export WANDB_MODE ?= offline
+export WANDB_SILENT := true
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch and torchvision from one resolution (timm needs torchvision); never newer than 2.14.1
+	$(BIN)/pip install -q "torch>=2.4,<=2.14.1" "torchvision>=0.19,<=0.29.1"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+$(DEMO)/manifest.json: $(BIN)/.installed
+	$(BIN)/python -m shards build demo --out $(DEMO)
+
+demo: $(BIN)/.installed $(DEMO)/manifest.json
+	$(BIN)/python study.py --config configs/studies/demo.yaml
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+test: $(BIN)/.installed lint
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed $(DEMO)/manifest.json
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf runs $(DEMO)
