@@ -436,9 +436,11 @@ def _cell(r: Row | None, baseline: str) -> str:
     return text
 
 
-def summary_matrix(table: Sequence[Row], baseline: str) -> tuple[list[str], list[str], dict[tuple[str, str], Row]]:
-    """Conditions, column labels and {(condition, column): row} for ``avg_xling`` of each target's primary metric."""
-    primary = [r for r in table if r["primary"] and r["lang"] == AVG_XLING]
+def summary_matrix(
+    table: Sequence[Row], baseline: str, lang: str = AVG_XLING
+) -> tuple[list[str], list[str], dict[tuple[str, str], Row]]:
+    """Conditions, column labels and {(condition, column): row} for ``lang`` of each target's primary metric."""
+    primary = [r for r in table if r["primary"] and r["lang"] == lang]
     pairs = _unique((r["target"], r["task"]) for r in primary)
     single = {t for t, _ in pairs if sum(1 for t2, _ in pairs if t2 == t) == 1}
     label = {(t, k): t if t in single else f"{t}/{k}" for t, k in pairs}
@@ -457,7 +459,7 @@ def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapp
     lines += [f"- `{a}`: {h}" for a, h in AGGREGATE_HELP.items()] + [f"- {OVERLAP_LEGEND}", ""]
     if meta.get("missing"):
         lines += ["Missing (not finished) target runs: " + ", ".join(f"`{m}`" for m in meta["missing"]), ""]
-    lines += _summary_section(table, baseline)
+    lines += _summary_section(table, baseline, AVG_XLING) + _summary_section(table, baseline, AVG_ALL)
     for (target, task, metric), rows in _group(table, ("target", "task", "metric")).items():
         lines += _metric_section(target, task, metric, rows, baseline)
     return "\n".join(lines) + "\n"
@@ -470,11 +472,12 @@ def _group(table: Sequence[Row], fields: Sequence[str]) -> dict[tuple, list[Row]
     return groups
 
 
-def _summary_section(table: Sequence[Row], baseline: str) -> list[str]:
-    conditions, columns, cells = summary_matrix(table, baseline)
+def _summary_section(table: Sequence[Row], baseline: str, lang: str) -> list[str]:
+    conditions, columns, cells = summary_matrix(table, baseline, lang)
     if not columns:
-        return ["No finished target runs with non-English test results yet.", ""]
-    lines = [f"## Summary: Δ avg_xling of the primary metric vs `{baseline}`", ""]
+        return [f"No finished target runs with `{lang}` test results yet.", ""]
+    style = "IGLUE style" if lang == AVG_XLING else "XTREME style"
+    lines = [f"## Summary ({style}): Δ {lang} of the primary metric vs `{baseline}`", ""]
     body = []
     for c in conditions:
         deltas = [cells[(c, col)]["delta"] for col in columns if (c, col) in cells]
@@ -521,8 +524,7 @@ def plot_study_heatmap(table: Sequence[Row], path: Path, *, baseline: str = "non
     limit = max(finite, default=0.0) or 1.0
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(columns) + 2.5), max(2.5, 0.4 * len(conditions) + 1.5)))
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="#dddddd")
     image = ax.imshow(grid if columns else [[math.nan]], cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
     fig.colorbar(image, ax=ax, label=f"Δ avg_xling vs {baseline}")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
