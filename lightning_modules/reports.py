@@ -248,10 +248,13 @@ def run_markdown(rows: Sequence[Row], selection: str) -> str:
 
 
 def plot_languages(rows: Sequence[Row], task: str, path: Path) -> Path | None:
-    """Bar chart of the primary metric per language (test split if present), ``avg_xling`` as a dashed line."""
+    """Bar chart of the primary metric (else the first present) per language, test split if present."""
     mine = [r for r in rows if r["task"] == task]
     split = "test" if any(r["split"] == "test" for r in mine) else "val"
-    metric = primary_metric(task, {r["metric"] for r in mine})
+    present = {r["metric"] for r in mine if r["split"] == split}
+    if not present:
+        return None
+    metric = order_metrics(task, present)[0]  # the primary metric if present
     values: dict[str, list[float]] = defaultdict(list)
     for r in mine:
         if r["split"] == split and r["metric"] == metric:
