@@ -90,3 +90,16 @@ def languages(manifest_or_dir: dict | str | Path, split: str) -> list[str]:
 def splits(manifest_or_dir: dict | str | Path) -> list[str]:
     """The splits the directory has, in manifest order."""
     return list(_as_manifest(manifest_or_dir)["counts"])
+
+
+def shard_dirs(root: str | Path) -> list[Path]:
+    """``root`` when it is a shard directory, else its sub-directories holding manifests (the demo world)."""
+    root = Path(root)
+    index = root / MANIFEST
+    if index.is_file():
+        try:
+            if "shards" in json.loads(index.read_text(encoding="utf-8")):
+                return [root]
+        except json.JSONDecodeError:
+            return [root]  # load_manifest will report the broken file
+    return sorted(p.parent for p in root.glob(f"*/{MANIFEST}")) or [root]

@@ -1,0 +1,120 @@
+"""``python -m shards {build,inspect,verify}``: build shards from a dataset or the demo world, look, check."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parse_fields(pairs: list[str] | None) -> dict[str, str]:
+    fields = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--field {pair!r}: expected NAME=SOURCE_FIELD, e.g. --field text=sentence1")
+        fields[name] = value
+    return fields
+
+
+def _converters() -> dict:
+    try:
+        from shards.converters import CONVERTERS
+    except ImportError as err:
+        raise SystemExit(f"Cannot load the dataset converters ({err}); only `build demo` is available.") from err
+    return CONVERTERS
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    if args.dataset == "demo":
+        from shards.demo import build_demo
+
+        out = build_demo(Path(args.out), size=args.size, seed=args.seed, workers=args.workers)
+        print(f"demo world written to {out}")
+        return 0
+    converters = _converters()
+    if args.dataset not in converters:
+        raise SystemExit(f"Unknown dataset {args.dataset!r}. Valid names: demo, {', '.join(sorted(converters))}")
+    kwargs = dict(
+        src=args.src,
+        images=args.images,
+        out=args.out,
+        split=args.split,
+        lang=args.lang,
+        workers=args.workers,
+        allow_missing=args.allow_missing,
+        max_per_shard=args.max_per_shard,
+        max_side=args.max_side,
+    )
+    fields = _parse_fields(args.field)
+    if fields:
+        kwargs["fields"] = fields
+    converters[args.dataset](**kwargs)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from shards.inspect import inspect_dir
+    from shards.manifest import shard_dirs
+
+    for directory in shard_dirs(args.dir):
+        inspect_dir(directory)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from shards.manifest import shard_dirs
+    from shards.verify import verify_dir
+
+    failed = False
+    for directory in shard_dirs(args.dir):
+        problems = verify_dir(directory)
+        failed |= bool(problems)
+        print(f"{directory}: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
+        for problem in problems:
+            print(f"  {problem}")
+    return 1 if failed else 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shards", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="convert a dataset (or generate the demo world) into tar shards")
+    build.add_argument("dataset", help="'demo' or a converter name (see shards.converters.CONVERTERS)")
+    build.add_argument("--out", required=True, help="output directory")
+    build.add_argument("--src", help="the dataset's annotation file or directory")
+    build.add_argument("--images", help="directory holding the dataset's images")
+    build.add_argument("--split", help="only this split (default: all)")
+    build.add_argument("--lang", help="only this language (default: all)")
+    build.add_argument("--workers", type=int, default=0, help="processes writing shards (0: this process)")
+    build.add_argument("--max-per-shard", type=int, default=2000, help="most samples per tar")
+    build.add_argument("--max-side", type=int, default=384, help="bound on each image's short side in pixels")
+    build.add_argument("--allow-missing", action="store_true", help="skip records whose image file is missing")
+    build.add_argument("--field", action="append", metavar="NAME=SOURCE", help="field mapping (generic JSONL)")
+    build.add_argument("--size", choices=["small", "full"], default="full", help="demo world size")
+    build.add_argument("--seed", type=int, default=0, help="demo world seed")
+    build.set_defaults(func=cmd_build)
+
+    for name, func, text in (
+        ("inspect", cmd_inspect, "counts, label distribution and one sample of a shard directory"),
+        ("verify", cmd_verify, "check shards against the manifest (exist, sha256, counts, readable)"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("dir", help="a shard directory, or a directory of them (the demo world)")
+        cmd.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as err:
+        # The writer's and converters' messages name the file or key and the fix: no traceback needed.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Summarise a shard directory: counts per split and language, label distribution, one sample."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from PIL import Image
+
+from shards.manifest import load_manifest
+
+MAX_SAMPLES_PER_SPLIT = 20_000  # label counts read only JSON members, but whole tars still stream past
+
+
+def iter_json(path: Path) -> Iterator[tuple[str, dict]]:
+    """(key, sample json) for every sample in a tar, in order."""
+    with tarfile.open(path, "r|") as tar:
+        for member in tar:
+            if member.isfile() and member.name.endswith(".json"):
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    yield member.name[: -len(".json")], json.loads(handle.read())
+
+
+def _label_names(sample: dict, names: list[str]) -> list[str]:
+    """The label(s) of one sample as names: class, top VQA answer, or every tag."""
+
+    def name(i: int) -> str:
+        return names[i] if 0 <= i < len(names) else str(i)
+
+    if "tags" in sample:
+        return [name(t) for t in sample["tags"]]
+    if "labels" in sample:
+        if not sample["labels"]:
+            return ["<out of vocabulary>"]
+        best = max(range(len(sample["labels"])), key=lambda i: sample.get("scores", [1] * len(sample["labels"]))[i])
+        return [name(sample["labels"][best])]
+    if "label" in sample:
+        return [name(sample["label"])]
+    return []
+
+
+def label_distribution(manifest: dict, split: str, limit: int = MAX_SAMPLES_PER_SPLIT) -> dict[str, Counter]:
+    """Per task, label name -> count over the first ``limit`` samples of ``split``."""
+    dist: dict[str, Counter] = {}
+    seen = 0
+    for entry in manifest["shards"]:
+        if entry["split"] != split:
+            continue
+        names = manifest["tasks"].get(entry["task"], {}).get("label_names", [])
+        for _, sample in iter_json(Path(manifest["_dir"]) / entry["file"]):
+            dist.setdefault(entry["task"], Counter()).update(_label_names(sample, names))
+            seen += 1
+            if seen >= limit:
+                return dist
+    return dist
+
+
+def first_sample(path: Path) -> dict:
+    """The first sample of a tar: key, json and the size of each image member."""
+    sample: dict = {"images": {}}
+    with tarfile.open(path, "r|") as tar:
+        for member in tar:
+            key, _, ext = member.name.partition(".")
+            if sample.setdefault("key", key) != key:
+                break
+            handle = tar.extractfile(member)
+            data = handle.read() if handle is not None else b""
+            if ext == "json":
+                sample["json"] = json.loads(data)
+            else:
+                sample["images"][ext] = Image.open(io.BytesIO(data)).size
+    return sample
+
+
+def inspect_dir(directory: str | Path, echo: Callable[[str], None] = print) -> None:
+    """Print the summary of one shard directory."""
+    manifest = load_manifest(directory)
+    echo(f"== {directory}: dataset {manifest['dataset']}, tasks {', '.join(manifest['tasks'])}")
+    echo(f"   {len(manifest['shards'])} shards, written {manifest.get('created', '?')}")
+    for split, langs in manifest["counts"].items():
+        per_lang = ", ".join(f"{lang} {n}" for lang, n in langs.items())
+        echo(f"   {split:<6} {sum(langs.values()):>7} samples  ({per_lang})")
+    for split in manifest["counts"]:
+        for task, counter in label_distribution(manifest, split).items():
+            if counter:
+                top = ", ".join(f"{name} {n}" for name, n in counter.most_common(12))
+                more = f", ... ({len(counter)} distinct)" if len(counter) > 12 else ""
+                echo(f"   labels {split}/{task}: {top}{more}")
+    if manifest.get("skipped"):
+        echo(f"   skipped {len(manifest['skipped'])} records, e.g. {manifest['skipped'][0]}")
+    if manifest["shards"]:
+        sample = first_sample(Path(manifest["_dir"]) / manifest["shards"][0]["file"])
+        echo(f"   sample {sample.get('key')}:")
+        for line in json.dumps(sample.get("json"), indent=2, ensure_ascii=False).splitlines():
+            echo(f"     {line}")
+        for name, (w, h) in sample["images"].items():
+            echo(f"     image {name}: {w}x{h}")

@@ -1,0 +1,58 @@
+"""Check a shard directory against its manifest: every shard exists, hashes and counts match, tars read."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+from shards.manifest import load_manifest
+from shards.writer import sha256_file
+
+
+def count_samples(path: str | Path) -> int:
+    """Number of distinct sample keys in a tar, reading every member (so truncation is caught).
+
+    Raises:
+        tarfile.TarError, EOFError, OSError: The tar is unreadable or truncated.
+    """
+    keys = set()
+    with tarfile.open(path, "r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            handle = tar.extractfile(member)
+            data = handle.read() if handle is not None else b""
+            if len(data) != member.size:
+                raise EOFError(f"member {member.name} is truncated ({len(data)} of {member.size} bytes)")
+            keys.add(member.name.split(".", 1)[0])
+    return len(keys)
+
+
+def verify_shard(directory: Path, entry: dict) -> list[str]:
+    """Problems with one manifest shard entry (empty when it is fine)."""
+    path = directory / entry["file"]
+    if not path.is_file():
+        return [f"{path}: missing (listed in the manifest); rebuild with `python -m shards build`"]
+    problems = []
+    if sha256_file(path) != entry["sha256"]:
+        problems.append(f"{path}: sha256 differs from the manifest (changed after writing); rebuild it")
+    try:
+        count = count_samples(path)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        return [*problems, f"{path}: unreadable or truncated tar ({err}); rebuild it"]
+    if count != entry["count"]:
+        problems.append(f"{path}: {count} samples, manifest says {entry['count']}")
+    return problems
+
+
+def verify_dir(directory: str | Path) -> list[str]:
+    """Every problem found in ``directory`` (its manifest, shards, hashes, counts); empty when all is well."""
+    directory = Path(directory)
+    try:
+        manifest = load_manifest(directory)
+    except (FileNotFoundError, ValueError) as err:
+        return [str(err)]
+    problems = []
+    for entry in manifest["shards"]:
+        problems.extend(verify_shard(directory, entry))
+    return problems
