@@ -1,0 +1,305 @@
+"""The LightningDataModule: per-task WebDataset streams, multi-task mixing, named evaluation loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import lightning.pytorch as pl
+import timm.data
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from datamodules.collate import Collator
+from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
+from datamodules.pipeline import SafeDecoder, eval_pipeline, train_pipeline
+from lightning_modules.core import vision_data_config
+from lightning_modules.tasks import get_task
+from shards.manifest import load_manifest, sample_count, select_shards
+
+# json fields a sample must carry, per family (the shard contract in shards/__init__.py)
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "classification": ("text", "label"),
+    "image_pair": ("text", "label"),
+    "vqa": ("text", "labels", "scores"),
+    "retrieval": ("texts", "image_id"),
+    "multiple_choice": ("text", "choices", "label"),
+    "span_qa": ("text", "context", "answers"),
+    "tagging": ("tokens", "tags"),
+    "mlm": ("text",),
+    "sentence_retrieval": ("text",),
+}
+NUM_IMAGES = {"text": 0, "image_text": 1, "image_pair": 2}
+
+
+@dataclass
+class TaskData:
+    """One task's shards and how the run uses them."""
+
+    name: str
+    """Catalogue task name (``lightning_modules.tasks.TASKS``)."""
+    shards: str
+    """Directory holding the task's ``manifest.json`` and tar shards."""
+    train_split: str | None = None
+    """Split to train on (null: this task is evaluation-only, e.g. a zero-shot target)."""
+    val_split: str | None = None
+    """Split for validation / checkpoint selection."""
+    val_langs: list[str] | None = None
+    """Validation languages; default English only (checkpoints are selected on English dev data)."""
+    test_split: str | None = None
+    """Split to test on."""
+    test_langs: list[str] | None = None
+    """Test languages; default every language the test split has."""
+    batch_size: int | None = None
+    """Training batch size for this task (default: data.batch_size)."""
+    weight: float | None = None
+    """Sampling weight when data.sampler=fixed."""
+    loss_weight: float = 1.0
+    """Multiplies this task's loss."""
+
+
+class TransferDataModule(pl.LightningDataModule):
+    """Streams every configured task's shards; training mixes tasks one per step, evaluation is exact."""
+
+    def __init__(
+        self,
+        tasks: list[TaskData],
+        tokenizer: str = "",
+        vision_model: str | None = None,
+        vision_kwargs: dict[str, Any] | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        max_length: int = 128,
+        num_workers: int = 2,
+        eval_num_workers: int | None = None,
+        steps_per_epoch: int = 1000,
+        sampler: SamplerKind = "proportional",
+        temperature: float = 2.0,
+        example_cap: int | None = None,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        multiprocessing_context: str | None = None,
+    ) -> None:
+        """
+        Args:
+            tasks: The tasks of this run: what to train on, validate on and test on.
+            tokenizer: Hugging Face tokenizer name or directory (linked from model.text_model).
+            vision_model: timm model name or vision.json (linked from model.vision_model).
+            vision_kwargs: timm kwargs (linked from model.vision_kwargs).
+            batch_size: Training batch size (per rank) unless a task sets its own.
+            eval_batch_size: Evaluation batch size (default: batch_size).
+            max_length: Maximum tokens per text (truncation).
+            num_workers: Loader worker processes per training task.
+            eval_num_workers: Loader workers per evaluation set (default: num_workers).
+            steps_per_epoch: Training batches per epoch, identical on every rank.
+            sampler: How the task of each step is drawn: uniform, proportional (to train sizes),
+                temperature (jiant: min(n, cap) ** (1/T)), fixed (tasks[*].weight).
+            temperature: T for sampler=temperature.
+            example_cap: cap on a task's size for sampler=temperature.
+            shuffle_buffer: Samples held in each worker's shuffle buffer (raw bytes, before decoding).
+            seed: Seeds shard order, shuffling and the task sequence (linked from seed_everything).
+            pin_memory: Pinned host memory for faster host-to-GPU copies.
+            persistent_workers: Keep evaluation workers alive between validation runs.
+            multiprocessing_context: Worker start method (fork, spawn, forkserver); default: torch's.
+        """
+        super().__init__()
+        if not tasks:
+            raise ValueError("data.tasks is empty: name at least one task with its shards directory")
+        self.tasks = {t.name: t for t in tasks}
+        if len(self.tasks) != len(tasks):
+            raise ValueError(f"data.tasks names a task twice: {[t.name for t in tasks]}")
+        self.tokenizer_name, self.vision_model, self.vision_kwargs = tokenizer, vision_model, vision_kwargs or {}
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.max_length, self.num_workers = max_length, num_workers
+        self.eval_num_workers = num_workers if eval_num_workers is None else eval_num_workers
+        self.steps_per_epoch, self.sampler_kind = steps_per_epoch, sampler
+        self.temperature, self.example_cap, self.shuffle_buffer, self.seed = (
+            temperature,
+            example_cap,
+            shuffle_buffer,
+            seed,
+        )
+        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        self.multiprocessing_context = multiprocessing_context
+        self.manifests = {name: self._manifest(t) for name, t in self.tasks.items()}
+        self.label_names = {name: self._label_names(name) for name in self.tasks}
+        self.eval_sets = {"val": self._eval_sets("val"), "test": self._eval_sets("test")}
+        self._train_loader: MultiTaskLoader | None = None
+        self._resume_batch_index = 0
+
+    # -- configuration checks (run at construction: before any training) -------------------------------
+    def _manifest(self, t: TaskData) -> dict:
+        get_task(t.name)  # unknown names fail with the list of valid ones
+        try:
+            manifest = load_manifest(t.shards)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"data.tasks[{t.name}].shards: {err}") from None
+        if t.name not in manifest["tasks"]:
+            raise ValueError(
+                f"data.tasks[{t.name}].shards={t.shards} holds task(s) {sorted(manifest['tasks'])}, not {t.name!r}"
+            )
+        return manifest
+
+    def _label_names(self, name: str) -> list[str]:
+        spec = get_task(name)
+        from_shards = list(self.manifests[name]["tasks"][name].get("label_names") or [])
+        if spec.labels and from_shards and list(spec.labels) != from_shards:
+            raise ValueError(
+                f"Label order of {name} in {self.tasks[name].shards}/manifest.json ({from_shards}) differs from the "
+                f"catalogue's canonical order ({list(spec.labels)}); rebuild the shards with `python -m shards build`."
+            )
+        return list(spec.labels) or from_shards
+
+    def _eval_sets(self, stage: str) -> list[tuple[str, str, list[str]]]:
+        """[(task, lang, shard urls)] in a fixed order: one named loader each."""
+        sets = []
+        for name, t in self.tasks.items():
+            split = t.val_split if stage == "val" else t.test_split
+            if split is None:
+                continue
+            langs = (t.val_langs or ["en"]) if stage == "val" else (t.test_langs or self._langs(name, split))
+            for lang in langs:
+                try:
+                    urls = [str(p) for p in select_shards(self.manifests[name], split, lang=lang, task=name)]
+                except ValueError as err:
+                    raise ValueError(f"data.tasks[{name}].{stage}_langs: {err}") from None
+                sets.append((name, lang, urls))
+        return sets
+
+    def _langs(self, name: str, split: str) -> list[str]:
+        langs = list(self.manifests[name]["counts"].get(split, {}))
+        if not langs:
+            raise ValueError(f"data.tasks[{name}]: split {split!r} is not in {self.tasks[name].shards}")
+        return sorted(langs, key=lambda lang: (lang != "en", lang))
+
+    # -- values linked into the model -------------------------------------------------------------------
+    @property
+    def task_info(self) -> dict[str, dict[str, Any]]:
+        """Per task: label names, whether it trains, its loss weight (linked to model.tasks)."""
+        return {
+            name: {"labels": self.label_names[name], "train": t.train_split is not None, "loss_weight": t.loss_weight}
+            for name, t in self.tasks.items()
+        }
+
+    @property
+    def train_tasks(self) -> list[str]:
+        return [name for name, t in self.tasks.items() if t.train_split is not None]
+
+    def eval_names(self, stage: str) -> list[tuple[str, str]]:
+        return [(task, lang) for task, lang, _ in self.eval_sets[stage]]
+
+    def eval_count(self, stage: str, task: str, lang: str) -> int:
+        split = self.tasks[task].val_split if stage == "val" else self.tasks[task].test_split
+        return sample_count(self.manifests[task], split, lang=lang, task=task)
+
+    # -- loaders --------------------------------------------------------------------------------------
+    @cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if not self.tokenizer_name:
+            raise ValueError("data.tokenizer is empty: set model.text_model (it is linked) or data.tokenizer")
+        return AutoTokenizer.from_pretrained(self.tokenizer_name)
+
+    @cached_property
+    def image_config(self) -> dict[str, Any] | None:
+        """timm data config of the vision model (input size, mean, std, interpolation, crop)."""
+        return vision_data_config(self.vision_model, self.vision_kwargs) if self.vision_model else None
+
+    def _decoder(self, name: str, strict: bool) -> SafeDecoder:
+        spec = get_task(name)
+        n_images = NUM_IMAGES[spec.modality]
+        transform, size = None, None
+        if n_images:
+            if self.image_config is None:
+                raise ValueError(f"Task {name} has images but model.vision_model is null: name a timm model")
+            transform = timm.data.create_transform(**self.image_config, is_training=False)
+            size = self.image_config["input_size"][-1]
+        n_labels = len(self.label_names[name]) if spec.family in ("classification", "image_pair", "vqa") else 0
+        return SafeDecoder(transform, draft_size=size, required=REQUIRED_FIELDS[spec.family], num_images=n_images,
+                           num_labels=n_labels, strict=strict)  # fmt: skip
+
+    def _collator(self, name: str, train: bool) -> Collator:
+        return Collator(name, self.tokenizer, max_length=self.max_length, num_labels=len(self.label_names[name]),
+                        train=train, seed=self.seed)  # fmt: skip
+
+    def _loader(self, dataset: Any, workers: int, persistent: bool) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
+            persistent_workers=persistent and workers > 0,
+            multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
+        )  # fmt: skip
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> MultiTaskLoader:
+        if self._train_loader is not None:
+            return self._train_loader
+        if not self.train_tasks:
+            raise ValueError("No task has a train_split: set data.tasks[*].train_split for at least one task")
+        rank, world = self._rank()
+        seed = self.seed * 1_000_003 + self._resume_batch_index  # a resumed run draws fresh shards and samples
+        loaders = {}
+        for name in self.train_tasks:
+            urls = [str(p) for p in select_shards(self.manifests[name], self.tasks[name].train_split, task=name)]
+            pipeline = train_pipeline(
+                urls, collate=self._collator(name, train=True), decoder=self._decoder(name, strict=False),
+                batch_size=self.tasks[name].batch_size or self.batch_size, seed=seed, rank=rank, world_size=world,
+                shuffle_buffer=self.shuffle_buffer,
+            )  # fmt: skip
+            loaders[name] = self._loader(pipeline, self.num_workers, persistent=True)
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        self._train_loader = MultiTaskLoader(
+            loaders, TaskSampler(self.weights(), self.seed), self.steps_per_epoch, accumulate
+        )
+        self._train_loader.batch_index = self._resume_batch_index
+        return self._train_loader
+
+    def weights(self) -> dict[str, float]:
+        sizes = {n: sample_count(self.manifests[n], self.tasks[n].train_split, task=n) for n in self.train_tasks}
+        fixed = {n: self.tasks[n].weight for n in self.train_tasks}
+        return task_weights(self.sampler_kind, sizes, temperature=self.temperature, example_cap=self.example_cap,
+                            fixed=fixed)  # fmt: skip
+
+    def _eval_loaders(self, stage: str) -> list[DataLoader]:
+        rank, world = self._rank()
+        return [
+            self._loader(
+                eval_pipeline(
+                    urls,
+                    collate=self._collator(task, train=False),
+                    batch_size=self.eval_batch_size,
+                    decoder=self._decoder(task, strict=True),
+                    rank=rank,
+                    world_size=world,
+                ),  # fmt: skip
+                self.eval_num_workers,
+                persistent=self.persistent_workers and stage == "val",
+            )
+            for task, _, urls in self.eval_sets[stage]
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    # -- checkpointed state: the task sequence position -------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        batch_index = trainer.global_step * accumulate if trainer is not None else 0
+        sampler = TaskSampler(self.weights(), self.seed).state_dict() if self.train_tasks else {}
+        return {"sampler": sampler, "batch_index": batch_index}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume_batch_index = int(state.get("batch_index", 0))
+        if self._train_loader is not None:
+            self._train_loader.batch_index = self._resume_batch_index

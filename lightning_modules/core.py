@@ -1,0 +1,213 @@
+"""The encoder core: a Hugging Face multilingual text encoder + a timm vision backbone + their fusion.
+
+The core keeps its weights across phases; heads are swapped. Its surface (all a head may use):
+
+- ``hidden_size``: width of every vector it returns.
+- ``encode(input_ids, attention_mask, pixel_values=None, layer=None) -> CoreOutput``: joint encoding of
+  text and (optionally) one image per sample. ``tokens`` (B, N + T, D) are the image tokens followed by
+  the text tokens; ``text_tokens`` (B, T, D) the text part only; ``pooled`` (B, D) the first text token.
+  ``layer`` selects an earlier text layer's hidden states (sentence retrieval; 0 = embeddings).
+- ``encode_pair(input_ids, attention_mask, pixel_values (B, 2, C, H, W)) -> (B, 2, D)``: each image of a
+  pair encoded with the same text, pooled.
+- ``encode_image(pixel_values) -> (B, D)``: the image alone (dual-encoder retrieval).
+
+Fusion ``single_stream`` (default) projects the image tokens to the text width and prepends them to the
+text token embeddings; the multilingual transformer runs over both, so text-only and multimodal tasks
+train the same transformer. ``fusion_transformer`` serves text models that cannot take ``inputs_embeds``
+(e.g. SigLIP's text tower): both towers run alone and a small transformer runs over their outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import timm
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel
+
+Fusion = Literal["single_stream", "fusion_transformer"]
+
+
+@dataclass
+class CoreOutput:
+    tokens: torch.Tensor  # (B, N + T, D)
+    mask: torch.Tensor  # (B, N + T)
+    text_tokens: torch.Tensor  # (B, T, D)
+    pooled: torch.Tensor  # (B, D)
+
+
+def build_text_encoder(
+    name: str, pretrained: bool, tower: str | None, attn_implementation: str, kwargs: dict[str, Any]
+) -> nn.Module:
+    """A Hugging Face encoder from a hub name or a local directory (random init unless ``pretrained``)."""
+    kwargs = {"attn_implementation": attn_implementation, **kwargs}
+    if pretrained:
+        model = AutoModel.from_pretrained(name, **kwargs)
+    else:
+        model = AutoModel.from_config(AutoConfig.from_pretrained(name), **kwargs)
+    if tower is not None:
+        if not hasattr(model, tower):
+            raise ValueError(f"model.text_tower={tower!r}: {type(model).__name__} has no such attribute.")
+        model = getattr(model, tower)
+    return model
+
+
+def load_vision_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """Reads a ``vision.json`` (``{"model_name": ..., "kwargs": {...}}``) as written by the demo world."""
+    spec = json.loads(Path(path).read_text())
+    return spec["model_name"], spec.get("kwargs", {})
+
+
+def build_vision_encoder(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    """A timm backbone returning patch tokens; ``name`` may also be a ``vision.json`` file."""
+    if name.endswith(".json"):
+        name, file_kwargs = load_vision_spec(name)
+        kwargs = {**file_kwargs, **kwargs}
+    kwargs = dict(kwargs)
+    if "img_size" in kwargs:  # keep timm's data config (input size) true to the size the model is built for
+        size = kwargs["img_size"]
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        kwargs.setdefault("pretrained_cfg_overlay", {"input_size": (3, *size)})
+    # global_pool="" : heads pool for themselves, so no timm pooling module sits unused (DDP needs every
+    # trainable parameter to receive a gradient).
+    return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs)
+
+
+def vision_data_config(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """timm's data config (input size, mean, std, interpolation, crop) without building weights."""
+    with torch.device("meta"):
+        model = build_vision_encoder(name, pretrained=False, kwargs=kwargs)
+    return timm.data.resolve_model_data_config(model)
+
+
+class EncoderCore(nn.Module):
+    """Text tower + vision tower + fusion; see the module docstring for the surface heads use."""
+
+    def __init__(
+        self,
+        text_model: str,
+        vision_model: str | None,
+        *,
+        pretrained: bool = True,
+        fusion: Fusion = "single_stream",
+        text_tower: str | None = None,
+        text_kwargs: dict[str, Any] | None = None,
+        vision_kwargs: dict[str, Any] | None = None,
+        attn_implementation: str = "sdpa",
+        fusion_layers: int = 2,
+    ) -> None:
+        super().__init__()
+        self.text = build_text_encoder(text_model, pretrained, text_tower, attn_implementation, text_kwargs or {})
+        self.hidden_size: int = self.text.config.hidden_size
+        self.fusion = fusion
+        self.vision = build_vision_encoder(vision_model, pretrained, vision_kwargs or {}) if vision_model else None
+        if self.vision is not None:
+            self.image_proj = nn.Sequential(
+                nn.Linear(self.vision.num_features, self.hidden_size), nn.LayerNorm(self.hidden_size)
+            )
+            self.image_type = nn.Parameter(torch.zeros(self.hidden_size))  # marks image tokens as such
+        if fusion == "fusion_transformer":
+            heads = max(1, self.hidden_size // 64)
+            layer = nn.TransformerEncoderLayer(self.hidden_size, heads, 4 * self.hidden_size, batch_first=True)
+            self.fuser = nn.TransformerEncoder(layer, fusion_layers)
+        elif fusion != "single_stream":
+            raise ValueError(f"model.fusion={fusion!r}; valid: single_stream, fusion_transformer")
+
+    # -- towers --------------------------------------------------------------------------------------
+    def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, D) image tokens at the text width."""
+        if self.vision is None:
+            raise ValueError("This batch has images but model.vision_model is null: name a timm model.")
+        feats = self.vision.forward_features(pixel_values)  # (B, N, Dv)
+        return self.image_proj(feats) + self.image_type
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, D): mean of the image tokens."""
+        return self.image_tokens(pixel_values).mean(dim=1)
+
+    def _run_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: torch.Tensor | None, layer: int | None
+    ) -> torch.Tensor:
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask, "output_hidden_states": layer is not None}
+        if prefix is None:
+            out = self.text(input_ids=input_ids, **kwargs)
+        else:
+            embeds = torch.cat([prefix, self.text.get_input_embeddings()(input_ids)], dim=1)  # (B, N + T, D)
+            out = self.text(inputs_embeds=embeds, **kwargs)
+        return out.hidden_states[layer] if layer is not None else out.last_hidden_state
+
+    # -- joint encoding ------------------------------------------------------------------------------
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        layer: int | None = None,
+    ) -> CoreOutput:
+        """Text (B, T) and optionally one image (B, C, H, W) per sample -> ``CoreOutput``."""
+        if pixel_values is None:
+            hidden = self._run_text(input_ids, attention_mask, None, layer)  # (B, T, D)
+            return CoreOutput(hidden, attention_mask, hidden, hidden[:, 0])
+        img = self.image_tokens(pixel_values)  # (B, N, D)
+        img_mask = attention_mask.new_ones(img.shape[:2])
+        mask = torch.cat([img_mask, attention_mask], dim=1)  # (B, N + T)
+        n = img.shape[1]
+        if self.fusion == "single_stream":
+            hidden = self._run_text(input_ids, mask, img, layer)  # (B, N + T, D)
+        else:
+            text = self._run_text(input_ids, attention_mask, None, layer)
+            hidden = self.fuser(torch.cat([img, text], dim=1), src_key_padding_mask=mask == 0)
+        return CoreOutput(hidden, mask, hidden[:, n:], hidden[:, n])
+
+    def encode_pair(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor
+    ) -> torch.Tensor:
+        """Text (B, T) with two images (B, 2, C, H, W) -> pooled (B, 2, D), one per image."""
+        b = pixel_values.shape[0]
+        assert pixel_values.shape[1] == 2, f"image pairs need (B, 2, C, H, W), got {tuple(pixel_values.shape)}"
+        ids = input_ids.repeat_interleave(2, dim=0)  # (2B, T): sample i -> rows 2i, 2i+1
+        mask = attention_mask.repeat_interleave(2, dim=0)
+        pooled = self.encode(ids, mask, pixel_values.flatten(0, 1)).pooled  # (2B, D)
+        return pooled.view(b, 2, -1)
+
+    # -- training switches ---------------------------------------------------------------------------
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        if enabled:
+            self.text.gradient_checkpointing_enable()
+        elif getattr(self.text, "is_gradient_checkpointing", False):
+            self.text.gradient_checkpointing_disable()
+        if self.vision is not None and hasattr(self.vision, "set_grad_checkpointing"):
+            self.vision.set_grad_checkpointing(enabled)
+
+    def freeze(self, vision: bool = False, text_embeddings: bool = False, text_layers: int = 0) -> None:
+        """Idempotent: every call sets ``requires_grad`` both ways, so a later phase can unfreeze."""
+        for p in self.parameters():
+            p.requires_grad_(True)
+        if self.vision is not None:
+            for p in self.vision.parameters():
+                p.requires_grad_(not vision)
+        for p in self.text.get_input_embeddings().parameters():
+            p.requires_grad_(not text_embeddings)
+        embeddings = getattr(self.text, "embeddings", None)
+        if embeddings is not None:
+            for p in embeddings.parameters():
+                p.requires_grad_(not text_embeddings)
+        if text_layers:
+            layers = _text_layers(self.text)
+            if text_layers > len(layers):
+                raise ValueError(f"model.freeze_text_layers={text_layers} but the text model has {len(layers)}")
+            for layer in layers[:text_layers]:
+                for p in layer.parameters():
+                    p.requires_grad_(False)
+
+
+def _text_layers(text: nn.Module) -> nn.ModuleList:
+    encoder = getattr(text, "encoder", None)
+    layers = getattr(encoder, "layer", None) or getattr(encoder, "layers", None)
+    if layers is None:
+        raise ValueError(f"Cannot find the transformer layers of {type(text).__name__} (expected encoder.layer)")
+    return layers

@@ -1,0 +1,283 @@
+"""TransferModule: the one LightningModule of every phase. It wires core + heads to steps, logs and optimizers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torchmetrics import SumMetric
+
+from lightning_modules.checkpoints import lineage, load_init_checkpoint
+from lightning_modules.core import EncoderCore
+from lightning_modules.heads import HeadOutput, build_head
+from lightning_modules.metrics import build_metrics
+from lightning_modules.tasks import get_task
+
+Stage = Literal["val", "test"]
+
+
+class TransferModule(pl.LightningModule):
+    """Encoder core + one head per head name of the configured tasks."""
+
+    def __init__(
+        self,
+        text_model: str,
+        vision_model: str | None = None,
+        vision_kwargs: dict[str, Any] | None = None,
+        text_kwargs: dict[str, Any] | None = None,
+        text_tower: str | None = None,
+        pretrained: bool = True,
+        fusion: Literal["single_stream", "fusion_transformer"] = "single_stream",
+        attn_implementation: str = "sdpa",
+        tasks: dict[str, dict[str, Any]] | None = None,
+        lr: float = 2e-5,
+        head_lr: float | None = None,
+        weight_decay: float = 0.01,
+        warmup_steps: float = 0.1,
+        max_steps: int = -1,
+        init_from: str | None = None,
+        init_scope: str | list[str] = "core",
+        phase: str = "train",
+        freeze_vision: bool = False,
+        freeze_text_embeddings: bool = False,
+        freeze_text_layers: int = 0,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
+        retrieval_layer: int | None = None,
+    ) -> None:
+        """
+        Args:
+            text_model: Hugging Face encoder: hub name or local directory (config + tokenizer).
+            vision_model: timm model name, or a vision.json file; null for text-only runs.
+            vision_kwargs: Extra timm.create_model kwargs (image size, depth, ...).
+            text_kwargs: Extra AutoModel kwargs (e.g. add_pooling_layer: false).
+            text_tower: Attribute holding the text tower when the checkpoint is a two-tower model (SigLIP: text_model).
+            pretrained: Load pretrained weights (false: random init from the configs, as in tests and the demo).
+            fusion: single_stream (image tokens prepended to the text) or fusion_transformer.
+            attn_implementation: Attention kernel of the text model (sdpa, eager, flash_attention_2).
+            tasks: Per task: label names, whether it trains, loss weight (linked from data.task_info).
+            lr: Peak learning rate of the core.
+            head_lr: Peak learning rate of the heads (default: lr).
+            weight_decay: AdamW weight decay (not applied to biases and norms).
+            warmup_steps: Linear warm-up length: steps, or a fraction of max_steps when < 1.
+            max_steps: Total optimizer steps for the schedule (linked from trainer.max_steps).
+            init_from: Checkpoint of an earlier phase to start from (not a resume: see ckpt_path).
+            init_scope: What init_from carries over: core, all, or a list of head names.
+            phase: Name of this phase (intermediate, target, ...), stored with the lineage.
+            freeze_vision: Freeze the vision tower.
+            freeze_text_embeddings: Freeze the text embeddings.
+            freeze_text_layers: Freeze the first k text transformer layers.
+            gradient_checkpointing: Recompute activations in backward (large cores).
+            compile: torch.compile the core.
+            retrieval_layer: Text layer whose mean-pooled states sentence retrieval uses (null: last).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if not tasks:
+            raise ValueError("model.tasks is empty: it is linked from data.tasks; configure data.tasks")
+        self.core = EncoderCore(
+            text_model, vision_model, pretrained=pretrained, fusion=fusion, text_tower=text_tower,
+            text_kwargs=text_kwargs, vision_kwargs=vision_kwargs, attn_implementation=attn_implementation,
+        )  # fmt: skip
+        self.task_info = tasks
+        self.specs = {name: get_task(name) for name in tasks}
+        self.heads = nn.ModuleDict()
+        for name, spec in self.specs.items():
+            if spec.head not in self.heads:
+                self.heads[spec.head] = build_head(
+                    spec.family, self.core.hidden_size, label_names=tasks[name]["labels"],
+                    vocab_size=self.core.text.config.vocab_size, retrieval_layer=retrieval_layer,
+                )  # fmt: skip
+        self.metrics = nn.ModuleDict()  # "<stage>|<task>|<lang>" -> task metric; created in setup
+        self.counts = nn.ModuleDict()  # same keys -> samples scored (exactness check)
+        self._lineage: dict[str, Any] = {}
+        self._test_rows: list[dict[str, Any]] = []
+        self._predictions: list[dict[str, Any]] = []
+        self.apply_freezing()
+        if gradient_checkpointing:
+            self.core.set_gradient_checkpointing(True)
+
+    # -- setup ----------------------------------------------------------------------------------------
+    @property
+    def train_tasks(self) -> list[str]:
+        return [name for name, info in self.task_info.items() if info.get("train")]
+
+    def apply_freezing(self) -> None:
+        """Idempotent freezing; the vision tower is also frozen when no training task has images."""
+        hp = self.hparams
+        text_only = all(self.specs[t].modality == "text" for t in self.train_tasks) if self.train_tasks else False
+        self.core.freeze(hp.freeze_vision or text_only, hp.freeze_text_embeddings, hp.freeze_text_layers)
+        if text_only and self.core.vision is not None:
+            for p in [*self.core.image_proj.parameters(), self.core.image_type]:
+                p.requires_grad_(False)
+        for name in self.heads:  # heads of evaluation-only tasks (and parameterless ones) do not train
+            trains = any(self.specs[t].head == name for t in self.train_tasks)
+            for p in self.heads[name].parameters():
+                p.requires_grad_(trains)
+
+    def every_step_uses_every_parameter(self) -> bool:
+        """True when DDP can skip its unused-parameter search: one trained head, one modality."""
+        heads = {self.specs[t].head for t in self.train_tasks}
+        modalities = {self.specs[t].modality for t in self.train_tasks}
+        return len(heads) <= 1 and len(modalities) <= 1
+
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy):
+            # Multi-task steps leave other heads (and, on text-only steps, the vision tower) without
+            # gradients; only then pay for DDP's unused-parameter search.
+            strategy._ddp_kwargs.setdefault("find_unused_parameters", not self.every_step_uses_every_parameter())
+            strategy._ddp_kwargs.setdefault("gradient_as_bucket_view", True)
+        if stage == "fit" and self.hparams.init_from:
+            self._lineage = self.load_init(self.hparams.init_from, self.hparams.init_scope)
+        self.create_metrics()
+        if self.hparams.compile:
+            self.core.compile()  # in place: state-dict keys stay as they are
+
+    def load_init(self, path: str, scope: str | list[str]) -> dict[str, Any]:
+        report = load_init_checkpoint(self, path, scope)
+        rank_zero_info(report.summary())
+        info = lineage(path, report.parent_hparams, self.hparams.phase)
+        for logger in self.loggers:
+            logger.log_hyperparams(
+                {"lineage": info, "init_missing": report.missing, "init_unexpected": report.unexpected}
+            )
+        return info
+
+    def create_metrics(self) -> None:
+        dm = self.trainer.datamodule
+        for stage in ("val", "test"):
+            for task, lang in dm.eval_names(stage):
+                key = f"{stage}|{task}|{lang}"
+                if key not in self.metrics:
+                    lang_arg = lang if task == "mlqa" else None  # MLQA's language-aware normalisation only
+                    self.metrics[key] = build_metrics(self.specs[task], self.task_info[task]["labels"], lang_arg)
+                    self.counts[key] = SumMetric()
+
+    # -- steps ----------------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> HeadOutput:
+        return self.heads[self.specs[batch["task"]].head](self.core, batch)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        task = batch["task"]
+        out = self(batch)
+        loss = out.loss * self.task_info[task].get("loss_weight", 1.0)
+        bs = len(batch["keys"])
+        self.log(f"train/{task}/loss", out.loss, batch_size=bs, on_step=True, on_epoch=False)
+        self.log("train/loss", loss, batch_size=bs, prog_bar=True, on_step=True, on_epoch=False)
+        for reason, n in batch.get("skipped", {}).items():
+            self.log(f"data/skipped/{reason}", float(n), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
+        return loss
+
+    def _eval_step(self, stage: Stage, batch: dict[str, Any], dataloader_idx: int) -> HeadOutput:
+        task, lang = self.trainer.datamodule.eval_names(stage)[dataloader_idx]
+        assert batch["task"] == task, f"loader {dataloader_idx} is {task}/{lang} but yielded a {batch['task']} batch"
+        out = self(batch)
+        key = f"{stage}|{task}|{lang}"
+        self.metrics[key].update(**out.metric_inputs)
+        self.counts[key].update(len(batch["keys"]))
+        return out
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        task, lang = self.trainer.datamodule.eval_names("test")[dataloader_idx]
+        out = self(batch)
+        labels = batch.get("labels", batch.get("references", [None] * len(batch["keys"])))
+        labels = labels.tolist() if torch.is_tensor(labels) else labels
+        return [
+            {"task": task, "key": k, "lang": lg, "prediction": p, "label": y}
+            for k, lg, p, y in zip(batch["keys"], batch["lang"], out.predictions, labels)
+        ]
+
+    # -- epoch ends: every rank computes every metric in the same order (each compute syncs) ------------
+    def _compute_all(self, stage: Stage) -> list[dict[str, Any]]:
+        rows = []
+        for task, lang in self.trainer.datamodule.eval_names(stage):
+            key = f"{stage}|{task}|{lang}"
+            values = self.metrics[key].compute()
+            count = int(self.counts[key].compute().item())
+            self.metrics[key].reset()
+            self.counts[key].reset()
+            for name, value in values.items():
+                value = float(value)
+                self.log(f"{stage}/{task}/{lang}/{name}", value, sync_dist=False, add_dataloader_idx=False)
+                rows.append({"task": task, "lang": lang, "split": stage, "metric": name, "value": value})
+            self.log(f"{stage}/{task}/{lang}/count", float(count), sync_dist=False, add_dataloader_idx=False)
+            rows.append({"task": task, "lang": lang, "split": stage, "metric": "count", "value": float(count)})
+        return rows
+
+    @property
+    def selection_key(self) -> str:
+        """The English dev metric that selects checkpoints: the first trained task's primary metric."""
+        names = self.trainer.datamodule.eval_names("val")
+        for task in [*self.train_tasks, *self.task_info]:
+            if (task, "en") in names:
+                return f"val/{task}/en/{self.specs[task].primary}"
+        return "val/none"
+
+    def on_validation_epoch_end(self) -> None:
+        rows = self._compute_all("val")
+        key = self.selection_key
+        value = next((r["value"] for r in rows if f"val/{r['task']}/{r['lang']}/{r['metric']}" == key), math.nan)
+        self.log("val/selection", value, sync_dist=False, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        seed = self.trainer.datamodule.seed
+        self._test_rows = [{"phase": self.hparams.phase, **r, "seed": seed} for r in self._compute_all("test")]
+
+    def on_test_end(self) -> None:
+        if self.trainer.is_global_zero and self._test_rows:
+            from lightning_modules.reports import write_run_report
+
+            wandb = next((lg for lg in self.loggers if isinstance(lg, WandbLogger)), None)
+            rows = [r for r in self._test_rows if r["metric"] != "count"]
+            write_run_report(self.trainer.default_root_dir, rows, selection=self.selection_key, wandb_logger=wandb)
+            counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in self._test_rows if r["metric"] == "count"}
+            Path(self.trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
+
+    # -- checkpoint lineage ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lineage"] = self._lineage or lineage(None, None, self.hparams.phase)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._lineage = checkpoint.get("lineage", {})
+
+    # -- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        if hp.max_steps is None or hp.max_steps <= 0:
+            raise ValueError("trainer.max_steps must be set (> 0): the learning-rate schedule is built from it")
+        groups = []
+        for module, lr in ((self.core, hp.lr), (self.heads, hp.head_lr or hp.lr)):
+            decay, no_decay = [], []
+            for p in module.parameters():
+                if p.requires_grad:
+                    (no_decay if p.ndim < 2 else decay).append(p)  # biases, norms, scales
+            groups += [{"params": decay, "lr": lr, "weight_decay": hp.weight_decay},
+                       {"params": no_decay, "lr": lr, "weight_decay": 0.0}]  # fmt: skip
+        groups = [g for g in groups if g["params"]]
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+        optimizer = torch.optim.AdamW(groups, fused=fused or None)
+        warmup = int(hp.warmup_steps * hp.max_steps) if hp.warmup_steps < 1 else int(hp.warmup_steps)
+        total = hp.max_steps
+
+        def schedule(step: int) -> float:  # linear warm-up, then linear decay to 0 at max_steps
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

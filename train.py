@@ -1,0 +1,134 @@
+"""mmstilts entry point: ``python train.py fit|validate|test|predict --config configs/base.yaml --config ...``.
+
+Values that flow between data and model are linked once here:
+
+- model.text_model -> data.tokenizer; model.vision_model / vision_kwargs -> data (timm data config)
+- data.task_info -> model.tasks (label names and training flags, read from the shards' manifests)
+- trainer.max_steps -> model.max_steps (the LR schedule; not estimated_stepping_batches, Lightning #20550)
+- seed_everything -> data.seed
+
+Each run lives in ``trainer.default_root_dir`` (default ``runs/<name>``): checkpoints/, logs, the resolved
+config, ``finished.json`` once the command completed, and the results report after a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from datamodules.datamodule import TransferDataModule
+from lightning_modules.module import TransferModule
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Saves the resolved config as ``config-<subcommand>-<n>.yaml`` in the run directory: a resumed run,
+    or the test after a fit, never collides with an earlier config (nor with W&B's own config.yaml)."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if self.already_saved or not trainer.is_global_zero:
+            return
+        root = Path(trainer.default_root_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        stage = getattr(stage, "value", stage)
+        n = len(list(root.glob(f"config-{stage}-*.yaml")))
+        self.parser.save(self.config, root / f"config-{stage}-{n}.yaml", skip_none=False, overwrite=True,
+                         multifile=False)  # fmt: skip
+        self.already_saved = True
+
+
+class MMStiltsCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--name", type=str, default="run", help="Run name: the run directory is runs/<name>.")
+        parser.add_argument("--phase", type=str, default="train", help="Phase name stored with the lineage.")
+        parser.add_argument("--test_after_fit", type=bool, default=False,
+                            help="After fit, test the checkpoint best on English dev on every test set.")  # fmt: skip
+        parser.link_arguments("model.text_model", "data.tokenizer")
+        parser.link_arguments("model.vision_model", "data.vision_model")
+        parser.link_arguments("model.vision_kwargs", "data.vision_kwargs")
+        parser.link_arguments("trainer.max_steps", "model.max_steps")
+        parser.link_arguments("seed_everything", "data.seed")
+        parser.link_arguments("phase", "model.phase")
+        parser.link_arguments("data.task_info", "model.tasks", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Put every run artefact under the run directory and continue the W&B run on resume."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        root = cfg.trainer.default_root_dir or os.path.join("runs", cfg.name)
+        cfg.trainer.default_root_dir = root
+        for logger in _as_list(cfg.trainer.logger):
+            args = logger.init_args
+            if "save_dir" in args and args.save_dir in (None, ".", "runs"):
+                args.save_dir = root
+            if logger.class_path.endswith("WandbLogger"):
+                args.name = args.name or cfg.name
+                args.id = args.id or _wandb_id(root)
+                args.resume = "allow"
+        for callback in _as_list(cfg.trainer.callbacks):
+            if callback.class_path.endswith("ModelCheckpoint") and callback.init_args.dirpath is None:
+                callback.init_args.dirpath = os.path.join(root, "checkpoints")
+
+    def after_fit(self) -> None:
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        if self.config.fit.test_after_fit:
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False)
+            report = Path(self.trainer.default_root_dir, "results.md")
+            if self.trainer.is_global_zero and report.exists():
+                print(report.read_text())
+        self._finish({"best_ckpt": best, "last_ckpt": _last(self.trainer)})
+
+    def after_test(self) -> None:
+        self._finish({})
+
+    def after_validate(self) -> None:
+        self._finish({})
+
+    def _finish(self, extra: dict[str, Any]) -> None:
+        """``finished.json`` is written last: the study runner skips runs that have it."""
+        if self.trainer.is_global_zero:
+            info = {"subcommand": self.subcommand, "phase": self.model.hparams.phase, **extra}
+            Path(self.trainer.default_root_dir, "finished.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _wandb_id(root: str) -> str:
+    """One W&B run id per run directory, so a resumed run continues the same W&B run."""
+    path = Path(root, "wandb_id.txt")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(uuid.uuid4().hex[:12])
+    return path.read_text().strip()
+
+
+def _last(trainer: Any) -> str:
+    cb = trainer.checkpoint_callback
+    if cb is None or cb.dirpath is None:
+        return ""
+    last = Path(cb.dirpath, f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
+    return str(last) if last.exists() else ""
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
+    return MMStiltsCLI(
+        TransferModule,
+        TransferDataModule,
+        save_config_callback=RunConfigCallback,
+        parser_kwargs={"parser_mode": "yaml"},
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    cli_main()
