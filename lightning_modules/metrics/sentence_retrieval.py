@@ -1,0 +1,145 @@
+"""XTREME's sentence retrieval: Tatoeba accuracy and BUCC bitext-mining F1 (ratio margin)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_modules.metrics.sync import NAN, RaggedMetric, cat_state, cosine_blocks, hash_ids, percent
+
+
+def knn(queries: Tensor, keys: Tensor, k: int, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """Top-``k`` cosine neighbours of each query among ``keys``: (similarities, indices), both (Q, k)."""
+    sims, idx = zip(*(sim.topk(min(k, keys.shape[0]), dim=1) for _, sim in cosine_blocks(queries, keys, chunk)()))
+    return torch.cat(sims), torch.cat(idx)
+
+
+class TatoebaAccuracy(RaggedMetric):
+    """Tatoeba accuracy (%): how often a source sentence's nearest target (cosine, over all targets) is its
+    own translation. Pairs are aligned by row."""
+
+    names = ("tatoeba_acc",)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("src_emb", [], dist_reduce_fx="cat")
+        self.add_state("tgt_emb", [], dist_reduce_fx="cat")
+
+    def update(self, src_emb: Tensor, tgt_emb: Tensor) -> None:
+        """Args: src_emb (N, D), tgt_emb (N, D): row i of each is one translation pair."""
+        assert src_emb.shape == tgt_emb.shape, f"src {tuple(src_emb.shape)} vs tgt {tuple(tgt_emb.shape)}"
+        self.src_emb.append(src_emb.detach().float())
+        self.tgt_emb.append(tgt_emb.detach().float())
+
+    def compute(self) -> dict[str, Tensor]:
+        empty = torch.empty(0, device=self.device)
+        src, tgt = cat_state(self.src_emb, empty), cat_state(self.tgt_emb, empty)
+        if src.numel() == 0:
+            return {"tatoeba_acc": torch.tensor(NAN)}
+        _, nearest = knn(src, tgt, k=1)  # (N, 1)
+        hits = (nearest[:, 0] == torch.arange(len(src), device=nearest.device)).sum()
+        return {"tatoeba_acc": percent(hits, torch.tensor(len(src)))}
+
+
+def margin_candidates(src: Tensor, tgt: Tensor, k: int = 4) -> tuple[Tensor, Tensor]:
+    """XTREME/LASER bitext mining (``mine_bitext``: ratio margin, ``retrieval="max"``).
+
+    score(x, y) = cos(x, y) / ((mean cos of x's k nearest y + mean cos of y's k nearest x) / 2). Each
+    source proposes its best target and each target its best source; candidates are taken in descending
+    score, skipping any whose source or target is already used. Returns pairs (P, 2) of (src, tgt) row
+    indices and their scores (P,), best first.
+    """
+    fwd_sim, fwd_idx = knn(src, tgt, k)  # (S, k)
+    bwd_sim, bwd_idx = knn(tgt, src, k)  # (T, k)
+    fwd_mean, bwd_mean = fwd_sim.mean(1), bwd_sim.mean(1)
+    fwd_score = fwd_sim / ((fwd_mean[:, None] + bwd_mean[fwd_idx]) / 2)  # (S, k)
+    bwd_score = bwd_sim / ((bwd_mean[:, None] + fwd_mean[bwd_idx]) / 2)  # (T, k)
+    fwd_best, bwd_best = fwd_score.argmax(1, keepdim=True), bwd_score.argmax(1, keepdim=True)
+    src_rows = torch.cat([torch.arange(len(src), device=src.device), bwd_idx.gather(1, bwd_best)[:, 0]])
+    tgt_rows = torch.cat([fwd_idx.gather(1, fwd_best)[:, 0], torch.arange(len(tgt), device=src.device)])
+    scores = torch.cat([fwd_score.gather(1, fwd_best)[:, 0], bwd_score.gather(1, bwd_best)[:, 0]])
+    order = scores.argsort(descending=True).tolist()
+    seen_src, seen_tgt, keep = set(), set(), []
+    for i, s, t in zip(order, src_rows[order].tolist(), tgt_rows[order].tolist()):
+        if s not in seen_src and t not in seen_tgt:
+            seen_src.add(s)
+            seen_tgt.add(t)
+            keep.append(i)
+    return torch.stack([src_rows[keep], tgt_rows[keep]], 1), scores[keep]
+
+
+def best_f1_threshold(scores: Sequence[float], correct: Sequence[bool], num_gold: int) -> float:
+    """XTREME's ``bucc_optimize``: the score threshold (midway to the next candidate) of maximal F1, taking
+    candidates best-first. ``scores`` must be sorted descending; 0.0 when no candidate is correct."""
+    threshold, best_f1, n_correct = 0.0, 0.0, 0
+    for i, (score, ok) in enumerate(zip(scores, correct)):
+        n_correct += ok
+        if n_correct == 0:
+            continue
+        precision, recall = n_correct / (i + 1), n_correct / num_gold
+        f1 = 2 * precision * recall / (precision + recall)
+        if f1 > best_f1:
+            best_f1 = f1
+            threshold = (score + scores[i + 1]) / 2 if i + 1 < len(scores) else score
+    return threshold
+
+
+class BuccF1(RaggedMetric):
+    """BUCC bitext mining F1 (%), as XTREME scores it: ratio-margin candidates (k neighbours), then a score
+    threshold. With ``threshold=None`` the threshold maximising F1 on these data is chosen (XTREME tunes it
+    on the dev/"sample" set) and returned as ``bucc_threshold``; pass that value for test data.
+
+    Args:
+        threshold: fixed margin-score threshold (a candidate is kept if its score >= threshold).
+        k: neighbourhood size of the margin (XTREME: 4).
+    """
+
+    names = ("bucc_f1", "bucc_precision", "bucc_recall", "bucc_threshold")
+
+    def __init__(self, threshold: float | None = None, k: int = 4, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threshold, self.k = threshold, k
+        for state in ("src_emb", "src_ids", "tgt_emb", "tgt_ids", "gold"):
+            self.add_state(state, [], dist_reduce_fx="cat")
+
+    def update(
+        self,
+        src_emb: Tensor,
+        src_ids: Sequence[str],
+        tgt_emb: Tensor,
+        tgt_ids: Sequence[str],
+        gold: Sequence[tuple[str, str]],
+    ) -> None:
+        """Args: src_emb (S, D) and tgt_emb (T, D) with their sentence ids (either may be empty);
+        gold: the gold (src_id, tgt_id) pairs these samples bring (each pair given once overall)."""
+        assert len(src_emb) == len(src_ids) and len(tgt_emb) == len(tgt_ids), "one id per embedding"
+        self.src_emb.append(src_emb.detach().float())
+        self.src_ids.append(hash_ids(src_ids).to(self.device))
+        self.tgt_emb.append(tgt_emb.detach().float())
+        self.tgt_ids.append(hash_ids(tgt_ids).to(self.device))
+        pairs = hash_ids([i for pair in gold for i in pair]).reshape(-1, 2)  # (G, 2)
+        self.gold.append(pairs.to(self.device))
+
+    def compute(self) -> dict[str, Tensor]:
+        none = torch.empty(0, dtype=torch.long, device=self.device)
+        src_ids, tgt_ids, gold = (cat_state(s, none) for s in (self.src_ids, self.tgt_ids, self.gold))
+        if src_ids.numel() == 0 or tgt_ids.numel() == 0:
+            return dict.fromkeys(self.names, torch.tensor(NAN))
+        pairs, scores = margin_candidates(cat_state(self.src_emb, none), cat_state(self.tgt_emb, none), self.k)
+        predicted = list(zip(src_ids[pairs[:, 0]].tolist(), tgt_ids[pairs[:, 1]].tolist()))
+        gold_set = set(map(tuple, gold.reshape(-1, 2).tolist()))
+        correct = [p in gold_set for p in predicted]
+        scores_list = scores.tolist()
+        threshold = self.threshold
+        if threshold is None:
+            threshold = best_f1_threshold(scores_list, correct, len(gold_set))
+        n_pred = sum(s >= threshold for s in scores_list)
+        n_correct = sum(ok for ok, s in zip(correct, scores_list) if s >= threshold)
+        precision = n_correct / n_pred if n_pred else 0.0
+        recall = n_correct / len(gold_set) if gold_set else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if n_correct else 0.0
+        values = (100 * f1, 100 * precision, 100 * recall, threshold)
+        return {k: torch.tensor(float(v)) for k, v in zip(self.names, values)}
