@@ -1,0 +1,192 @@
+"""The demo world: layout, languages, per-family sample contracts, determinism, text model, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+from lightning_modules.tasks import DEMO_LANGS, NLI_LABELS, TASKS
+from shards.demo import DEMO_TASKS, build_demo
+from shards.demo.lexicon import COLOURS, SHAPES, WORDS, render
+from shards.manifest import load_manifest, select_shards
+from shards.verify import verify_dir
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_TASK_NAMES = [name for name in TASKS if name.startswith("demo_")]
+EXPECTED_LANGS = {
+    "demo_mlm": {"train": DEMO_LANGS, "dev": DEMO_LANGS, "test": DEMO_LANGS},
+    "demo_tatoeba": {"train": DEMO_LANGS[1:], "dev": DEMO_LANGS[1:], "test": DEMO_LANGS[1:]},
+}
+
+
+def _samples(directory: Path, split: str, lang: str) -> list[dict]:
+    urls = [str(p) for p in select_shards(directory, split, lang=lang)]
+    return [json.loads(s["json"]) | {"_members": set(s)} for s in wds.WebDataset(urls, shardshuffle=False)]
+
+
+def test_every_catalogue_demo_task_is_built(demo_dir: Path) -> None:
+    assert sorted(DEMO_TASKS) == sorted(DEMO_TASK_NAMES)
+    index = json.loads((demo_dir / "manifest.json").read_text())
+    assert index["demo"] is True and index["size"] == "small" and index["seed"] == 0
+    assert index["tasks"] == {name: name for name in DEMO_TASKS}
+    assert verify_dir(demo_dir / "demo_ve") == []
+
+
+@pytest.mark.parametrize("task", DEMO_TASK_NAMES)
+def test_splits_and_languages(demo_dir: Path, task: str) -> None:
+    manifest = load_manifest(demo_dir / task)
+    expected = EXPECTED_LANGS.get(task, {"train": ("en",), "dev": ("en",), "test": DEMO_LANGS})
+    assert {split: list(langs) for split, langs in manifest["counts"].items()} == {
+        split: list(langs) for split, langs in expected.items()
+    }
+    assert set(TASKS[task].languages) <= set(manifest["counts"]["test"])
+    assert manifest["counts"]["train"][expected["train"][0]] == 64
+    assert all(n == 24 for n in manifest["counts"]["test"].values())
+    assert len(select_shards(manifest, "train", lang=expected["train"][0])) == 4  # several shards for workers
+
+
+@pytest.mark.parametrize("task", DEMO_TASK_NAMES)
+def test_sample_contract(demo_dir: Path, task: str) -> None:
+    """Every sample carries the fields its family's contract (shards/__init__.py) names."""
+    spec, manifest = TASKS[task], load_manifest(demo_dir / task)
+    label_names = manifest["tasks"][task]["label_names"]
+    lang = "ru" if "ru" in manifest["counts"]["test"] else "de"
+    test = _samples(demo_dir / task, "test", lang)
+    for s in test:
+        assert s["task"] == task and s["lang"] == lang and isinstance(s["id"], str)
+        images = s["_members"] & {"jpg", "img0.jpg", "img1.jpg"}
+        assert images == {"image_text": {"jpg"}, "image_pair": {"img0.jpg", "img1.jpg"}, "text": set()}[spec.modality]
+    family = spec.family
+    if family in ("classification", "image_pair"):
+        assert label_names == list(spec.labels)
+        assert {s["label"] for s in test} == set(range(len(spec.labels)))
+    if task == "demo_ve":
+        assert all(s["text_pair"] is None for s in test)
+    if family == "vqa":
+        oov = [s for s in test if not s["labels"]]
+        assert 1 <= len(oov) <= 2 and all(s["answer"] not in label_names for s in oov)
+        train = _samples(demo_dir / task, "train", "en")
+        assert any(len(s["labels"]) == 2 for s in train), "some items should carry soft scores"
+        for s in train:
+            assert len(s["labels"]) == len(s["scores"]) and label_names[s["labels"][0]] == s["answer"]
+    if family == "retrieval":
+        assert all(1 <= len(s["texts"]) <= 2 and isinstance(s["image_id"], str) for s in test)
+        assert len({s["image_id"] for s in test}) == len(test)
+    if family == "multiple_choice":
+        assert all(len(s["choices"]) == 4 and 0 <= s["label"] < 4 for s in test)
+    if family == "span_qa":
+        for s in test:
+            (text,), (start,) = s["answers"]["text"], s["answers"]["answer_start"]
+            assert s["context"][start : start + len(text)] == text
+    if family == "tagging":
+        assert label_names[:5] == ["O", "B-COL", "I-COL", "B-SHP", "I-SHP"]
+        for s in test:
+            assert len(s["tokens"]) == len(s["tags"]) and label_names.index("B-SHP") in s["tags"]
+    if family == "sentence_retrieval":
+        assert len({s["text_pair"] for s in test}) == len(test), "English sides must be unique"
+
+
+def test_test_sets_are_parallel(demo_dir: Path) -> None:
+    """Test items are translations of each other: same ids and labels in every language."""
+    by_lang = {lang: _samples(demo_dir / "demo_ve", "test", lang) for lang in DEMO_LANGS}
+    assert len({tuple((s["id"], s["label"]) for s in samples) for samples in by_lang.values()}) == 1
+    assert len({samples[0]["text"] for samples in by_lang.values()}) == len(DEMO_LANGS)
+    assert any("\u0400" <= ch <= "\u04ff" for ch in by_lang["ru"][0]["text"])  # Russian is Cyrillic
+
+
+def test_entailment_labels_follow_the_scene() -> None:
+    ve = DEMO_TASKS["demo_ve"]
+    for item in ve.make_items(random.Random(1), 200, "train"):
+        frame, args = item["hyp"]
+        obj = item["scene"].get(args.get("shape", ""))
+        label = NLI_LABELS[item["label"]]
+        if frame == "hyp_colour":
+            assert (obj.colour == args["colour"]) == (label == "entailment")
+        if frame == "hyp_absent":
+            assert (obj is None) == (label == "entailment")
+        if frame == "hyp_prop":
+            assert label == "neutral"
+
+
+def test_lexicon_covers_every_language() -> None:
+    for lang in DEMO_LANGS:
+        assert set(WORDS[lang]["colour"]) == set(COLOURS) and set(WORDS[lang]["shape"]) == set(SHAPES)
+    assert render("de", "hyp_exists", {"shape": "circle"}) == "Es gibt einen Kreis."
+    assert render("ru", "hyp_absent", {"shape": "square"}) == "На картинке нет квадрата."
+
+
+def test_same_seed_same_shards(demo_dir: Path, tmp_path: Path) -> None:
+    again = build_demo(tmp_path / "again", size="small", seed=0)
+    other = build_demo(tmp_path / "other", size="small", seed=1)
+    for task in ("demo_ve", "demo_nlvr", "demo_tatoeba"):
+        first = [s["sha256"] for s in load_manifest(demo_dir / task)["shards"]]
+        assert first == [s["sha256"] for s in load_manifest(again / task)["shards"]]
+        assert first != [s["sha256"] for s in load_manifest(other / task)["shards"]]
+
+
+def test_text_model_loads_offline(demo_dir: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(demo_dir / "text_model")
+    config = AutoConfig.from_pretrained(demo_dir / "text_model")
+    assert config.model_type == "xlm-roberta" and config.vocab_size == len(tok)
+    assert (
+        (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+        == (1, 0, 2)
+        == (
+            config.pad_token_id,
+            config.bos_token_id,
+            config.eos_token_id,
+        )
+    )
+    pair = tok("Der Kreis ist rot.", "Круг красный.")["input_ids"]
+    assert pair[0] == tok.bos_token_id and pair.count(tok.eos_token_id) == 3 and tok.unk_token_id not in pair
+    model = AutoModel.from_config(config)
+    batch = tok(["A red circle.", "Квадрат синий и находится справа."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    assert hidden.shape == (2, batch["input_ids"].shape[1], 64)
+
+
+def test_vision_spec_builds(demo_dir: Path) -> None:
+    import timm
+    import torch
+
+    spec = json.loads((demo_dir / "vision.json").read_text())
+    model = timm.create_model(spec["model_name"], pretrained=False, num_classes=0, **spec["kwargs"])
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 64)
+
+
+def test_cli_build_demo(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "shards", "build", "demo", "--out", str(out), "--size", "small", "--seed", "3"]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (out / "manifest.json").is_file() and (out / "text_model" / "tokenizer.json").is_file()
+    verify = subprocess.run(
+        [sys.executable, "-m", "shards", "verify", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verify.returncode == 0 and verify.stdout.count("OK") == len(DEMO_TASKS), verify.stdout
+    inspect = subprocess.run(
+        [sys.executable, "-m", "shards", "inspect", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert inspect.returncode == 0 and "demo_vqa" in inspect.stdout and "ru 24" in inspect.stdout
