@@ -1,0 +1,252 @@
+"""Text converters on small files written in each dataset's documented format (tests/fixtures/text), plus the
+generic JSONL / Hugging Face converters."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from shards.converters import CONVERTERS
+from shards.converters.text_tagging import PANX_TAGS, UPOS
+
+TEXT = Path(__file__).parent / "fixtures" / "text"
+
+
+def build(name: str, out: Path, **options) -> dict:
+    """Call a converter exactly as the CLI does (every option given), without a progress bar."""
+    defaults = dict(src=None, images=None, split=None, lang=None, workers=0, allow_missing=False)
+    defaults.update(max_per_shard=2000, max_side=384, fields={})
+    return CONVERTERS[name](out=out, progress=False, **{**defaults, **options})
+
+
+def sample_json(out: Path) -> dict[str, dict]:
+    """key -> sample json over every shard written to ``out``."""
+    found = {}
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            found |= {m.name.split(".")[0]: json.load(tar.extractfile(m)) for m in tar if m.name.endswith(".json")}
+    return found
+
+
+# (converter, --src below tests/fixtures/text, expected counts, {key: {field: value}})
+CASES = [
+    (
+        "mnli",
+        "mnli",
+        {"dev_matched": {"en": 3}, "train": {"en": 2}},
+        {
+            "dev_matched-en-91383c": {
+                "label": 2,
+                "text_pair": "The Government Executive articles are not on the site.",
+            },
+            "train-en-31193n": {"label": 1, "id": "31193n"},
+        },
+    ),
+    (
+        "xnli",
+        "xnli",
+        {"dev": {"en": 1}, "test": {"en": 1, "de": 2, "ar": 1}},
+        {"test-de-2": {"label": 0, "text": "Und er sagte: Mama, ich bin zu Hause.", "lang": "de"}},
+    ),
+    (
+        "anli",
+        "anli",
+        {"dev": {"en": 3}},
+        {"dev-en-0a7a5e26-7c0b-4b0b-8e1a-1f1f0e1e0a02": {"label": 2, "text_pair": "Tim is American."}},
+    ),
+    (
+        "qqp",
+        "qqp",
+        {"dev": {"en": 2}, "test": {"en": 1}},
+        {
+            "dev-en-263843": {"label": 1, "text": "I want to pursue PhD in Computer Science?"},
+            "test-en-0": {"label": -1},
+        },
+    ),
+    ("sst2", "sst2", {"dev": {"en": 2}, "test": {"en": 1}}, {"dev-en-1": {"label": 0, "text_pair": None, "id": 1}}),
+    (
+        "pawsx",
+        "pawsx",
+        {"test": {"de": 2}, "dev": {"en": 1}},
+        {"test-de-1": {"label": 1, "text_pair": "1972 zog die Familie nach Camp Hill."}},
+    ),
+    (
+        "squad_v1",
+        "squad",
+        {"train": {"en": 2}},
+        {"train-en-56ddde6b9a695914005b9628": {"answers": {"text": ["France"], "answer_start": [104]}}},
+    ),
+    (
+        "squad_v2",
+        "squad",
+        {"dev": {"en": 2}},
+        {"dev-en-5ad39d53604f3c001a3fe8d1": {"answers": {"text": [], "answer_start": []}}},
+    ),
+    (
+        "xquad",
+        "xquad",
+        {"test": {"de": 1, "en": 1}},
+        {"test-de-56beb4343aeaaa14008c925b": {"answers": {"text": ["10. Jahrhundert"], "answer_start": [37]}}},
+    ),
+    ("mlqa", "mlqa", {"test": {"de": 1}}, {"test-de-a1b2c3": {"text": "Wer gab der Normandie ihren Namen?"}}),
+    (
+        "tydiqa",
+        "tydiqa",
+        {"dev": {"fi": 1, "id": 1}},
+        {"dev-id-indonesian--3347211436592302125-1": {"context": "Jakarta adalah ibu kota Indonesia."}},
+    ),
+    (
+        "hellaswag",
+        "hellaswag",
+        {"test": {"en": 1}, "dev": {"en": 2}},
+        {"dev-en-24": {"label": 3, "text": "A man is sitting on a roof. he"}, "test-en-14": {"label": -1}},
+    ),
+    (
+        "cosmosqa",
+        "cosmosqa",
+        {"test": {"en": 1}, "train": {"en": 2}},
+        {
+            "test-en-t1": {
+                "label": -1,
+                "choices": ["It rained.", "It was sunny.", "They were bored.", "None of the above choices ."],
+            }
+        },
+    ),
+    (
+        "commonsenseqa",
+        "commonsenseqa",
+        {"dev": {"en": 2}, "test": {"en": 1}},
+        {
+            "dev-en-1afa02df02c908a558b4036e80242fac": {
+                "label": 2,
+                "choices": ["library", "department store", "bank", "mall", "new york"],
+            }
+        },
+    ),
+    (
+        "udpos",
+        "udpos",
+        {"test": {"de": 1, "en": 2}},
+        {
+            "test-en-en_ewt_weblog-blogspot_com_zentelligence_20040423000200_ENG_20040423_000200-0002": {
+                "tokens": ["I", "do", "n't", "know", "."],  # the "don't" range line and the 4.1 empty node left out
+                "tags": [UPOS.index(t) for t in ("PRON", "AUX", "PART", "VERB", "PUNCT")],
+            }
+        },
+    ),
+    (
+        "panx",
+        "panx",
+        {"dev": {"en": 1}, "test": {"de": 2}},
+        {"test-de-0": {"tokens": ["Anton", "Webern", "lebte", "in", "Wien"], "tags": [1, 2, 0, 0, 5]}},
+    ),
+    ("ccg", "ccg", {"dev": {"en": 2}}, {"dev-en-1": {"tokens": ["It", "rains", "."]}}),
+    (
+        "bucc",
+        "bucc",
+        {"dev": {"de": 5}},
+        {
+            "dev-de-de-000001": {"side": "src", "gold": "en-000002", "text": "Der Hund bellt."},
+            "dev-de-en-000002": {"side": "tgt", "gold": "de-000001"},
+            "dev-de-de-000003": {"gold": None},
+        },
+    ),
+    (
+        "tatoeba",
+        "tatoeba",
+        {"test": {"de": 3, "zh": 2}},
+        {"test-zh-1": {"text": "谢谢。", "text_pair": "Thank you.", "id": 1}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "src", "counts", "checks"), CASES, ids=[c[0] for c in CASES])
+def test_text_converter(tmp_path: Path, name: str, src: str, counts: dict, checks: dict) -> None:
+    manifest = build(name, tmp_path / "out", src=TEXT / src)
+    assert manifest["counts"] == counts
+    assert all(len(s["sha256"]) == 64 for s in manifest["sources"]) and manifest["sources"]
+    got = sample_json(tmp_path / "out")
+    for key, fields in checks.items():
+        assert {f: got[key][f] for f in fields} == fields, key
+        assert got[key]["task"] == name
+
+
+def test_unlabelled_nli_items_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    manifest = build("mnli", tmp_path / "out", src=TEXT / "mnli" / "multinli_1.0_dev_matched.jsonl")
+    assert manifest["skipped"] == [{"key": "dev_matched-en-755e", "reason": "no gold label ('-')"}]
+    assert manifest["tasks"]["mnli"]["label_map"] == {"entailment": 0, "neutral": 1, "contradiction": 2}
+
+
+def test_tag_vocabularies_go_to_the_manifest(tmp_path: Path) -> None:
+    assert build("panx", tmp_path / "a", src=TEXT / "panx")["tasks"]["panx"]["label_names"] == list(PANX_TAGS)
+    assert build("udpos", tmp_path / "b", src=TEXT / "udpos")["tasks"]["udpos"]["label_names"] == list(UPOS)
+    ccg = build("ccg", tmp_path / "c", src=TEXT / "ccg")["tasks"]["ccg"]["label_names"]
+    assert ccg == sorted(set("N/N N (S[dcl]\\NP)/(S[b]\\NP) S[b]\\NP . NP S[dcl]\\NP".split()))
+
+
+def test_bad_rows_name_the_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "dev.tsv"
+    bad.write_text("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t2\t3\tq1\tq2\t1\n4\t5\tq1 only\t0\n")
+    with pytest.raises(ValueError, match=r"dev\.tsv:3: 4 columns, expected 6"):
+        build("qqp", tmp_path / "out", src=bad)
+    bad.write_text("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t2\t3\tq1\tq2\tyes\n")
+    with pytest.raises(ValueError, match=r"dev\.tsv:2: unknown label 'yes'"):
+        build("qqp", tmp_path / "out", src=bad)
+
+
+def test_generic_jsonl_maps_fields_labels_and_images(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (9, 9)).save(tmp_path / "img" / "p1.jpg")
+    rows = [
+        {"uid": "a", "hyp": "Ein Hund.", "gold": "Entailment", "pic": "p1", "language": "de"},
+        {"uid": "b", "hyp": "Eine Katze.", "gold": "-", "pic": "p1", "language": "de"},
+    ]
+    src = tmp_path / "mine.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fields = {"task": "xvnli", "id": "uid", "text": "hyp", "label": "gold", "lang": "language", "image": "{pic}.jpg"}
+    manifest = build("jsonl", tmp_path / "out", src=src, images=tmp_path / "img", split="test", fields=fields)
+    assert manifest["counts"] == {"test": {"de": 2}}
+    got = sample_json(tmp_path / "out")
+    assert got["test-de-a"] == {
+        "task": "xvnli",
+        "lang": "de",
+        "id": "a",
+        "text": "Ein Hund.",
+        "text_pair": None,
+        "label": 0,
+    }
+    assert got["test-de-b"]["label"] == -1
+
+
+def test_generic_jsonl_errors_name_the_missing_option_and_duplicates(tmp_path: Path) -> None:
+    src = tmp_path / "mine.jsonl"
+    src.write_text('{"id": 1, "t": "x"}\n{"id": 1, "t": "y"}\n')
+    with pytest.raises(ValueError, match="--field task="):
+        build("jsonl", tmp_path / "out", src=src)
+    with pytest.raises(ValueError, match="--field label=<source field> is required"):
+        build("jsonl", tmp_path / "out", src=src, fields={"task": "sst2", "text": "t"})
+    with pytest.raises(ValueError, match="Duplicate sample key"):
+        build("jsonl", tmp_path / "out", src=src, fields={"task": "mlm", "text": "t", "id": "id"})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets is installed")
+def test_hf_disk_without_datasets_says_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[hf\]'"):
+        build("hf_disk", tmp_path / "out", src=tmp_path, fields={"task": "mlm", "text": "text"})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="needs the optional datasets package")
+def test_hf_disk_reads_a_saved_dataset_dict(tmp_path: Path) -> None:
+    import datasets
+
+    data = {"sentence": ["good", "bad"], "label": [1, 0], "idx": [0, 1]}
+    datasets.DatasetDict({"validation": datasets.Dataset.from_dict(data)}).save_to_disk(str(tmp_path / "hf"))
+    fields = {"task": "sst2", "text": "sentence", "label": "label", "id": "idx"}
+    manifest = build("hf_disk", tmp_path / "out", src=tmp_path / "hf", fields=fields)
+    assert manifest["counts"] == {"dev": {"en": 2}}
+    assert sample_json(tmp_path / "out")["dev-en-0"]["label"] == 1
