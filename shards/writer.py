@@ -36,6 +36,7 @@ IMAGE_MEMBERS = ({"jpg"}, {"img0.jpg", "img1.jpg"}, set())
 MISSING_LISTED = 5
 
 ImageSource = str | Path | bytes | Image.Image
+Plan = list[tuple[str, str, str, str, list[dict]]]  # (file, task, split, lang, records) per shard
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -170,7 +171,7 @@ def _drop_missing(records: list[dict], allow_missing: bool) -> tuple[list[dict],
 # ------------------------------------------------------------------------------------------------ planning
 
 
-def _plan(records: list[dict], max_per_shard: int) -> list[tuple[str, str, str, str, list[dict]]]:
+def _plan(records: list[dict], max_per_shard: int) -> Plan:
     """(file, task, split, lang, records) per shard: grouped by (split, lang) in input order, then chunked."""
     if max_per_shard < 1:
         raise ValueError(f"max_per_shard must be at least 1, got {max_per_shard}.")
@@ -327,6 +328,23 @@ def build_shards(
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
+    done, jobs = _split_finished(out, plan, max_side)
+    todo = sum(len(recs) for _, recs, _ in jobs)
+    with tqdm(total=todo, desc=f"{dataset} shards", unit="sample", disable=not progress or todo == 0) as bar:
+        done.update(_write_all(out, jobs, max_side, workers, bar))
+    if progress:
+        written = sum(done[f]["bytes"] for f, _, _ in jobs)
+        _report(dataset, out, len(plan) - len(jobs), todo, written, time.perf_counter() - start)
+    _warn_stale(dataset, out, plan)
+    manifest = _manifest(dataset, tasks, plan, done, sources, [*skipped, *missing])
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "manifest.json")
+    return {**manifest, "_dir": str(out)}
+
+
+def _split_finished(out: Path, plan: Plan, max_side: int) -> tuple[dict[str, dict], list[tuple[str, list[dict], str]]]:
+    """The states of shards an earlier run finished, and the (file, records, fingerprint) jobs still to write."""
     done, jobs = {}, []
     for file, _, _, _, recs in plan:
         fingerprint = _fingerprint(recs, max_side)
@@ -335,18 +353,14 @@ def build_shards(
             done[file] = state
         else:
             jobs.append((file, recs, fingerprint))
-    todo = sum(len(recs) for _, recs, _ in jobs)
-    with tqdm(total=todo, desc=f"{dataset} shards", unit="sample", disable=not progress or todo == 0) as bar:
-        done.update(_write_all(out, jobs, max_side, workers, bar))
-    elapsed = time.perf_counter() - start
-    if progress:
-        _report(dataset, out, len(plan) - len(jobs), todo, sum(done[f]["bytes"] for f, _, _ in jobs), elapsed)
+    return done, jobs
 
-    manifest = _manifest(dataset, tasks, plan, done, sources, [*skipped, *missing])
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "manifest.json")
-    return {**manifest, "_dir": str(out)}
+
+def _warn_stale(dataset: str, out: Path, plan: Plan) -> None:
+    stale = sorted({p.name for p in out.glob("*.tar")} - {file for file, *_ in plan})
+    if stale:
+        # Left by an earlier, larger build; the manifest does not list them, so readers never see them.
+        print(f"{dataset}: {len(stale)} tar file(s) in {out} are not in the new manifest: {stale[:3]}", file=sys.stderr)
 
 
 def _report(dataset: str, out: Path, reused: int, samples: int, nbytes: int, elapsed: float) -> None:
@@ -363,7 +377,7 @@ def _report(dataset: str, out: Path, reused: int, samples: int, nbytes: int, ela
 def _manifest(
     dataset: str,
     tasks: dict[str, dict],
-    plan: list[tuple[str, str, str, str, list[dict]]],
+    plan: Plan,
     done: dict[str, dict],
     sources: Sequence[str | Path],
     skipped: list[dict],

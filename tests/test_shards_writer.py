@@ -196,3 +196,8 @@ def test_reencode_image(picture: Path) -> None:
     jpeg = reencode_image(picture, 40)
     assert Image.open(io.BytesIO(jpeg)).size == (60, 40)
     assert reencode_image(jpeg, 40) == jpeg  # an RGB JPEG within the bound passes through untouched
+
+
+def test_cli_unknown_dataset_lists_valid_names(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="Valid names: demo, .*xvnli"):
+        shards_main(["build", "no_such_dataset", "--out", str(tmp_path)])
