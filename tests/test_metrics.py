@@ -53,6 +53,12 @@ def test_accuracy_ignore_index_only_when_asked() -> None:
     assert _values(metric.compute()) == {"acc": 50.0}
 
 
+def test_accuracy_of_word_tag_lists() -> None:
+    metric = build_metrics(TASKS["udpos"])
+    metric.update(preds=[[1, 2, 3], [4]], labels=[[1, 2, 0], [4]])
+    assert _values(metric.compute()) == {"acc": 75.0}
+
+
 def test_vqa_accuracy_soft_scores_and_oov() -> None:
     metric = VQAAccuracy()
     targets = torch.tensor([[1.0, 0.3, 0.0], [0.0, 0.6, 0.0], [0.0, 0.0, 0.0]])  # third: out of vocabulary
@@ -172,27 +178,32 @@ def test_tatoeba_accuracy() -> None:
     assert _values(metric.compute()) == {"tatoeba_acc": round(100 / 3, 4)}
 
 
-def _bucc_data() -> tuple[torch.Tensor, list[str], torch.Tensor, list[str], list[tuple[str, str]]]:
-    src = F.normalize(torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0]]), dim=1)
-    tgt = F.normalize(torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 2]]), dim=1)
-    return src, ["s0", "s1", "s2"], tgt, ["t0", "t1", "t2"], [("s0", "t0"), ("s1", "t1")]
+def _bucc_data() -> tuple[torch.Tensor, list[str], list[str], list[str | None]]:
+    """Per sentence: s0-t0 and s1-t1 are gold pairs, s2 and t2 have no partner."""
+    src = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0]])
+    tgt = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 2]])
+    ids, sides = ["s0", "s1", "s2", "t0", "t1", "t2"], ["src"] * 3 + ["tgt"] * 3
+    return F.normalize(torch.cat([src, tgt]), dim=1), ids, sides, ["t0", "t1", None, "s0", "s1", None]
 
 
 def test_bucc_f1_tiny_case() -> None:
-    # k=1 margins: (s0,t0)=1, (s1,t1)=1, s2->t0 = .707/((.707+1)/2) = .828 (t0 taken), t2->s2 = .316/((.707+.316)/2)
-    src, src_ids, tgt, tgt_ids, gold = _bucc_data()
-    margin_s2_t2 = (0.5**0.5 * 0.2**0.5) / ((0.5**0.5 + 0.5**0.5 * 0.2**0.5) / 2)
+    # k=1 margins: (s0,t0) = (s1,t1) = 1; s2->t0 = .707/((.707+1)/2) = .83 but t0 is taken; then
+    # t2->s2 = cos/((.707+cos)/2) with cos(s2,t2) = sqrt(.5 * .2) = .316, i.e. .618: a wrong candidate
+    emb, ids, sides, gold = _bucc_data()
+    margin_s2_t2 = 0.1**0.5 / ((0.5**0.5 + 0.1**0.5) / 2)
     metric = BuccF1(k=1)
-    metric.update(src[:2], src_ids[:2], tgt, tgt_ids, gold)
-    metric.update(src[2:], src_ids[2:], tgt[:0], [], [])
+    order = [3, 0, 5]  # batches mix sides; the gold pair s0-t0 is named by both of its sentences
+    metric.update(emb[order], [ids[i] for i in order], [sides[i] for i in order], [gold[i] for i in order])
+    rest = [1, 2, 4]
+    metric.update(emb[rest], [ids[i] for i in rest], [sides[i] for i in rest], [gold[i] for i in rest])
     out = _values(metric.compute())
     assert out["bucc_threshold"] == pytest.approx((1 + margin_s2_t2) / 2, abs=1e-4)
     assert (out["bucc_f1"], out["bucc_precision"], out["bucc_recall"]) == (100.0, 100.0, 100.0)
     fixed = BuccF1(threshold=0.5, k=1)
-    fixed.update(src, src_ids, tgt, tgt_ids, gold)
+    fixed.update(emb, ids, sides, gold)
     out = _values(fixed.compute())
     assert (out["bucc_f1"], out["bucc_precision"], out["bucc_recall"]) == (80.0, round(200 / 3, 4), 100.0)
-    assert set(BuccF1().__class__.names) <= set(BuccF1()(src, src_ids, tgt, tgt_ids, gold))  # k=4 > 3 rows
+    assert set(BuccF1.names) == set(BuccF1()(emb, ids, sides, gold))  # default k=4 > 3 sentences per side
 
 
 # ----------------------------------------------------------------------------- factory
@@ -238,11 +249,11 @@ def _ddp_worker(rank: int, port: int) -> None:
     if rank == 0:
         one_rank.update(texts, text_ids, images, image_ids)  # rank 1 sees nothing
 
-    src, src_ids, tgt, tgt_ids, gold = _bucc_data()
+    bucc_data = _bucc_data()
     bucc, bucc_ref = BuccF1(k=1), BuccF1(k=1, **local)
-    bucc_ref.update(src, src_ids, tgt, tgt_ids, gold)
+    bucc_ref.update(*bucc_data)
     if rank == 1:
-        bucc.update(src, src_ids, tgt, tgt_ids, gold)
+        bucc.update(*bucc_data)
 
     for got, want in ((acc, acc_ref), (split, ref), (one_rank, ref), (bucc, bucc_ref)):
         got_v, want_v = _values(got.compute()), _values(want.compute())

@@ -69,10 +69,12 @@ def build_metrics(spec: TaskSpec, label_names: Sequence[str] = (), lang: str | N
     - vqa: ``update(preds (B,), targets (B, num_answers))``: soft scores.
     - retrieval: ``update(text_emb (N, D), text_image_ids: list[str], image_emb (M, D), image_ids)``.
     - span_qa: ``update(predictions: list[str], references: list[list[str]])`` (see ``span_qa.postprocess``).
-    - tagging: ``update(preds, labels)``: word-level (B, W) tensors or lists of lists, -100 = padding.
-    - mlm: ``update(preds (B, T) argmax ids, labels (B, T))``, -100 = not masked.
+    - tagging: ``update(preds, labels)``: word-level tags per sentence, lists of lists or (B, W) tensors
+      with -100 at padding (``acc`` ignores -100; ``span_f1`` drops those positions).
+    - mlm: ``update(preds, labels)``: argmax ids and original ids, any one shape; -100 = not masked.
     - sentence_retrieval, Tatoeba: ``update(src_emb (N, D), tgt_emb (N, D))``;
-      BUCC: ``update(src_emb, src_ids, tgt_emb, tgt_ids, gold: list[tuple[str, str]])``.
+      BUCC: ``update(emb (B, D), ids: list[str], sides: list["src" | "tgt"], gold: list[str | None])``, one
+      sentence per sample with its gold partner id (None: no partner).
 
     Args:
         spec: the catalogue entry.

@@ -31,8 +31,11 @@ class Accuracy(Metric):
         self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
 
-    def update(self, preds: Tensor, labels: Tensor) -> None:
-        """Args: preds, labels: integer tensors of one shape (any, flattened: (B,) or (B, W))."""
+    def update(self, preds: Tensor | Sequence[Sequence[int]], labels: Tensor | Sequence[Sequence[int]]) -> None:
+        """Args: preds, labels: integer tensors of one shape ((B,), (B, W), ...), or per-sentence lists of
+        word tags (tagging), flattened either way."""
+        if not isinstance(preds, Tensor):
+            preds, labels = torch.tensor(_flat(preds)), torch.tensor(_flat(labels))
         assert preds.shape == labels.shape, f"preds {tuple(preds.shape)} vs labels {tuple(labels.shape)}"
         preds, labels = preds.reshape(-1), labels.reshape(-1)
         if self.ignore_index is not None:
@@ -134,6 +137,10 @@ class SpanF1(Metric):
         recall = tp / n_gold if n_gold else 0.0
         f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
         return {k: torch.tensor(100.0 * v) for k, v in zip(self.names, (f1, precision, recall))}
+
+
+def _flat(rows: Sequence[Sequence[int]]) -> list[int]:
+    return [x for row in rows for x in row]
 
 
 def _rows(x: Sequence[Sequence[int]] | Tensor) -> list[list[int]]:

@@ -102,33 +102,36 @@ class BuccF1(RaggedMetric):
     def __init__(self, threshold: float | None = None, k: int = 4, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threshold, self.k = threshold, k
-        for state in ("src_emb", "src_ids", "tgt_emb", "tgt_ids", "gold"):
+        for state in ("emb", "ids", "is_tgt", "gold"):
             self.add_state(state, [], dist_reduce_fx="cat")
 
-    def update(
-        self,
-        src_emb: Tensor,
-        src_ids: Sequence[str],
-        tgt_emb: Tensor,
-        tgt_ids: Sequence[str],
-        gold: Sequence[tuple[str, str]],
-    ) -> None:
-        """Args: src_emb (S, D) and tgt_emb (T, D) with their sentence ids (either may be empty);
-        gold: the gold (src_id, tgt_id) pairs these samples bring (each pair given once overall)."""
-        assert len(src_emb) == len(src_ids) and len(tgt_emb) == len(tgt_ids), "one id per embedding"
-        self.src_emb.append(src_emb.detach().float())
-        self.src_ids.append(hash_ids(src_ids).to(self.device))
-        self.tgt_emb.append(tgt_emb.detach().float())
-        self.tgt_ids.append(hash_ids(tgt_ids).to(self.device))
-        pairs = hash_ids([i for pair in gold for i in pair]).reshape(-1, 2)  # (G, 2)
-        self.gold.append(pairs.to(self.device))
+    def update(self, emb: Tensor, ids: Sequence[str], sides: Sequence[str], gold: Sequence[str | None]) -> None:
+        """One sentence per sample, as BUCC shards hold them.
+
+        Args:
+            emb: sentence embeddings (B, D).
+            ids: each sentence's id.
+            sides: ``"src"`` (the non-English side) or ``"tgt"`` (English) per sentence.
+            gold: each sentence's gold partner id, None if it has none. A pair named by both of its
+                sentences (or on several ranks) counts once.
+        """
+        assert len(emb) == len(ids) == len(sides) == len(gold), f"{len(emb)} embeddings, {len(ids)} ids, ..."
+        assert set(sides) <= {"src", "tgt"}, f"sides must be 'src' or 'tgt', got {sorted(set(sides))}"
+        pairs = [(i, g) if s == "src" else (g, i) for i, s, g in zip(ids, sides, gold) if g is not None]
+        self.emb.append(emb.detach().float())
+        self.ids.append(hash_ids(ids).to(self.device))
+        self.is_tgt.append(torch.tensor([s == "tgt" for s in sides], dtype=torch.long, device=self.device))
+        self.gold.append(hash_ids([i for pair in pairs for i in pair]).reshape(-1, 2).to(self.device))  # (G, 2)
 
     def compute(self) -> dict[str, Tensor]:
         none = torch.empty(0, dtype=torch.long, device=self.device)
-        src_ids, tgt_ids, gold = (cat_state(s, none) for s in (self.src_ids, self.tgt_ids, self.gold))
-        if src_ids.numel() == 0 or tgt_ids.numel() == 0:
+        ids, is_tgt, gold = (cat_state(s, none) for s in (self.ids, self.is_tgt, self.gold))
+        src, tgt = is_tgt == 0, is_tgt == 1
+        if not src.any() or not tgt.any():
             return dict.fromkeys(self.names, torch.tensor(NAN))
-        pairs, scores = margin_candidates(cat_state(self.src_emb, none), cat_state(self.tgt_emb, none), self.k)
+        emb = cat_state(self.emb, none)  # (N, D)
+        src_ids, tgt_ids = ids[src], ids[tgt]
+        pairs, scores = margin_candidates(emb[src], emb[tgt], self.k)
         predicted = list(zip(src_ids[pairs[:, 0]].tolist(), tgt_ids[pairs[:, 1]].tolist()))
         gold_set = set(map(tuple, gold.reshape(-1, 2).tolist()))
         correct = [p in gold_set for p in predicted]
