@@ -69,6 +69,10 @@ def save_text_model(out: Path, texts: Iterable[str]) -> Path:
         mask_token="<mask>",
     )
     tokenizer.save_pretrained(out)
+    # transformers 5 writes "TokenizersBackend", a name 4.x cannot resolve; both load "PreTrainedTokenizerFast".
+    config_file = out / "tokenizer_config.json"
+    tok_config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**tok_config, "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2) + "\n")
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
