@@ -13,9 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # script mode (DDP workers)
-
-from lightning_modules.metrics import (  # noqa: E402
+from lightning_modules.metrics import (
     Accuracy,
     BuccF1,
     RetrievalRecall,
@@ -31,7 +29,7 @@ from lightning_modules.metrics import (  # noqa: E402
     vqa_official_score,
     vqa_soft_score,
 )
-from lightning_modules.tasks import TASKS  # noqa: E402
+from lightning_modules.tasks import TASKS
 
 
 def _values(out: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -273,6 +271,7 @@ def test_ddp_sync_matches_single_process() -> None:
     proc = subprocess.Popen(
         [sys.executable, __file__, str(_free_port())],
         cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))},
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
