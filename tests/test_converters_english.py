@@ -4,7 +4,6 @@ in each dataset's documented format (tests/fixtures/vl)."""
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -12,25 +11,18 @@ from PIL import Image
 
 from shards.converters import CONVERTERS
 from shards.converters.vl_english import vqa_score
+from shards.inspect import iter_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IGLUE, VL = FIXTURES / "iglue", FIXTURES / "vl"
 
 
 def build(name: str, out: Path, **options) -> dict:
-    """Call a converter exactly as the CLI does (every option given), without a progress bar."""
-    defaults = dict(src=None, images=None, split=None, lang=None, workers=0, allow_missing=False)
-    defaults.update(max_per_shard=2000, max_side=384, fields={})
-    return CONVERTERS[name](out=out, progress=False, **{**defaults, **options})
+    return CONVERTERS[name](out=out, progress=False, **options)
 
 
 def sample_json(out: Path) -> dict[str, dict]:
-    """key -> sample json over every shard written to ``out``."""
-    found = {}
-    for shard in sorted(out.glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            found |= {m.name.split(".")[0]: json.load(tar.extractfile(m)) for m in tar if m.name.endswith(".json")}
-    return found
+    return {key: sample for shard in out.glob("*.tar") for key, sample in iter_json(shard)}
 
 
 def images(root: Path, names: list[str], fmt: str = "JPEG") -> Path:

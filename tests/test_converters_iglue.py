@@ -11,17 +11,17 @@ import pytest
 from PIL import Image
 
 from lightning_modules.tasks import NLI_LABELS
+from shards.__main__ import main as shards_main
 from shards.converters import CONVERTERS
+from shards.converters.iglue import marvl_name, ve_split, wit_name, xgqa_name
+from shards.converters.vl_english import nlvr2_name
 
 IGLUE = Path(__file__).parent / "fixtures" / "iglue"
 VOCAB = IGLUE / "gqa" / "annotations" / "trainval_label2ans.json"
 
 
 def build(name: str, out: Path, **options) -> dict:
-    """Call a converter exactly as the CLI does (every option given), without a progress bar."""
-    defaults = dict(src=None, images=None, split=None, lang=None, workers=0, allow_missing=False)
-    defaults.update(max_per_shard=2000, max_side=384, fields={})
-    return CONVERTERS[name](out=out, progress=False, **{**defaults, **options})
+    return CONVERTERS[name](out=out, progress=False, **options)
 
 
 def samples(out: Path) -> dict[str, dict[str, bytes]]:
@@ -176,3 +176,40 @@ def test_wit_finds_images_by_url_file_name_or_mapping(tmp_path: Path) -> None:
     fields = {"image_map": str(mapping)}
     manifest = build("wit", tmp_path / "out2", src=src, images=tmp_path / "wit", fields=fields)
     assert manifest["counts"] == {"test": {"ja": 10}} and len(manifest["sources"]) == 2
+
+
+def test_the_cli_builds_xvnli(tmp_path: Path, flickr: Path) -> None:
+    argv = ["build", "xvnli", "--src", str(IGLUE / "XVNLI"), "--images", str(flickr), "--out", str(tmp_path / "out")]
+    argv += ["--split", "test", "--lang", "ar", "--workers", "2", "--max-per-shard", "8", "--max-side", "64"]
+    assert shards_main(argv) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"] == {"test": {"ar": 20}}
+    assert [s["count"] for s in manifest["shards"]] == [8, 8, 4]
+
+
+@pytest.mark.parametrize(
+    ("parse", "path", "expected"),
+    [
+        (marvl_name, "zero_shot/annotations/marvl-ta.jsonl", ("test", "ta")),
+        (marvl_name, "few_shot/annotations/marvl-tr_train10x2.jsonl", ("train_10x2", "tr")),
+        (marvl_name, "zero_shot/annotations_machine-translate/marvl-sw_gmt.jsonl", ("translate_test", "sw")),
+        (lambda p: wit_name(p, None), "annotations/val_en.jsonl", ("dev", "en")),
+        (lambda p: wit_name(p, None), "annotations_machine-translate/test_ar_gmt.jsonl", ("translate_test", "ar")),
+        (nlvr2_name, "annotations/dev-zh_gmt.jsonl", ("translate_dev", "zh")),
+        (nlvr2_name, "data/test1.json", ("test1", "en")),
+        (lambda p: (ve_split(p), None), "annotations_machine-translate/ru/test.jsonl", ("translate_test", None)),
+        (lambda p: (ve_split(p), None), "snli_ve_dev.jsonl", ("dev", None)),
+        (lambda p: xgqa_name(p, None), "zero_shot/testdev_balanced_questions_bn.json", ("test", "bn")),
+        (lambda p: xgqa_name(p, None), "few_shot/ko/dev.json", ("dev", "ko")),
+    ],
+)
+def test_iglue_file_names_give_split_and_language(parse, path: str, expected: tuple) -> None:
+    assert parse(Path(path)) == expected
+
+
+def test_gqa_refuses_two_files_for_one_split(tmp_path: Path) -> None:
+    (tmp_path / "testdev.json").write_text((IGLUE / "gqa/annotations/testdev.json").read_text())
+    balanced = {"1": {"question": "Is it?", "imageId": "n1", "answer": "no"}}
+    (tmp_path / "testdev_balanced_questions.json").write_text(json.dumps(balanced))
+    with pytest.raises(ValueError, match="both hold gqa split 'testdev'"):
+        build("gqa", tmp_path / "out", src=tmp_path, images=tmp_path, fields={"vocab": str(VOCAB)})

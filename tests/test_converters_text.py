@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -13,24 +12,17 @@ from PIL import Image
 
 from shards.converters import CONVERTERS
 from shards.converters.text_tagging import PANX_TAGS, UPOS
+from shards.inspect import iter_json
 
 TEXT = Path(__file__).parent / "fixtures" / "text"
 
 
 def build(name: str, out: Path, **options) -> dict:
-    """Call a converter exactly as the CLI does (every option given), without a progress bar."""
-    defaults = dict(src=None, images=None, split=None, lang=None, workers=0, allow_missing=False)
-    defaults.update(max_per_shard=2000, max_side=384, fields={})
-    return CONVERTERS[name](out=out, progress=False, **{**defaults, **options})
+    return CONVERTERS[name](out=out, progress=False, **options)
 
 
 def sample_json(out: Path) -> dict[str, dict]:
-    """key -> sample json over every shard written to ``out``."""
-    found = {}
-    for shard in sorted(out.glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            found |= {m.name.split(".")[0]: json.load(tar.extractfile(m)) for m in tar if m.name.endswith(".json")}
-    return found
+    return {key: sample for shard in out.glob("*.tar") for key, sample in iter_json(shard)}
 
 
 # (converter, --src below tests/fixtures/text, expected counts, {key: {field: value}})

@@ -271,6 +271,19 @@ def canonical_split(name: str) -> str:
     return SPLIT_ALIASES.get(name, name)
 
 
+def stem(path: Path) -> str:
+    """The file name up to its first dot (``test.head10.jsonl`` → ``test``)."""
+    return path.name.split(".")[0]
+
+
+def iglue_split(path: Path, name: str) -> str:
+    """IGLUE's machine-translated files (under ``annotations_machine-translate/`` or named ``*_gmt``) become
+    ``translate_<split>``, kept apart from the human-translated ``<split>``."""
+    base = name.removesuffix("_gmt")
+    translated = base != name or "annotations_machine-translate" in path.parts
+    return f"translate_{canonical_split(base)}" if translated else canonical_split(base)
+
+
 def first_existing(candidates: Sequence[Path]) -> Path:
     """The first candidate that exists, else the first (the writer then reports it as missing)."""
     return next((c for c in candidates if c.is_file()), candidates[0])

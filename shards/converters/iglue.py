@@ -18,9 +18,11 @@ from .common import (
     NLI_MAP,
     Conversion,
     Options,
+    canonical_split,
     converter,
     find_files,
     first_existing,
+    iglue_split,
     lang_from_path,
     make_key,
     map_label,
@@ -29,6 +31,7 @@ from .common import (
     read_jsonl,
     read_table,
     record,
+    stem,
     task_entry,
 )
 
@@ -39,8 +42,7 @@ MARVL_MAP = {"false": 0, "true": 1}  # JSON booleans, shown as Python would prin
 
 def ve_split(path: Path) -> str:
     """``test``, ``train_1``, ``dev``; ``snli_ve_train`` → ``train``; translate-test files → ``translate_<split>``."""
-    stem = path.name.split(".")[0].removeprefix("snli_ve_")
-    return f"translate_{stem}" if "annotations_machine-translate" in path.parts else stem
+    return iglue_split(path, stem(path).removeprefix("snli_ve_"))
 
 
 def ve_records(task: str, path: Path, split: str, lang: str, images: Path, skipped: list[dict]) -> list[dict]:
@@ -87,8 +89,9 @@ def find_vocab(opts: Options, src: Path) -> Path:
     found = sorted(root.rglob("trainval_label2ans.json"))
     if not found:
         raise FileNotFoundError(
-            f"No trainval_label2ans.json below {root}: pass --field vocab=<path to GQA's trainval_label2ans.json> "
-            "(the 1,842-answer vocabulary, in the LXMERT/IGLUE gqa annotations)."
+            f"No trainval_label2ans.json below {root}: pass --field vocab=<path to trainval_label2ans.json>, the "
+            "1,842-answer GQA vocabulary as a JSON list (LXMERT's data/gqa/trainval_label2ans.json; IGLUE ships the "
+            "same list as a .pkl, which is not read: data files are never unpickled)."
         )
     return found[0]
 
@@ -158,9 +161,14 @@ def gqa_conversion(task: str, opts: Options, name_of: Callable[[Path], tuple[str
     vocab = load_label2ans(vocab_path)
     ans2label = {a: i for i, a in enumerate(vocab)}
     files = [p for p in find_files(src, "*.json") if not p.name.startswith("trainval_")]
-    records, oov = [], {}
+    records, oov, read = [], {}, {}
     for path in files:
         split, lang = name_of(path)
+        if (split, lang) in read:  # IGLUE's gqa folder holds testdev in both formats
+            raise ValueError(
+                f"{path} and {read[split, lang]} both hold {task} split {split!r} ({lang}); give one as --src."
+            )
+        read[split, lang] = path
         records += gqa_records(task, path, split, lang, images, ans2label, oov)
     tasks = task_entry(task, label_names=vocab)
     tasks[task]["out_of_vocabulary"] = oov  # kept in the shards with empty labels, scored as wrong
@@ -169,11 +177,10 @@ def gqa_conversion(task: str, opts: Options, name_of: Callable[[Path], tuple[str
 
 def xgqa_name(path: Path, lang: str | None) -> tuple[str, str]:
     """``testdev_balanced_questions_<lang>.json`` → (test, lang); ``few_shot/<lang>/train_N.json`` → (train_N, lang)."""
-    stem = path.name.split(".")[0]
-    zero_shot = re.fullmatch(r"testdev_balanced_questions(?:_([a-z]{2}))?", stem)
+    zero_shot = re.fullmatch(r"testdev_balanced_questions(?:_([a-z]{2}))?", stem(path))
     if zero_shot:
         return "test", zero_shot.group(1) or lang_from_path(path, XGQA_LANGS, lang or "en")
-    return stem, lang_from_path(path, XGQA_LANGS, lang)
+    return canonical_split(stem(path)), lang_from_path(path, XGQA_LANGS, lang)
 
 
 def read_xgqa(opts: Options) -> Conversion:
@@ -189,12 +196,13 @@ def read_xgqa(opts: Options) -> Conversion:
 
 
 def marvl_name(path: Path) -> tuple[str, str | None]:
-    """``marvl-zh.jsonl`` → (test, zh); ``marvl-id_train1.jsonl`` → (train_1, id); ``marvl-id_dev`` → (dev, id)."""
-    match = re.fullmatch(r"marvl-([a-z]+)(?:_([a-z]+?)(\d*))?", path.name.split(".")[0])
+    """``marvl-zh`` → (test, zh); ``marvl-id_train10x2`` → (train_10x2, id); ``marvl-id_gmt`` → (translate_test, id)."""
+    match = re.fullmatch(r"marvl-([a-z]+)(?:_(\w+))?", stem(path))
     if not match:
-        return path.name.split(".")[0], None
-    lang, split, n = match.groups()
-    return (f"{split}_{n}" if n else split or "test"), lang
+        return stem(path), None
+    lang, rest = match.groups()
+    split = re.sub(r"^([a-z]+)(\d)", r"\1_\2", rest or "test")
+    return iglue_split(path, "test_gmt" if split == "gmt" else split), lang
 
 
 def marvl_image(images: Path, lang: str, concept: str, name: str) -> Path:
@@ -265,7 +273,7 @@ def read_xflickrco(opts: Options) -> Conversion:
     files, records = find_files(src, "*.jsonl"), []
     for path in files:
         lang = lang_from_path(path, XFLICKRCO_LANGS, opts.lang)
-        records += caption_records("xflickrco", path, path.name.split(".")[0], lang, image_of)
+        records += caption_records("xflickrco", path, iglue_split(path, stem(path)), lang, image_of)
     return Conversion(records, task_entry("xflickrco"), files)
 
 
@@ -273,13 +281,13 @@ def read_xflickrco(opts: Options) -> Conversion:
 
 
 def wit_name(path: Path, lang: str | None) -> tuple[str, str]:
-    """``test_ja.jsonl`` → (test, ja); ``train_en.jsonl`` → (train, en)."""
-    match = re.fullmatch(r"([a-z]+)_([a-z]{2})", path.name.split(".")[0])
+    """``test_ja`` → (test, ja); ``val_en`` → (dev, en); ``test_ar_gmt`` → (translate_test, ar)."""
+    match = re.fullmatch(r"([a-z]+)_([a-z]{2})(_gmt)?", stem(path))
     if match:
-        return match.group(1), match.group(2)
+        return iglue_split(path, match.group(1) + (match.group(3) or "")), match.group(2)
     if lang is None:
         raise ValueError(f"{path}: expected a name like test_<lang>.jsonl; pass --lang and --split.")
-    return path.name.split(".")[0], lang
+    return iglue_split(path, stem(path)), lang
 
 
 def load_image_map(path: Path) -> dict[str, str]:
@@ -295,8 +303,8 @@ def wit_image(images: Path, obj: dict, mapping: dict[str, str]) -> Path:
         if key in mapping:
             return images / mapping[key]
     name = unquote(Path(urlparse(obj.get("image_url", "")).path).name)
-    stem = Path(name).stem
-    return first_existing([images / name, images / f"{stem}.jpg", images / f"{stem}.png"])
+    base = Path(name).stem
+    return first_existing([images / name, images / f"{base}.jpg", images / f"{base}.png"])
 
 
 def read_wit(opts: Options) -> Conversion:

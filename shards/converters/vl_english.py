@@ -18,6 +18,7 @@ from .common import (
     read_json,
     read_jsonl,
     record,
+    stem,
     task_entry,
 )
 from .iglue import (
@@ -52,8 +53,7 @@ def read_snli_ve(opts: Options) -> Conversion:
 
 def gqa_name(path: Path) -> tuple[str, str]:
     """``train_balanced_questions.json`` → train; ``val``/LXMERT's ``valid`` → dev; ``testdev`` stays."""
-    stem = path.name.split(".")[0].removesuffix("_balanced_questions")
-    return canonical_split(stem), "en"
+    return canonical_split(stem(path).removesuffix("_balanced_questions")), "en"
 
 
 def read_gqa(opts: Options) -> Conversion:
@@ -137,6 +137,14 @@ def read_vqav2(opts: Options) -> Conversion:
 # ------------------------------------------------------------------------------------------------- NLVR2
 
 
+def nlvr2_name(path: Path) -> tuple[str, str]:
+    """``dev.json`` → (dev, en); IGLUE's machine-translated ``dev-id_gmt.jsonl`` → (translate_dev, id)."""
+    translated = re.fullmatch(r"(\w+?)-([a-z]{2})_gmt", stem(path))
+    if translated:
+        return f"translate_{translated.group(1)}", translated.group(2)
+    return stem(path), "en"
+
+
 def nlvr2_images(images: Path, split: str, obj: dict, where: str) -> dict[str, Path]:
     """``dev-850-0-0`` → ``dev-850-0-img0.png`` / ``-img1.png``, flat, in ``<split>/`` or ``<split>/<directory>/``."""
     identifier = need(obj, where, "identifier")
@@ -156,14 +164,14 @@ def read_nlvr2(opts: Options) -> Conversion:
     images = opts.need_images("the NLVR2 images (train/<directory>/, dev/, test1/)")
     files, records = find_files(src, "*.json", "*.jsonl"), []
     for path in files:
-        split = path.name.split(".")[0]
+        split, lang = nlvr2_name(path)
         for where, obj in read_jsonl(path):
             fields = {
                 "text": need(obj, where, "sentence"),
                 "label": map_label(need(obj, where, "label"), NLVR2_MAP, where),
             }
-            pair = nlvr2_images(images, split, obj, where)
-            records.append(record("nlvr2", split, "en", obj["identifier"], fields, pair))
+            pair = nlvr2_images(images, split.removeprefix("translate_"), obj, where)
+            records.append(record("nlvr2", split, lang, obj["identifier"], fields, pair))
     return Conversion(records, task_entry("nlvr2", NLVR2_MAP), files)
 
 
@@ -196,7 +204,7 @@ def retrieval_conversion(task: str, opts: Options) -> Conversion:
         if path.suffix == ".json":
             records += karpathy_records(task, path, images)
         else:
-            split = path.name.split(".")[0].removesuffix("_ann")
+            split = stem(path).removesuffix("_ann")
             records += caption_records(task, path, canonical_split(split), "en", image_of)
     return Conversion(records, task_entry(task), files)
 
