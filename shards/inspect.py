@@ -13,6 +13,7 @@ from PIL import Image
 
 from shards.manifest import load_manifest
 
+FIELD_WIDTH = 160  # characters of each sample field shown
 MAX_SAMPLES_PER_SPLIT = 20_000  # label counts read only JSON members, but whole tars still stream past
 
 
@@ -96,7 +97,8 @@ def inspect_dir(directory: str | Path, echo: Callable[[str], None] = print) -> N
     if manifest["shards"]:
         sample = first_sample(Path(manifest["_dir"]) / manifest["shards"][0]["file"])
         echo(f"   sample {sample.get('key')}:")
-        for line in json.dumps(sample.get("json"), indent=2, ensure_ascii=False).splitlines():
-            echo(f"     {line}")
+        for field, value in (sample.get("json") or {}).items():
+            text = json.dumps(value, ensure_ascii=False)
+            echo(f"     {field}: {text if len(text) <= FIELD_WIDTH else text[: FIELD_WIDTH - 3] + '...'}")
         for name, (w, h) in sample["images"].items():
             echo(f"     image {name}: {w}x{h}")
