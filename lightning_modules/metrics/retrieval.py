@@ -74,6 +74,7 @@ class RetrievalRecall(RaggedMetric):
         text_ids, image_ids = cat_state(self.text_image_ids, no_ids), cat_state(self.image_ids, no_ids)
         if text_ids.numel() == 0:
             return dict.fromkeys(self.names, torch.tensor(NAN))
+        assert image_ids.numel() > 0, f"{text_ids.numel()} texts but no gallery image: pass image_emb/image_ids"
         text_emb, image_emb = cat_state(self.text_emb, no_ids), cat_state(self.image_emb, no_ids)
         gallery, inverse = torch.unique(image_ids, return_inverse=True)  # (I,), (M,)
         first = torch.full_like(gallery, len(image_ids)).scatter_reduce(
