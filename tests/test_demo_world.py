@@ -13,6 +13,7 @@ import pytest
 import webdataset as wds
 
 from lightning_modules.tasks import DEMO_LANGS, NLI_LABELS, TASKS
+from shards.__main__ import main as shards_main
 from shards.demo import DEMO_TASKS, build_demo
 from shards.demo.lexicon import COLOURS, SHAPES, WORDS, render
 from shards.manifest import load_manifest, select_shards
@@ -165,28 +166,15 @@ def test_vision_spec_builds(demo_dir: Path) -> None:
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 64)
 
 
-def test_cli_build_demo(tmp_path: Path) -> None:
+def test_cli_build_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "demo"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "shards", "build", "demo", "--out", str(out), "--size", "small", "--seed", "3"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (out / "manifest.json").is_file() and (out / "text_model" / "tokenizer.json").is_file()
-    verify = subprocess.run(
-        [sys.executable, "-m", "shards", "verify", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert verify.returncode == 0 and verify.stdout.count("OK") == len(DEMO_TASKS), verify.stdout
-    inspect = subprocess.run(
-        [sys.executable, "-m", "shards", "inspect", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert inspect.returncode == 0 and "demo_vqa" in inspect.stdout and "ru 24" in inspect.stdout
+    assert shards_main(["verify", str(out)]) == 0
+    assert capsys.readouterr().out.count(": OK") == len(DEMO_TASKS)
+    assert shards_main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "demo_vqa" in text and "ru 24" in text
