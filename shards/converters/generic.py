@@ -52,8 +52,7 @@ def label_map_of(opts: Options, task: str) -> dict[str, int]:
         pairs = (item.rsplit(":", 1) for item in opts.fields["label_map"].split(","))
         return {k: int(v) for k, v in pairs}
     names = get_task(task).labels
-    return {**{n: i for i, n in enumerate(names)}, **{n.title(): i for i, n in enumerate(names)},
-            **{n.upper(): i for i, n in enumerate(names)}, **{str(i): i for i in range(len(names))}}  # fmt: skip
+    return {**{name: i for i, name in enumerate(names)}, **{str(i): i for i in range(len(names))}}
 
 
 def image_source(value: Any, images: Path | None, where: str) -> Any:
@@ -95,7 +94,10 @@ def mapped_record(
             raise ValueError(f"--field {name}=<source field> is required for {task} ({get_task(task).family}).")
         fields[name] = None if column is None else need(row, where, column)
     if "label" in fields and get_task(task).labels:
-        fields["label"] = map_label(fields["label"], labels, where, unlabelled=("-", "", None))
+        value = fields["label"]
+        if isinstance(value, str) and "label_map" not in opts.fields:
+            value = value.lower()  # catalogue names are lower case; sources write "Entailment", "TRUE", ...
+        fields["label"] = map_label(value, labels, where, unlabelled=("-", "", None))
     id_ = need(row, where, opts.fields["id"]) if "id" in opts.fields else i
     lang = str(need(row, where, opts.fields["lang"])) if "lang" in opts.fields else opts.lang or "en"
     if "split" in opts.fields:

@@ -34,6 +34,8 @@ from .iglue import (
 )
 
 NLVR2_MAP = {"False": 0, "True": 1}
+# The release's files (its balanced/ and unbalanced/ subsets are left out) and IGLUE's .jsonl copies.
+NLVR2_FILES = ("train.json", "dev.json", "test1.json", "test2.json", "*.jsonl")
 
 
 def read_snli_ve(opts: Options) -> Conversion:
@@ -162,7 +164,7 @@ def read_nlvr2(opts: Options) -> Conversion:
     """
     src = opts.need_src("the NLVR2 data files (train.json, dev.json, test1.json) or their folder")
     images = opts.need_images("the NLVR2 images (train/<directory>/, dev/, test1/)")
-    files, records = find_files(src, "*.json", "*.jsonl"), []
+    files, records = find_files(src, *NLVR2_FILES), []
     for path in files:
         split, lang = nlvr2_name(path)
         for where, obj in read_jsonl(path):
