@@ -238,6 +238,13 @@ def find_files(src: Path, *patterns: str) -> list[Path]:
     return found
 
 
+def vocab_file(opts: Options, src: Path, name: str) -> Path | None:
+    """``--field vocab=PATH``, else the first file called ``name`` below ``--src`` (or beside it), else None."""
+    if "vocab" in opts.fields:
+        return Path(opts.fields["vocab"])
+    return next(iter(sorted((src if src.is_dir() else src.parent).rglob(name))), None)
+
+
 def lang_from_path(path: Path, langs: Iterable[str], default: str | None = None) -> str:
     """The nearest folder name (file upward) that is one of ``langs`` (IGLUE's ``annotations/<lang>/``)."""
     known = set(langs)

@@ -2,7 +2,7 @@
 
 Each reader takes ``--src`` as one annotation file or a folder searched recursively, infers split and language
 from IGLUE's file layout (``annotations/<lang>/test.jsonl``, ``testdev_balanced_questions_<lang>.json``,
-``marvl-<lang>.jsonl``, ``test_<lang>.jsonl``), and keeps IGLUE's scoring conventions (module docstrings below).
+``marvl-<lang>.jsonl``, ``test_<lang>.jsonl``), and keeps IGLUE's scoring conventions (see each reader's docstring).
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from .common import (
     record,
     stem,
     task_entry,
+    vocab_file,
 )
 
-MARVL_MAP = {"false": 0, "true": 1}  # JSON booleans, shown as Python would print them lower-cased
+MARVL_MAP = {"false": 0, "true": 1}  # the JSON booleans false / true
 
 # ------------------------------------------------------------------------------------------- XVNLI / SNLI-VE
 
@@ -83,17 +84,14 @@ def read_xvnli(opts: Options) -> Conversion:
 
 def find_vocab(opts: Options, src: Path) -> Path:
     """``--field vocab=PATH``, else ``trainval_label2ans.json`` below ``--src``."""
-    if "vocab" in opts.fields:
-        return Path(opts.fields["vocab"])
-    root = src if src.is_dir() else src.parent
-    found = sorted(root.rglob("trainval_label2ans.json"))
-    if not found:
+    path = vocab_file(opts, src, "trainval_label2ans.json")
+    if path is None:
         raise FileNotFoundError(
-            f"No trainval_label2ans.json below {root}: pass --field vocab=<path to trainval_label2ans.json>, the "
+            f"No trainval_label2ans.json below {src}: pass --field vocab=<path to trainval_label2ans.json>, the "
             "1,842-answer GQA vocabulary as a JSON list (LXMERT's data/gqa/trainval_label2ans.json; IGLUE ships the "
             "same list as a .pkl, which is not read: data files are never unpickled)."
         )
-    return found[0]
+    return path
 
 
 def load_label2ans(path: Path) -> list[str]:

@@ -23,6 +23,7 @@ from .common import (
     record,
     split_from_name,
     task_entry,
+    vocab_file,
 )
 
 UPOS = (
@@ -143,12 +144,14 @@ def ccg_sentences(path: Path) -> Iterator[Sentence]:
     ``tokens<TAB>tags`` lines (``ccg.{train,dev,test}``); ids are row numbers."""
     rows = read_jsonl(path) if path.suffix == ".jsonl" else _tab_rows(path)
     for n, (where, row) in enumerate(rows):
-        tokens, tags = (
-            v.split() if isinstance(v, str) else list(v) for v in (need(row, where, "text"), need(row, where, "tags"))
-        )
+        tokens, tags = _words(need(row, where, "text")), _words(need(row, where, "tags"))
         if len(tokens) != len(tags):
             raise ValueError(f"{where}: {len(tokens)} tokens but {len(tags)} tags.")
         yield where, n, tokens, tags
+
+
+def _words(value: str | list[str]) -> list[str]:
+    return value.split() if isinstance(value, str) else list(value)
 
 
 def _tab_rows(path: Path) -> Iterator[tuple[str, dict]]:
@@ -170,11 +173,7 @@ def read_ccg(opts: Options) -> Conversion:
     src = opts.need_src("the CCG files (ccg.train, ccg.dev, ccg.test or *.jsonl) or their folder")
     files = [p for p in find_files(src, "ccg.*", "*.jsonl") if p.name != "tags_to_id.json"]
     sentences = {p: list(ccg_sentences(p)) for p in files}
-    vocab_path = (
-        Path(opts.fields["vocab"])
-        if "vocab" in opts.fields
-        else next(iter(sorted((src if src.is_dir() else src.parent).rglob("tags_to_id.json"))), None)
-    )
+    vocab_path = vocab_file(opts, src, "tags_to_id.json")
     if vocab_path is not None:
         tag_ids = read_json(vocab_path)
         vocab = sorted(tag_ids, key=tag_ids.get)

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from .common import (
+    NLI_MAP,
     Conversion,
     Options,
     canonical_split,
@@ -22,7 +23,6 @@ from .common import (
     task_entry,
 )
 from .iglue import (
-    NLI_MAP,
     caption_records,
     flickr_coco_image,
     gqa_conversion,
