@@ -150,6 +150,10 @@ def test_text_model_loads_offline(demo_dir: Path) -> None:
     )
     pair = tok("Der Kreis ist rot.", "Круг красный.")["input_ids"]
     assert pair[0] == tok.bos_token_id and pair.count(tok.eos_token_id) == 3 and tok.unk_token_id not in pair
+    context = "Der Kreis ist gelb und liegt links."
+    enc = tok(context, return_offsets_mapping=True)
+    words = [context[a:b] for a, b in enc["offset_mapping"] if b > a]
+    assert words[:3] == ["Der", "Kreis", "ist"], words  # offsets exclude the space, as XLM-R's do
     model = AutoModel.from_config(config)
     batch = tok(["A red circle.", "Квадрат синий и находится справа."], padding=True, return_tensors="pt")
     with torch.no_grad():

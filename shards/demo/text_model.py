@@ -41,8 +41,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE) -> Token
     """A SentencePiece-style BPE tokenizer (NFKC, '▁' word prefix) with XLM-R's special tokens and templates."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.NFKC()
-    # Punctuation split off words ("rot." -> "▁rot", ".") keeps word-level tasks (tagging, spans) aligned.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+    # As in XLM-R, splitting on whitespace before adding '▁' keeps the space out of token offsets (span QA);
+    # punctuation split off words ("rot." -> "▁rot", ".") keeps word-level tasks aligned.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()]
+    )
     tok.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), initial_alphabet=ALPHABET, show_progress=False
