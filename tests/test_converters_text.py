@@ -189,6 +189,9 @@ def test_bad_rows_name_the_file_and_line(tmp_path: Path) -> None:
     bad.write_text("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t2\t3\tq1\tq2\tyes\n")
     with pytest.raises(ValueError, match=r"dev\.tsv:2: unknown label 'yes'"):
         build("qqp", tmp_path / "out", src=bad)
+    bad.write_text("id\tquestion1\tquestion2\n1\tq1\tq2\n")  # a label column may only be absent in test files
+    with pytest.raises(ValueError, match=r"dev\.tsv:2: missing field 'is_duplicate'"):
+        build("qqp", tmp_path / "out", src=bad)
 
 
 def test_generic_jsonl_maps_fields_labels_and_images(tmp_path: Path) -> None:

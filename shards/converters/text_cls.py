@@ -49,13 +49,15 @@ def mnli_split(path: Path) -> str:
 
 
 def cls_records(spec: ClsSpec, path: Path, opts: Options, skipped: list[dict]) -> list[dict]:
-    """Rows as classification records; a row without a label column (GLUE test files) is unlabelled (-1),
+    """Rows as classification records; a test row without a label column (GLUE test files) is unlabelled (-1),
     a row whose label is ``"-"`` (no annotator majority, MNLI/XNLI) is skipped as GLUE does."""
     split, records = spec.split_of(path), []
     for i, (where, row) in enumerate(read_rows(path)):
         lang = spec.lang_of(path, row, opts.lang)
         id_ = need(row, where, *spec.id) if spec.id else i
         raw_label = next((row[k] for k in spec.label if k in row), None)
+        if raw_label is None and not split.startswith("test"):
+            need(row, where, *spec.label)  # only test files may come without labels
         if raw_label in ("-", ""):
             skipped.append({"key": make_key(split, lang, id_), "reason": f"no gold label ({raw_label!r})"})
             continue

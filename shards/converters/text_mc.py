@@ -68,6 +68,8 @@ def mc_conversion(task: str, opts: Options, patterns: tuple[str, ...], fields_of
         split = split_from_name(path)
         for where, row in read_rows(path):
             id_, fields = fields_of(row, where)
+            if fields["label"] == UNLABELLED and split != "test":
+                raise ValueError(f"{where}: no answer label; only test files may come without one.")
             records.append(record(task, split, "en", id_, fields))
     return Conversion(records, task_entry(task), files)
 
