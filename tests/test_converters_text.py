@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+import tarfile
+import types
 from pathlib import Path
 
 import pytest
@@ -245,3 +248,20 @@ def test_hf_disk_reads_a_saved_dataset_dict(tmp_path: Path) -> None:
     manifest = build("hf_disk", tmp_path / "out", src=tmp_path / "hf", fields=fields)
     assert manifest["counts"] == {"dev": {"en": 2}}
     assert sample_json(tmp_path / "out")["dev-en-0"]["label"] == 1
+
+
+def test_hf_disk_maps_splits_and_decoded_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in for ``datasets`` (an optional extra): what ``load_from_disk`` returns is a dict of row lists."""
+
+    class DatasetDict(dict):
+        pass
+
+    rows = [{"hyp": "A red square.", "gold": 2, "pair": "p1", "img": Image.new("RGB", (6, 5), (200, 0, 0))}]
+    fake = types.SimpleNamespace(DatasetDict=DatasetDict, load_from_disk=lambda path: DatasetDict(validation=rows))
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    fields = {"task": "snli_ve", "text": "hyp", "label": "gold", "id": "pair", "image": "img"}
+    manifest = build("hf_disk", tmp_path / "out", src=tmp_path, fields=fields)
+    assert manifest["counts"] == {"dev": {"en": 1}}
+    assert sample_json(tmp_path / "out")["dev-en-p1"]["label"] == 2
+    with tarfile.open(next((tmp_path / "out").glob("*.tar"))) as tar:
+        assert sorted(tar.getnames()) == ["dev-en-p1.jpg", "dev-en-p1.json"]
