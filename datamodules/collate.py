@@ -35,7 +35,18 @@ PAD_MULTIPLE = 8
 
 
 class Collator:
-    """Callable collate function for one task (picklable, so it runs in spawned workers)."""
+    """Callable collate function for one task (picklable, so it runs in spawned workers).
+
+    Args:
+        task: catalogue task name; its family picks the collate method.
+        tokenizer: a fast tokenizer (span QA needs offsets, tagging ``word_ids``).
+        max_length: tokens per text (per stride window for span QA).
+        num_labels: VQA answer vocabulary size (width of ``targets``).
+        train: training batches (one random caption per retrieval image, ``skipped`` counts).
+        doc_stride: span QA: tokens shared by consecutive windows (default ``max_length // 3``).
+        mlm_probability: MLM: share of tokens masked.
+        seed: seeds caption choice and MLM masking.
+    """
 
     def __init__(
         self,
@@ -45,13 +56,16 @@ class Collator:
         max_length: int = 128,
         num_labels: int = 0,
         train: bool = False,
-        doc_stride: int = 64,
+        doc_stride: int | None = None,
         mlm_probability: float = 0.15,
         seed: int = 0,
     ) -> None:
         self.task, self.family = task, get_task(task).family
         self.tokenizer, self.max_length, self.num_labels = tokenizer, max_length, num_labels
-        self.train, self.doc_stride = train, doc_stride
+        # HF run_qa's proportions (stride 128 of 384): overlapping windows still leave room for the question.
+        self.train, self.doc_stride = train, max_length // 3 if doc_stride is None else doc_stride
+        if self.family == "span_qa" and not 0 < self.doc_stride < max_length // 2:
+            raise ValueError(f"doc_stride={self.doc_stride} must be in (0, max_length // 2 = {max_length // 2})")
         self.rng = random.Random(seed)
         self.mlm = (
             DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)

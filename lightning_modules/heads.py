@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoModelForMaskedLM
 
 from lightning_modules.core import EncoderCore
 from lightning_modules.span_qa import postprocess
@@ -167,8 +168,24 @@ class TaggingHead(nn.Module):
         return HeadOutput(loss, {"preds": pred_seqs, "labels": gold_seqs}, pred_seqs)
 
 
+def load_lm_head(text_model: str) -> nn.Module:
+    """The pretrained LM head of ``text_model`` (hub name or directory): ``AutoModelForMaskedLM`` minus its
+    encoder, e.g. XLM-R's ``lm_head`` (dense, GELU, LayerNorm, decoder). Its decoder is a copy of the
+    checkpoint's tied word embeddings, not tied to the core's: one parameter in two optimizer groups (core
+    and heads) is not allowed, and the copy starts from exactly the checkpoint's values."""
+    model = AutoModelForMaskedLM.from_pretrained(text_model)
+    rest = [name for name, _ in model.named_children() if name != model.base_model_prefix]
+    if len(rest) != 1:
+        raise ValueError(
+            f"{type(model).__name__} splits its LM head over {rest}; load_lm_head expects one module. "
+            "Set model.pretrained=false for a fresh MLM head."
+        )
+    return getattr(model, rest[0])
+
+
 class MLMHead(nn.Module):
-    """Masked-LM prediction over the tokenizer's vocabulary; reuses a checkpoint's LM head where given."""
+    """Masked-LM prediction over the tokenizer's vocabulary; reuses a checkpoint's LM head where given
+    (``load_lm_head``), otherwise a fresh one of the same shape as XLM-R's."""
 
     def __init__(self, hidden: int, vocab_size: int, lm_head: nn.Module | None = None) -> None:
         super().__init__()

@@ -17,7 +17,7 @@ from torchmetrics import SumMetric
 
 from lightning_modules.checkpoints import lineage, load_init_checkpoint
 from lightning_modules.core import EncoderCore
-from lightning_modules.heads import HeadOutput, build_head
+from lightning_modules.heads import HeadOutput, build_head, load_lm_head
 from lightning_modules.metrics import build_metrics
 from lightning_modules.tasks import get_task
 
@@ -92,9 +92,11 @@ class TransferModule(pl.LightningModule):
         self.heads = nn.ModuleDict()
         for name, spec in self.specs.items():
             if spec.head not in self.heads:
+                # a pretrained text model brings its own LM head; random-init runs get a fresh one
+                lm_head = load_lm_head(text_model) if spec.family == "mlm" and pretrained else None
                 self.heads[spec.head] = build_head(
                     spec.family, self.core.hidden_size, label_names=tasks[name]["labels"],
-                    vocab_size=self.core.text.config.vocab_size, retrieval_layer=retrieval_layer,
+                    vocab_size=self.core.text.config.vocab_size, retrieval_layer=retrieval_layer, lm_head=lm_head,
                 )  # fmt: skip
         self.metrics = nn.ModuleDict()  # "<stage>|<task>|<lang>" -> task metric; created in setup
         self.counts = nn.ModuleDict()  # same keys -> samples scored (exactness check)

@@ -1,0 +1,226 @@
+"""Contract test over every catalogue task (timm's ``test_model_backward``, per task instead of per model).
+
+For each task: synthetic samples in the shard contract's format (``shards/__init__.py``) go through the
+real ``Collator`` into a tiny ``TransferModule`` (random XLM-R from the demo text model, tiny timm ViT).
+Training mode: finite loss, backward, every parameter that ``apply_freezing`` leaves trainable gets a
+finite gradient. Evaluation mode: output shapes, and the family's metric computes every catalogue name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import timm.data
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM
+
+from datamodules.collate import Collator
+from lightning_modules.core import load_vision_spec, vision_data_config
+from lightning_modules.heads import HeadOutput
+from lightning_modules.metrics import build_metrics
+from lightning_modules.module import TransferModule
+from lightning_modules.tasks import TASKS, TaskSpec, get_task
+
+B = 3  # samples per batch; hidden 64, vision width 48, image 64 px, sequence lengths vary per batch
+VISION_WIDTH = 48
+VQA_ANSWERS = ("red", "blue", "green", "1", "2", "yes", "no")
+IOB_TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+WORDS = "red blue green circle square triangle left right middle the a shows is".split()
+
+
+@pytest.fixture(scope="module")
+def world(demo_dir: Path) -> dict[str, Any]:
+    """Tokenizer, vision spec (narrower than the text width, so a swapped axis fails) and image transform."""
+    name, kwargs = load_vision_spec(demo_dir / "vision.json")
+    kwargs = {**kwargs, "embed_dim": VISION_WIDTH}
+    config = vision_data_config(name, kwargs)
+    return {
+        "text_model": str(demo_dir / "text_model"),
+        "vision_model": name,
+        "vision_kwargs": kwargs,
+        "tokenizer": AutoTokenizer.from_pretrained(demo_dir / "text_model"),
+        "transform": timm.data.create_transform(**config, is_training=False),
+    }
+
+
+def label_names(spec: TaskSpec) -> list[str]:
+    """The catalogue's labels, or a stand-in for those that come from the shards' manifest."""
+    if spec.labels:
+        return list(spec.labels)
+    if spec.family == "vqa":
+        return list(VQA_ANSWERS)
+    if spec.family == "tagging":
+        return list(IOB_TAGS)
+    return []
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def image(rng: random.Random, transform: Any) -> torch.Tensor:
+    pixels = bytes(rng.randrange(256) for _ in range(96 * 80 * 3))
+    return transform(Image.frombytes("RGB", (96, 80), pixels))  # (3, 64, 64)
+
+
+def make_records(spec: TaskSpec, n_labels: int, rng: random.Random) -> list[dict[str, Any]]:
+    """B json records of the family's shard format, with edge cases (unlabelled, OOV, unanswerable)."""
+    s = lambda n: sentence(rng, n)  # noqa: E731
+    f = spec.family
+    if f == "classification":
+        pair = spec.modality == "text"
+        return [{"text": s(3 + i), "text_pair": s(5 - i) if pair else None, "label": y}
+                for i, y in enumerate((0, n_labels - 1, -1))]  # fmt: skip
+    if f == "image_pair":
+        return [{"text": s(4 + i), "label": i % 2} for i in range(B)]
+    if f == "vqa":  # sample 2: answer outside the vocabulary (no labels): scored as wrong, never dropped
+        targets = (([1, 2], [1.0, 0.3]), ([0], [1.0]), ([], []))
+        return [{"text": s(3 + i), "answer": "x", "labels": y, "scores": sc} for i, (y, sc) in enumerate(targets)]
+    if f == "retrieval":  # 2, 1 and 3 captions per image
+        return [{"texts": [s(3 + j) for j in range(n)], "image_id": f"img{i}"} for i, n in enumerate((2, 1, 3))]
+    if f == "multiple_choice":
+        return [{"text": s(6 + i), "choices": [s(2 + j) for j in range(4)], "label": i} for i in range(B)]
+    if f == "span_qa":
+        return [span_record(s(3), s(n), i == 1) for i, n in enumerate((8, 40, 12))]  # 40 words: several windows
+    if f == "tagging":
+        return [{"tokens": s(n).split(), "tags": [rng.randrange(n_labels) for _ in range(n)]} for n in (4, 7, 5)]
+    if f == "mlm":
+        return [{"text": s(n)} for n in (6, 9, 7)]
+    if "bucc_f1" in spec.metrics:  # one sentence per sample: src0 <-> tgt2 gold, tgt1 without a partner
+        sides, gold = ("src", "tgt", "tgt"), ("t2", None, "s0")
+        return [{"text": s(4 + i), "side": sd, "gold": g, "id": i_}
+                for i, (sd, g, i_) in enumerate(zip(sides, gold, ("s0", "t1", "t2")))]  # fmt: skip
+    return [{"text": s(4 + i), "text_pair": s(5 + i)} for i in range(B)]
+
+
+def span_record(question: str, context: str, unanswerable: bool) -> dict[str, Any]:
+    words = context.split()
+    answer = " ".join(words[-3:-1])  # near the end: in the last window only when the context is long
+    start = len(" ".join(words[:-3])) + 1
+    assert context[start : start + len(answer)] == answer, (context, start, answer)
+    answers = {"text": [], "answer_start": []} if unanswerable else {"text": [answer], "answer_start": [start]}
+    return {"text": question, "context": context, "answers": answers}
+
+
+def make_batch(name: str, world: dict[str, Any], labels: list[str], train: bool) -> dict[str, Any]:
+    spec = get_task(name)
+    rng = random.Random(f"{name}-{train}")
+    n_images = {"text": 0, "image_text": 1, "image_pair": 2}[spec.modality]
+    samples = [
+        {
+            "__key__": f"k{i}",
+            "json": {"task": name, "lang": spec.languages[-1], "id": i, **record},
+            "images": [image(rng, world["transform"]) for _ in range(n_images)],
+        }
+        for i, record in enumerate(make_records(spec, len(labels), rng))
+    ]
+    max_length = 32 if spec.family == "span_qa" else 64  # span QA: short windows, so one context needs several
+    collate = Collator(name, world["tokenizer"], max_length=max_length, num_labels=len(labels), train=train,
+                       mlm_probability=0.4, seed=1)  # fmt: skip
+    return collate(samples)
+
+
+def build_module(name: str, world: dict[str, Any], labels: list[str]) -> TransferModule:
+    return TransferModule(
+        world["text_model"], world["vision_model"], vision_kwargs=world["vision_kwargs"],
+        text_kwargs={"add_pooling_layer": False}, pretrained=False, tasks={name: {"labels": labels, "train": True}},
+    )  # fmt: skip
+
+
+def check_shapes(spec: TaskSpec, batch: dict[str, Any], out: HeadOutput, hidden: int) -> None:
+    m = out.metric_inputs
+    f = spec.family
+    if f in ("classification", "image_pair", "multiple_choice"):
+        assert m["preds"].shape == m["labels"].shape == (B,)
+        if f == "multiple_choice":
+            assert batch["input_ids"].shape[:2] == (B, 4), batch["input_ids"].shape
+        if f == "image_pair":
+            assert batch["pixel_values"].shape == (B, 2, 3, 64, 64), batch["pixel_values"].shape
+    elif f == "vqa":
+        assert m["preds"].shape == (B,) and m["targets"].shape == (B, len(VQA_ANSWERS)), m["targets"].shape
+        assert m["targets"][2].sum() == 0, "the out-of-vocabulary answer must stay in the batch as all-zero targets"
+    elif f == "retrieval":
+        n_texts = 6  # evaluation keeps every caption: 2 + 1 + 3
+        assert m["text_emb"].shape[0] == len(m["text_image_ids"]) == n_texts, m["text_emb"].shape
+        assert m["image_emb"].shape == (B, m["text_emb"].shape[1]), m["image_emb"].shape
+        assert m["text_image_ids"] == ["img0", "img0", "img1", "img2", "img2", "img2"]
+    elif f == "span_qa":
+        assert batch["input_ids"].shape[0] > B, "the 40-word context must span several stride windows"
+        assert len(m["predictions"]) == len(m["references"]) == B
+    elif f == "tagging":
+        assert [len(p) for p in m["preds"]] == [len(g) for g in m["labels"]] == [4, 7, 5]
+    elif f == "mlm":
+        n_masked = int((batch["labels"] != -100).sum())
+        assert n_masked > 0 and m["preds"].shape == m["labels"].shape == (n_masked,)
+    elif "bucc_f1" in spec.metrics:
+        assert m["emb"].shape == (B, hidden) and m["sides"] == ["src", "tgt", "tgt"]
+    else:
+        assert m["src_emb"].shape == m["tgt_emb"].shape == (B, hidden)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_task_contract(name: str, world: dict[str, Any]) -> None:
+    torch.manual_seed(0)
+    spec = get_task(name)
+    labels = label_names(spec)
+    module = build_module(name, world, labels)
+    head = module.heads[spec.head]
+
+    # training: finite loss, every parameter left trainable by apply_freezing gets a gradient
+    module.train()
+    out = head(module.core, make_batch(name, world, labels, train=True))
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss), out.loss
+    out.loss.backward()
+    trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    assert trainable, "nothing trains"
+    missing = [n for n, p in trainable.items() if p.grad is None]
+    assert not missing, f"{name}: trainable parameters without a gradient: {missing[:8]} ({len(missing)})"
+    bad = [n for n, p in trainable.items() if not torch.isfinite(p.grad).all()]
+    assert not bad, f"{name}: non-finite gradients in {bad[:8]}"
+    if spec.modality == "text":  # text-only runs freeze the whole image side
+        vision = [n for n in trainable if n.startswith(("core.vision.", "core.image_"))]
+        assert not vision, f"{name}: text-only task leaves image parameters trainable: {vision[:4]}"
+
+    # evaluation: shapes, and the metric computes every catalogue metric from metric_inputs
+    module.eval()
+    batch = make_batch(name, world, labels, train=False)
+    with torch.no_grad():
+        out = head(module.core, batch)
+    assert torch.isfinite(out.loss), out.loss
+    check_shapes(spec, batch, out, module.core.hidden_size)
+    metric = build_metrics(spec, labels, "de" if name == "mlqa" else None)
+    metric.update(**out.metric_inputs)
+    values = metric.compute()
+    for key in spec.metrics:
+        assert key in values and not math.isnan(float(values[key])), f"{name}: {key} = {values.get(key)}"
+    assert spec.primary in spec.metrics, f"{name}: primary {spec.primary} not among {spec.metrics}"
+
+
+def test_unknown_task_lists_valid_names() -> None:
+    with pytest.raises(KeyError, match="Valid tasks: .*xvnli"):
+        get_task("xvnlii")
+
+
+def test_mlm_head_reuses_pretrained_lm_head(tmp_path: Path) -> None:
+    """A pretrained text model's MLM head starts from the checkpoint's LM head, weights identical."""
+    config = XLMRobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=37, max_position_embeddings=40)  # fmt: skip
+    saved = XLMRobertaForMaskedLM(config)
+    saved.save_pretrained(tmp_path)
+    module = TransferModule(str(tmp_path), None, pretrained=True, text_kwargs={"add_pooling_layer": False},
+                            tasks={"demo_mlm": {"labels": [], "train": True}})  # fmt: skip
+    ours, theirs = module.heads["mlm"].lm.state_dict(), saved.lm_head.state_dict()
+    assert set(ours) == set(theirs), (sorted(ours), sorted(theirs))
+    for key, value in theirs.items():
+        assert torch.equal(ours[key], value), key
+    assert torch.equal(ours["decoder.weight"], saved.roberta.embeddings.word_embeddings.weight)
+    # a copy, not the core's embedding: one parameter must not sit in two optimizer groups
+    head_params = {id(p) for p in module.heads.parameters()}
+    assert not head_params & {id(p) for p in module.core.parameters()}
+    json.dumps(module.hparams.tasks)  # the hyperparameters stay serialisable
