@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -132,7 +133,13 @@ class TransferDataModule(pl.LightningDataModule):
 
     # -- configuration checks (run at construction: before any training) -------------------------------
     def _manifest(self, t: TaskData) -> dict:
-        get_task(t.name)  # unknown names fail with the list of valid ones
+        try:
+            get_task(t.name)
+        except KeyError as err:
+            raise ValueError(f"data.tasks[*].name: {err.args[0]}") from None
+        if t.weight is not None and t.train_split is None:
+            raise ValueError(f"data.tasks[{t.name}].weight is set but the task has no train_split, so it is never "
+                             "sampled: remove the weight or set train_split")  # fmt: skip
         try:
             manifest = load_manifest(t.shards)
         except (FileNotFoundError, ValueError) as err:
@@ -275,12 +282,18 @@ class TransferDataModule(pl.LightningDataModule):
                     decoder=self._decoder(task, strict=True),
                     rank=rank,
                     world_size=world,
+                    expected=self._shard_counts(task),
                 ),  # fmt: skip
                 self.eval_num_workers,
                 persistent=self.persistent_workers and stage == "val",
             )
             for task, _, urls in self.eval_sets[stage]
         ]
+
+    def _shard_counts(self, task: str) -> dict[str, int]:
+        """Shard url -> manifest sample count: evaluation checks every shard reads exactly that many."""
+        manifest = self.manifests[task]
+        return {str(Path(manifest["_dir"]) / s["file"]): s["count"] for s in manifest["shards"]}
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("val")

@@ -3,18 +3,24 @@
 Training (infinite, resampled)::
 
     ResampledShardStream  rank/worker partition of the shard list, shards drawn with a seeded RNG
-    tarfile_to_samples    tar members grouped by __key__ (a broken tar is counted, not fatal)
+    ShardReader           tar members grouped by __key__; a broken, empty or duplicate-key shard is counted
     shuffle               raw bytes in the buffer: decoding happens after the shuffle
     SafeDecoder           json + JPEG (draft mode) only; corrupt samples counted in sample["skipped"]
     batched + Collator    tokenization in the worker
 
 Evaluation (finite, exact)::
 
-    SimpleShardList -> split by rank (from the trainer) -> split by worker -> tarfile_to_samples
+    SimpleShardList -> split by rank (from the trainer) -> split by worker -> ShardReader(strict)
     -> SafeDecoder(strict) -> batched(partial=True) + Collator
 
-Nothing from a shard is ever unpickled: only ``json`` and image members are decoded; any other member
-(``.pyd``, ``.pth``, ``.pkl``, ...) is ignored.
+In evaluation every problem raises ``DataError`` naming the shard and the key, and a shard that yields a
+different number of samples than its manifest entry is an error too (a silently shorter test set is a
+wrong result). Skip reasons in training (logged as ``data/skipped/<reason>``): ``bad_tar``, ``empty_shard``,
+``duplicate_key``, ``missing_json``, ``bad_json``, ``missing_field``, ``bad_label``, ``missing_image``,
+``bad_image``.
+
+Nothing from a shard is ever unpickled: only ``json`` and ``jpg`` members are read out of a tar at all;
+any other member (``.pyd``, ``.pth``, ``.pkl``, ...) is passed over unread.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from __future__ import annotations
 import io
 import json
 import random
+import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,10 +38,23 @@ import webdataset as wds
 from PIL import Image
 
 IMAGE_KEYS = ("jpg", "img0.jpg", "img1.jpg")
+# A training stream that skips this many samples (or reads this many shards without a good sample) in a
+# row is broken, not noisy: it fails instead of spinning forever.
+MAX_CONSECUTIVE_SKIPS = 1000
+MAX_CONSECUTIVE_EMPTY_SHARDS = 100
+SKIP_REASONS = ("bad_tar", "empty_shard", "duplicate_key", "missing_json", "bad_json", "missing_field",
+                "bad_label", "missing_image", "bad_image")  # fmt: skip
 
 
 class DataError(ValueError):
-    """A sample or shard that cannot be read, named by shard and key."""
+    """A sample or shard that cannot be read, named by shard and key; ``reason`` is the skip-count name."""
+
+    def __init__(self, message: str, reason: str = "other") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the reason when a worker sends the error back
+        return (DataError, (str(self), self.reason))
 
 
 def _worker() -> tuple[int, int]:
@@ -74,6 +94,98 @@ def split_by_rank(rank: int, world_size: int) -> Callable[[Iterator[dict]], Iter
     return stage
 
 
+def safe_member(name: str) -> bool:
+    """Only json and JPEG members are read out of a tar at all; anything else never reaches memory."""
+    return name.endswith((".json", ".jpg"))
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """``key.img0.jpg`` -> (``key``, ``img0.jpg``): WebDataset's rule, the key ends at the first dot."""
+    base = name.rsplit("/", 1)[-1]
+    prefix = name[: len(name) - len(base)]
+    key, _, ext = base.partition(".")
+    return prefix + key, ext.lower()
+
+
+class ShardReader:
+    """Shard urls -> raw samples ``{"__key__", "__url__", "json": bytes, "jpg": bytes, ...}``.
+
+    ``strict`` (evaluation): a truncated tar, an empty shard, a duplicate key or a count that differs from
+    ``expected[url]`` raises ``DataError`` naming the shard (and the key where there is one). Otherwise
+    (training) the problem is counted through ``count`` and the rest of the shard is read where possible.
+    """
+
+    def __init__(self, count: Callable[[str], None], *, strict: bool, expected: Mapping[str, int] | None = None
+                 ) -> None:  # fmt: skip
+        self.count, self.strict, self.expected = count, strict, dict(expected or {})
+        self.empty_in_a_row = 0
+
+    def problem(self, message: str, reason: str) -> None:
+        if self.strict:
+            raise DataError(message, reason)
+        self.count(reason)
+
+    def __call__(self, src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for item in src:
+            url = str(item["url"])
+            n = 0
+            for sample in self.read(url):
+                n += 1
+                yield sample
+            self.check_count(url, n)
+
+    def check_count(self, url: str, n: int) -> None:
+        if n == 0:
+            self.problem(f"shard {url}: no samples (empty or unreadable); rebuild it with `python -m shards build`",
+                         "empty_shard")  # fmt: skip
+            self.empty_in_a_row += 1
+            if self.empty_in_a_row >= MAX_CONSECUTIVE_EMPTY_SHARDS:
+                raise DataError(f"{self.empty_in_a_row} shards in a row gave no sample (last: {url}); check them "
+                                "with `python -m shards verify <dir>`", "empty_shard")  # fmt: skip
+            return
+        self.empty_in_a_row = 0
+        want = self.expected.get(url)
+        if self.strict and want is not None and n != want:
+            raise DataError(f"shard {url}: read {n} samples but its manifest says {want}; the shard changed after "
+                            "writing: check it with `python -m shards verify <dir>`, rebuild it", "bad_tar")  # fmt: skip
+
+    def read(self, url: str) -> Iterator[dict[str, Any]]:
+        """The samples of one shard, in tar order; members of a group must be adjacent (as TarWriter writes)."""
+        sample: dict[str, Any] | None = None
+        key, seen, skipping = "", set(), False
+        try:
+            with open(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    name_key, ext = _split_name(member.name)
+                    if name_key != key or (sample is not None and ext in sample):  # a new sample starts
+                        if sample is not None:
+                            yield sample
+                        key, sample, skipping = name_key, None, name_key in seen
+                        if skipping:
+                            self.problem(f"shard {url}, key {key!r}: duplicate key (a second sample with this "
+                                         "key); rebuild the shard with unique keys", "duplicate_key")  # fmt: skip
+                        else:
+                            seen.add(key)
+                            sample = {"__key__": key, "__url__": url}
+                    if skipping or not safe_member(member.name):
+                        continue
+                    handle = tar.extractfile(member)
+                    data = handle.read() if handle is not None else b""
+                    if len(data) != member.size:
+                        raise EOFError(f"member {member.name} is truncated ({len(data)} of {member.size} bytes)")
+                    sample[ext] = data
+                    tar.members = []  # streaming: do not keep every header in memory
+        except (tarfile.TarError, EOFError, OSError) as err:
+            # The sample being read when the tar broke is incomplete: drop it, report where it happened.
+            where = f", key {key!r}" if key else ""
+            self.problem(f"shard {url}{where}: unreadable or truncated tar ({err}); rebuild it", "bad_tar")
+            return
+        if sample is not None:
+            yield sample
+
+
 def decode_image(data: bytes, size: int | None) -> Image.Image:
     """JPEG decode in draft mode: the DCT scales down by 2/4/8 straight to (at least) ``size``."""
     img = Image.open(io.BytesIO(data))
@@ -94,6 +206,7 @@ class SafeDecoder:
         self.transform, self.draft_size, self.required = transform, draft_size, tuple(required)
         self.num_images, self.num_labels, self.strict = num_images, num_labels, strict
         self.pending: Counter[str] = Counter()
+        self.skipped_in_a_row = 0
 
     def count(self, reason: str) -> None:
         self.pending[reason] += 1
@@ -105,11 +218,20 @@ class SafeDecoder:
             except DataError as err:
                 if self.strict:
                     raise
-                self.count(err.args[1] if len(err.args) > 1 else "other")
+                self.skip(err)
                 continue
+            self.skipped_in_a_row = 0
             if self.pending:
                 sample["skipped"], self.pending = dict(self.pending), Counter()
             yield sample
+
+    def skip(self, err: DataError) -> None:
+        self.count(err.reason)
+        self.skipped_in_a_row += 1
+        if self.skipped_in_a_row >= MAX_CONSECUTIVE_SKIPS:
+            raise DataError(f"{self.skipped_in_a_row} samples in a row were corrupt (counts {dict(self.pending)}; "
+                            f"last: {err}); the shards are broken, not noisy: `python -m shards verify <dir>`",
+                            err.reason)  # fmt: skip
 
     def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
         key, url = raw.get("__key__", "?"), raw.get("__url__", "?")
@@ -121,6 +243,8 @@ class SafeDecoder:
             record = json.loads(raw["json"])
         except ValueError as err:
             raise DataError(f"{where}: json does not parse ({err})", "bad_json") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: json is a {type(record).__name__}, not an object", "bad_json")
         missing = [f for f in self.required if f not in record]
         if missing:
             raise DataError(f"{where}: json lacks field(s) {missing}; rebuild the shard", "missing_field")
@@ -143,33 +267,16 @@ class SafeDecoder:
         labels = record.get("labels", [record["label"]] if "label" in record else [])
         if isinstance(labels, int):
             labels = [labels]
-        bad = [x for x in labels if not isinstance(x, int) or x >= self.num_labels or x < -1]
+        bad = [x for x in labels if isinstance(x, bool) or not isinstance(x, int) or x >= self.num_labels or x < -1]
         if bad:
             raise DataError(f"{where}: label(s) {bad} outside the vocabulary of {self.num_labels}", "bad_label")
-
-
-def safe_member(name: str) -> bool:
-    """Only json and JPEG members are read out of a tar at all; anything else never reaches memory."""
-    return name.endswith((".json", ".jpg"))
-
-
-def tar_handler(decoder: SafeDecoder, strict: bool) -> Callable[[Exception], bool]:
-    """webdataset error handler: evaluation re-raises naming the shard; training counts and goes on."""
-
-    def handle(exn: Exception) -> bool:
-        if strict:
-            raise DataError(f"cannot read shard: {exn}") from exn
-        decoder.count("bad_tar")
-        return True
-
-    return handle
 
 
 def train_pipeline(urls: Sequence[str], *, collate: Callable, batch_size: int, decoder: SafeDecoder, seed: int,
                    rank: int, world_size: int, shuffle_buffer: int = 1000) -> wds.DataPipeline:  # fmt: skip
     return wds.DataPipeline(
         ResampledShardStream(urls, seed=seed, rank=rank, world_size=world_size),
-        wds.tarfile_to_samples(handler=tar_handler(decoder, strict=False), select_files=safe_member),
+        ShardReader(decoder.count, strict=False),
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(f"shuffle-{seed}-{rank}")),
         decoder,
         wds.batched(batch_size, collation_fn=collate, partial=False),
@@ -177,12 +284,13 @@ def train_pipeline(urls: Sequence[str], *, collate: Callable, batch_size: int, d
 
 
 def eval_pipeline(urls: Sequence[str], *, collate: Callable, batch_size: int, decoder: SafeDecoder, rank: int,
-                  world_size: int) -> wds.DataPipeline:  # fmt: skip
+                  world_size: int, expected: Mapping[str, int] | None = None) -> wds.DataPipeline:  # fmt: skip
+    """``expected`` maps a shard url to its manifest sample count: a shard that reads otherwise is an error."""
     return wds.DataPipeline(
         wds.SimpleShardList(list(urls)),
         split_by_rank(rank, world_size),
         wds.split_by_worker,
-        wds.tarfile_to_samples(handler=tar_handler(decoder, strict=True), select_files=safe_member),
+        ShardReader(decoder.count, strict=True, expected=expected),
         decoder,
         wds.batched(batch_size, collation_fn=collate, partial=True),
     )

@@ -26,3 +26,48 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from shards.demo import build_demo
 
     return build_demo(tmp_path_factory.mktemp("demo"), size="small", seed=0)
+
+
+# -- small custom shard directories (uneven, corrupt, ...) for the reliability tests ------------------------
+
+
+def jpeg_bytes(seed: int, size: int = 40) -> bytes:
+    """A small solid-colour JPEG, different per seed."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), ((37 * seed) % 256, (91 * seed) % 256, 128)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def task_records(task: str, split: str, lang: str, n: int, start: int = 0) -> list[dict]:
+    """``n`` valid records of ``demo_ve`` (image + hypothesis) or ``demo_nli`` (text pair) for build_shards."""
+    records = []
+    for i in range(start, start + n):
+        sample = {"task": task, "lang": lang, "id": f"{split}-{lang}-{i}", "text": f"a red circle {i}", "label": i % 3}
+        images = {}
+        if task == "demo_ve":
+            images = {"jpg": jpeg_bytes(i)}
+        else:
+            sample["text_pair"] = f"a blue square {i}"
+        records.append({"key": f"{task}-{split}-{lang}-{i:05d}", "split": split, "lang": lang, "json": sample,
+                        "images": images})  # fmt: skip
+    return records
+
+
+def write_task_shards(out: Path, task: str, sizes: dict[tuple[str, str], int], max_per_shard: int = 4) -> dict:
+    """Shards of ``task`` with ``sizes[(split, lang)]`` samples each, ``max_per_shard`` per tar; the manifest."""
+    from lightning_modules.tasks import NLI_LABELS
+    from shards.writer import build_shards
+
+    records = [r for (split, lang), n in sizes.items() for r in task_records(task, split, lang, n)]
+    meta = {task: {"label_names": list(NLI_LABELS), "label_map": {}}}
+    return build_shards(out, records, dataset=task, tasks=meta, max_per_shard=max_per_shard, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(demo_dir: Path) -> dict[str, str]:
+    """The demo world's tiny text model directory and vision spec (paths as strings)."""
+    return {"text_model": str(demo_dir / "text_model"), "vision_model": str(demo_dir / "vision.json")}
