@@ -147,7 +147,7 @@ class ShardReader:
         want = self.expected.get(url)
         if self.strict and want is not None and n != want:
             raise DataError(f"shard {url}: read {n} samples but its manifest says {want}; the shard changed after "
-                            "writing: check it with `python -m shards verify <dir>`, rebuild it", "bad_tar")  # fmt: skip
+                            "writing: check it with `python -m shards verify <dir>`", "bad_tar")  # fmt: skip
 
     def read(self, url: str) -> Iterator[dict[str, Any]]:
         """The samples of one shard, in tar order; members of a group must be adjacent (as TarWriter writes)."""
