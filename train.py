@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.datamodule import TransferDataModule
 from lightning_modules.module import TransferModule
@@ -38,7 +40,7 @@ class RunConfigCallback(SaveConfigCallback):
         root.mkdir(parents=True, exist_ok=True)
         stage = getattr(stage, "value", stage)
         n = len(list(root.glob(f"config-{stage}-*.yaml")))
-        self.parser.save(self.config, root / f"config-{stage}-{n}.yaml", skip_none=False, overwrite=True,
+        self.parser.save(self.config, root / f"config-{stage}-{n}.yaml", overwrite=True,
                          multifile=False)  # fmt: skip
         self.already_saved = True
 
@@ -67,16 +69,25 @@ class MMStiltsCLI(LightningCLI):
             if "save_dir" in args and args.save_dir in (None, ".", "runs"):
                 args.save_dir = root
             if logger.class_path.endswith("WandbLogger"):
-                args.name = args.name or cfg.name
+                args.name = args.name or os.environ.get("WANDB_NAME") or cfg.name
                 args.id = args.id or _wandb_id(root)
                 args.resume = "allow"
         for callback in _as_list(cfg.trainer.callbacks):
             if callback.class_path.endswith("ModelCheckpoint") and callback.init_args.dirpath is None:
                 callback.init_args.dirpath = os.path.join(root, "checkpoints")
 
+    def fit(self, model: TransferModule, **kwargs: Any) -> None:
+        """``trainer.fit``; a run with no training task (BUCC, Tatoeba: no training data) only tests."""
+        if self.datamodule.train_tasks:
+            self.trainer.fit(model, **kwargs)
+            return
+        rank_zero_info("No task has a train_split: evaluation-only run, testing the starting weights.")
+        self._evaluation_only = True
+        self.trainer.test(model, datamodule=kwargs.get("datamodule"), verbose=False)
+
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
-        if self.config.fit.test_after_fit:
+        if self.config.fit.test_after_fit and not getattr(self, "_evaluation_only", False):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False)
             report = Path(self.trainer.default_root_dir, "results.md")
             if self.trainer.is_global_zero and report.exists():
@@ -94,6 +105,10 @@ class MMStiltsCLI(LightningCLI):
         if self.trainer.is_global_zero:
             info = {"subcommand": self.subcommand, "phase": self.model.hparams.phase, **extra}
             Path(self.trainer.default_root_dir, "finished.json").write_text(json.dumps(info, indent=1) + "\n")
+        if any(isinstance(logger, WandbLogger) for logger in self.trainer.loggers):
+            import wandb
+
+            wandb.finish()  # one W&B run per command, also when several run in one process
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -34,6 +34,7 @@ class TransferModule(pl.LightningModule):
         vision_kwargs: dict[str, Any] | None = None,
         text_kwargs: dict[str, Any] | None = None,
         text_tower: str | None = None,
+        text_drop: list[str] | None = None,
         pretrained: bool = True,
         fusion: Literal["single_stream", "fusion_transformer"] = "single_stream",
         attn_implementation: str = "sdpa",
@@ -60,6 +61,7 @@ class TransferModule(pl.LightningModule):
             vision_kwargs: Extra timm.create_model kwargs (image size, depth, ...).
             text_kwargs: Extra AutoModel kwargs (e.g. add_pooling_layer: false).
             text_tower: Attribute holding the text tower when the checkpoint is a two-tower model (SigLIP: text_model).
+            text_drop: Submodules of the text tower no head uses (SigLIP's projection: head), replaced by identities.
             pretrained: Load pretrained weights (false: random init from the configs, as in tests and the demo).
             fusion: single_stream (image tokens prepended to the text) or fusion_transformer.
             attn_implementation: Attention kernel of the text model (sdpa, eager, flash_attention_2).
@@ -84,7 +86,7 @@ class TransferModule(pl.LightningModule):
         if not tasks:
             raise ValueError("model.tasks is empty: it is linked from data.tasks; configure data.tasks")
         self.core = EncoderCore(
-            text_model, vision_model, pretrained=pretrained, fusion=fusion, text_tower=text_tower,
+            text_model, vision_model, pretrained=pretrained, fusion=fusion, text_tower=text_tower, text_drop=text_drop,
             text_kwargs=text_kwargs, vision_kwargs=vision_kwargs, attn_implementation=attn_implementation,
         )  # fmt: skip
         self.task_info = tasks
@@ -138,7 +140,7 @@ class TransferModule(pl.LightningModule):
             # gradients; only then pay for DDP's unused-parameter search.
             strategy._ddp_kwargs.setdefault("find_unused_parameters", not self.every_step_uses_every_parameter())
             strategy._ddp_kwargs.setdefault("gradient_as_bucket_view", True)
-        if stage == "fit" and self.hparams.init_from:
+        if self.hparams.init_from and not self._lineage:  # a resume (ckpt_path) overwrites these weights later
             self._lineage = self.load_init(self.hparams.init_from, self.hparams.init_scope)
         self.create_metrics()
         if self.hparams.compile:
@@ -147,10 +149,15 @@ class TransferModule(pl.LightningModule):
     def load_init(self, path: str, scope: str | list[str]) -> dict[str, Any]:
         report = load_init_checkpoint(self, path, scope)
         rank_zero_info(report.summary())
-        info = lineage(path, report.parent_hparams, self.hparams.phase)
+        info = lineage(path, report.parent_hparams, self.hparams.phase, report.parent_lineage)
         for logger in self.loggers:
             logger.log_hyperparams(
-                {"lineage": info, "init_missing": report.missing, "init_unexpected": report.unexpected}
+                {
+                    "lineage": info,
+                    "init_missing": report.missing,
+                    "init_unexpected": report.unexpected,
+                    "init_dropped_heads": report.dropped_heads,
+                }
             )
         return info
 
