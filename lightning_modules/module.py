@@ -206,10 +206,26 @@ class TransferModule(pl.LightningModule):
         out = self(batch)
         labels = batch.get("labels", batch.get("references", [None] * len(batch["keys"])))
         labels = labels.tolist() if torch.is_tensor(labels) else labels
-        return [
+        rows = [
             {"task": task, "key": k, "lang": lg, "prediction": p, "label": y}
             for k, lg, p, y in zip(batch["keys"], batch["lang"], out.predictions, labels)
         ]
+        self._predictions += rows
+        return rows
+
+    def on_predict_epoch_end(self) -> None:
+        """``predictions.jsonl`` in the run directory: one line per test sample, for error analysis."""
+        root = Path(self.trainer.default_root_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        part = root / f"predictions.rank{self.global_rank}.jsonl"
+        part.write_text("".join(json.dumps(r, default=str) + "\n" for r in self._predictions))
+        self._predictions = []
+        self.trainer.strategy.barrier()
+        if self.trainer.is_global_zero:  # each sample was predicted by exactly one rank: concatenate
+            parts = sorted(root.glob("predictions.rank*.jsonl"))
+            (root / "predictions.jsonl").write_text("".join(p.read_text() for p in parts))
+            for p in parts:
+                p.unlink()
 
     # -- epoch ends: every rank computes every metric in the same order (each compute syncs) ------------
     def _compute_all(self, stage: Stage) -> list[dict[str, Any]]:

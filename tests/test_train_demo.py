@@ -71,3 +71,13 @@ def test_unknown_task_fails_before_training_with_valid_names(demo_cwd: Path) -> 
 def test_missing_shard_dir_names_the_key_and_the_fix(demo_cwd: Path) -> None:
     with pytest.raises(ValueError, match=r"data.tasks\[demo_ve\].shards: No shard manifest .*python -m shards build"):
         run_train("--data.tasks=[{name: demo_ve, shards: data/nowhere, train_split: train}]", subcommand="fit")
+
+
+def test_predict_writes_one_line_per_test_sample(demo_cwd: Path) -> None:
+    root = demo_cwd / "runs" / "predict"
+    run_train(f"--trainer.default_root_dir={root}", "--data.eval_num_workers=0", subcommand="predict")
+    lines = [json.loads(line) for line in (root / "predictions.jsonl").read_text().splitlines()]
+    manifest = load_manifest(demo_cwd / "data" / "demo" / "demo_ve")
+    assert len(lines) == sample_count(manifest, "test")
+    assert {k for k in lines[0]} == {"task", "key", "lang", "prediction", "label"}
+    assert len({r["key"] for r in lines}) == len(lines)
