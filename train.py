@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.datamodule import TransferDataModule
+from datamodules.preflight import run_preflight
 from lightning_modules.module import TransferModule
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -84,6 +85,10 @@ class MMStiltsCLI(LightningCLI):
         rank_zero_info("No task has a train_split: evaluation-only run, testing the starting weights.")
         self._evaluation_only = True
         self.trainer.test(model, datamodule=kwargs.get("datamodule"), verbose=False)
+
+    def before_fit(self) -> None:
+        """Preflight (``datamodules/preflight.py``): shards, vocabularies, lengths; fails before any training."""
+        run_preflight(self.datamodule, self.trainer, self.model)
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
