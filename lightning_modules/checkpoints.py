@@ -2,6 +2,11 @@
 
 Loading never executes pickle code (``torch.load(weights_only=True)``), fails on any shape mismatch, and
 reports the exact missing and unexpected keys: only heads that are new in this phase may be missing.
+
+``init_scope`` says what is carried over: ``core`` (the encoder core; every head starts fresh), ``all`` (the core
+and every head the checkpoint shares with this run; heads only this run has start fresh) or a list of head names
+(the core and those heads; each must exist on both sides). Heads of the checkpoint outside the scope are left
+behind and named in the report.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ class InitReport:
     loaded: int
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    dropped_heads: list[str] = field(default_factory=list)  # heads of the checkpoint left behind (out of scope)
     parent_hparams: dict[str, Any] = field(default_factory=dict)
+    parent_lineage: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         return (
             f"init_from {self.path}: loaded {self.loaded} tensors; missing (fresh) keys: {self.missing or 'none'}; "
-            f"unexpected keys: {self.unexpected or 'none'}"
+            f"unexpected keys: {self.unexpected or 'none'}; checkpoint heads not carried over: "
+            f"{self.dropped_heads or 'none'}"
         )
 
 
@@ -53,47 +61,63 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
 
 
-def _scope_prefixes(scope: str | list[str], module: nn.Module, parent_keys: set[str]) -> list[str]:
-    heads = getattr(module, "heads", {})
+def _head_names(keys: set[str] | dict[str, Any]) -> set[str]:
+    return {k.split(".")[1] for k in keys if k.startswith("heads.")}
+
+
+def _carried_heads(scope: str | list[str], own_heads: set[str], parent_heads: set[str]) -> list[str]:
+    """The heads whose tensors ``scope`` carries over; a named head that either side lacks is an error."""
     if scope == "core":
-        return ["core."]
+        return []
     if scope == "all":
-        return ["core.", "heads."]
-    if isinstance(scope, str):
-        scope = [scope]
-    for name in scope:
-        if name not in heads:
+        return sorted(own_heads & parent_heads)  # heads only this run has are new: they stay fresh
+    names = [scope] if isinstance(scope, str) else list(scope)
+    for name in names:
+        if name not in own_heads:
             raise ValueError(f"model.init_scope names head {name!r}, which this run does not have; "
-                             f"valid: core, all, or a list of {sorted(heads)}")  # fmt: skip
-        if not any(k.startswith(f"heads.{name}.") for k in parent_keys):
-            raise ValueError(f"model.init_scope names head {name!r}, which the checkpoint does not have")
-    return ["core.", *[f"heads.{name}." for name in scope]]
+                             f"valid: core, all, or a list of {sorted(own_heads)}")  # fmt: skip
+        if name not in parent_heads:
+            raise ValueError(f"model.init_scope names head {name!r}, which the checkpoint does not have; "
+                             f"it has {sorted(parent_heads)}")  # fmt: skip
+    return names
 
 
 def load_init_checkpoint(module: nn.Module, path: str | Path, scope: str | list[str] = "core") -> InitReport:
     """Copy the scoped tensors of ``path`` into ``module``; see the module docstring for the rules."""
     ckpt = read_checkpoint(path)
     state = ckpt.get("state_dict", ckpt)
-    prefixes = _scope_prefixes(scope, module, set(state))
-    chosen = {k: v for k, v in state.items() if k.startswith(tuple(prefixes))}
     own = module.state_dict()
+    heads = _carried_heads(scope, _head_names(own), _head_names(state))
+    prefixes = ("core.", *[f"heads.{name}." for name in heads])
+    chosen = {k: v for k, v in state.items() if k.startswith(prefixes)}
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in chosen.items() if k in own and own[k].shape != v.shape]  # fmt: skip
     if mismatched:
         raise ValueError(f"model.init_from={path}: shape mismatch for {len(mismatched)} tensors: {mismatched[:10]}")
     result = module.load_state_dict(chosen, strict=False)
-    missing = [k for k in result.missing_keys if k.startswith(tuple(prefixes))]
+    missing = [k for k in result.missing_keys if k.startswith(prefixes)]
     if missing:
         raise ValueError(f"model.init_from={path} lacks {len(missing)} tensors of the carried-over scope "
                          f"{scope!r}: {missing[:10]} — is it a checkpoint of the same model?")  # fmt: skip
     if result.unexpected_keys:
         raise ValueError(f"model.init_from={path} has tensors this model does not: {result.unexpected_keys[:10]}")
-    fresh = sorted({k for k in own if not k.startswith(tuple(prefixes))})
-    return InitReport(str(path), len(chosen), fresh, [], dict(ckpt.get("hyper_parameters", {})))
+    fresh = sorted(k for k in own if not k.startswith(prefixes))
+    dropped = sorted(_head_names(state) - set(heads))
+    return InitReport(str(path), len(chosen), fresh, [], dropped, dict(ckpt.get("hyper_parameters", {})),
+                      dict(ckpt.get("lineage") or {}))  # fmt: skip
 
 
-def lineage(path: str | Path | None, parent_hparams: dict[str, Any] | None, phase: str) -> dict[str, Any]:
-    """Where this phase's weights came from: stored in its checkpoints and in the W&B run config."""
+def lineage(
+    path: str | Path | None,
+    parent_hparams: dict[str, Any] | None,
+    phase: str,
+    parent_lineage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Where this phase's weights came from: stored in its checkpoints and in the W&B run config.
+
+    ``parent.lineage`` is the parent checkpoint's own lineage, so a chain start -> intermediate -> target
+    stays traceable from its last checkpoint.
+    """
     if path is None:
         return {"phase": phase, "parent": None}
     parent = dict(parent_hparams or {})
@@ -106,5 +130,6 @@ def lineage(path: str | Path | None, parent_hparams: dict[str, Any] | None, phas
             "phase": parent.get("phase"),
             "tasks": sorted(tasks),
             "config": parent,
+            "lineage": dict(parent_lineage or {}),
         },  # fmt: skip
     }

@@ -20,6 +20,7 @@ train the same transformer. ``fusion_transformer`` serves text models that canno
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -95,6 +96,7 @@ class EncoderCore(nn.Module):
         pretrained: bool = True,
         fusion: Fusion = "single_stream",
         text_tower: str | None = None,
+        text_drop: Sequence[str] = (),
         text_kwargs: dict[str, Any] | None = None,
         vision_kwargs: dict[str, Any] | None = None,
         attn_implementation: str = "sdpa",
@@ -102,6 +104,10 @@ class EncoderCore(nn.Module):
     ) -> None:
         super().__init__()
         self.text = build_text_encoder(text_model, pretrained, text_tower, attn_implementation, text_kwargs or {})
+        for name in text_drop or ():  # e.g. SigLIP's text projection: computed in forward, used by no head
+            if not isinstance(getattr(self.text, name, None), nn.Module):
+                raise ValueError(f"model.text_drop: {type(self.text).__name__} has no submodule {name!r}")
+            setattr(self.text, name, nn.Identity())  # its parameters would never get a gradient (DDP)
         self.hidden_size: int = self.text.config.hidden_size
         self.fusion = fusion
         self.vision = build_vision_encoder(vision_model, pretrained, vision_kwargs or {}) if vision_model else None
