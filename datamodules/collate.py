@@ -21,7 +21,9 @@ sentence_retrieval  ``pair_input_ids``/``pair_attention_mask`` (translations) or
 
 from __future__ import annotations
 
+import os
 import random
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -66,7 +68,7 @@ class Collator:
         self.train, self.doc_stride = train, max_length // 3 if doc_stride is None else doc_stride
         if self.family == "span_qa" and not 0 < self.doc_stride < max_length // 2:
             raise ValueError(f"doc_stride={self.doc_stride} must be in (0, max_length // 2 = {max_length // 2})")
-        self.rng = random.Random(seed)
+        self.rng, self.seed = random.Random(seed), seed
         self.mlm = (
             DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
             if self.family == "mlm"
@@ -168,6 +170,14 @@ class Collator:
     def _mlm(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         enc = self.tokenize([r["text"] for r in records], return_special_tokens_mask=True)
         special = enc.pop("special_tokens_mask").bool() | (enc["attention_mask"] == 0)
+        # torch_mask_tokens draws from mlm.generator (None: torch's global RNG). Training: one stream per
+        # loader worker, as HF seeds it. Evaluation: seeded by the batch's keys, so every validation pass
+        # masks the same tokens and scores stay comparable across checkpoints.
+        if not self.train:
+            keys = "|".join(s["__key__"] for s in samples)
+            self.mlm.generator = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(keys.encode()))
+        elif self.mlm.generator is None or self.mlm._generator_pid != os.getpid():
+            self.mlm.create_rng("pt")
         input_ids, labels = self.mlm.torch_mask_tokens(enc["input_ids"].clone(), special_tokens_mask=special)
         return {"input_ids": input_ids, "attention_mask": enc["attention_mask"], "labels": labels}
 
@@ -175,7 +185,7 @@ class Collator:
         out = dict(self.tokenize([r["text"] for r in records]))
         if "side" in records[0]:  # BUCC: one sentence per sample, gold partners listed
             out.update(ids=[str(r["id"]) for r in records], sides=[r["side"] for r in records],
-                       gold=[r.get("gold") for r in records])  # fmt: skip
+                       gold=[None if r.get("gold") is None else str(r["gold"]) for r in records])  # fmt: skip
             return out
         pair = self.tokenize([r["text_pair"] for r in records])
         out["pair_input_ids"], out["pair_attention_mask"] = pair["input_ids"], pair["attention_mask"]

@@ -20,6 +20,7 @@ from transformers import AutoModelForMaskedLM
 
 from lightning_modules.core import EncoderCore
 from lightning_modules.span_qa import postprocess
+from lightning_modules.tasks import get_task
 
 
 @dataclass
@@ -110,7 +111,11 @@ class RetrievalHead(nn.Module):
             loss = (loss + F.cross_entropy(logits.T, index)) / 2  # symmetric when one caption per image
         text_ids = [batch["image_ids"][i] for i in index.tolist()]
         inputs = {"text_emb": text, "text_image_ids": text_ids, "image_emb": image, "image_ids": batch["image_ids"]}
-        return HeadOutput(loss, inputs, [batch["image_ids"][i] for i in logits.argmax(-1).tolist()])
+        # one prediction per sample (image): the in-batch image each of its captions retrieves
+        per_image: list[list[str]] = [[] for _ in batch["image_ids"]]
+        for image_of_text, best in zip(index.tolist(), logits.argmax(-1).tolist()):
+            per_image[image_of_text].append(batch["image_ids"][best])
+        return HeadOutput(loss, inputs, per_image)
 
 
 class MultipleChoiceHead(nn.Module):
@@ -131,10 +136,10 @@ class MultipleChoiceHead(nn.Module):
 class SpanQAHead(nn.Module):
     """Start/end logits over the context tokens; n-best post-processing over a sample's stride windows."""
 
-    def __init__(self, hidden: int, n_best: int = 20, max_answer_length: int = 30, allow_null: bool = False) -> None:
+    def __init__(self, hidden: int, n_best: int = 20, max_answer_length: int = 30) -> None:
         super().__init__()
         self.qa = nn.Linear(hidden, 2)
-        self.n_best, self.max_answer_length, self.allow_null = n_best, max_answer_length, allow_null
+        self.n_best, self.max_answer_length = n_best, max_answer_length
 
     def forward(self, core: EncoderCore, batch: dict[str, Any]) -> HeadOutput:
         out = core.encode(batch["input_ids"], batch["attention_mask"])
@@ -144,7 +149,8 @@ class SpanQAHead(nn.Module):
             return HeadOutput(loss)
         answers = postprocess(
             start.float(), end.float(), batch["example_index"], batch["offsets"], batch["contexts"],
-            n_best=self.n_best, max_answer_length=self.max_answer_length, allow_null=self.allow_null,
+            n_best=self.n_best, max_answer_length=self.max_answer_length,
+            allow_null=get_task(batch["task"]).unanswerable,  # one head serves SQuAD v1 and v2 alike
         )  # fmt: skip
         return HeadOutput(loss, {"predictions": answers, "references": batch["references"]}, answers)
 
@@ -206,27 +212,44 @@ class SentenceRetrievalHead(nn.Module):
     """No parameters: mean-pooled hidden states of one text layer (XTREME: layer 14 of 24), cosine similarity.
 
     Trains only when a run asks for it (the demo's translation-ranking pre-alignment): in-batch contrastive
-    loss between a sentence and its translation.
+    loss between a sentence and its translation, on the mean-pooled and on the first-token vectors.
     """
 
     def __init__(self, layer: int | None = None, temperature: float = 0.05) -> None:
         super().__init__()
         self.layer, self.temperature = layer, temperature
 
-    def embed(self, core: EncoderCore, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        tokens = core.encode(input_ids, attention_mask, layer=self.layer).text_tokens  # (B, T, D)
+    def embed(
+        self, core: EncoderCore, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_first: bool = False
+    ) -> Any:
+        out = core.encode(input_ids, attention_mask, layer=self.layer)
+        tokens = out.text_tokens  # (B, T, D)
         mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
-        return F.normalize((tokens * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
+        mean = F.normalize((tokens * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
+        return (mean, F.normalize(out.pooled, dim=-1)) if with_first else mean
+
+    def ranking_loss(self, src: torch.Tensor, tgt: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+        """Symmetric in-batch translation ranking; other rows with the same target text are not negatives."""
+        logits = (src @ tgt.T / self.temperature).masked_fill(same, float("-inf"))  # (B, B)
+        target = torch.arange(len(src), device=src.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
     def forward(self, core: EncoderCore, batch: dict[str, Any]) -> HeadOutput:
-        src = self.embed(core, batch["input_ids"], batch["attention_mask"])
         if "pair_input_ids" not in batch:  # BUCC: one side per sample, pairs found by the metric
+            src = self.embed(core, batch["input_ids"], batch["attention_mask"])
             inputs = {"emb": src, "ids": batch["ids"], "sides": batch["sides"], "gold": batch["gold"]}
             return HeadOutput(src.sum() * 0.0, inputs)
-        tgt = self.embed(core, batch["pair_input_ids"], batch["pair_attention_mask"])
-        logits = src @ tgt.T / self.temperature  # (B, B)
-        target = torch.arange(len(src), device=src.device)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        src, src_first = self.embed(core, batch["input_ids"], batch["attention_mask"], with_first=True)
+        tgt, tgt_first = self.embed(core, batch["pair_input_ids"], batch["pair_attention_mask"], with_first=True)
+        loss = src.sum() * 0.0
+        if self.training:
+            # Training (the demo's pre-alignment) ranks both the mean-pooled vectors and the first-token vectors
+            # the task heads read, so the alignment reaches the heads' input, not only the retrieval embedding.
+            ids = batch["pair_input_ids"]
+            same = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(-1)
+            same &= ~torch.eye(len(ids), dtype=torch.bool, device=ids.device)
+            loss = (self.ranking_loss(src, tgt, same) + self.ranking_loss(src_first, tgt_first, same)) / 2
+        logits = src @ tgt.T  # (B, B)
         return HeadOutput(loss, {"src_emb": src, "tgt_emb": tgt}, logits.argmax(-1).tolist())
 
 

@@ -12,6 +12,8 @@ A catalogue entry (`TaskSpec`) holds only what code reads:
   tag sets) or where there are no labels (retrieval, MLM).
 - ``metrics``: metric names the family's metric factory understands; ``primary`` selects checkpoints.
 - ``languages``: the evaluation languages (English first where it has test data).
+- ``unanswerable``: span QA only: the dataset has questions without an answer (SQuAD v2), so post-processing
+  may answer "" when the no-answer score (CLS start + end) beats every span.
 
 Canonical label orders:
 
@@ -85,6 +87,7 @@ class TaskSpec:
     primary: str
     languages: tuple[str, ...] = EN
     labels: tuple[str, ...] = ()
+    unanswerable: bool = False  # span_qa: some questions have no answer (SQuAD v2), so "" is a valid prediction
 
 
 def _cls(head: str, modality: Modality, labels: tuple[str, ...], langs: tuple[str, ...] = EN) -> TaskSpec:
@@ -129,7 +132,7 @@ TASKS: dict[str, TaskSpec] = {
     "cosmosqa": TaskSpec("multiple_choice", "multiple_choice", "text", ("acc",), "acc"),
     "commonsenseqa": TaskSpec("multiple_choice", "multiple_choice", "text", ("acc",), "acc"),
     "squad_v1": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1"),
-    "squad_v2": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1"),
+    "squad_v2": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", unanswerable=True),
     "xquad": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", XQUAD_LANGS),
     "mlqa": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", MLQA_LANGS),
     "tydiqa": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", TYDIQA_LANGS),

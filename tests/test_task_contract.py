@@ -18,6 +18,7 @@ import pytest
 import timm.data
 import torch
 from PIL import Image
+from torch import nn
 from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM
 
 from datamodules.collate import Collator
@@ -136,6 +137,8 @@ def build_module(name: str, world: dict[str, Any], labels: list[str]) -> Transfe
 def check_shapes(spec: TaskSpec, batch: dict[str, Any], out: HeadOutput, hidden: int) -> None:
     m = out.metric_inputs
     f = spec.family
+    if f != "mlm" and "bucc_f1" not in spec.metrics:  # one readable prediction per sample (predict, reports)
+        assert len(out.predictions) == B, f"{len(out.predictions)} predictions for {B} samples"
     if f in ("classification", "image_pair", "multiple_choice"):
         assert m["preds"].shape == m["labels"].shape == (B,)
         if f == "multiple_choice":
@@ -224,3 +227,28 @@ def test_mlm_head_reuses_pretrained_lm_head(tmp_path: Path) -> None:
     head_params = {id(p) for p in module.heads.parameters()}
     assert not head_params & {id(p) for p in module.core.parameters()}
     json.dumps(module.hparams.tasks)  # the hyperparameters stay serialisable
+
+
+class _ClsWins(nn.Module):
+    """Stand-in QA layer: start and end logits peak at the CLS token (the no-answer score)."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*tokens.shape[:2], 2) + 0 * tokens.sum()  # (F, T, 2)
+        logits[:, 0] = 10.0
+        return logits
+
+
+def test_span_qa_null_answer_only_where_the_task_has_unanswerable_questions(world: dict[str, Any]) -> None:
+    module = build_module("squad_v2", world, [])
+    head = module.heads["span_qa"].eval()
+    head.qa = _ClsWins()
+    with torch.no_grad():
+        v2 = head(module.core, make_batch("squad_v2", world, [], train=False)).predictions
+        v1 = head(module.core, make_batch("squad_v1", world, [], train=False)).predictions
+    assert v2 == ["", "", ""], v2
+    assert all(v1), f"SQuAD v1 must always answer with a span: {v1}"
+
+
+def test_mlm_evaluation_masks_are_reproducible(world: dict[str, Any]) -> None:
+    first, second = (make_batch("demo_mlm", world, [], train=False) for _ in range(2))
+    assert torch.equal(first["labels"], second["labels"]) and torch.equal(first["input_ids"], second["input_ids"])
