@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -17,7 +16,7 @@ from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_w
 from datamodules.pipeline import SafeDecoder, eval_pipeline, train_pipeline
 from lightning_modules.core import vision_data_config
 from lightning_modules.tasks import get_task
-from shards.manifest import load_manifest, sample_count, select_shards
+from shards.manifest import load_manifest, sample_count, select_shards, shard_location
 
 # json fields a sample must carry, per family (the shard contract in shards/__init__.py)
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -41,7 +40,7 @@ class TaskData:
     name: str
     """Catalogue task name (``lightning_modules.tasks.TASKS``)."""
     shards: str
-    """Directory holding the task's ``manifest.json`` and tar shards."""
+    """Directory or URL (``s3://...``, ``pipe:...``: ``shards/manifest.py``) with ``manifest.json`` and the shards."""
     train_split: str | None = None
     """Split to train on (null: this task is evaluation-only, e.g. a zero-shot target)."""
     val_split: str | None = None
@@ -293,7 +292,7 @@ class TransferDataModule(pl.LightningDataModule):
     def _shard_counts(self, task: str) -> dict[str, int]:
         """Shard url -> manifest sample count: evaluation checks every shard reads exactly that many."""
         manifest = self.manifests[task]
-        return {str(Path(manifest["_dir"]) / s["file"]): s["count"] for s in manifest["shards"]}
+        return {str(shard_location(manifest["_dir"], s["file"])): s["count"] for s in manifest["shards"]}
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("val")

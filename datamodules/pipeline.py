@@ -37,6 +37,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from shards.manifest import open_shard
+
 IMAGE_KEYS = ("jpg", "img0.jpg", "img1.jpg")
 # A training stream that skips this many samples (or reads this many shards without a good sample) in a
 # row is broken, not noisy: it fails instead of spinning forever.
@@ -154,7 +156,7 @@ class ShardReader:
         sample: dict[str, Any] | None = None
         key, seen, skipping = "", set(), False
         try:
-            with open(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            with open_shard(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     if not member.isfile():
                         continue

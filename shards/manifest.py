@@ -1,35 +1,105 @@
-"""Read a shard directory's ``manifest.json`` and pick shards from it (format in ``shards/__init__.py``)."""
+"""Read a shard directory's ``manifest.json`` and pick shards from it (format in ``shards/__init__.py``).
+
+A shard location is a local directory or a URL, so one config runs on a laptop and on a cluster that
+streams its shards from object storage:
+
+- ``s3://bucket/xvnli``, ``gs://bucket/xvnli``, ``file:///data/xvnli`` or any other fsspec URL (needs
+  ``pip install fsspec`` plus the filesystem's package: ``s3fs``, ``gcsfs``, ...);
+- ``pipe:<command>``: a shell command that writes one file to stdout. The file name is appended to the
+  command as ``<command>/<file>`` (``pipe:cat /data/xvnli``, ``pipe:curl -s https://host/xvnli``), or
+  replaces a ``{}`` placeholder (``pipe:aws s3 cp s3://bucket/xvnli/{} -``).
+
+``manifest.json`` is read through the same mechanism, and :func:`select_shards` returns URL strings that
+:func:`open_shard` (used by the training and evaluation pipelines) opens.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import IO
 
 MANIFEST = "manifest.json"
 SUPPORTED_WRITER_VERSION = 1
 REQUIRED_FIELDS = ("writer_version", "dataset", "tasks", "shards", "counts")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(location: str | Path) -> bool:
+    """True for ``pipe:`` commands and ``scheme://`` URLs; False for local paths."""
+    return isinstance(location, str) and (location.startswith("pipe:") or bool(_SCHEME.match(location)))
+
+
+def shard_location(directory: str | Path, file: str) -> Path | str:
+    """``file`` inside a shard location: a Path for a local directory, a URL string otherwise."""
+    if not is_url(directory):
+        return Path(directory) / file
+    directory = str(directory)
+    if directory.startswith("pipe:") and "{}" in directory:
+        return directory.replace("{}", file)
+    return f"{directory.rstrip('/')}/{file}"
+
+
+def open_shard(url: str | Path) -> IO[bytes]:
+    """A binary stream of a local file, a ``pipe:`` command's stdout or an fsspec URL.
+
+    Local files and ``pipe:`` go through WebDataset's ``gopen`` (a failing command raises ``OSError`` on
+    close); other URLs through fsspec, imported only here so that local runs do not need it.
+    """
+    url = str(url)
+    if not is_url(url) or url.startswith(("pipe:", "file:")):
+        import webdataset as wds
+
+        return wds.gopen(url, "rb")
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(f"Reading {url} needs fsspec and the filesystem's package: `pip install fsspec s3fs` "
+                          "(gcsfs for gs://, adlfs for az://)") from None  # fmt: skip
+    return fsspec.open(url, "rb").open()
+
+
+def _read_text(location: str | Path) -> str:
+    """The text of a local file or URL; FileNotFoundError when it cannot be read."""
+    if not is_url(location):
+        path = Path(location)
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        return path.read_text(encoding="utf-8")
+    try:
+        with open_shard(location) as stream:
+            data = stream.read()
+    except (OSError, ValueError) as err:  # a failing pipe command, a missing object, an unknown scheme
+        raise FileNotFoundError(f"{location} ({err})") from None
+    if not data:  # a pipe whose command wrote nothing
+        raise FileNotFoundError(f"{location} (empty)")
+    return data.decode("utf-8")
 
 
 def load_manifest(directory: str | Path) -> dict:
-    """The manifest of a shard directory, with ``_dir`` (the directory, as a string) added.
+    """The manifest of a shard directory or URL, with ``_dir`` (the location, as a string) added.
 
     Raises:
         FileNotFoundError: No ``manifest.json`` in ``directory``.
         ValueError: The file is not valid JSON, lacks fields, is a demo world index, or is too new.
     """
-    directory = Path(directory)
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No shard manifest at {path}. Build the shards first: `python -m shards build <dataset> --out "
-            f"{directory}` (or `python -m shards build demo --out <dir>` for the demo world)."
-        )
+    directory = directory if is_url(directory) else Path(directory)
+    path = shard_location(directory, MANIFEST)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        text = _read_text(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"No shard manifest at {err.args[0] if is_url(directory) else path}. Build the shards first: `python -m "
+            f"shards build <dataset> --out {directory}` (or `python -m shards build demo --out <dir>` for the demo "
+            "world); a URL must point at the directory holding manifest.json."
+        ) from None
+    try:
+        manifest = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); rebuild it with `python -m shards build`.") from err
     if manifest.get("demo") and "shards" not in manifest:
-        subdirs = ", ".join(str(directory / sub) for sub in manifest.get("tasks", {}).values())
+        subdirs = ", ".join(str(shard_location(directory, sub)) for sub in manifest.get("tasks", {}).values())
         raise ValueError(f"{path} is the demo world index, not a shard directory; use one of: {subdirs}")
     missing = [f for f in REQUIRED_FIELDS if f not in manifest]
     if missing:
@@ -60,8 +130,9 @@ def _matching(manifest: dict, split: str, lang: str | None, task: str | None) ->
 
 def select_shards(
     manifest_or_dir: dict | str | Path, split: str, lang: str | None = None, task: str | None = None
-) -> list[Path]:
-    """Paths of the shards of ``split`` (optionally one language / task), in manifest order.
+) -> list[Path | str]:
+    """The shards of ``split`` (optionally one language / task), in manifest order: Paths for a local
+    directory, URL strings for a URL location (:func:`shard_location`).
 
     Raises:
         ValueError: Nothing matches; the message lists the (split, lang) pairs the directory has.
@@ -72,7 +143,7 @@ def select_shards(
         have = ", ".join(f"{sp}/{lg}" for sp, langs in manifest["counts"].items() for lg in langs)
         wanted = f"split={split!r}" + (f" lang={lang!r}" if lang else "") + (f" task={task!r}" if task else "")
         raise ValueError(f"No shards with {wanted} in {manifest['_dir']}; it has (split/lang): {have}")
-    return [Path(manifest["_dir"]) / s["file"] for s in entries]
+    return [shard_location(manifest["_dir"], s["file"]) for s in entries]
 
 
 def sample_count(
