@@ -43,6 +43,8 @@ class TaskData:
     """Directory or URL (``s3://...``, ``pipe:...``: ``shards/manifest.py``) with ``manifest.json`` and the shards."""
     train_split: str | None = None
     """Split to train on (null: this task is evaluation-only, e.g. a zero-shot target)."""
+    train_langs: list[str] | None = None
+    """Languages of train_split to train on (default: all); [en] keeps zero-shot runs English-only."""
     val_split: str | None = None
     """Split for validation / checkpoint selection."""
     val_langs: list[str] | None = None
@@ -250,7 +252,7 @@ class TransferDataModule(pl.LightningDataModule):
         seed = self.seed * 1_000_003 + self._resume_batch_index  # a resumed run draws fresh shards and samples
         loaders = {}
         for name in self.train_tasks:
-            urls = [str(p) for p in select_shards(self.manifests[name], self.tasks[name].train_split, task=name)]
+            urls = self._train_urls(name)
             pipeline = train_pipeline(
                 urls, collate=self._collator(name, train=True), decoder=self._decoder(name, strict=False),
                 batch_size=self.tasks[name].batch_size or self.batch_size, seed=seed, rank=rank, world_size=world,
@@ -264,8 +266,18 @@ class TransferDataModule(pl.LightningDataModule):
         self._train_loader.batch_index = self._resume_batch_index
         return self._train_loader
 
+    def _train_urls(self, name: str) -> list[str]:
+        t = self.tasks[name]
+        return [str(p) for lang in t.train_langs or [None]
+                for p in select_shards(self.manifests[name], t.train_split, lang=lang, task=name)]  # fmt: skip
+
+    def _train_size(self, name: str) -> int:
+        t = self.tasks[name]
+        return sum(sample_count(self.manifests[name], t.train_split, lang=lang, task=name)
+                   for lang in t.train_langs or [None])  # fmt: skip
+
     def weights(self) -> dict[str, float]:
-        sizes = {n: sample_count(self.manifests[n], self.tasks[n].train_split, task=n) for n in self.train_tasks}
+        sizes = {n: self._train_size(n) for n in self.train_tasks}
         fixed = {n: self.tasks[n].weight for n in self.train_tasks}
         return task_weights(self.sampler_kind, sizes, temperature=self.temperature, example_cap=self.example_cap,
                             fixed=fixed)  # fmt: skip
@@ -312,6 +324,13 @@ class TransferDataModule(pl.LightningDataModule):
         return {"sampler": sampler, "batch_index": batch_index}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("sampler") or {}
+        current = TaskSampler(self.weights(), self.seed).state_dict() if self.train_tasks else {}
+        if saved and saved != current:  # the task sequence could not continue where it stopped
+            raise ValueError(
+                f"The checkpoint's task sampler {saved} differs from this run's {current}: resume with the same "
+                "data.tasks, data.sampler and seed, or start a new phase from it with model.init_from."
+            )
         self._resume_batch_index = int(state.get("batch_index", 0))
         if self._train_loader is not None:
             self._train_loader.batch_index = self._resume_batch_index
