@@ -33,6 +33,7 @@ from transformers import AutoConfig
 
 from datamodules.datamodule import TransferDataModule
 from lightning_modules.tasks import FAMILIES, get_task
+from shards.manifest import is_url, open_shard
 from shards.verify import verify_shard
 
 TAR_BLOCK = 512
@@ -80,19 +81,23 @@ def _world(trainer: Any) -> int:
     return int(trainer.num_nodes) * int(trainer.num_devices)
 
 
-def _used_shards(dm: TransferDataModule) -> Iterator[tuple[str, Path, dict]]:
+def _used_shards(dm: TransferDataModule) -> Iterator[tuple[str, Path | str, dict]]:
     for name, t in dm.tasks.items():
         manifest = dm.manifests[name]
         splits = {t.train_split, t.val_split, t.test_split} - {None}
         for entry in manifest["shards"]:
             if entry["split"] in splits and entry["task"] == name:
-                yield name, Path(manifest["_dir"]), entry
+                directory = manifest["_dir"]
+                yield name, directory if is_url(directory) else Path(directory), entry
 
 
 def _shards(dm: TransferDataModule, model: Any, world: int, full: bool, report: PreflightReport) -> None:
-    n = 0
+    n = remote = 0
     for name, directory, entry in _used_shards(dm):
         n += 1
+        if is_url(directory):
+            remote += 1  # no cheap size check through a URL; reading it is the check
+            continue
         if full:
             report.errors += [f"data.tasks[{name}]: {p}" for p in verify_shard(directory, entry)]
             continue
@@ -104,7 +109,7 @@ def _shards(dm: TransferDataModule, model: Any, world: int, full: bool, report: 
             report.errors.append(f"data.tasks[{name}]: {path} is truncated ({path.stat().st_size} bytes, not whole "
                                  "512-byte tar blocks); rebuild it")  # fmt: skip
     mode = "sha256 + counts" if full else "exist + size (--full hashes them)"
-    report.info.append(f"shards: {n} checked ({mode})")
+    report.info.append(f"shards: {n - remote} checked ({mode})" + (f", {remote} remote not checked" if remote else ""))
 
 
 def _train_streams(dm: TransferDataModule, model: Any, world: int, full: bool, report: PreflightReport) -> None:
@@ -175,17 +180,17 @@ def _vqa_coverage(dm: TransferDataModule, model: Any, world: int, full: bool, re
             continue
         total = inside = 0
         for url in urls:
-            for record in _json_records(Path(url)):
+            for record in _json_records(url):
                 total += 1
                 inside += bool(record.get("labels"))
         share = 100.0 * inside / total if total else float("nan")
         report.info.append(f"{task}/{lang}: {share:.1f}% of {total} test answers inside the answer vocabulary")
 
 
-def _json_records(path: Path) -> Iterator[dict]:
-    """The json members of a shard; random access mode seeks over the images."""
+def _json_records(url: str) -> Iterator[dict]:
+    """The json members of a shard; for a local file random access mode seeks over the images."""
     try:
-        with tarfile.open(path, "r:") as tar:
+        with open_shard(url) as stream, tarfile.open(fileobj=stream, mode="r|" if is_url(url) else "r:") as tar:
             for member in tar:
                 if member.isfile() and member.name.endswith(".json"):
                     yield json.loads(tar.extractfile(member).read())
