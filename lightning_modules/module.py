@@ -18,7 +18,7 @@ from torchmetrics import SumMetric
 from lightning_modules.checkpoints import lineage, load_init_checkpoint
 from lightning_modules.core import EncoderCore
 from lightning_modules.heads import HeadOutput, build_head, load_lm_head
-from lightning_modules.metrics import build_metrics
+from lightning_modules.metrics import BuccF1, build_metrics
 from lightning_modules.tasks import get_task
 
 Stage = Literal["val", "test"]
@@ -105,6 +105,7 @@ class TransferModule(pl.LightningModule):
         self._lineage: dict[str, Any] = {}
         self._test_rows: list[dict[str, Any]] = []
         self._predictions: list[dict[str, Any]] = []
+        self._dev_thresholds: dict[tuple[str, str], float] = {}  # BUCC: (task, lang) -> threshold tuned on dev
         self.apply_freezing()
         if gradient_checkpointing:
             self.core.set_gradient_checkpointing(True)
@@ -232,7 +233,11 @@ class TransferModule(pl.LightningModule):
         rows = []
         for task, lang in self.trainer.datamodule.eval_names(stage):
             key = f"{stage}|{task}|{lang}"
+            if stage == "test" and isinstance(self.metrics[key], BuccF1):  # XTREME: the dev-tuned threshold
+                self.metrics[key].threshold = self._dev_thresholds.get((task, lang))  # None: tuned on test
             values = self.metrics[key].compute()
+            if stage == "val" and "bucc_threshold" in values:
+                self._dev_thresholds[(task, lang)] = float(values["bucc_threshold"])
             count = int(self.counts[key].compute().item())
             self.metrics[key].reset()
             self.counts[key].reset()

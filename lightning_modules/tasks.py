@@ -21,6 +21,14 @@ Canonical label orders:
   same names). An item without a gold label (XVNLI ``"-"``) carries label ``-1`` and scores as wrong.
 - Binary (NLVR2, MaRVL, QQP, PAWS-X, SST-2): ``false, true`` / ``negative, positive`` — index 1 is the
   positive class ("True", JSON ``true``, duplicate, paraphrase, positive sentiment).
+- Multiple choice: the label is the index of the correct choice in the sample's ``choices`` (CommonsenseQA's
+  letters A-E sorted); -1 on unlabelled test files.
+- VQA answers (from the manifest): GQA/xGQA use the 1,842 answers of ``trainval_label2ans.json`` in that
+  file's order (xGQA answers stay English); VQAv2 its answer list. An answer outside the vocabulary keeps
+  its sample with empty ``labels``/``scores``: it scores 0, never dropped.
+- Tags (from the manifest): UD-POS the 17 UPOS tags in the converter's ``UPOS`` order; PAN-X
+  ``O, B-PER, I-PER, B-ORG, I-ORG, B-LOC, I-LOC`` (IOB2, scored as entity spans); CCG jiant's ``tags_to_id.json``
+  order (else every tag seen, sorted).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import json
 import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ import timm.data
 import torch
 from PIL import Image
 from torch import nn
+from torchmetrics import SumMetric
 from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM
 
 from datamodules.collate import Collator
@@ -252,3 +254,28 @@ def test_span_qa_null_answer_only_where_the_task_has_unanswerable_questions(worl
 def test_mlm_evaluation_masks_are_reproducible(world: dict[str, Any]) -> None:
     first, second = (make_batch("demo_mlm", world, [], train=False) for _ in range(2))
     assert torch.equal(first["labels"], second["labels"]) and torch.equal(first["input_ids"], second["input_ids"])
+
+
+def test_bucc_test_threshold_is_the_one_tuned_on_dev(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """XTREME scores BUCC test data with the margin threshold that maximised F1 on the dev ("sample") data."""
+    module = TransferModule(world["text_model"], None, pretrained=False, tasks={"bucc": {"labels": [], "train": False}})
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    datamodule = SimpleNamespace(eval_names=lambda stage: [("bucc", "de")])
+    monkeypatch.setattr(module, "_trainer", SimpleNamespace(datamodule=datamodule))
+    gen = torch.Generator().manual_seed(0)
+    ids, sides = ["s0", "s1", "s2", "t0", "t1", "t2"], ["src"] * 3 + ["tgt"] * 3
+    gold = ["t0", "t1", None, "s0", "s1", None]  # s2 and t2 have no partner
+    own = {}
+    for stage, noise in (("val", 0.1), ("test", 0.6)):  # translations near their source, closer on dev
+        src = torch.randn(3, 8, generator=gen)
+        emb = torch.cat([src, src + noise * torch.randn(3, 8, generator=gen)])  # (6, 8)
+        module.metrics[f"{stage}|bucc|de"] = build_metrics(get_task("bucc"))
+        module.counts[f"{stage}|bucc|de"] = SumMetric()
+        module.metrics[f"{stage}|bucc|de"].update(emb, ids, sides, gold)
+        alone = build_metrics(get_task("bucc"))
+        alone.update(emb, ids, sides, gold)
+        own[stage] = float(alone.compute()["bucc_threshold"])
+    assert own["val"] != pytest.approx(own["test"]), own  # else the test below proves nothing
+    threshold = lambda rows: next(r["value"] for r in rows if r["metric"] == "bucc_threshold")  # noqa: E731
+    assert threshold(module._compute_all("val")) == pytest.approx(own["val"])
+    assert threshold(module._compute_all("test")) == pytest.approx(own["val"])
