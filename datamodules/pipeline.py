@@ -85,15 +85,19 @@ class ResampledShardStream(torch.utils.data.IterableDataset):
             yield {"url": rng.choice(mine)}
 
 
-def split_by_rank(rank: int, world_size: int) -> Callable[[Iterator[dict]], Iterator[dict]]:
-    """Evaluation shard split; rank and world size come from the trainer (spawned workers lack RANK)."""
+class split_by_rank:  # noqa: N801 - a pipeline stage named like WebDataset's split_by_node
+    """Evaluation shard split; rank and world size come from the trainer (spawned workers lack RANK).
 
-    def stage(src: Iterator[dict]) -> Iterator[dict]:
+    A class, not a closure, so the pipeline pickles into ``spawn``/``forkserver`` workers.
+    """
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = rank, world_size
+
+    def __call__(self, src: Iterator[dict]) -> Iterator[dict]:
         for i, item in enumerate(src):
-            if i % world_size == rank:
+            if i % self.world_size == self.rank:
                 yield item
-
-    return stage
 
 
 def safe_member(name: str) -> bool:
