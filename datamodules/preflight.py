@@ -117,7 +117,11 @@ def _train_streams(dm: TransferDataModule, model: Any, world: int, full: bool, r
     for name in dm.train_tasks:
         split = dm.tasks[name].train_split
         n = sum(1 for s in dm.manifests[name]["shards"] if s["split"] == split and s["task"] == name)
-        if n < streams:
+        if n == 0:
+            have = sorted(dm.manifests[name]["counts"])
+            report.errors.append(f"data.tasks[{name}].train_split={split!r}: no such split in {dm.tasks[name].shards}; "
+                                 f"it has {have}")  # fmt: skip
+        elif n < streams:
             report.errors.append(
                 f"data.tasks[{name}]: the train split {split!r} has {n} shard(s) but data.num_workers="
                 f"{dm.num_workers} × {world} rank(s) read {streams} streams; lower data.num_workers to "
