@@ -179,7 +179,13 @@ def load_lm_head(text_model: str) -> nn.Module:
     encoder, e.g. XLM-R's ``lm_head`` (dense, GELU, LayerNorm, decoder). Its decoder is a copy of the
     checkpoint's tied word embeddings, not tied to the core's: one parameter in two optimizer groups (core
     and heads) is not allowed, and the copy starts from exactly the checkpoint's values."""
-    model = AutoModelForMaskedLM.from_pretrained(text_model)
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(text_model)
+    except ValueError as err:  # e.g. a two-tower checkpoint (SigLIP) has no masked-LM class
+        raise ValueError(
+            f"model.text_model={text_model!r} has no masked-LM head for an MLM task ({str(err).splitlines()[0]}). "
+            "Use an MLM checkpoint or set model.pretrained=false."
+        ) from None
     rest = [name for name, _ in model.named_children() if name != model.base_model_prefix]
     if len(rest) != 1:
         raise ValueError(

@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 from torch import nn
 from torchmetrics import SumMetric
-from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM
+from transformers import AutoTokenizer, ViTConfig, XLMRobertaConfig, XLMRobertaForMaskedLM
 
 from datamodules.collate import Collator
 from lightning_modules.core import load_vision_spec, vision_data_config
-from lightning_modules.heads import HeadOutput
+from lightning_modules.heads import HeadOutput, load_lm_head
 from lightning_modules.metrics import build_metrics
 from lightning_modules.module import TransferModule
 from lightning_modules.tasks import TASKS, TaskSpec, get_task
@@ -279,3 +279,9 @@ def test_bucc_test_threshold_is_the_one_tuned_on_dev(world: dict[str, Any], monk
     threshold = lambda rows: next(r["value"] for r in rows if r["metric"] == "bucc_threshold")  # noqa: E731
     assert threshold(module._compute_all("val")) == pytest.approx(own["val"])
     assert threshold(module._compute_all("test")) == pytest.approx(own["val"])
+
+
+def test_mlm_head_of_a_model_without_one_names_the_fix(tmp_path: Path) -> None:
+    ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=9).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="no masked-LM head .* model.pretrained=false"):
+        load_lm_head(str(tmp_path))
