@@ -123,6 +123,9 @@ class TransferModule(pl.LightningModule):
         if text_only and self.core.vision is not None:
             for p in [*self.core.image_proj.parameters(), self.core.image_type]:
                 p.requires_grad_(False)
+        if hasattr(self.core, "fuser"):  # only joint image + text encoding runs it: not text, not retrieval
+            specs = [self.specs[t] for t in self.train_tasks]
+            self.core.fuser.requires_grad_(any(s.modality != "text" and s.family != "retrieval" for s in specs))
         for name in self.heads:  # heads of evaluation-only tasks (and parameterless ones) do not train
             trains = any(self.specs[t].head == name for t in self.train_tasks)
             for p in self.heads[name].parameters():

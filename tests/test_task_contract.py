@@ -129,9 +129,9 @@ def make_batch(name: str, world: dict[str, Any], labels: list[str], train: bool)
     return collate(samples)
 
 
-def build_module(name: str, world: dict[str, Any], labels: list[str]) -> TransferModule:
+def build_module(name: str, world: dict[str, Any], labels: list[str], fusion: str = "single_stream") -> TransferModule:
     return TransferModule(
-        world["text_model"], world["vision_model"], vision_kwargs=world["vision_kwargs"],
+        world["text_model"], world["vision_model"], vision_kwargs=world["vision_kwargs"], fusion=fusion,
         text_kwargs={"add_pooling_layer": False}, pretrained=False, tasks={name: {"labels": labels, "train": True}},
     )  # fmt: skip
 
@@ -169,12 +169,18 @@ def check_shapes(spec: TaskSpec, batch: dict[str, Any], out: HeadOutput, hidden:
         assert m["src_emb"].shape == m["tgt_emb"].shape == (B, hidden)
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
-def test_task_contract(name: str, world: dict[str, Any]) -> None:
+# The fusion transformer (cores whose text model takes no inputs_embeds, e.g. SigLIP) on one task per family.
+FUSION_CASES = [("fusion_transformer", n) for n in ("demo_ve", "demo_nlvr", "demo_vqa", "demo_retrieval", "demo_nli")]
+
+
+@pytest.mark.parametrize(
+    ("fusion", "name"), [("single_stream", n) for n in sorted(TASKS)] + FUSION_CASES, ids=lambda x: str(x)
+)
+def test_task_contract(fusion: str, name: str, world: dict[str, Any]) -> None:
     torch.manual_seed(0)
     spec = get_task(name)
     labels = label_names(spec)
-    module = build_module(name, world, labels)
+    module = build_module(name, world, labels, fusion)
     head = module.heads[spec.head]
 
     # training: finite loss, every parameter left trainable by apply_freezing gets a gradient
@@ -189,7 +195,7 @@ def test_task_contract(name: str, world: dict[str, Any]) -> None:
     bad = [n for n, p in trainable.items() if not torch.isfinite(p.grad).all()]
     assert not bad, f"{name}: non-finite gradients in {bad[:8]}"
     if spec.modality == "text":  # text-only runs freeze the whole image side
-        vision = [n for n in trainable if n.startswith(("core.vision.", "core.image_"))]
+        vision = [n for n in trainable if n.startswith(("core.vision.", "core.image_", "core.fuser."))]
         assert not vision, f"{name}: text-only task leaves image parameters trainable: {vision[:4]}"
 
     # evaluation: shapes, and the metric computes every catalogue metric from metric_inputs
