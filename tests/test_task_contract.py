@@ -68,8 +68,7 @@ def sentence(rng: random.Random, n: int) -> str:
 
 
 def image(rng: random.Random, transform: Any) -> torch.Tensor:
-    pixels = bytes(rng.randrange(256) for _ in range(96 * 80 * 3))
-    return transform(Image.frombytes("RGB", (96, 80), pixels))  # (3, 64, 64)
+    return transform(Image.frombytes("RGB", (96, 80), rng.randbytes(96 * 80 * 3)))  # (3, 64, 64)
 
 
 def make_records(spec: TaskSpec, n_labels: int, rng: random.Random) -> list[dict[str, Any]]:
