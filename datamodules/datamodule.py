@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from datamodules.collate import Collator
 from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
-from datamodules.pipeline import SafeDecoder, eval_pipeline, train_pipeline
+from datamodules.pipeline import EvalImageTransform, SafeDecoder, eval_pipeline, train_pipeline
 from lightning_modules.core import vision_data_config
 from lightning_modules.tasks import get_task
 from shards.manifest import load_manifest, sample_count, select_shards, shard_location
@@ -222,8 +222,11 @@ class TransferDataModule(pl.LightningDataModule):
         if n_images:
             if self.image_config is None:
                 raise ValueError(f"Task {name} has images but model.vision_model is null: name a timm model")
-            transform = timm.data.create_transform(**self.image_config, is_training=False)
-            size = self.image_config["input_size"][-1]
+            config = self.image_config
+            fast = EvalImageTransform.supports(config)
+            transform = EvalImageTransform(config) if fast else timm.data.create_transform(**config, is_training=False)
+            # draft-decode to the short side the resize goes to (input / crop_pct), never below it
+            size = int(config["input_size"][-1] / config.get("crop_pct", 1.0))
         n_labels = len(self.label_names[name]) if spec.family in ("classification", "image_pair", "vqa") else 0
         return SafeDecoder(transform, draft_size=size, required=REQUIRED_FIELDS[spec.family], num_images=n_images,
                            num_labels=n_labels, strict=strict)  # fmt: skip

@@ -200,6 +200,39 @@ def decode_image(data: bytes, size: int | None) -> Image.Image:
     return img.convert("RGB")
 
 
+class EvalImageTransform:
+    """timm's eval transform for a centre crop (resize the short side to ``input / crop_pct``, centre crop
+    ``input``, to tensor, normalise) with less work: PIL resamples only the region the crop keeps (``box``:
+    the same output pixels, ~40% less resize work for ViT-B/16) and the uint8 -> normalised float conversion
+    is one fused op. ``scale_size`` is the short side the draft decode must reach.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.size = int(config["input_size"][-1])
+        self.scale_size = int(self.size / config["crop_pct"])  # timm: math.floor(img_size / crop_pct)
+        self.resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[config["interpolation"]]
+        mean, std = torch.tensor(config["mean"]).view(3, 1, 1), torch.tensor(config["std"]).view(3, 1, 1)
+        self.scale, self.shift = 1 / (255 * std), -mean / std  # (x / 255 - mean) / std
+
+    @staticmethod
+    def supports(config: Mapping[str, Any]) -> bool:
+        height, width = config["input_size"][-2:]
+        return (height == width and config.get("crop_mode", "center") == "center" and 0 < config.get("crop_pct", 0) <= 1
+                and config["interpolation"] in ("bicubic", "bilinear") and len(config["mean"]) == 3)  # fmt: skip
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        w, h = img.size
+        # torchvision's Resize(scale_size) then CenterCrop(size), as a source box of the same scale
+        sw, sh = (self.scale_size, int(self.scale_size * h / w)) if w <= h else (int(self.scale_size * w / h),
+                                                                                 self.scale_size)  # fmt: skip
+        left, top = int(round((sw - self.size) / 2.0)), int(round((sh - self.size) / 2.0))
+        fx, fy = w / sw, h / sh
+        box = (left * fx, top * fy, (left + self.size) * fx, (top + self.size) * fy)
+        img = img.resize((self.size, self.size), self.resample, box=box)
+        pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(self.size, self.size, 3)
+        return torch.addcmul(self.shift, pixels.permute(2, 0, 1), self.scale)  # (3, H, W) float32
+
+
 class SafeDecoder:
     """Raw tar sample -> ``{"__key__", "__url__", "json", "images": [tensors]}``.
 

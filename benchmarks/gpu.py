@@ -1,0 +1,120 @@
+"""GPU benchmark: training samples/s and model-FLOPs utilisation (MFU) of the real base and large configs
+(``configs/models/xlmr_{base,large}_vit_b16.yaml``) in bf16-mixed, with and without ``torch.compile``.
+
+Real shapes, random init, nothing downloads: the text tower is an ``XLMRobertaConfig`` with the published
+dimensions of the model the YAML names (vocabulary 250002; base 768 × 12 layers, large 1024 × 24), the
+vision tower the YAML's timm model built with ``pretrained=False`` (ViT-B/16, 224 px: 197 image tokens).
+Batches are ``data.batch_size`` (32) samples of ``data.max_length`` (128) text tokens + one image, run
+through the Lightning Trainer as in real runs (fused AdamW on CUDA, gradient clipping, logging).
+
+Model FLOPs per step are counted once with ``torch.utils.flop_counter.FlopCounterMode`` over a forward and
+backward pass (matmuls and attention; no recomputation counted). MFU = FLOPs/step × steps/s ÷ peak, with
+the dense bf16 peak of the card: H100 SXM and H200 both 989 TFLOP/s (NVIDIA datasheets; the 1979 figure
+assumes 2:4 sparsity). Other cards: set ``MMSTILTS_PEAK_TFLOPS`` or MFU is not reported. Without CUDA the
+benchmark prints "no CUDA device: skipped".
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import XLMRobertaConfig
+
+from benchmarks.common import table
+from benchmarks.step import _median, build_module, lightning_steps, make_batches
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {"base": "configs/models/xlmr_base_vit_b16.yaml", "large": "configs/models/xlmr_large_vit_b16.yaml"}
+# Published dimensions of the text models the YAMLs name (their config.json on the Hugging Face hub).
+TEXT_SHAPES = {
+    "xlm-roberta-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                         "intermediate_size": 3072},
+    "xlm-roberta-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                          "intermediate_size": 4096},
+}  # fmt: skip
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
+BATCH, TOKENS, IMAGE = 32, 128, 224
+
+
+def real_config(name: str) -> tuple[str, str]:
+    """(text model name, timm vision model name) of ``configs/models/<...>.yaml``."""
+    model = yaml.safe_load((REPO / CONFIGS[name]).read_text())["model"]
+    return model["text_model"], model["vision_model"]
+
+
+def write_text_config(root: Path, text_model: str, **overrides: int) -> str:
+    if text_model not in TEXT_SHAPES:
+        raise ValueError(f"benchmarks.gpu knows the shapes of {sorted(TEXT_SHAPES)}, not {text_model!r}")
+    out = root / text_model
+    shape = {**TEXT_SHAPES[text_model], **overrides}
+    XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                     bos_token_id=0, eos_token_id=2, **shape).save_pretrained(out)  # fmt: skip
+    return str(out)
+
+
+def peak_tflops(device_name: str) -> float | None:
+    if os.environ.get("MMSTILTS_PEAK_TFLOPS"):
+        return float(os.environ["MMSTILTS_PEAK_TFLOPS"])
+    return next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)
+
+
+def step_flops(module: torch.nn.Module, batch: dict[str, Any], device: torch.device, dtype: torch.dtype) -> int:
+    """Model FLOPs of one forward + backward pass (counted on the eager module, before any compile)."""
+    moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    module.to(device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autocast(device.type, dtype=dtype):
+        module(moved).loss.backward()
+    module.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def measure(text_dir: str, vision_model: str, root: Path, *, compile: bool, accelerator: str = "gpu",
+            precision: str = "bf16-mixed", batch: int = BATCH, tokens: int = TOKENS, image: int = IMAGE,
+            warmup: int = 3, timed: int = 10) -> dict[str, Any]:  # fmt: skip
+    batches = make_batches({"batch": batch, "tokens": tokens, "image": image}, warmup + timed + 1)
+    module = build_module(text_dir, vision_model, len(batches), compile=compile)
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    flops = step_flops(module, batches[0], device, torch.bfloat16)
+    steps = lightning_steps(module, batches, warmup, root, accelerator=accelerator, precision=precision)
+    step_s = _median([wall for wall, _ in steps])
+    params = sum(p.numel() for p in module.parameters())
+    return {"params_m": params / 1e6, "step_ms": step_s * 1e3, "samples_s": batch / step_s,
+            "tflops": flops / step_s / 1e12, "flops_per_step": flops}  # fmt: skip
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    if not torch.cuda.is_available():
+        print("\nGPU: no CUDA device: skipped")
+        return {"skipped": "no CUDA device"}
+    card = torch.cuda.get_device_name()
+    peak = peak_tflops(card)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("base",) if quick else ("base", "large"):
+            text_model, vision_model = real_config(name)
+            text_dir = write_text_config(Path(tmp), text_model)
+            for compile in (False, True):
+                fig = measure(text_dir, vision_model, Path(tmp) / f"{name}-{compile}", compile=compile,
+                              timed=5 if quick else 10)  # fmt: skip
+                fig.update(config=name, compile=compile, mfu=fig["tflops"] / peak if peak else None)
+                rows.append(fig)
+                torch.cuda.empty_cache()
+    print(table(
+        f"GPU: {card}, bf16-mixed, batch {BATCH} x ({TOKENS} text + 197 image tokens), Lightning Trainer; "
+        f"MFU against {peak or '?'} TFLOP/s dense bf16",
+        ["config", "params (M)", "torch.compile", "ms / step", "samples/s", "model TFLOP/s", "MFU"],
+        [[r["config"], r["params_m"], r["compile"], r["step_ms"], r["samples_s"], r["tflops"],
+          f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"] for r in rows],
+    ))  # fmt: skip
+    return {"card": card, "peak_tflops": peak, "rows": rows}
+
+
+if __name__ == "__main__":
+    run()

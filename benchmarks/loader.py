@@ -1,0 +1,175 @@
+"""Loader benchmark: image-text samples/s of the training pipeline (tar read -> JPEG draft decode -> timm
+transform -> batched tokenization -> collate, ``TransferDataModule.train_dataloader``) against
+
+(a) a naive map-style loader over the same photos as individual JPEG files (original size, full PIL decode,
+    the same timm transform, one tokenizer call per sample padded to max_length, default collate), and
+(b) the decode-only limit: the pipeline's own image work (decode the shard JPEGs from memory + resize to
+    the transform's scale size) in a tight loop on one core.
+
+Per worker count 0, 1, 2. Targets: pipeline ≥ 2.0× (a); ≥ 0.85× (b) per core (per worker; the main
+process for 0 workers); 1 → 2 workers ≥ 1.8×. Both loaders take the real ViT-B/16 preprocessing (224 px,
+bicubic, crop_pct 0.9) and batch 32; everything runs with one torch thread per process.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm.data
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import functional as F
+from transformers import AutoTokenizer
+
+from benchmarks.common import BENCH_TASK, make_captions, make_photos, table, write_bench_shards, write_text_model
+from datamodules.datamodule import TaskData, TransferDataModule
+from datamodules.pipeline import EvalImageTransform, decode_image
+from lightning_modules.core import vision_data_config
+
+VISION_MODEL = "vit_base_patch16_224"  # the real configs' ViT-B/16 preprocessing (no weights are built)
+BATCH_SIZE = 32
+MAX_LENGTH = 64
+
+
+@dataclass
+class LoaderData:
+    photos: list[Path]
+    captions: list[str]
+    shards: Path
+    text_model: Path
+
+
+def prepare(root: Path, n: int) -> LoaderData:
+    captions = make_captions(n)
+    photos = make_photos(root / "photos", n)
+    text_model = write_text_model(root / "text_model", captions)
+    shards = write_bench_shards(root / "shards", photos, captions, per_shard=max(16, n // 8))
+    return LoaderData(photos, captions, shards, text_model)
+
+
+# -- the three loaders ------------------------------------------------------------------------------------
+def pipeline_loader(data: LoaderData, workers: int, steps: int, shuffle_buffer: int = 1000) -> Iterable[dict[str, Any]]:
+    dm = TransferDataModule(
+        [TaskData(BENCH_TASK, shards=str(data.shards), train_split="train")], tokenizer=str(data.text_model),
+        vision_model=VISION_MODEL, batch_size=BATCH_SIZE, max_length=MAX_LENGTH, num_workers=workers,
+        steps_per_epoch=steps, shuffle_buffer=shuffle_buffer, pin_memory=False,  # no CUDA: pinning would only warn
+    )  # fmt: skip
+    return dm.train_dataloader()
+
+
+class NaiveDataset(Dataset):
+    """One file, one full decode, one tokenizer call per sample."""
+
+    def __init__(self, data: LoaderData) -> None:
+        self.photos, self.captions = data.photos, data.captions
+        self.tokenizer = AutoTokenizer.from_pretrained(data.text_model)
+        self.transform = timm.data.create_transform(**vision_data_config(VISION_MODEL, {}), is_training=False)
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        pixels = self.transform(Image.open(self.photos[i]).convert("RGB"))
+        enc = self.tokenizer(self.captions[i], padding="max_length", truncation=True, max_length=MAX_LENGTH,
+                             return_tensors="pt")  # fmt: skip
+        return {"pixel_values": pixels, "input_ids": enc["input_ids"][0], "attention_mask": enc["attention_mask"][0],
+                "labels": torch.tensor(i % 3)}  # fmt: skip
+
+
+def naive_loader(data: LoaderData, workers: int, steps: int) -> Iterable[dict[str, Any]]:
+    loader = DataLoader(NaiveDataset(data), batch_size=BATCH_SIZE, shuffle=True, num_workers=workers, drop_last=True,
+                        persistent_workers=workers > 0)  # fmt: skip
+
+    def endless() -> Iterator[dict[str, Any]]:
+        while True:
+            yield from loader
+
+    return endless()
+
+
+def decode_limit(data: LoaderData, seconds: float, pipeline_op: bool = False) -> float:
+    """Samples/s of decode (draft mode, as the pipeline) + resize to the scale size (timm's Resize) on one
+    core, JPEG bytes from the shards in memory. ``pipeline_op``: the pipeline's whole image work instead
+    (decode + crop-box resize + normalised tensor), for reference."""
+    config = vision_data_config(VISION_MODEL, {})
+    fast = EvalImageTransform(config)
+    interpolation = F.InterpolationMode(config["interpolation"])
+    blobs = _shard_jpegs(data.shards)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for blob in blobs:
+            img = decode_image(blob, fast.scale_size)
+            fast(img) if pipeline_op else F.resize(img, fast.scale_size, interpolation=interpolation)
+        n += len(blobs)
+    return n / (time.perf_counter() - start)
+
+
+def _shard_jpegs(directory: Path) -> list[bytes]:
+    import tarfile
+
+    out = []
+    for shard in sorted(directory.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            out += [tar.extractfile(m).read() for m in tar if m.name.endswith(".jpg")]
+    return out
+
+
+# -- measuring ---------------------------------------------------------------------------------------------
+def samples_per_s(batches: Iterable[dict[str, Any]], warmup: int, n: int) -> float:
+    """Batches after ``warmup`` (worker start, shuffle-buffer fill) are timed."""
+    it = iter(batches)
+    for _ in range(warmup):
+        next(it)
+    start = time.perf_counter()
+    samples = sum(len(next(it)["input_ids"]) for _ in range(n))
+    rate = samples / (time.perf_counter() - start)
+    del it
+    return rate
+
+
+def run(quick: bool = False, root: Path | None = None) -> dict[str, Any]:
+    n_photos, warmup, n_batches, limit_s = (128, 1, 3, 0.5) if quick else (480, 2, 24, 3.0)
+    threads, load_before = torch.get_num_threads(), os.getloadavg()[0]
+    torch.set_num_threads(1)  # 0 workers = one core; workers are single-threaded anyway
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = prepare(Path(root or tmp), n_photos)
+            limits = [decode_limit(data, limit_s)]
+            image_work = decode_limit(data, limit_s, pipeline_op=True)
+            rows = []
+            for workers in (0, 1, 2):
+                steps = warmup + n_batches
+                naive = samples_per_s(naive_loader(data, workers, steps), warmup, n_batches)
+                pipe = samples_per_s(pipeline_loader(data, workers, steps), warmup, n_batches)
+                rows.append({"workers": workers, "pipeline": pipe, "naive": naive})
+            limits.append(decode_limit(data, limit_s))
+    finally:
+        torch.set_num_threads(threads)
+    limit = max(limits)  # the better of two runs (start, end): the conservative reference
+    for row in rows:
+        row["vs_naive"] = row["pipeline"] / row["naive"]
+        row["per_core_vs_limit"] = row["pipeline"] / max(1, row["workers"]) / limit
+    scaling = rows[2]["pipeline"] / rows[1]["pipeline"]
+    load = (load_before, os.getloadavg()[0])
+    print(table(
+        f"Loader: samples/s, batch {BATCH_SIZE}, {n_photos} photos 500x375..640x480 (shards: short side <= 384), "
+        f"ViT-B/16 preprocessing; decode-only limit (b) {limit:.0f} samples/s on one core (decode + crop-resize + "
+        f"tensor alone: {image_work:.0f}/s); load average {load[0]:.1f} -> {load[1]:.1f} on {os.cpu_count()} cores",
+        ["workers", "pipeline", "naive (a)", "pipeline / naive (target >= 2.0)", "per core / limit (b) (>= 0.85)"],
+        [[r["workers"], r["pipeline"], r["naive"], r["vs_naive"], r["per_core_vs_limit"]] for r in rows],
+    ))  # fmt: skip
+    print(f"1 -> 2 workers: {scaling:.2f}x (target >= 1.8)")
+    return {"rows": rows, "decode_limit": limit, "decode_limits": limits, "pipeline_image_work": image_work,
+            "scaling_1_to_2": scaling, "photos": n_photos, "batch_size": BATCH_SIZE, "batches_timed": n_batches,
+            "load_average": load}  # fmt: skip
+
+
+if __name__ == "__main__":
+    run()

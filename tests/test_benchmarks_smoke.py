@@ -1,0 +1,68 @@
+"""Every benchmark's code runs in its quick mode and prints its table. No timing is asserted: figures on
+shared machines are noise; they are read from ``make bench`` output, never checked in tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import gpu, run_all
+from benchmarks.common import make_photos
+from datamodules.pipeline import EvalImageTransform
+
+
+def test_run_all_quick_prints_every_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.json"
+    results = run_all.main(["--quick", "--out", str(out)])
+    printed = capsys.readouterr().out
+    for title in ("Loader: samples/s", "Memory:", "Step:", "GPU"):
+        assert title in printed, printed
+    assert len([r for r in results["loader"]["rows"]]) == 3 and results["step"]["ratio_wall"] > 0
+    assert len(results["memory"]["rows"]) == 3
+    assert json.loads(out.read_text())["machine"]["cpus"] >= 1
+
+
+def test_photos_are_natural_sized_jpegs(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for path in make_photos(tmp_path, 6):
+        with Image.open(path) as img:
+            assert img.format == "JPEG" and 333 <= min(img.size) <= 480 and 500 <= max(img.size) <= 640, img.size
+
+
+def test_gpu_measure_runs_on_cpu(tmp_path: Path) -> None:
+    """The GPU benchmark's code path (real-config reading, FLOP counting, Trainer steps) on tiny shapes."""
+    text_model, vision_model = gpu.real_config("large")
+    assert (text_model, vision_model.split(".")[0]) == ("xlm-roberta-large", "vit_base_patch16_224")
+    text = gpu.write_text_config(tmp_path, text_model, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64)  # fmt: skip
+    vision = tmp_path / "vision.json"
+    tiny = {"img_size": 32, "embed_dim": 32, "depth": 1, "num_heads": 2}
+    vision.write_text(json.dumps({"model_name": "vit_tiny_patch16_224", "kwargs": tiny}))
+    fig = gpu.measure(text, str(vision), tmp_path, compile=False, accelerator="cpu", batch=2, tokens=8, image=32,
+                      warmup=1, timed=1)  # fmt: skip
+    assert fig["flops_per_step"] > 0 and fig["samples_s"] > 0
+    assert gpu.peak_tflops("NVIDIA H100 80GB HBM3") == gpu.peak_tflops("NVIDIA H200") == 989.0
+
+
+@pytest.mark.parametrize("name", ["vit_base_patch16_224", "resnet50", "vit_base_patch16_siglip_256"])
+def test_fast_eval_transform_matches_timm(name: str, tmp_path: Path) -> None:
+    """The pipeline's crop-box resize gives timm's eval transform output up to rounding at a few pixels."""
+    import timm.data
+    from PIL import Image
+
+    from lightning_modules.core import vision_data_config
+
+    config = vision_data_config(name, {})
+    assert EvalImageTransform.supports(config)
+    fast, ref = EvalImageTransform(config), timm.data.create_transform(**config, is_training=False)
+    images = [Image.open(p).convert("RGB") for p in make_photos(tmp_path, 4)] + [Image.new("RGB", (300, 500), "red")]
+    level = 1 / 255 / min(config["std"])  # one grey level in normalised units
+    for img in images:
+        a, b = ref(img), fast(img)
+        assert a.shape == b.shape == (3, *config["input_size"][-2:]) and b.dtype == torch.float32
+        diff = (a - b).abs()
+        assert diff.max() <= 4 * level and diff.mean() <= 0.05 * level, (diff.max(), diff.mean())
