@@ -142,8 +142,11 @@ class TransferModule(pl.LightningModule):
         if isinstance(strategy, DDPStrategy):
             # Multi-task steps leave other heads (and, on text-only steps, the vision tower) without
             # gradients; only then pay for DDP's unused-parameter search.
-            strategy._ddp_kwargs.setdefault("find_unused_parameters", not self.every_step_uses_every_parameter())
-            strategy._ddp_kwargs.setdefault("gradient_as_bucket_view", True)
+            every = self.every_step_uses_every_parameter()
+            strategy._ddp_kwargs.setdefault("find_unused_parameters", not every)
+            strategy._ddp_kwargs.setdefault("gradient_as_bucket_view", True)  # grads live in the buckets: no copy
+            # Same graph every step: DDP keeps the first step's bucket order (not with no_sync accumulation).
+            strategy._ddp_kwargs.setdefault("static_graph", every and self.trainer.accumulate_grad_batches == 1)
         if self.hparams.init_from and not self._lineage:  # a resume (ckpt_path) overwrites these weights later
             self._lineage = self.load_init(self.hparams.init_from, self.hparams.init_scope)
         self.create_metrics()
