@@ -82,9 +82,12 @@ class MMStiltsCLI(LightningCLI):
         if self.datamodule.train_tasks:
             self.trainer.fit(model, **kwargs)
             return
-        rank_zero_info("No task has a train_split: evaluation-only run, testing the starting weights.")
+        rank_zero_info("No task has a train_split: evaluation-only run, scoring the starting weights.")
         self._evaluation_only = True
-        self.trainer.test(model, datamodule=kwargs.get("datamodule"), verbose=False)
+        datamodule = kwargs.get("datamodule")
+        if datamodule.eval_sets["val"]:  # dev first: BUCC tunes its threshold there (XTREME) for the test
+            self.trainer.validate(model, datamodule=datamodule, verbose=False)
+        self.trainer.test(model, datamodule=datamodule, verbose=False)
 
     def before_fit(self) -> None:
         """Preflight (``datamodules/preflight.py``): shards, vocabularies, lengths; fails before any training."""

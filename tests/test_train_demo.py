@@ -23,9 +23,9 @@ def demo_cwd(demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     return tmp_path
 
 
-def run_train(*overrides: str, subcommand: str = "fit") -> None:
+def run_train(*overrides: str, subcommand: str = "fit", configs: list[Path] = CONFIGS) -> None:
     args = [subcommand]
-    for config in CONFIGS:
+    for config in configs:
         args += ["--config", str(config)]
     cli_main(args=[*args, *overrides])
 
@@ -81,3 +81,16 @@ def test_predict_writes_one_line_per_test_sample(demo_cwd: Path) -> None:
     assert len(lines) == sample_count(manifest, "test")
     assert {k for k in lines[0]} == {"task", "key", "lang", "prediction", "label"}
     assert len({r["key"] for r in lines}) == len(lines)
+
+
+def test_fit_without_training_data_scores_dev_then_test(demo_cwd: Path) -> None:
+    """BUCC/Tatoeba targets have no training data: fit validates (BUCC tunes its threshold) then tests."""
+    root = demo_cwd / "runs" / "evalonly"
+    tasks = "[{name: demo_tatoeba, shards: data/demo/demo_tatoeba, val_split: dev, val_langs: [de], test_split: test}]"
+    # without target_ve.yaml: jsonargparse merges a second data.tasks list into the first item by item
+    run_train(f"--trainer.default_root_dir={root}", f"--data.tasks={tasks}", "--data.eval_num_workers=0",
+              configs=CONFIGS[:2])  # fmt: skip
+    rows = json.loads((root / "results.json").read_text())["rows"]
+    assert {r["lang"] for r in rows if r["metric"] == "tatoeba_acc"} >= {"de", "es", "ru"}
+    assert json.loads((root / "finished.json").read_text())["subcommand"] == "fit"
+    assert not (root / "checkpoints").exists()  # nothing trained, nothing saved
