@@ -174,7 +174,7 @@ class TransferModule(pl.LightningModule):
             for task, lang in dm.eval_names(stage):
                 key = f"{stage}|{task}|{lang}"
                 if key not in self.metrics:
-                    lang_arg = lang if task == "mlqa" else None  # MLQA's language-aware normalisation only
+                    lang_arg = lang if self.specs[task].lang_normalisation else None
                     self.metrics[key] = build_metrics(self.specs[task], self.task_info[task]["labels"], lang_arg)
                     self.counts[key] = SumMetric()
 

@@ -14,6 +14,8 @@ A catalogue entry (`TaskSpec`) holds only what code reads:
 - ``languages``: the evaluation languages (English first where it has test data).
 - ``unanswerable``: span QA only: the dataset has questions without an answer (SQuAD v2), so post-processing
   may answer "" when the no-answer score (CLS start + end) beats every span.
+- ``lang_normalisation``: span QA only: score answers with MLQA's language-aware normalisation (per-language
+  articles, unicode punctuation, character-level CJK) instead of SQuAD v1.1's English one.
 
 Canonical label orders:
 
@@ -96,6 +98,7 @@ class TaskSpec:
     languages: tuple[str, ...] = EN
     labels: tuple[str, ...] = ()
     unanswerable: bool = False  # span_qa: some questions have no answer (SQuAD v2), so "" is a valid prediction
+    lang_normalisation: bool = False  # span_qa: MLQA's language-aware answer normalisation
 
 
 def _cls(head: str, modality: Modality, labels: tuple[str, ...], langs: tuple[str, ...] = EN) -> TaskSpec:
@@ -142,7 +145,7 @@ TASKS: dict[str, TaskSpec] = {
     "squad_v1": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1"),
     "squad_v2": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", unanswerable=True),
     "xquad": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", XQUAD_LANGS),
-    "mlqa": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", MLQA_LANGS),
+    "mlqa": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", MLQA_LANGS, lang_normalisation=True),
     "tydiqa": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", TYDIQA_LANGS),
     "udpos": TaskSpec("tagging", "udpos", "text", ("acc",), "acc", UDPOS_LANGS),
     "panx": TaskSpec("tagging", "panx", "text", ("span_f1",), "span_f1", PANX_LANGS),
