@@ -8,6 +8,7 @@ shape nouns are all masculine, but "shape" (figura, фигура) is feminine.
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 
@@ -196,21 +197,36 @@ def join_list(lang: str, items: list[str]) -> str:
     return f"{', '.join(items[:-1])} {AND[lang]} {items[-1]}"
 
 
-def render(lang: str, frame: str, args: dict) -> str:
-    """Fill ``frame`` in ``lang`` with the inflected forms of ``args`` (shape, colour, slot, prop, objects)."""
-    words = WORDS[lang]
+def render(lang: str, frame: str, args: dict, switch: random.Random | None = None, p_switch: float = 0.5) -> str:
+    """Fill ``frame`` in ``lang`` with the inflected forms of ``args`` (shape, colour, slot, prop, objects).
+
+    With ``switch``, code-switched text (CoSDA-ML, Qin et al. 2020): each filler (a shape, colour, position,
+    property or listed object) is, with probability ``p_switch``, taken from another language, drawn by
+    ``switch``; the frame's own words stay in ``lang``. Multilingual MLM on such text aligns the languages.
+    """
+
+    def source() -> str:
+        if switch is None or switch.random() >= p_switch:
+            return lang
+        return switch.choice([other for other in WORDS if other != lang])
+
     fields: dict[str, str] = {}
     if "shape" in args:
+        words = WORDS[source()]
         fields.update({k: words[k][args["shape"]] for k in ("the_shape", "a_shape", "no_shape")})
     if "colour" in args:
+        words = WORDS[source()]
         fields.update(colour=words["colour"][args["colour"]], colour_f=words["colour_f"][args["colour"]])
     if "slot" in args:
-        fields["pos"] = words["pos"][args["slot"]]
+        fields["pos"] = WORDS[source()]["pos"][args["slot"]]
     if "prop" in args:
-        fields["prop"] = words["prop"][args["prop"]]
+        fields["prop"] = WORDS[source()]["prop"][args["prop"]]
     if "objects" in args:
-        fields["objs"] = join_list(lang, [noun_phrase(lang, o) for o in args["objects"]])
-        fields["objs_acc"] = join_list(lang, [noun_phrase(lang, o, accusative=True) for o in args["objects"]])
+        sources = [source() for _ in args["objects"]]
+        fields["objs"] = join_list(lang, [noun_phrase(s, o) for s, o in zip(sources, args["objects"])])
+        fields["objs_acc"] = join_list(
+            lang, [noun_phrase(s, o, accusative=True) for s, o in zip(sources, args["objects"])]
+        )
     text = FRAMES[lang][frame].format(**fields)
     return text[0].upper() + text[1:]
 

@@ -283,16 +283,26 @@ def random_sentence(rng: random.Random, captions_only: bool = False) -> Frame:
     return "qa_sentence", {"shape": obj.shape, "colour": obj.colour, "slot": obj.slot}
 
 
+MLM_SWITCHED = 0.5  # share of MLM sentences that are code-switched (their fillers drawn from other languages)
+
+
 def make_mlm(rng: random.Random) -> dict:
-    return {"sentence": random_sentence(rng)}
+    # A code-switched item carries the seed of its switches; each language's rendering switches on its own.
+    switch = rng.randrange(2**31) if rng.random() < MLM_SWITCHED else None
+    return {"sentence": random_sentence(rng), "switch": switch}
 
 
 def render_mlm(item: dict, lang: str) -> tuple[dict, dict]:
-    return {"text": render(lang, *item["sentence"])}, {}
+    switch = None if item.get("switch") is None else random.Random(f"{item['switch']}/{lang}")
+    return {"text": render(lang, *item["sentence"], switch=switch)}, {}
 
 
 def make_tatoeba_items(rng: random.Random, n: int, split: str) -> list[dict]:
-    """``n`` distinct sentences: Tatoeba-style retrieval needs every English side to be unique."""
+    """Training pairs: any sentence the world says (captions, hypotheses, questions, context sentences), so
+    the translation ranking aligns every frame the tasks use; the few distinct short sentences repeat. Dev and
+    test: ``n`` distinct captions, as Tatoeba-style retrieval needs every English side to be unique."""
+    if split == "train":
+        return [{"sentence": random_sentence(rng)} for _ in range(n)]
     seen: dict[str, dict] = {}
     while len(seen) < n:
         frame = random_sentence(rng, captions_only=True)
