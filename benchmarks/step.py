@@ -155,7 +155,7 @@ def _median(values: list[float]) -> float:
 
 def run(quick: bool = False) -> dict[str, Any]:
     shapes = SHAPES["quick" if quick else "full"]
-    warmup, timed, rounds = (1, 4, 1) if quick else (2, 14, 2)
+    warmup, timed, rounds = (1, 4, 1) if quick else (2, 14, 3)
     batches = make_batches(shapes, warmup + timed + 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # steadier on a shared machine; both sides get the same

@@ -66,3 +66,41 @@ def test_fast_eval_transform_matches_timm(name: str, tmp_path: Path) -> None:
         assert a.shape == b.shape == (3, *config["input_size"][-2:]) and b.dtype == torch.float32
         diff = (a - b).abs()
         assert diff.max() <= 4 * level and diff.mean() <= 0.05 * level, (diff.max(), diff.mean())
+
+
+# -- the performance means are in place -------------------------------------------------------------------------
+
+
+def _jpeg(size: tuple[int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.radial_gradient("L").convert("RGB").resize(size).save(out, format="JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("size", "target", "decoded"), [((1024, 768), 248, (512, 384)), ((512, 384), 248, (512, 384)),
+                                                         ((384, 288), 71, (96, 72))])  # fmt: skip
+def test_draft_decode_scales_down_to_the_resize_short_side_never_below(size: tuple, target: int, decoded: tuple
+                                                                      ) -> None:  # fmt: skip
+    from datamodules.pipeline import decode_image
+
+    assert decode_image(_jpeg(size), target).size == decoded
+
+
+def test_loaders_pin_persist_and_pad_to_multiples_of_8(tmp_path: Path, tiny_model: dict[str, str]) -> None:
+    from conftest import write_task_shards
+
+    from datamodules.datamodule import TaskData, TransferDataModule
+
+    write_task_shards(tmp_path, "demo_ve", {("train", "en"): 8}, max_per_shard=4)
+    dm = TransferDataModule([TaskData("demo_ve", shards=str(tmp_path), train_split="train")],
+                            tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"], batch_size=3,
+                            num_workers=1, steps_per_epoch=1)  # fmt: skip
+    loader = dm.train_dataloader().loaders["demo_ve"]
+    assert loader.pin_memory and loader.persistent_workers
+    assert dm._decoder("demo_ve", strict=False).draft_size == 71  # demo ViT: 64 px / crop_pct 0.9
+    batch = next(iter(dm._loader(loader.dataset, 0, persistent=False)))
+    assert batch["input_ids"].shape[1] % 8 == 0
