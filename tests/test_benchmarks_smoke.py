@@ -18,7 +18,7 @@ def test_run_all_quick_prints_every_table(tmp_path: Path, capsys: pytest.Capture
     out = tmp_path / "results.json"
     results = run_all.main(["--quick", "--out", str(out)])
     printed = capsys.readouterr().out
-    for title in ("Loader: samples/s", "Memory:", "Step:", "GPU"):
+    for title in ("Loader: batch 32", "Memory:", "Step:", "GPU"):
         assert title in printed, printed
     assert len([r for r in results["loader"]["rows"]]) == 3 and results["step"]["ratio_wall"] > 0
     assert len(results["memory"]["rows"]) == 3
