@@ -33,7 +33,7 @@ lint: $(BIN)/.installed
 test: $(BIN)/.installed lint
 	$(BIN)/python -m pytest -q
 
-bench: $(BIN)/.installed $(DEMO)/manifest.json
+bench: $(BIN)/.installed  # builds its own photos and shards in a temp dir; figures in benchmarks/out/results.json
 	$(BIN)/python -m benchmarks.run_all
 
 clean:
