@@ -21,7 +21,8 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-$(DEMO)/manifest.json: $(BIN)/.installed
+# rebuilt when the demo world's generator changes (make: same seed and size give the same shards)
+$(DEMO)/manifest.json: $(BIN)/.installed $(wildcard shards/demo/*.py)
 	$(BIN)/python -m shards build demo --out $(DEMO)
 
 demo: $(BIN)/.installed $(DEMO)/manifest.json
