@@ -28,19 +28,12 @@ from collections import Counter
 from typing import Any
 
 import torch
-from torch.utils.data import default_collate
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
 from lightning_modules.span_qa import prepare_features
 from lightning_modules.tasks import get_task
 
 PAD_MULTIPLE = 8
-
-
-def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack``; inside a loader worker straight into shared memory (``default_collate``'s way), so the
-    batch is not copied once more on its way to the main process."""
-    return default_collate(images)
 
 
 class Collator:
@@ -111,13 +104,13 @@ class Collator:
         out = dict(self.tokenize([r["text"] for r in records], None if pairs[0] is None else pairs))
         out["labels"] = torch.tensor([r["label"] for r in records], dtype=torch.long)
         if samples[0]["images"]:
-            out["pixel_values"] = stack_images([s["images"][0] for s in samples])  # (B, C, H, W)
+            out["pixel_values"] = torch.stack([s["images"][0] for s in samples])  # (B, C, H, W)
         return out
 
     def _image_pair(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         out = dict(self.tokenize([r["text"] for r in records]))
         out["labels"] = torch.tensor([r["label"] for r in records], dtype=torch.long)
-        out["pixel_values"] = stack_images([torch.stack(s["images"][:2]) for s in samples])  # (B, 2, C, H, W)
+        out["pixel_values"] = torch.stack([torch.stack(s["images"][:2]) for s in samples])  # (B, 2, C, H, W)
         return out
 
     def _vqa(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
@@ -127,7 +120,7 @@ class Collator:
             for label, score in zip(r["labels"], r["scores"]):
                 targets[i, label] = score
         out["targets"] = targets  # (B, A)
-        out["pixel_values"] = stack_images([s["images"][0] for s in samples])
+        out["pixel_values"] = torch.stack([s["images"][0] for s in samples])
         return out
 
     def _retrieval(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
@@ -139,7 +132,7 @@ class Collator:
         out = dict(self.tokenize(texts))
         out["text_image_index"] = torch.tensor(index, dtype=torch.long)  # (Tc,)
         out["image_ids"] = [str(r["image_id"]) for r in records]
-        out["pixel_values"] = stack_images([s["images"][0] for s in samples])
+        out["pixel_values"] = torch.stack([s["images"][0] for s in samples])
         return out
 
     def _multiple_choice(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
