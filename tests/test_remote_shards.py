@@ -92,7 +92,8 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(demo_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "run"
-    tasks = f"[{{name: demo_ve, shards: {demo_dir / 'demo_ve'}, train_split: train, val_split: dev}}]"
+    # shards through a file:// URL: the object-storage code path, end to end on both ranks
+    tasks = f"[{{name: demo_ve, shards: '{(demo_dir / 'demo_ve').as_uri()}', train_split: train, val_split: dev}}]"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
         "train.py", "fit", "--config", "configs/base.yaml", "--config", "configs/demo/base.yaml",
@@ -116,6 +117,7 @@ def test_torchrun_two_processes_on_cpu(demo_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, output[-4000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output, output[-4000:]
     assert json.loads((root / "finished.json").read_text())["subcommand"] == "fit"
+    assert "file://" in next(root.glob("config-fit-*.yaml")).read_text()
 
 
 def test_slurm_environment_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
