@@ -97,7 +97,8 @@ def test_phase_config_parses(parser: Any, path: Path) -> None:
         assert not any(t.test_split for t in tasks), "intermediate phases do not test"
     else:
         assert cfg.phase == "target" and any(t.test_split for t in tasks)
-        assert all(t.val_langs in (None, ["en"]) for t in tasks), "checkpoints are selected on English dev only"
+        if any(t.train_split for t in tasks):  # evaluation-only targets (BUCC) may tune a threshold per language
+            assert all(t.val_langs in (None, ["en"]) for t in tasks), "checkpoints are selected on English dev only"
 
 
 @pytest.mark.parametrize("model", sorted((CONFIGS / "models").glob("*.yaml")), ids=_rel)
