@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import timm
+import timm.data
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
@@ -116,6 +117,10 @@ class EncoderCore(nn.Module):
                 nn.Linear(self.vision.num_features, self.hidden_size), nn.LayerNorm(self.hidden_size)
             )
             self.image_type = nn.Parameter(torch.zeros(self.hidden_size))  # marks image tokens as such
+            # uint8 pixels from the loader are normalised here, on the device (4× less to send from workers)
+            data = timm.data.resolve_model_data_config(self.vision)
+            self.register_buffer("pixel_mean", 255 * torch.tensor(data["mean"]).view(-1, 1, 1), persistent=False)
+            self.register_buffer("pixel_std", 255 * torch.tensor(data["std"]).view(-1, 1, 1), persistent=False)
         if fusion == "fusion_transformer":
             heads = max(1, self.hidden_size // 64)
             layer = nn.TransformerEncoderLayer(self.hidden_size, heads, 4 * self.hidden_size, batch_first=True)
@@ -125,9 +130,11 @@ class EncoderCore(nn.Module):
 
     # -- towers --------------------------------------------------------------------------------------
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, N, D) image tokens at the text width."""
+        """(B, C, H, W) -> (B, N, D) image tokens at the text width; uint8 pixels are normalised first."""
         if self.vision is None:
             raise ValueError("This batch has images but model.vision_model is null: name a timm model.")
+        if pixel_values.dtype == torch.uint8:
+            pixel_values = (pixel_values.float() - self.pixel_mean) / self.pixel_std
         feats = self.vision.forward_features(pixel_values)  # (B, N, Dv)
         return self.image_proj(feats) + self.image_type
 

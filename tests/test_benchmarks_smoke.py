@@ -50,7 +50,8 @@ def test_gpu_measure_runs_on_cpu(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["vit_base_patch16_224", "resnet50", "vit_base_patch16_siglip_256"])
 def test_fast_eval_transform_matches_timm(name: str, tmp_path: Path) -> None:
-    """The pipeline's crop-box resize gives timm's eval transform output up to rounding at a few pixels."""
+    """The pipeline's crop-box resize + the core's normalisation give timm's eval transform output up to
+    rounding at a few pixels."""
     import timm.data
     from PIL import Image
 
@@ -61,9 +62,12 @@ def test_fast_eval_transform_matches_timm(name: str, tmp_path: Path) -> None:
     fast, ref = EvalImageTransform(config), timm.data.create_transform(**config, is_training=False)
     images = [Image.open(p).convert("RGB") for p in make_photos(tmp_path, 4)] + [Image.new("RGB", (300, 500), "red")]
     level = 1 / 255 / min(config["std"])  # one grey level in normalised units
+    mean, std = torch.tensor(config["mean"]).view(3, 1, 1), torch.tensor(config["std"]).view(3, 1, 1)
     for img in images:
-        a, b = ref(img), fast(img)
-        assert a.shape == b.shape == (3, *config["input_size"][-2:]) and b.dtype == torch.float32
+        pixels = fast(img)
+        assert pixels.dtype == torch.uint8
+        a, b = ref(img), (pixels.float() / 255 - mean) / std  # as EncoderCore.image_tokens normalises
+        assert a.shape == b.shape == (3, *config["input_size"][-2:])
         diff = (a - b).abs()
         assert diff.max() <= 4 * level and diff.mean() <= 0.05 * level, (diff.max(), diff.mean())
 
