@@ -1,14 +1,16 @@
-"""Loader benchmark: image-text samples/s of the training pipeline (tar read -> JPEG draft decode -> timm
-transform -> batched tokenization -> collate, ``TransferDataModule.train_dataloader``) against
+"""Loader benchmark: image-text samples/s of the training pipeline (tar read -> JPEG draft decode -> crop-box
+resize to uint8 -> batched tokenization -> collate, ``TransferDataModule.train_dataloader``) against
 
 (a) a naive map-style loader over the same photos as individual JPEG files (original size, full PIL decode,
-    the same timm transform, one tokenizer call per sample padded to max_length, default collate), and
-(b) the decode-only limit: the pipeline's own image work (decode the shard JPEGs from memory + resize to
-    the transform's scale size) in a tight loop on one core.
+    timm's eval transform to normalised float, one tokenizer call per sample padded to max_length, default
+    collate), and
+(b) the decode-only limit: decode the shard JPEGs from memory (draft mode, as the pipeline) + resize them
+    to the transform's scale size (timm's Resize), in a tight loop on one core.
 
-Per worker count 0, 1, 2. Targets: pipeline ≥ 2.0× (a); ≥ 0.85× (b) per core (per worker; the main
-process for 0 workers); 1 → 2 workers ≥ 1.8×. Both loaders take the real ViT-B/16 preprocessing (224 px,
-bicubic, crop_pct 0.9) and batch 32; everything runs with one torch thread per process.
+Per worker count 0, 1, 2. Targets: pipeline ≥ 2.0× (a); ≥ 0.85× (b) per core; 1 → 2 workers ≥ 1.8×. Each
+figure is given as samples/s (wall) and samples per CPU-second of the main process + its workers: on a
+shared machine the second does not count waiting for a core. Both loaders take the real ViT-B/16
+preprocessing (224 px, bicubic, crop_pct 0.9) and batch 32; every process runs one torch thread.
 """
 
 from __future__ import annotations
