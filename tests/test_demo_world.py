@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,15 @@ def test_cli_build_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert shards_main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "demo_vqa" in text and "ru 24" in text
+
+
+def test_pre_alignment_text(demo_dir: Path) -> None:
+    """The demo's pre-alignment data: code-switched MLM text, translation pairs of every sentence kind."""
+    mlm = [s["text"] for s in _samples(demo_dir / "demo_mlm", "train", "de")]
+    words = {lang: {*WORDS[lang]["colour"].values(), *WORDS[lang]["shape"].values()} for lang in WORDS}
+    foreign = {w.lower() for lang in ("en", "es", "ru") for w in words[lang] - words["de"]}
+    switched = [t for t in mlm if foreign & set(re.findall(r"\w+", t.lower()))]
+    assert 0 < len(switched) < len(mlm), "some, not all, German MLM sentences carry words of other languages"
+    english = [s["text_pair"] for s in _samples(demo_dir / "demo_tatoeba", "train", "ru")]
+    assert any(t.endswith("?") for t in english), "questions are translation-ranked too"
+    assert any(t.startswith(("There is", "The circle", "The square", "The triangle")) for t in english)
