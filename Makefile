@@ -25,8 +25,10 @@ setup: $(BIN)/.installed
 $(DEMO)/manifest.json: $(BIN)/.installed $(wildcard shards/demo/*.py)
 	$(BIN)/python -m shards build demo --out $(DEMO)
 
+# One intra-op thread per run: the demo's tiny model gains nothing from more, and two threads on a busy
+# 2-core machine spin against each other (measured: a start run 24 s with one thread, 198 s with two).
 demo: $(BIN)/.installed $(DEMO)/manifest.json
-	$(BIN)/python study.py --config configs/studies/demo.yaml
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python study.py --config configs/studies/demo.yaml
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
