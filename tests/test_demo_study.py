@@ -53,6 +53,7 @@ def tiny_study(tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(study_mod.TRAIN_CMD_ENV, raising=False)  # the real train.py
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as make demo: two threads per run thrash on a busy 2-core machine
     return path
 
 
