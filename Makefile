@@ -13,7 +13,6 @@ export TOKENIZERS_PARALLELISM := false
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	# torch and torchvision from one resolution (timm needs torchvision); never newer than 2.14.1
 	$(BIN)/pip install -q "torch>=2.4,<=2.14.1" "torchvision>=0.19,<=0.29.1"
 	$(BIN)/pip install -q -e ".[dev]"
@@ -33,8 +32,9 @@ demo: $(BIN)/.installed $(DEMO)/manifest.json
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
+# One intra-op thread per process here too: the DDP and torchrun tests start several processes at once.
 test: $(BIN)/.installed lint
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed  # builds its own photos and shards in a temp dir; figures in benchmarks/out/results.json
 	$(BIN)/python -m benchmarks.run_all
