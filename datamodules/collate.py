@@ -88,10 +88,10 @@ class Collator:
             "lang": [r["lang"] for r in records],
             "keys": [s["__key__"] for s in samples],
         }
-        skipped: Counter[str] = Counter()
-        for s in samples:
-            skipped.update(s.get("skipped", {}))
-        if self.train:
+        if self.train:  # corrupt samples the decoder skipped since the last batch (evaluation raises instead)
+            skipped: Counter[str] = Counter()
+            for s in samples:
+                skipped.update(s.get("skipped", {}))
             batch["skipped"] = dict(skipped)
         batch.update(getattr(self, f"_{self.family}")(samples, records))
         return batch

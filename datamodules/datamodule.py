@@ -118,12 +118,8 @@ class TransferDataModule(pl.LightningDataModule):
         self.max_length, self.num_workers = max_length, num_workers
         self.eval_num_workers = num_workers if eval_num_workers is None else eval_num_workers
         self.steps_per_epoch, self.sampler_kind = steps_per_epoch, sampler
-        self.temperature, self.example_cap, self.shuffle_buffer, self.seed = (
-            temperature,
-            example_cap,
-            shuffle_buffer,
-            seed,
-        )
+        self.temperature, self.example_cap = temperature, example_cap
+        self.shuffle_buffer, self.seed = shuffle_buffer, seed
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.multiprocessing_context = multiprocessing_context
         self.manifests = {name: self._manifest(t) for name, t in self.tasks.items()}

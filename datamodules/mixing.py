@@ -8,7 +8,7 @@ checkpoint is just that triple.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 SamplerKind = Literal["uniform", "proportional", "temperature", "fixed"]
@@ -80,9 +80,6 @@ class MultiTaskLoader:
 
     def __len__(self) -> int:
         return self.steps_per_epoch
-
-    def tasks_for(self, steps: Sequence[int]) -> list[str]:
-        return [self.sampler.task_at(t) for t in steps]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for _ in range(self.steps_per_epoch):

@@ -33,19 +33,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image
 
 from shards.manifest import open_shard
 
-IMAGE_KEYS = ("jpg", "img0.jpg", "img1.jpg")
 # A training stream that skips this many samples (or reads this many shards without a good sample) in a
 # row is broken, not noisy: it fails instead of spinning forever.
 MAX_CONSECUTIVE_SKIPS = 1000
 MAX_CONSECUTIVE_EMPTY_SHARDS = 100
-SKIP_REASONS = ("bad_tar", "empty_shard", "duplicate_key", "missing_json", "bad_json", "missing_field",
-                "bad_label", "missing_image", "bad_image")  # fmt: skip
 
 
 class DataError(ValueError):
@@ -230,8 +228,7 @@ class EvalImageTransform:
         fx, fy = w / sw, h / sh
         box = (left * fx, top * fy, (left + self.size) * fx, (top + self.size) * fy)
         img = img.resize((self.size, self.size), self.resample, box=box)
-        pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(self.size, self.size, 3)
-        return pixels.permute(2, 0, 1).contiguous()  # (3, H, W) uint8
+        return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W) uint8
 
 
 class SafeDecoder:
