@@ -107,7 +107,9 @@ def _execute(study: Study, runs: list[Run], args: Namespace) -> list[str]:
     if args.executor == "slurm":
         return submit_slurm(study, runs, cluster=args.cluster, retry_failed=args.retry_failed, wait_jobs=args.wait)
     devices = visible_gpus(args.gpus) if args.executor == "local-gpus" else [None]
-    return run_local(study, runs, devices, args.heartbeat, args.keep_going, args.retry_failed)
+    every_run = plan(study)  # retention looks at every dependent in the study, not only the selected runs
+    return run_local(study, runs, devices, args.heartbeat, args.keep_going, args.retry_failed,
+                     on_done=lambda: apply_retention(study, every_run))  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,15 +4,29 @@ starts only once the run it starts from has finished."""
 
 from __future__ import annotations
 
+import getpass
 import os
+import shutil
+import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from studies.plan import Run
-from studies.runs import _duration, execute, finished, kill_live, log_tail, read_state, write_state
+from studies.plan import Run, plan, run_args, run_env, train_command
+from studies.runs import (
+    LOCK_NAME,
+    _duration,
+    apply_retention,
+    execute,
+    finished,
+    kill_live,
+    log_tail,
+    parent_weights,
+    read_state,
+    write_state,
+)
 from studies.spec import Study, StudyError
 
 
@@ -40,13 +54,14 @@ def skipped_failed(study: Study, runs: Sequence[Run], retry_failed: bool) -> set
 
 
 def run_local(study: Study, runs: Sequence[Run], devices: Sequence[str | None] = (None,), heartbeat: float = 60.0,
-              keep_going: bool = False, retry_failed: bool = False) -> list[str]:  # fmt: skip
+              keep_going: bool = False, retry_failed: bool = False,
+              on_done: Callable[[], object] | None = None) -> list[str]:  # fmt: skip
     """Run every unfinished run, as many at once as ``devices`` allow, parents before children.
 
     ``devices`` = ``[None]`` is the plain local executor (one run at a time, the environment unchanged);
     GPU ids give each run ``resources.<phase>.gpus`` of them through ``CUDA_VISIBLE_DEVICES``. After a
     failure nothing new starts (unless ``keep_going``: then only the failed run's dependents are dropped);
-    running runs finish. Returns the failure messages.
+    running runs finish. ``on_done`` is called after each finished run (retention). Returns the failures.
     """
     t0 = time.monotonic()
     index = {r.name: i for i, r in enumerate(runs, 1)}
@@ -94,6 +109,8 @@ def run_local(study: Study, runs: Sequence[Run], devices: Sequence[str | None] =
                     try:
                         took = future.result()
                         print(f"{head[run.name]}: done in {_duration(took)}", flush=True)
+                        if on_done is not None:
+                            on_done()
                     except StudyError as err:
                         failures.append(str(err))
                         dropped.add(run.name)
@@ -146,55 +163,70 @@ def run_in_job(study: Study, run: Run, cwd: str, heartbeat: float = 600.0) -> st
     rank = submitit.JobEnvironment().global_rank
     if rank == 0:
         execute(study, run, heartbeat, extra_args=job_args(study, run))
+        apply_retention(study, plan(study))  # its parent's checkpoints may be needed by nobody now
         return run.name
-    from studies.plan import run_args, run_env, train_command
-    from studies.runs import parent_weights
-
     job = os.environ.get("SLURM_JOB_ID", "")
-    lock = run.run_dir / "run.lock"
+    lock = run.run_dir / LOCK_NAME
     deadline = time.monotonic() + 600
     while not (lock.is_file() and f"SLURM job {job}" in lock.read_text()):
         if time.monotonic() > deadline:
             raise StudyError(f"rank {rank} of {run.name}: rank 0 did not lock {run.run_dir} within 10 minutes")
         time.sleep(2)
-    import subprocess
-
+    if finished(run) is not None:  # rank 0 found it finished by an earlier job
+        return run.name
     cmd = train_command(study) + run_args(study, run, parent_weights(run)) + job_args(study, run)
     with (run.run_dir / f"train.rank{rank}.log").open("w") as out:
         subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=run_env(study, run), check=True)
     return run.name
 
 
+def queued_slurm_jobs() -> set[str] | None:
+    """Ids of this user's jobs still in the SLURM queue, or None where ``squeue`` is not available."""
+    if shutil.which("squeue") is None:
+        return None
+    out = subprocess.run(["squeue", "-h", "-o", "%i", "-u", getpass.getuser()], capture_output=True, text=True)
+    return set(out.stdout.split()) if out.returncode == 0 else None
+
+
 def submit_slurm(study: Study, runs: Sequence[Run], cluster: str = "slurm", folder: Path | None = None,
                  retry_failed: bool = False, wait_jobs: bool = False) -> list[str]:  # fmt: skip
     """Submit one submitit job per unfinished run; a child depends ``afterok`` on its parent's job.
 
-    ``cluster="local"``/``"debug"`` (submitit's executors on this machine) have no dependencies, so there a
-    child is submitted once its parent's job has finished. Returns failure messages (when waiting).
+    A run whose job from an earlier submission is still queued or running is not submitted again (its
+    children depend on that job). ``cluster="local"``/``"debug"`` (submitit's executors on this machine)
+    have no dependencies, so there a child is submitted once its parent's job has finished. Returns failure
+    messages (when waiting).
     """
     import submitit
 
     folder = folder or study.out_dir / ".slurm"
     failed_before = skipped_failed(study, runs, retry_failed)
+    in_queue = queued_slurm_jobs() if cluster == "slurm" else None
+    job_ids: dict[str, str] = {}
     jobs: dict[str, Any] = {}
     failures: list[str] = []
     for run in runs:
         if finished(run) is not None or run.name in failed_before:
             continue
-        parent_job = jobs.get(run.parent.name) if run.parent is not None else None
-        if parent_job is not None and cluster != "slurm":
-            if not _wait_job(parent_job, run.parent, failures):
+        earlier = read_state(study, run).get("job")
+        if in_queue is not None and earlier in in_queue:
+            job_ids[run.name] = earlier
+            print(f"{run.name}: already in the queue as job {earlier}", flush=True)
+            continue
+        parent_id = job_ids.get(run.parent.name) if run.parent is not None else None
+        if parent_id is not None and cluster != "slurm":  # no dependencies there: wait for the parent's job
+            if not _wait_job(jobs[run.parent.name], run.parent, failures):
                 continue
-            parent_job = None
-        if run.parent is not None and parent_job is None and finished(run.parent) is None:
+            parent_id = None
+        if run.parent is not None and parent_id is None and finished(run.parent) is None:
             continue  # its parent failed earlier or did not run: nothing to start from
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster=None if cluster == "slurm" else cluster)
-        executor.update_parameters(**_job_parameters(study, run, [parent_job.job_id] if parent_job else [], cluster))
+        executor.update_parameters(**_job_parameters(study, run, [parent_id] if parent_id else [], cluster))
         job = executor.submit(run_in_job, study, run, os.getcwd())
-        jobs[run.name] = job
+        jobs[run.name], job_ids[run.name] = job, str(job.job_id)
         write_state(study, run, "queued", job=str(job.job_id), job_log=str(folder / str(job.job_id)))
-        print(f"submitted {run.name} ({run.phase}): job {job.job_id}"
-              + (f" after {parent_job.job_id}" if parent_job else ""), flush=True)  # fmt: skip
+        after = f" after {parent_id}" if parent_id else ""
+        print(f"submitted {run.name} ({run.phase}): job {job.job_id}{after}", flush=True)
     if wait_jobs or cluster != "slurm":
         for name, job in jobs.items():
             _wait_job(job, next(r for r in runs if r.name == name), failures)
@@ -202,7 +234,7 @@ def submit_slurm(study: Study, runs: Sequence[Run], cluster: str = "slurm", fold
 
 
 def _wait_job(job: Any, run: Run, failures: list[str]) -> bool:
-    """Wait for a job; a failure is recorded (state ``failed``) with the run's log tail."""
+    """Wait for a job; a failure is recorded with the run's log tail (or the job's error)."""
     try:
         job.result()
         return True

@@ -28,6 +28,8 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 LIVE: set[subprocess.Popen] = set()
 """Training processes this process started and that still run: killed (process group) on an interrupt."""
 _LIVE_LOCK = threading.Lock()
+STOPPING = threading.Event()
+"""Set when the runner stops its training processes: their runs are interrupted, not failed."""
 
 
 def finished(run: Run) -> dict[str, Any] | None:
@@ -196,6 +198,7 @@ def _duration(seconds: float) -> str:
 
 def kill_live() -> None:
     """Stop every training process this process started (their whole process groups)."""
+    STOPPING.set()
     with _LIVE_LOCK:
         procs = list(LIVE)
     for proc in procs:
@@ -232,6 +235,9 @@ def execute(study: Study, run: Run, heartbeat: float = 60.0, env: Mapping[str, s
         write_state(study, run, "running", pid=os.getpid(), host=socket.gethostname(),
                     job=os.environ.get("SLURM_JOB_ID"), devices=(env or {}).get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
         rc = _train(cmd, log, {**run_env(study, run), **(env or {})}, lock.file.fileno(), heartbeat, run.name, t0)
+        if STOPPING.is_set() and finished(run) is None:
+            write_state(study, run, "interrupted", rc=rc)
+            raise StudyError(f"Run {run.name} interrupted; run the same command again to rerun it.")
         if rc != 0 or finished(run) is None:
             why = f"exited with status {rc}" if rc != 0 else "exited without writing finished.json"
             write_state(study, run, "failed", rc=rc, why=why)

@@ -128,7 +128,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_killed_runner_leaves_no_orphan_and_one_writer(fake_study: Path, monkeypatch) -> None:
+def test_killed_runner_leaves_no_orphan_and_one_writer(fake_study: Path, capsys) -> None:
     _small(fake_study)
     _edit(fake_study, seeds=[0])
     study = study_mod.load_study(fake_study)
@@ -143,6 +143,9 @@ def test_killed_runner_leaves_no_orphan_and_one_writer(fake_study: Path, monkeyp
         second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 1 and "being written by another study process" in second.stderr, second.stderr
         assert study_mod.main(["status", "--config", str(fake_study)]) == 0
+        status = capsys.readouterr().out
+        assert f"running      {hung.name}  log: {hung.run_dir / 'train.log'} by=pid {runner.pid} on host" in status
+        assert "done         start/seed0" in status and "pending      nli/seed0/demo_ve" in status
         runner.send_signal(signal.SIGKILL)
         runner.wait(timeout=30)
         deadline = time.monotonic() + 30
@@ -267,3 +270,22 @@ def test_translate_test_and_few_shot_protocols(fake_study: Path, capsys) -> None
     side = md.split("## Zero-shot, translate-test and few-shot side by side")[1]
     assert "| condition | demo_ve | demo_ve [translate-test] | demo_ve [1-shot] | demo_ve [5-shot] |" in side
     assert "| nli | 51.00 (+1.00) | 56.00 (+1.00) | 51.00 (+1.00) | 55.00 (+1.00) |" in side
+
+
+def test_interrupted_runner_stops_its_run_which_reruns_without_retry(fake_study: Path, capsys) -> None:
+    _small(fake_study)
+    _edit(fake_study, seeds=[0])
+    study = study_mod.load_study(fake_study)
+    hung = next(r for r in study_mod.plan(study) if r.phase == "intermediate")
+    cmd = [sys.executable, str(ROOT / "study.py"), "--config", str(fake_study)]
+    env = dict(os.environ, FAKE_HANG=hung.name, PYTHONPATH=str(ROOT))
+    runner = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(hung.run_dir / "pid")
+    child = int((hung.run_dir / "pid").read_text())
+    runner.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 130 and "interrupted" in err
+    assert not _alive(child)
+    assert read_state(study, hung)["state"] == "interrupted"  # not "failed": no --retry-failed needed
+    assert study_mod.main(["--config", str(fake_study)]) == 0
+    assert all(study_mod.finished(r) for r in study_mod.plan(study))
