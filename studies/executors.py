@@ -17,8 +17,8 @@ from typing import Any
 from studies.plan import Run, plan, run_args, run_env, train_command
 from studies.runs import (
     LOCK_NAME,
-    _duration,
     apply_retention,
+    duration,
     execute,
     finished,
     kill_live,
@@ -96,7 +96,7 @@ def run_local(study: Study, runs: Sequence[Run], devices: Sequence[str | None] =
                     taken, free = free[:need], free[need:]
                     env = {} if devices[0] is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, taken))}
                     where = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else ""
-                    print(f"{head[run.name]}: start{where} (study elapsed {_duration(time.monotonic() - t0)})",
+                    print(f"{head[run.name]}: start{where} (study elapsed {duration(time.monotonic() - t0)})",
                           flush=True)  # fmt: skip
                     running[pool.submit(execute, study, run, heartbeat, env)] = (run, taken)
                     pending.remove(run)
@@ -108,7 +108,7 @@ def run_local(study: Study, runs: Sequence[Run], devices: Sequence[str | None] =
                     free += taken
                     try:
                         took = future.result()
-                        print(f"{head[run.name]}: done in {_duration(took)}", flush=True)
+                        print(f"{head[run.name]}: done in {duration(took)}", flush=True)
                         if on_done is not None:
                             on_done()
                     except StudyError as err:

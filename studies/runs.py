@@ -140,17 +140,23 @@ class RunLock:
     def __enter__(self) -> RunLock:
         self.run.run_dir.mkdir(parents=True, exist_ok=True)
         f = (self.run.run_dir / LOCK_NAME).open("a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise StudyError(f"Run folder {self.run.run_dir} is being written by another study process ({holder}). "
-                             "Two runners cannot write one run folder: wait for it (`study.py status`) or stop that "
-                             "process first.") from None  # fmt: skip
+        for attempt in range(5):  # `study.py status` takes the lock for an instant to see whether it is held
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    f.close()
+                    raise
+                if attempt < 4:
+                    time.sleep(0.2)
+                    continue
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                f.close()
+                raise StudyError(f"Run folder {self.run.run_dir} is being written by another study process "
+                                 f"({holder}). Two runners cannot write one run folder: wait for it (`study.py "
+                                 "status`) or stop that process first.") from None  # fmt: skip
         f.seek(0)
         f.truncate()
         job = f" (SLURM job {os.environ['SLURM_JOB_ID']})" if os.environ.get("SLURM_JOB_ID") else ""
@@ -190,7 +196,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s" if minutes else f"{seconds:.1f}s"
@@ -263,7 +269,7 @@ def _train(cmd: list[str], log: Path, env: dict[str, str], lock_fd: int, heartbe
                 try:
                     return proc.wait(timeout=heartbeat)
                 except subprocess.TimeoutExpired:
-                    print(f"    ... {name} running for {_duration(time.monotonic() - t0)}", flush=True)
+                    print(f"    ... {name} running for {duration(time.monotonic() - t0)}", flush=True)
         except BaseException:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait()
