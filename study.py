@@ -74,7 +74,8 @@ def print_status(study: Study, runs: Sequence[Run]) -> dict[str, int]:
 
 def build_parser() -> ArgumentParser:
     """The command line (see the module docstring)."""
-    parser = ArgumentParser(prog="study.py", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    about = __doc__.split("\n\n")[0] + " `python study.py status --config FILE`: each run's state, log and failure."
+    parser = ArgumentParser(prog="study.py [run|status]", description=about, exit_on_error=False)
     parser.add_argument("--config", required=True, help="study YAML, e.g. configs/studies/iglue.yaml")
     parser.add_argument("--dry-run", action="store_true", help="print the plan: runs, GPU-hours, disk; run nothing")
     parser.add_argument("--verbose", action="store_true", help="with --dry-run: every run and its command")
@@ -84,7 +85,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--report-only", action="store_true", help="only (re)write the report from finished runs")
     parser.add_argument("--executor", default="local", choices=["local", "local-gpus", "slurm"],
                         help="local: one run at a time; local-gpus: one run per GPU; slurm: submitit jobs")  # fmt: skip
-    parser.add_argument("--gpus", default=None, help="local-gpus: N or a list of ids (default: visible GPUs)")
+    parser.add_argument("--gpus", default=None, help="local-gpus: N or a list of ids; default: the visible GPUs")
     parser.add_argument("--cluster", default="slurm", choices=["slurm", "local", "debug"],
                         help="slurm executor: submitit's cluster (local/debug: jobs on this machine)")  # fmt: skip
     parser.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, then write the report")
