@@ -126,8 +126,8 @@ def test_study_loads_and_its_configs_exist(path: Path) -> None:
         assert set(cond.tasks) <= trained, f"{_rel(path)}: condition {name} lists {cond.tasks}; configs train {trained}"
     for name, target in s.targets.items():
         trained = {t["name"] for c in target.configs for t in _tasks(c) if t.get("train_split")}
-        assert set(target.tasks) == trained, (
-            f"{_rel(path)}: target {name} lists {target.tasks}, configs train {trained}"
+        assert set(target.train_tasks) == trained, (
+            f"{_rel(path)}: target {name} lists {target.train_tasks}, configs train {trained}"
         )
 
 
