@@ -35,7 +35,7 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser, Namespace
 
-from studies.executors import run_local, submit_slurm, visible_gpus
+from studies.executors import queued_slurm_jobs, run_local, submit_slurm, visible_gpus
 from studies.plan import PROTOCOLS, TRAIN_CMD_ENV, Run, plan, run_args, run_env, summary_lines, train_command
 from studies.report import collect, write_report
 from studies.runs import apply_retention, finished, parent_weights, run_status
@@ -60,8 +60,11 @@ def _print_runs(study: Study, runs: Sequence[Run]) -> None:
 def print_status(study: Study, runs: Sequence[Run]) -> dict[str, int]:
     """One line per run (state, log path; job, holder); failures with their log's last lines. Returns counts."""
     counts: dict[str, int] = {}
+    in_queue = queued_slurm_jobs()
     for run in runs:
         info = run_status(study, run)
+        if info["state"] == "queued" and in_queue is not None and info.get("job") not in in_queue:
+            info["state"] = "lost"  # left the SLURM queue without starting (scancel, a failed dependency)
         state = info["state"]
         counts[state] = counts.get(state, 0) + 1
         extra = "".join(f" {k}={info[k]}" for k in ("job", "by", "rc") if info.get(k) is not None)

@@ -139,8 +139,9 @@ def _job_parameters(study: Study, run: Run, dependency: Sequence[str], cluster: 
         params["mem_gb"] = res.mem_gb
     if cluster == "slurm":
         extra = dict(res.sbatch)
-        if dependency:
+        if dependency:  # a failed parent cancels the child instead of leaving it pending forever
             extra["dependency"] = "afterok:" + ":".join(dependency)
+            extra.setdefault("kill-on-invalid-dep", "yes")
         if res.partition:
             params["slurm_partition"] = res.partition
         params["slurm_additional_parameters"] = extra
@@ -199,6 +200,9 @@ def submit_slurm(study: Study, runs: Sequence[Run], cluster: str = "slurm", fold
     """
     import submitit
 
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise StudyError("--executor slurm: no `sbatch` on PATH. Submit from a machine of the SLURM cluster (its "
+                         "login node), or try the jobs here with --cluster local.")  # fmt: skip
     folder = folder or study.out_dir / ".slurm"
     failed_before = skipped_failed(study, runs, retry_failed)
     in_queue = queued_slurm_jobs() if cluster == "slurm" else None
@@ -220,7 +224,7 @@ def submit_slurm(study: Study, runs: Sequence[Run], cluster: str = "slurm", fold
             parent_id = None
         if run.parent is not None and parent_id is None and finished(run.parent) is None:
             continue  # its parent failed earlier or did not run: nothing to start from
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=None if cluster == "slurm" else cluster)
+        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
         executor.update_parameters(**_job_parameters(study, run, [parent_id] if parent_id else [], cluster))
         job = executor.submit(run_in_job, study, run, os.getcwd())
         jobs[run.name], job_ids[run.name] = job, str(job.job_id)

@@ -105,7 +105,7 @@ def test_slurm_job_parameters(fake_study: Path) -> None:
     assert params["gpus_per_node"] == 4 and params["tasks_per_node"] == 4 and params["nodes"] == 2
     assert params["slurm_partition"] == "gpu" and params["mem_gb"] == 200 and params["timeout_min"] == 2880
     extra = params["slurm_additional_parameters"]
-    assert extra == {"account": "vl", "constraint": "a100", "dependency": "afterok:1234"}
+    assert extra == {"account": "vl", "constraint": "a100", "dependency": "afterok:1234", "kill-on-invalid-dep": "yes"}
     assert executors.job_args(study, run) == ["--trainer.devices", "4", "--trainer.num_nodes", "2"]
     target = next(r for r in study_mod.plan(study) if r.phase == "target")
     assert executors._job_parameters(study, target, [], "slurm")["timeout_min"] == 60  # the default entry
@@ -289,3 +289,48 @@ def test_interrupted_runner_stops_its_run_which_reruns_without_retry(fake_study:
     assert read_state(study, hung)["state"] == "interrupted"  # not "failed": no --retry-failed needed
     assert study_mod.main(["--config", str(fake_study)]) == 0
     assert all(study_mod.finished(r) for r in study_mod.plan(study))
+
+
+FAKE_SLURM = {
+    # sbatch: keep the submitted script, answer like SLURM with increasing job ids
+    "sbatch": 'n=$(( $(ls "$FAKE_SLURM_DIR"/job-*.sh 2>/dev/null | wc -l) + 1 )); '
+    'cp "$1" "$FAKE_SLURM_DIR/job-$n.sh"; echo "Submitted batch job $n"',
+    "squeue": 'cat "$FAKE_SLURM_DIR/queue" 2>/dev/null; true',
+    "sacct": "true",
+    "srun": "true",
+}
+
+
+def test_slurm_submission_scripts_and_no_double_submission(fake_study: Path, tmp_path: Path, monkeypatch, capsys):
+    """The real SLURM path against stand-ins for sbatch/squeue: resources per phase, afterok dependencies."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKE_SLURM.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path))
+    _small(fake_study)
+    _edit(fake_study, seeds=[0], resources={
+        "default": {"gpus": 1, "time_min": 60, "partition": "gpu", "sbatch": {"account": "vl"}},
+        "intermediate": {"gpus": 4, "time_min": 600, "partition": "big", "sbatch": {"account": "vl"}}})  # fmt: skip
+    assert study_mod.main(["--config", str(fake_study), "--executor", "slurm"]) == 0
+    out = capsys.readouterr().out
+    # plan order: start (1), none/demo_ve (2, after 1), nli intermediate (3, after 1), nli/demo_ve (4, after 3)
+    assert "submitted none/seed0/demo_ve (target): job 2 after 1" in out
+    assert "submitted nli/seed0/demo_ve (target): job 4 after 3" in out
+    scripts = {n: (tmp_path / f"job-{n}.sh").read_text() for n in range(1, 5)}
+    assert "--dependency" not in scripts[1] and "#SBATCH --dependency=afterok:3" in scripts[4]
+    assert "#SBATCH --kill-on-invalid-dep=yes" in scripts[4]
+    assert "#SBATCH --partition=big" in scripts[3] and "#SBATCH --gpus-per-node=4" in scripts[3]
+    assert "#SBATCH --ntasks-per-node=4" in scripts[3] and "#SBATCH --time=600" in scripts[3]
+    assert "#SBATCH --account=vl" in scripts[2] and "#SBATCH --partition=gpu" in scripts[2]
+    assert not list(fake_study.parent.glob("out/**/train.log"))  # nothing ran here: the jobs are queued
+    (tmp_path / "queue").write_text("1\n2\n3\n4\n")
+    assert study_mod.main(["status", "--config", str(fake_study)]) == 0
+    assert "queued       nli/seed0/demo_ve  log:" in capsys.readouterr().out
+    assert study_mod.main(["--config", str(fake_study), "--executor", "slurm"]) == 0  # resubmit: nothing new
+    assert "already in the queue as job 4" in capsys.readouterr().out and not (tmp_path / "job-5.sh").exists()
+    (tmp_path / "queue").write_text("1\n2\n3\n")  # job 4 was cancelled before it started
+    study_mod.main(["status", "--config", str(fake_study)])
+    assert "lost         nli/seed0/demo_ve  log:" in capsys.readouterr().out
