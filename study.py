@@ -31,12 +31,14 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from jsonargparse import ArgumentParser, Namespace
 
 from studies.executors import queued_slurm_jobs, run_local, submit_slurm, visible_gpus
 from studies.plan import PROTOCOLS, TRAIN_CMD_ENV, Run, plan, run_args, run_env, summary_lines, train_command
+from studies.probe import measure
 from studies.report import collect, write_report
 from studies.runs import apply_retention, finished, parent_weights, run_status
 from studies.spec import Study, StudyError, load_study, parse_study
@@ -82,6 +84,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--config", required=True, help="study YAML, e.g. configs/studies/iglue.yaml")
     parser.add_argument("--dry-run", action="store_true", help="print the plan: runs, GPU-hours, disk; run nothing")
     parser.add_argument("--verbose", action="store_true", help="with --dry-run: every run and its command")
+    parser.add_argument("--probe", type=int, default=0, metavar="N",
+                        help="with --dry-run: measure s/step per phase by two short runs (N, 2N steps)")  # fmt: skip
     parser.add_argument("--only", nargs="+", default=[], help="run only these conditions")
     parser.add_argument("--targets", nargs="+", default=[], help="run only these targets")
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), help="zero_shot translate_test few_shot")
@@ -128,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             if args.verbose:
                 _print_runs(study, runs)
+            if args.probe and missing:
+                raise StudyError("--probe needs the config files: " + ", ".join(missing))
+            if args.probe:
+                for phase, rate in measure(study, runs, args.probe).items():
+                    study.resources[phase] = replace(study.resources_for(phase), seconds_per_step=rate)
             done = {r.name: finished(r) is not None for r in runs}
             print("\n".join(summary_lines(study, runs, done, args.verbose)))
         if missing and not args.report_only:

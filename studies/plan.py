@@ -319,10 +319,12 @@ def summary_lines(study: Study, runs: Sequence[Run], done: Mapping[str, bool], v
             setattr(total, key, None if a is None or b is None else a + b)
     lines.append(f"{'total':<15}{total.runs:>6}{total.to_run:>8}{total.steps:>12,}{_num(total.gpu_hours, ',.1f'):>10}"
                  f"{_num(total.disk_peak_gb, ',.0f'):>14}{_num(total.disk_kept_gb, ',.0f'):>9}")  # fmt: skip
-    unknown = [p for p, c in costs.items() if (c.gpu_hours is None and not c.steps_unknown) or c.disk_peak_gb is None]
-    if unknown:
-        lines.append(f"? = set resources.<phase>.seconds_per_step / checkpoint_gb in the study YAML "
-                     f"({', '.join(unknown)})")  # fmt: skip
+    no_rate = [p for p, c in costs.items() if c.gpu_hours is None and not c.steps_unknown]
+    if no_rate:
+        lines.append(f"? GPU-h: set resources.<phase>.seconds_per_step (or --probe N) for {', '.join(no_rate)}")
+    no_size = [p for p, c in costs.items() if c.disk_peak_gb is None]
+    if no_size:
+        lines.append(f"? disk: set resources.<phase>.checkpoint_gb for {', '.join(no_size)}")
     no_steps = [p for p, c in costs.items() if c.steps_unknown]
     if no_steps:
         lines.append(f"? = no trainer.max_steps in some runs' configs ({', '.join(no_steps)}): steps unknown")

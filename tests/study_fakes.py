@@ -26,6 +26,7 @@ FAKE_TRAIN = textwrap.dedent("""
     p.add_argument("--model.init_from", dest="init_from")
     p.add_argument("--test_after_fit", default="false")
     p.add_argument("--ckpt_path")
+    p.add_argument("--trainer.max_steps", dest="max_steps", type=int, default=0)
     p.add_argument("--model.init_scope", dest="init_scope")
     args, rest = p.parse_known_args()
     calls = Path(os.environ["FAKE_CALLS"])
@@ -46,6 +47,7 @@ FAKE_TRAIN = textwrap.dedent("""
             if time.time() > deadline:
                 sys.exit("rendezvous timed out: the runs did not run concurrently")
             time.sleep(0.05)
+    time.sleep(args.max_steps * float(os.environ.get("FAKE_STEP_SECONDS", "0")))
     n_calls = len(calls.read_text().splitlines())
     print("fake training", args.run_dir)
     if os.environ.get("FAKE_FAIL_AT") == str(n_calls):

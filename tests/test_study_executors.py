@@ -334,3 +334,28 @@ def test_slurm_submission_scripts_and_no_double_submission(fake_study: Path, tmp
     (tmp_path / "queue").write_text("1\n2\n3\n")  # job 4 was cancelled before it started
     study_mod.main(["status", "--config", str(fake_study)])
     assert "lost         nli/seed0/demo_ve  log:" in capsys.readouterr().out
+
+
+def test_probe_measures_seconds_per_step_for_the_cost_plan(fake_study: Path, monkeypatch, capsys) -> None:
+    _small(fake_study)
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.2")  # the fake trainer sleeps per step
+    assert study_mod.main(["--config", str(fake_study), "--dry-run", "--probe", "5"]) == 0
+    out = capsys.readouterr().out
+    study = study_mod.load_study(fake_study)
+    for phase in ("start", "intermediate", "target"):  # two short runs of each phase's first run, from scratch
+        for steps in (5, 10):
+            args = _args(_probe(study, phase, steps))
+            assert args["max_steps"] == steps and args["init_from"] is None and args["test_after_fit"] == "false"
+        rate = float(out.split(f"probe {phase}: ")[1].split(" s/step")[0])
+        assert rate > 0
+    rows = [line.split() for line in out.splitlines() if line.startswith(("start", "intermediate", "target"))]
+    assert len(rows) == 3 and all(row[4] != "?" for row in rows)  # GPU-hours known without seconds_per_step
+    assert "seconds_per_step" not in out
+    assert not any(study_mod.finished(r) for r in study_mod.plan(study))  # the study itself did not run
+
+
+def _probe(study, phase: str, steps: int):
+    from studies.probe import _short
+
+    run = next(r for r in study_mod.plan(study) if r.phase == phase)
+    return _short(study, run, steps)
