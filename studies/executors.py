@@ -64,20 +64,10 @@ def run_local(study: Study, runs: Sequence[Run], devices: Sequence[str | None] =
     running runs finish. ``on_done`` is called after each finished run (retention). Returns the failures.
     """
     t0 = time.monotonic()
-    index = {r.name: i for i, r in enumerate(runs, 1)}
-    head = {r.name: f"[{index[r.name]}/{len(runs)}] {r.name} ({r.phase})" for r in runs}
+    head = {r.name: f"[{i}/{len(runs)}] {r.name} ({r.phase})" for i, r in enumerate(runs, 1)}
     failed_before = skipped_failed(study, runs, retry_failed)
-    pending: list[Run] = []
-    for run in runs:
-        if finished(run) is not None:
-            print(f"{head[run.name]}: skip (finished)", flush=True)
-        elif run.name in failed_before:
-            print(f"{head[run.name]}: skip (failed earlier; --retry-failed reruns it)", flush=True)
-        else:
-            pending.append(run)
-    free = list(devices)
-    failures: list[str] = []
-    dropped = set(failed_before)
+    pending = _unfinished(runs, failed_before, head)
+    free, failures, dropped = list(devices), [], set(failed_before)
     running: dict[Future, tuple[Run, list[str | None]]] = {}
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         try:
@@ -91,30 +81,21 @@ def run_local(study: Study, runs: Sequence[Run], devices: Sequence[str | None] =
                     if (failures and not keep_going) or (run.parent is not None and finished(run.parent) is None):
                         continue
                     need = 1 if devices[0] is None else min(len(devices), study.resources_for(run.phase).gpus)
-                    if len(free) < need:
-                        continue
-                    taken, free = free[:need], free[need:]
-                    env = {} if devices[0] is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, taken))}
-                    where = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else ""
-                    print(f"{head[run.name]}: start{where} (study elapsed {duration(time.monotonic() - t0)})",
-                          flush=True)  # fmt: skip
-                    running[pool.submit(execute, study, run, heartbeat, env)] = (run, taken)
-                    pending.remove(run)
+                    if len(free) >= need:
+                        taken, free = free[:need], free[need:]
+                        running[_start(pool, study, run, taken, heartbeat, head[run.name], t0)] = (run, taken)
+                        pending.remove(run)
                 if not running:
                     break  # what is left waits on a parent that will not finish in this invocation
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     run, taken = running.pop(future)
                     free += taken
-                    try:
-                        took = future.result()
-                        print(f"{head[run.name]}: done in {duration(took)}", flush=True)
+                    if _outcome(future, run, head[run.name], failures):
                         if on_done is not None:
                             on_done()
-                    except StudyError as err:
-                        failures.append(str(err))
+                    else:
                         dropped.add(run.name)
-                        print(f"{head[run.name]}: FAILED (log: {run.run_dir / 'train.log'})", flush=True)
         except BaseException:
             kill_live()
             raise
@@ -123,6 +104,40 @@ def run_local(study: Study, runs: Sequence[Run], devices: Sequence[str | None] =
                         f"{', '.join(sorted(failed_before))}. `study.py status` shows their logs; fix the cause, "
                         "then add --retry-failed.")  # fmt: skip
     return failures
+
+
+def _unfinished(runs: Sequence[Run], failed_before: set[str], head: dict[str, str]) -> list[Run]:
+    """The runs still to do, printing a line for each one skipped (finished, or failed in an earlier attempt)."""
+    pending = []
+    for run in runs:
+        if finished(run) is not None:
+            print(f"{head[run.name]}: skip (finished)", flush=True)
+        elif run.name in failed_before:
+            print(f"{head[run.name]}: skip (failed earlier; --retry-failed reruns it)", flush=True)
+        else:
+            pending.append(run)
+    return pending
+
+
+def _start(pool: ThreadPoolExecutor, study: Study, run: Run, devices: list[str | None], heartbeat: float,
+           head: str, t0: float) -> Future:  # fmt: skip
+    """Start one run in a pool thread; GPU ids (local-gpus) go to it through ``CUDA_VISIBLE_DEVICES``."""
+    env = {} if devices[0] is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))}
+    where = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else ""
+    print(f"{head}: start{where} (study elapsed {duration(time.monotonic() - t0)})", flush=True)
+    return pool.submit(execute, study, run, heartbeat, env)
+
+
+def _outcome(future: Future, run: Run, head: str, failures: list[str]) -> bool:
+    """Report a finished run's outcome; a failure's message goes to ``failures``."""
+    try:
+        took = future.result()
+    except StudyError as err:
+        failures.append(str(err))
+        print(f"{head}: FAILED (log: {run.run_dir / 'train.log'})", flush=True)
+        return False
+    print(f"{head}: done in {duration(took)}", flush=True)
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- SLURM
