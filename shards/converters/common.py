@@ -104,7 +104,7 @@ def converter(dataset: str, read: Reader) -> Converter:
             tasks=conv.tasks,
             sources=conv.sources,
             skipped=conv.skipped,
-            ignored=ignored_files(dataset, opts.src, conv),
+            ignored=ignored_files(dataset, opts, conv),
             max_per_shard=opts.max_per_shard,
             max_side=opts.max_side,
             workers=opts.workers,
@@ -120,17 +120,20 @@ def converter(dataset: str, read: Reader) -> Converter:
 PICKLE_REASON = "pickle: data files are never unpickled (use the .json file of the same data)"
 
 
-def ignored_files(dataset: str, src: Path | None, conv: Conversion) -> list[dict]:
+def ignored_files(dataset: str, opts: Options, conv: Conversion) -> list[dict]:
     """``{"path", "reason"}`` for every file below a ``--src`` folder that the reader did not read, so that a
-    build never drops a file without saying so (printed by the writer, kept in the manifest)."""
+    build never drops a file without saying so (printed by the writer, kept in the manifest). Files below
+    ``--images`` or ``--out`` (when those lie inside ``--src``) are not annotation files and are not listed."""
+    src = opts.src
     if src is None or not src.is_dir():
         return []
     read = {Path(p).resolve() for p in conv.sources}
     reasons = {Path(p).resolve(): why for p, why in conv.ignored.items()}
+    other = [d.resolve() for d in (opts.images, opts.out) if d is not None]
     ignored = []
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
         full = path.resolve()
-        if full in read:
+        if full in read or any(full.is_relative_to(d) for d in other):
             continue
         if full in reasons:
             reason = reasons[full]
