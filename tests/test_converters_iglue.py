@@ -319,3 +319,11 @@ def test_fixtures_are_the_records_the_project_writes(tmp_path: Path) -> None:
     assert written == committed
     for rel in written:
         assert (tmp_path / rel).read_bytes() == (IGLUE / rel).read_bytes(), rel
+
+
+def test_every_fixture_folder_says_it_was_written_by_the_project() -> None:
+    fixtures = IGLUE.parent
+    for folder in sorted(p for p in fixtures.iterdir() if p.is_dir()):
+        readme = folder / "README.md"
+        assert readme.is_file(), f"{folder} needs a README saying where its records come from"
+        assert "written by the project" in readme.read_text(encoding="utf-8").splitlines()[0], readme
