@@ -4,6 +4,7 @@ e-bug/iglue; written by tests/make_iglue_fixtures.py). The real release tree: te
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -327,3 +328,16 @@ def test_every_fixture_folder_says_it_was_written_by_the_project() -> None:
         readme = folder / "README.md"
         assert readme.is_file(), f"{folder} needs a README saying where its records come from"
         assert "written by the project" in readme.read_text(encoding="utf-8").splitlines()[0], readme
+
+
+def test_build_help_and_list_name_every_converter(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        shards_main(["build", "--help"])
+    help_text = capsys.readouterr().out
+    listed = dict(re.findall(r"^  (\w+) +(.+)$", help_text, flags=re.M))
+    assert set(CONVERTERS) | {"demo"} <= set(listed)
+    assert shards_main(["list"]) == 0
+    out = capsys.readouterr().out
+    names = re.findall(r"^(\w+): ", out, flags=re.M)
+    assert names == list(CONVERTERS)
+    assert "test_<lang>.jsonl" in out and "train.jsonl.zip" in out

@@ -23,7 +23,6 @@ import pytest
 from PIL import Image
 
 from shards.__main__ import main as shards_main
-from shards.converters import CONVERTERS
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "real_data.md"
@@ -308,16 +307,3 @@ def test_xvnli_gmt_files_are_translate_dev_in_their_language(built: dict[str, di
     assert set(counts["translate_dev"]) == {"ar", "es", "fr", "ru"}
     got = samples(built["xvnli"], "translate_dev")
     assert {s["lang"] for s in got.values()} == {"ar", "es", "fr", "ru"}
-
-
-def test_build_help_and_list_name_every_converter(capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit):
-        shards_main(["build", "--help"])
-    help_text = capsys.readouterr().out
-    listed = dict(re.findall(r"^  (\w+) +(.+)$", help_text, flags=re.M))
-    assert set(CONVERTERS) | {"demo"} <= set(listed)
-    assert shards_main(["list"]) == 0
-    out = capsys.readouterr().out
-    names = re.findall(r"^(\w+): ", out, flags=re.M)
-    assert names == list(CONVERTERS)
-    assert "test_<lang>.jsonl" in out and "train.jsonl.zip" in out
