@@ -260,3 +260,17 @@ def test_hf_disk_maps_splits_and_decoded_images(tmp_path: Path, monkeypatch: pyt
     assert sample_json(tmp_path / "out")["dev-en-p1"]["label"] == 2
     with tarfile.open(next((tmp_path / "out").glob("*.tar"))) as tar:
         assert sorted(tar.getnames()) == ["dev-en-p1.jpg", "dev-en-p1.json"]
+
+
+@pytest.mark.parametrize(
+    ("name", "file", "text"),
+    [
+        ("qqp", "dev.tsv", b"id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t2\t3\tq1\tq\xe92\t1\n"),
+        ("udpos", "en_x-ud-test.conllu", b"# sent_id = s1\n1\tCaf\xe9\tcafe\tNOUN\tNN\t_\t0\troot\t_\t_\n"),
+        ("tatoeba", "tatoeba.deu-eng.deu", b"Hallo.\nStra\xdfe.\n"),
+    ],
+)
+def test_invalid_utf8_names_the_file_and_line(tmp_path: Path, name: str, file: str, text: bytes) -> None:
+    (tmp_path / file).write_bytes(text)
+    with pytest.raises(ValueError, match=rf"{file}:2: invalid UTF-8 .*re-save the file as UTF-8"):
+        build(name, tmp_path / "out", src=tmp_path / file)

@@ -230,12 +230,12 @@ def open_binary(path: Path) -> Iterator[IO[bytes]]:
         yield f
 
 
-def _decode(data: bytes, where: str) -> str:
-    """UTF-8 text; invalid bytes fail naming ``where`` (file and line) and the fix."""
+def _decode(data: bytes, where: str, whole_file: bool = False) -> str:
+    """UTF-8 text; invalid bytes fail naming ``where`` (for a whole file, with the line) and the fix."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = f":{data.count(NEWLINE, 0, err.start) + 1}" if NEWLINE in data else ""
+        line = f":{data.count(NEWLINE, 0, err.start) + 1}" if whole_file else ""
         raise ValueError(
             f"{where}{line}: invalid UTF-8 (byte {data[err.start : err.start + 1]!r}); re-save the file as UTF-8."
         ) from None
@@ -244,11 +244,19 @@ def _decode(data: bytes, where: str) -> str:
 def read_json(path: Path) -> Any:
     """A whole JSON file (or ``.json.zip``); invalid UTF-8 or a syntax error names the file and line."""
     with open_binary(path) as f:
-        text = _decode(f.read(), str(path))
+        text = _decode(f.read(), str(path), whole_file=True)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}:{err.lineno}: malformed JSON at column {err.colno}: {err.msg}") from None
+
+
+def text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (or its ``.zip``), line endings kept; invalid UTF-8 fails naming the file,
+    the line and the fix (a text-mode read would fail somewhere in an 8 KiB block, naming neither)."""
+    with open_binary(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            yield _decode(raw, f"{path}:{lineno}")
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
@@ -257,7 +265,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
     with open_binary(path) as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
-            line = _decode(raw.rstrip(NEWLINE), where)
+            line = _decode(raw, where)
             if not line.strip():
                 continue
             try:
@@ -277,19 +285,19 @@ def read_table(path: Path, header: Sequence[str] | None = None) -> Iterator[tupl
         header: Column names for a file without a header line; ``None`` reads them from the first line.
     """
     csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8", newline="") as f:
-        if path.suffix == ".csv":
-            rows = csv.reader(f)
-        else:
-            rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        names = list(header) if header is not None else next(rows, [])
-        for row in rows:
-            where = f"{path}:{rows.line_num}"
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(names):
-                raise ValueError(f"{where}: {len(row)} columns, expected {len(names)} ({', '.join(names)}).")
-            yield where, dict(zip(names, row))
+    lines = text_lines(path)  # csv reads the decoded lines as from a file opened with newline=""
+    if path.suffix == ".csv":
+        rows = csv.reader(lines)
+    else:
+        rows = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    names = list(header) if header is not None else next(rows, [])
+    for row in rows:
+        where = f"{path}:{rows.line_num}"
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(names):
+            raise ValueError(f"{where}: {len(row)} columns, expected {len(names)} ({', '.join(names)}).")
+        yield where, dict(zip(names, row))
 
 
 def read_rows(path: Path) -> Iterator[tuple[str, dict]]:
