@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
-from lightning_modules.span_qa import prepare_features
+from datamodules.span_qa import prepare_features
 from lightning_modules.tasks import get_task
 
 PAD_MULTIPLE = 8

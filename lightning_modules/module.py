@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
@@ -21,7 +18,7 @@ from lightning_modules.heads import HeadOutput, build_head, load_lm_head
 from lightning_modules.metrics import BuccF1, build_metrics
 from lightning_modules.tasks import get_task
 
-Stage = Literal["val", "test"]
+EvalStage = Literal["val", "test"]
 
 
 class TransferModule(pl.LightningModule):
@@ -39,6 +36,7 @@ class TransferModule(pl.LightningModule):
         fusion: Literal["single_stream", "fusion_transformer"] = "single_stream",
         attn_implementation: str = "sdpa",
         tasks: dict[str, dict[str, Any]] | None = None,
+        evaluation: dict[str, Any] | None = None,
         lr: float = 2e-5,
         head_lr: float | None = None,
         weight_decay: float = 0.01,
@@ -66,6 +64,8 @@ class TransferModule(pl.LightningModule):
             fusion: single_stream (image tokens prepended to the text) or fusion_transformer.
             attn_implementation: Attention kernel of the text model (sdpa, eager, flash_attention_2).
             tasks: Per task: label names, whether it trains, loss weight (linked from data.task_info).
+            evaluation: The evaluation sets, ``{"val": [[task, lang], ...], "test": [...], "seed": int}``, one
+                per loader in loader order (linked from data.evaluation).
             lr: Peak learning rate of the core.
             head_lr: Peak learning rate of the heads (default: lr).
             weight_decay: AdamW weight decay (not applied to biases and norms).
@@ -90,6 +90,11 @@ class TransferModule(pl.LightningModule):
             text_kwargs=text_kwargs, vision_kwargs=vision_kwargs, attn_implementation=attn_implementation,
         )  # fmt: skip
         self.task_info = tasks
+        evaluation = evaluation or {}
+        self.eval_names: dict[str, list[tuple[str, str]]] = {
+            stage: [(task, lang) for task, lang in evaluation.get(stage, [])] for stage in ("val", "test")
+        }
+        self.seed: int | None = evaluation.get("seed")
         self.specs = {name: get_task(name) for name in tasks}
         self.heads = nn.ModuleDict()
         for name, spec in self.specs.items():
@@ -103,8 +108,7 @@ class TransferModule(pl.LightningModule):
         self.metrics = nn.ModuleDict()  # "<stage>|<task>|<lang>" -> task metric; created in setup
         self.counts = nn.ModuleDict()  # same keys -> samples scored (exactness check)
         self._lineage: dict[str, Any] = {}
-        self._test_rows: list[dict[str, Any]] = []
-        self._predictions: list[dict[str, Any]] = []
+        self.test_rows: list[dict[str, Any]] = []  # the last test's rows, read by callbacks.RunReport
         self._dev_thresholds: dict[tuple[str, str], float] = {}  # BUCC: (task, lang) -> threshold tuned on dev
         self.apply_freezing()
         if gradient_checkpointing:
@@ -169,9 +173,8 @@ class TransferModule(pl.LightningModule):
         return info
 
     def create_metrics(self) -> None:
-        dm = self.trainer.datamodule
         for stage in ("val", "test"):
-            for task, lang in dm.eval_names(stage):
+            for task, lang in self.eval_names[stage]:
                 key = f"{stage}|{task}|{lang}"
                 if key not in self.metrics:
                     lang_arg = lang if self.specs[task].lang_normalisation else None
@@ -193,8 +196,8 @@ class TransferModule(pl.LightningModule):
             self.log(f"data/skipped/{reason}", float(n), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
         return loss
 
-    def _eval_step(self, stage: Stage, batch: dict[str, Any], dataloader_idx: int) -> HeadOutput:
-        task, lang = self.trainer.datamodule.eval_names(stage)[dataloader_idx]
+    def _eval_step(self, stage: EvalStage, batch: dict[str, Any], dataloader_idx: int) -> HeadOutput:
+        task, lang = self.eval_names[stage][dataloader_idx]
         assert batch["task"] == task, f"loader {dataloader_idx} is {task}/{lang} but yielded a {batch['task']} batch"
         out = self(batch)
         key = f"{stage}|{task}|{lang}"
@@ -209,35 +212,20 @@ class TransferModule(pl.LightningModule):
         self._eval_step("test", batch, dataloader_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        task, lang = self.trainer.datamodule.eval_names("test")[dataloader_idx]
+        """One row per sample (task, key, lang, prediction, label); ``callbacks.PredictionWriter`` writes them."""
+        task, _ = self.eval_names["test"][dataloader_idx]
         out = self(batch)
         labels = batch.get("labels", batch.get("references", [None] * len(batch["keys"])))
         labels = labels.tolist() if torch.is_tensor(labels) else labels
-        rows = [
+        return [
             {"task": task, "key": k, "lang": lg, "prediction": p, "label": y}
             for k, lg, p, y in zip(batch["keys"], batch["lang"], out.predictions, labels)
         ]
-        self._predictions += rows
-        return rows
-
-    def on_predict_epoch_end(self) -> None:
-        """``predictions.jsonl`` in the run directory: one line per test sample, for error analysis."""
-        root = Path(self.trainer.default_root_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        part = root / f"predictions.rank{self.global_rank}.jsonl"
-        part.write_text("".join(json.dumps(r, default=str) + "\n" for r in self._predictions))
-        self._predictions = []
-        self.trainer.strategy.barrier()
-        if self.trainer.is_global_zero:  # each sample was predicted by exactly one rank: concatenate
-            parts = sorted(root.glob("predictions.rank*.jsonl"))
-            (root / "predictions.jsonl").write_text("".join(p.read_text() for p in parts))
-            for p in parts:
-                p.unlink()
 
     # -- epoch ends: every rank computes every metric in the same order (each compute syncs) ------------
-    def _compute_all(self, stage: Stage) -> list[dict[str, Any]]:
+    def _compute_all(self, stage: EvalStage) -> list[dict[str, Any]]:
         rows = []
-        for task, lang in self.trainer.datamodule.eval_names(stage):
+        for task, lang in self.eval_names[stage]:
             key = f"{stage}|{task}|{lang}"
             if stage == "test" and isinstance(self.metrics[key], BuccF1):  # XTREME: the dev-tuned threshold
                 self.metrics[key].threshold = self._dev_thresholds.get((task, lang))  # None: tuned on test
@@ -258,7 +246,7 @@ class TransferModule(pl.LightningModule):
     @property
     def selection_key(self) -> str:
         """The English dev metric that selects checkpoints: the first trained task's primary metric."""
-        names = self.trainer.datamodule.eval_names("val")
+        names = self.eval_names["val"]
         for task in [*self.train_tasks, *self.task_info]:
             if (task, "en") in names:
                 return f"val/{task}/en/{self.specs[task].primary}"
@@ -271,18 +259,8 @@ class TransferModule(pl.LightningModule):
         self.log("val/selection", value, sync_dist=False, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        seed = self.trainer.datamodule.seed
-        self._test_rows = [{"phase": self.hparams.phase, **r, "seed": seed} for r in self._compute_all("test")]
-
-    def on_test_end(self) -> None:
-        if self.trainer.is_global_zero and self._test_rows:
-            from lightning_modules.reports import write_run_report
-
-            wandb = next((lg for lg in self.loggers if isinstance(lg, WandbLogger)), None)
-            rows = [r for r in self._test_rows if r["metric"] != "count"]
-            write_run_report(self.trainer.default_root_dir, rows, selection=self.selection_key, wandb_logger=wandb)
-            counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in self._test_rows if r["metric"] == "count"}
-            Path(self.trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
+        rows = self._compute_all("test")
+        self.test_rows = [{"phase": self.hparams.phase, **r, "seed": self.seed} for r in rows]
 
     # -- checkpoint lineage ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
