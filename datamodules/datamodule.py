@@ -11,24 +11,12 @@ import timm.data
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from datamodules.collate import Collator
+from datamodules.collate import FAMILY_DATA, Collator
 from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
 from datamodules.pipeline import EvalImageTransform, SafeDecoder, eval_pipeline, train_pipeline
 from lightning_modules.tasks import get_task
 from shards.manifest import load_manifest, sample_count, select_shards, shard_location
 
-# json fields a sample must carry, per family (the shard contract in shards/__init__.py)
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("text", "label"),
-    "image_pair": ("text", "label"),
-    "vqa": ("text", "labels", "scores"),
-    "retrieval": ("texts", "image_id"),
-    "multiple_choice": ("text", "choices", "label"),
-    "span_qa": ("text", "context", "answers"),
-    "tagging": ("tokens", "tags"),
-    "mlm": ("text",),
-    "sentence_retrieval": ("text",),
-}
 NUM_IMAGES = {"text": 0, "image_text": 1, "image_pair": 2}
 
 
@@ -222,8 +210,9 @@ class TransferDataModule(pl.LightningDataModule):
             transform = EvalImageTransform(config) if fast else timm.data.create_transform(**config, is_training=False)
             # draft-decode to the short side the resize goes to (input / crop_pct), never below it
             size = int(config["input_size"][-1] / config.get("crop_pct", 1.0))
-        n_labels = len(self.label_names[name]) if spec.family in ("classification", "image_pair", "vqa") else 0
-        return SafeDecoder(transform, draft_size=size, required=REQUIRED_FIELDS[spec.family], num_images=n_images,
+        family = FAMILY_DATA[spec.family]
+        n_labels = len(self.label_names[name]) if family.indexed_labels else 0
+        return SafeDecoder(transform, draft_size=size, required=family.fields, num_images=n_images,
                            num_labels=n_labels, strict=strict)  # fmt: skip
 
     def _collator(self, name: str, train: bool) -> Collator:

@@ -14,8 +14,9 @@ from torchmetrics import SumMetric
 
 from lightning_modules.checkpoints import lineage, load_init_checkpoint
 from lightning_modules.core import EncoderCore
-from lightning_modules.heads import HeadOutput, build_head, load_lm_head
-from lightning_modules.metrics import BuccF1, build_metrics
+from lightning_modules.families import build_head, build_metrics
+from lightning_modules.heads import HeadOutput, load_lm_head
+from lightning_modules.metrics import BuccF1
 from lightning_modules.tasks import get_task
 
 EvalStage = Literal["val", "test"]

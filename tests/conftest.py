@@ -71,3 +71,10 @@ def write_task_shards(out: Path, task: str, sizes: dict[tuple[str, str], int], m
 def tiny_model(demo_dir: Path) -> dict[str, str]:
     """The demo world's tiny text model directory and vision spec (paths as strings)."""
     return {"text_model": str(demo_dir / "text_model"), "vision_model": str(demo_dir / "vision.json")}
+
+
+def vision_config(vision_model: str) -> dict:
+    """A vision model's timm data config, as ``train.py`` links it into ``data.image_config``."""
+    from train import image_config
+
+    return image_config(vision_model, {})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import webdataset as wds
-from conftest import write_task_shards
+from conftest import vision_config, write_task_shards
 
 from datamodules.pipeline import DataError, SafeDecoder, eval_pipeline, train_pipeline
 from shards.manifest import select_shards
@@ -188,8 +188,8 @@ def test_fit_logs_skip_counts(ve_dir: Path, tiny_model: dict[str, str], tmp_path
     write_tar(shards[0], _bad_image(read_tar(shards[0])))
     write_tar(shards[2], _bad_label(read_tar(shards[2])))
     dm = TransferDataModule([TaskData("demo_ve", str(ve_dir), train_split="train")], tokenizer=tiny_model["text_model"],
-                            vision_model=tiny_model["vision_model"], batch_size=2, num_workers=0, steps_per_epoch=6,
-                            shuffle_buffer=4, pin_memory=False)  # fmt: skip
+                            image_config=vision_config(tiny_model["vision_model"]), batch_size=2, num_workers=0,
+                            steps_per_epoch=6, shuffle_buffer=4, pin_memory=False)  # fmt: skip
     model = TransferModule(tiny_model["text_model"], tiny_model["vision_model"], pretrained=False, tasks=dm.task_info,
                            max_steps=12)  # fmt: skip
     trainer = pl.Trainer(accelerator="cpu", max_steps=12, logger=CSVLogger(tmp_path, name="csv"), limit_val_batches=0,

@@ -36,11 +36,14 @@ def build_world(out: Path) -> dict[str, str]:
 
 
 def make_datamodule(args: dict[str, Any]) -> Any:
+    from conftest import vision_config
+
     from datamodules.datamodule import TaskData, TransferDataModule
 
     tasks = [TaskData("demo_ve", args["ve"], train_split="train", val_split="dev", test_split="test"),
              TaskData("demo_nli", args["nli"], train_split="train")]  # fmt: skip
-    return TransferDataModule(tasks, tokenizer=args["text_model"], vision_model=args["vision_model"], batch_size=2,
+    return TransferDataModule(tasks, tokenizer=args["text_model"], image_config=vision_config(args["vision_model"]),
+                              batch_size=2,
                               eval_batch_size=2, num_workers=0, steps_per_epoch=STEPS_PER_EPOCH, sampler="uniform",
                               seed=2, shuffle_buffer=4, pin_memory=False)  # fmt: skip
 
@@ -86,7 +89,7 @@ def run_ddp(args: dict[str, Any]) -> None:
     names = [f"{task}/{lang}" for task, lang in dm.eval_names("test")]
     result = {
         "rank": tr.global_rank, "world_size": tr.world_size, "global_step": tr.global_step, "tasks": record.tasks,
-        "test_keys": {names[i]: keys for i, keys in record.test_keys.items()}, "rows": model._test_rows,
+        "test_keys": {names[i]: keys for i, keys in record.test_keys.items()}, "rows": model.test_rows,
     }  # fmt: skip
     Path(args["out"], f"rank{tr.global_rank}.json").write_text(json.dumps(result))
     if tr.global_rank == 0:
@@ -155,7 +158,7 @@ def test_ddp_metric_equals_single_process(ddp_run: dict[str, Any], tmp_path: Pat
     model = make_model(args, dm)
     model.load_state_dict(torch.load(Path(args["out"], "model.pt"), weights_only=True))
     trainer(1, [], str(tmp_path)).test(model, datamodule=dm, verbose=False)
-    single = {(r["lang"], r["metric"]): r["value"] for r in model._test_rows}
+    single = {(r["lang"], r["metric"]): r["value"] for r in model.test_rows}
     ddp = {(r["lang"], r["metric"]): r["value"] for r in ddp_run["ranks"][0]["rows"]}
     assert single == pytest.approx(ddp, abs=1e-6)
 

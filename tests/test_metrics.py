@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lightning_modules.families import build_metrics
 from lightning_modules.metrics import (
     Accuracy,
     BuccF1,
@@ -21,7 +22,6 @@ from lightning_modules.metrics import (
     SquadMetric,
     TatoebaAccuracy,
     VQAAccuracy,
-    build_metrics,
     iob2_spans,
     normalize_answer,
     recall_at_k,

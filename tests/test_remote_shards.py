@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_task_shards
+from conftest import vision_config, write_task_shards
 
 from datamodules.datamodule import TaskData, TransferDataModule
 from shards.manifest import load_manifest, sample_count, select_shards
@@ -32,7 +32,7 @@ def ve_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def data_module(shards: str, tiny_model: dict[str, str], workers: int = 0) -> TransferDataModule:
     return TransferDataModule(
         [TaskData("demo_ve", shards=shards, train_split="train", test_split="test")],
-        tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"], batch_size=4,
+        tokenizer=tiny_model["text_model"], image_config=vision_config(tiny_model["vision_model"]), batch_size=4,
         eval_batch_size=2, num_workers=workers, steps_per_epoch=2, pin_memory=False,
     )  # fmt: skip
 

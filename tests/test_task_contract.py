@@ -12,7 +12,6 @@ import json
 import math
 import random
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,8 +24,8 @@ from transformers import AutoTokenizer, ViTConfig, XLMRobertaConfig, XLMRobertaF
 
 from datamodules.collate import Collator
 from lightning_modules.core import load_vision_spec, vision_data_config
+from lightning_modules.families import build_metrics
 from lightning_modules.heads import HeadOutput, load_lm_head
-from lightning_modules.metrics import build_metrics
 from lightning_modules.module import TransferModule
 from lightning_modules.tasks import TASKS, TaskSpec, get_task
 
@@ -263,10 +262,9 @@ def test_mlm_evaluation_masks_are_reproducible(world: dict[str, Any]) -> None:
 
 def test_bucc_test_threshold_is_the_one_tuned_on_dev(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """XTREME scores BUCC test data with the margin threshold that maximised F1 on the dev ("sample") data."""
-    module = TransferModule(world["text_model"], None, pretrained=False, tasks={"bucc": {"labels": [], "train": False}})
+    module = TransferModule(world["text_model"], None, pretrained=False, tasks={"bucc": {"labels": [], "train": False}},
+                            evaluation={"val": [["bucc", "de"]], "test": [["bucc", "de"]], "seed": 0})  # fmt: skip
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
-    datamodule = SimpleNamespace(eval_names=lambda stage: [("bucc", "de")])
-    monkeypatch.setattr(module, "_trainer", SimpleNamespace(datamodule=datamodule))
     gen = torch.Generator().manual_seed(0)
     ids, sides = ["s0", "s1", "s2", "t0", "t1", "t2"], ["src"] * 3 + ["tgt"] * 3
     gold = ["t0", "t1", None, "s0", "s1", None]  # s2 and t2 have no partner
