@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypedDict
 
 import lightning.pytorch as pl
 import torch
@@ -20,6 +21,73 @@ from lightning_modules.metrics import BuccF1
 from lightning_modules.tasks import get_task
 
 EvalStage = Literal["val", "test"]
+DEFAULT_WARMUP_FRACTION = 0.1
+
+
+class TaskInfo(TypedDict, total=False):
+    """What the model knows of one task of the run (linked from ``data.task_info``)."""
+
+    labels: list[str]
+    """Label names by index (catalogue or shards' manifest); empty for tasks without labels."""
+    train: bool
+    """The task has a train split in this run."""
+    loss_weight: float
+    """Multiplies the task's loss."""
+
+
+@dataclass
+class Optimizer:
+    """AdamW (fused on CUDA); weight decay is not applied to biases and norms."""
+
+    lr: float = 2e-5
+    """Peak learning rate of the core."""
+    head_lr: float | None = None
+    """Peak learning rate of the heads (default: lr)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+
+
+@dataclass
+class Schedule:
+    """Linear warm-up, then linear decay to 0 at ``trainer.max_steps``; give at most one of the two lengths."""
+
+    warmup_steps: int | None = None
+    """Warm-up length in optimizer steps."""
+    warmup_fraction: float | None = None
+    """Warm-up length as a fraction of max_steps (default 0.1 when neither is given)."""
+
+    def warmup(self, max_steps: int) -> int:
+        """Warm-up length in steps; raises when both lengths are given."""
+        if self.warmup_steps is not None and self.warmup_fraction is not None:
+            raise ValueError(
+                f"model.schedule.warmup_steps={self.warmup_steps} and model.schedule.warmup_fraction="
+                f"{self.warmup_fraction} are both set: give one and set the other to null"
+            )
+        if self.warmup_steps is not None:
+            return int(self.warmup_steps)
+        fraction = DEFAULT_WARMUP_FRACTION if self.warmup_fraction is None else self.warmup_fraction
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"model.schedule.warmup_fraction={fraction} must be in [0, 1]; for steps use warmup_steps")
+        return int(fraction * max_steps)
+
+
+@dataclass
+class Freezing:
+    """Idempotent freezing of parts of the core (text-only runs also freeze the image side)."""
+
+    vision: bool = False
+    """Freeze the vision tower."""
+    text_embeddings: bool = False
+    """Freeze the text embeddings."""
+    text_layers: int = 0
+    """Freeze the first k text transformer layers."""
+
+
+def _plain(value: Any, kind: type) -> dict[str, Any]:
+    """A group as a plain dict: checkpoints load with ``weights_only=True``, which refuses dataclasses."""
+    if value is None:
+        return asdict(kind())
+    return asdict(value) if not isinstance(value, dict) else asdict(kind(**value))
 
 
 class TransferModule(pl.LightningModule):
@@ -36,19 +104,15 @@ class TransferModule(pl.LightningModule):
         pretrained: bool = True,
         fusion: Literal["single_stream", "fusion_transformer"] = "single_stream",
         attn_implementation: str = "sdpa",
-        tasks: dict[str, dict[str, Any]] | None = None,
+        tasks: dict[str, TaskInfo] | None = None,
         evaluation: dict[str, Any] | None = None,
-        lr: float = 2e-5,
-        head_lr: float | None = None,
-        weight_decay: float = 0.01,
-        warmup_steps: float = 0.1,
+        optimizer: Optimizer | None = None,
+        schedule: Schedule | None = None,
         max_steps: int = -1,
         init_from: str | None = None,
         init_scope: str | list[str] = "core",
         phase: str = "train",
-        freeze_vision: bool = False,
-        freeze_text_embeddings: bool = False,
-        freeze_text_layers: int = 0,
+        freezing: Freezing | None = None,
         gradient_checkpointing: bool = False,
         compile: bool = False,
         retrieval_layer: int | None = None,
@@ -67,23 +131,26 @@ class TransferModule(pl.LightningModule):
             tasks: Per task: label names, whether it trains, loss weight (linked from data.task_info).
             evaluation: The evaluation sets, ``{"val": [[task, lang], ...], "test": [...], "seed": int}``, one
                 per loader in loader order (linked from data.evaluation).
-            lr: Peak learning rate of the core.
-            head_lr: Peak learning rate of the heads (default: lr).
-            weight_decay: AdamW weight decay (not applied to biases and norms).
-            warmup_steps: Linear warm-up length: steps, or a fraction of max_steps when < 1.
+            optimizer: AdamW settings: lr (core), head_lr (heads; default lr), weight_decay.
+            schedule: Linear warm-up (warmup_steps or warmup_fraction, not both), then linear decay.
             max_steps: Total optimizer steps for the schedule (linked from trainer.max_steps).
             init_from: Checkpoint of an earlier phase to start from (not a resume: see ckpt_path).
             init_scope: What init_from carries over: core, all, or a list of head names.
             phase: Name of this phase (intermediate, target, ...), stored with the lineage.
-            freeze_vision: Freeze the vision tower.
-            freeze_text_embeddings: Freeze the text embeddings.
-            freeze_text_layers: Freeze the first k text transformer layers.
+            freezing: What of the core to freeze: vision, text_embeddings, the first text_layers layers.
             gradient_checkpointing: Recompute activations in backward (large cores).
             compile: torch.compile the core.
             retrieval_layer: Text layer whose mean-pooled states sentence retrieval uses (null: last).
         """
         super().__init__()
+        # the groups as plain dicts before save_hyperparameters reads the locals: hparams stay YAML/JSON values
+        # (under LightningCLI the hparams are the config's values, plain already)
+        optimizer, schedule = _plain(optimizer, Optimizer), _plain(schedule, Schedule)
+        freezing = _plain(freezing, Freezing)
         self.save_hyperparameters()
+        self.optimizer_config, self.schedule = Optimizer(**optimizer), Schedule(**schedule)
+        self.freezing = Freezing(**freezing)
+        self.schedule.warmup(max(max_steps, 0))  # both lengths given: fail at construction, not at fit
         if not tasks:
             raise ValueError("model.tasks is empty: it is linked from data.tasks; configure data.tasks")
         self.core = EncoderCore(
@@ -122,9 +189,9 @@ class TransferModule(pl.LightningModule):
 
     def apply_freezing(self) -> None:
         """Idempotent freezing; the vision tower is also frozen when no training task has images."""
-        hp = self.hparams
+        freezing = self.freezing
         text_only = all(self.specs[t].modality == "text" for t in self.train_tasks) if self.train_tasks else False
-        self.core.freeze(hp.freeze_vision or text_only, hp.freeze_text_embeddings, hp.freeze_text_layers)
+        self.core.freeze(freezing.vision or text_only, freezing.text_embeddings, freezing.text_layers)
         if text_only and self.core.vision is not None:
             for p in [*self.core.image_proj.parameters(), self.core.image_type]:
                 p.requires_grad_(False)
@@ -275,18 +342,19 @@ class TransferModule(pl.LightningModule):
         hp = self.hparams
         if hp.max_steps is None or hp.max_steps <= 0:
             raise ValueError("trainer.max_steps must be set (> 0): the learning-rate schedule is built from it")
+        opt = self.optimizer_config
         groups = []
-        for module, lr in ((self.core, hp.lr), (self.heads, hp.head_lr or hp.lr)):
+        for module, lr in ((self.core, opt.lr), (self.heads, opt.head_lr or opt.lr)):
             decay, no_decay = [], []
             for p in module.parameters():
                 if p.requires_grad:
                     (no_decay if p.ndim < 2 else decay).append(p)  # biases, norms, scales
-            groups += [{"params": decay, "lr": lr, "weight_decay": hp.weight_decay},
+            groups += [{"params": decay, "lr": lr, "weight_decay": opt.weight_decay},
                        {"params": no_decay, "lr": lr, "weight_decay": 0.0}]  # fmt: skip
         groups = [g for g in groups if g["params"]]
         fused = all(p.is_cuda for g in groups for p in g["params"])
         optimizer = torch.optim.AdamW(groups, fused=fused or None)
-        warmup = int(hp.warmup_steps * hp.max_steps) if hp.warmup_steps < 1 else int(hp.warmup_steps)
+        warmup = self.schedule.warmup(hp.max_steps)
         total = hp.max_steps
 
         def schedule(step: int) -> float:  # linear warm-up, then linear decay to 0 at max_steps
