@@ -106,7 +106,8 @@ class MMStiltsCLI(LightningCLI):
             report = Path(self.trainer.default_root_dir, "results.md")
             if self.trainer.is_global_zero and report.exists():
                 print(report.read_text())
-        self._finish({"best_ckpt": best, "last_ckpt": _last(self.trainer)})
+        last = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
+        self._finish({"best_ckpt": best, "last_ckpt": last})
 
     def after_test(self) -> None:
         self._finish({})
@@ -138,14 +139,6 @@ def _wandb_id(root: str) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(uuid.uuid4().hex[:12])
     return path.read_text().strip()
-
-
-def _last(trainer: Any) -> str:
-    cb = trainer.checkpoint_callback
-    if cb is None or cb.dirpath is None:
-        return ""
-    last = Path(cb.dirpath, f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
-    return str(last) if last.exists() else ""
 
 
 def image_config(vision_model: str | None, vision_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:

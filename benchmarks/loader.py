@@ -123,13 +123,10 @@ def decode_limit(data: LoaderData, seconds: float, pipeline_op: bool = False) ->
 
 
 def _shard_jpegs(directory: Path) -> list[bytes]:
-    import tarfile
+    from shards.manifest import tar_samples
 
-    out = []
-    for shard in sorted(directory.glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            out += [tar.extractfile(m).read() for m in tar if m.name.endswith(".jpg")]
-    return out
+    return [data for shard in sorted(directory.glob("*.tar")) for sample in tar_samples(shard)
+            for ext, data in sample.items() if ext.endswith("jpg")]  # fmt: skip
 
 
 # -- measuring ---------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ run; info lines are reported):
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 from datamodules.datamodule import TransferDataModule
 from lightning_modules.tasks import get_task
-from shards.manifest import is_url, open_shard
+from shards.manifest import TarReadError, is_url, tar_samples
 from shards.verify import verify_shard
 
 TAR_BLOCK = 512
@@ -154,13 +153,12 @@ def _vqa_coverage(dm: TransferDataModule, world: int, full: bool, report: Prefli
 
 
 def _json_records(url: str) -> Iterator[dict]:
-    """The json members of a shard; for a local file random access mode seeks over the images."""
+    """The json members of a shard (only those are read into memory)."""
     try:
-        with open_shard(url) as stream, tarfile.open(fileobj=stream, mode="r|" if is_url(url) else "r:") as tar:
-            for member in tar:
-                if member.isfile() and member.name.endswith(".json"):
-                    yield json.loads(tar.extractfile(member).read())
-    except (tarfile.TarError, OSError, ValueError):
+        for sample in tar_samples(url, keep=lambda name: name.endswith(".json")):
+            if "json" in sample:
+                yield json.loads(sample["json"])
+    except (TarReadError, ValueError):
         return  # _shards reports the broken file
 
 
