@@ -265,13 +265,21 @@ class TransferModule(pl.LightningModule):
         return loss
 
     def _eval_step(self, stage: EvalStage, batch: dict[str, Any], dataloader_idx: int) -> HeadOutput:
-        task, lang = self.eval_names[stage][dataloader_idx]
+        task, lang = self._eval_set(stage, dataloader_idx)
         assert batch["task"] == task, f"loader {dataloader_idx} is {task}/{lang} but yielded a {batch['task']} batch"
         out = self(batch)
         key = f"{stage}|{task}|{lang}"
         self.metrics[key].update(**out.metric_inputs)
         self.counts[key].update(len(batch["keys"]))
         return out
+
+    def _eval_set(self, stage: EvalStage, dataloader_idx: int) -> tuple[str, str]:
+        names = self.eval_names[stage]
+        if dataloader_idx >= len(names):
+            raise ValueError(f"model.evaluation lists {len(names)} {stage} set(s) but the data module has a loader "
+                             f"#{dataloader_idx}: pass evaluation=datamodule.evaluation (train.py links "
+                             "data.evaluation -> model.evaluation)")  # fmt: skip
+        return names[dataloader_idx]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch, dataloader_idx)
@@ -281,7 +289,7 @@ class TransferModule(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """One row per sample (task, key, lang, prediction, label); ``callbacks.PredictionWriter`` writes them."""
-        task, _ = self.eval_names["test"][dataloader_idx]
+        task, _ = self._eval_set("test", dataloader_idx)
         out = self(batch)
         labels = batch.get("labels", batch.get("references", [None] * len(batch["keys"])))
         labels = labels.tolist() if torch.is_tensor(labels) else labels

@@ -52,7 +52,7 @@ def make_model(args: dict[str, Any], dm: Any) -> Any:
     from lightning_modules.module import TransferModule
 
     return TransferModule(args["text_model"], args["vision_model"], pretrained=False, tasks=dm.task_info,
-                          max_steps=MAX_STEPS, optimizer={"lr": 1e-3})  # fmt: skip
+                          evaluation=dm.evaluation, max_steps=MAX_STEPS, optimizer={"lr": 1e-3})  # fmt: skip
 
 
 def trainer(devices: int, callbacks: list, root: str) -> Any:

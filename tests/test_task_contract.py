@@ -297,3 +297,10 @@ def test_mlm_head_of_a_model_without_one_names_the_fix(tmp_path: Path) -> None:
     ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=9).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no masked-LM head .* model.pretrained=false"):
         load_lm_head(str(tmp_path))
+
+
+def test_evaluation_sets_must_arrive_at_construction(world: dict[str, Any]) -> None:
+    """The module never asks the data module which loader is which: a missing link fails with the fix."""
+    module = TransferModule(world["text_model"], None, pretrained=False, tasks={"bucc": {"labels": [], "train": False}})
+    with pytest.raises(ValueError, match=r"model.evaluation lists 0 test set\(s\).*data.evaluation -> model.evaluation"):
+        module.test_step({"task": "bucc"}, 0, dataloader_idx=0)
