@@ -302,5 +302,5 @@ def test_mlm_head_of_a_model_without_one_names_the_fix(tmp_path: Path) -> None:
 def test_evaluation_sets_must_arrive_at_construction(world: dict[str, Any]) -> None:
     """The module never asks the data module which loader is which: a missing link fails with the fix."""
     module = TransferModule(world["text_model"], None, pretrained=False, tasks={"bucc": {"labels": [], "train": False}})
-    with pytest.raises(ValueError, match=r"model.evaluation lists 0 test set\(s\).*data.evaluation -> model.evaluation"):
+    with pytest.raises(ValueError, match=r"lists 0 test set\(s\).*data.evaluation -> model.evaluation"):
         module.test_step({"task": "bucc"}, 0, dataloader_idx=0)
