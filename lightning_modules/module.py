@@ -326,6 +326,9 @@ class TransferModule(pl.LightningModule):
         for task in [*self.train_tasks, *self.task_info]:
             if (task, "en") in names:
                 return f"val/{task}/en/{self.specs[task].primary}"
+        if self.hparams.phase == "few_shot" and names:  # IGLUE few-shot: the target language's few-shot dev
+            task, lang = names[0]
+            return f"val/{task}/{lang}/{self.specs[task].primary}"
         return "val/none"
 
     def on_validation_epoch_end(self) -> None:

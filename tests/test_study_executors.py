@@ -359,3 +359,16 @@ def _probe(study, phase: str, steps: int):
 
     run = next(r for r in study_mod.plan(study) if r.phase == phase)
     return _short(study, run, steps)
+
+
+def test_few_shot_runs_select_on_the_target_language_and_say_so(tmp_path: Path) -> None:
+    from lightning_modules import reports
+
+    rows = [{"phase": "few_shot", "task": "xvnli", "lang": "de", "split": "test", "metric": "acc", "value": 50.0,
+             "seed": 0}]  # fmt: skip
+    reports.write_run_report(tmp_path / "fs", rows, selection="val/xvnli/de/acc")
+    selection = json.loads((tmp_path / "fs" / "results.json").read_text())["selection"]
+    assert selection["data"] == "few-shot dev split" and "few-shot protocol" in selection["note"]
+    assert reports.FEW_SHOT_NOTE in (tmp_path / "fs" / "results.md").read_text()
+    with pytest.raises(ValueError, match="English dev data only"):  # zero-shot runs still may not
+        reports.write_run_report(tmp_path / "zs", [dict(rows[0], phase="target")], selection="val/xvnli/de/acc")
