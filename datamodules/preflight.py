@@ -16,6 +16,9 @@ Checks (errors stop the run; info lines are reported):
   this run has;
 - VQA answer-vocabulary coverage per test language (xGQA: answers outside the GQA vocabulary score 0);
 - ``data.max_length`` (+ image tokens for single-stream fusion) fits the text model's position limit.
+
+Whether every pretrained weight source can be reached is checked earlier, before the data module and the model
+are built (``MMStiltsCLI.instantiate_classes`` in ``train.py``; ``lightning_modules/weights.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import AutoConfig
 
 from datamodules.datamodule import TransferDataModule
@@ -224,16 +226,11 @@ def _image_tokens(dm: TransferDataModule, model: Any) -> int:
     if not any(get_task(t).modality != "text" for t in dm.tasks) or dm.vision_model is None:
         return 0
     if model is not None:
-        if model.core.fusion != "single_stream" or model.core.vision is None:
-            return 0
-        vision = model.core.vision
-    else:
-        from lightning_modules.core import build_vision_encoder
+        single = model.core.fusion == "single_stream" and model.core.vision is not None
+        return model.core.num_image_tokens if single else 0
+    from lightning_modules.core import vision_token_count  # ViT tokens or a CNN's flattened feature map
 
-        with torch.device("meta"):
-            vision = build_vision_encoder(dm.vision_model, pretrained=False, kwargs=dm.vision_kwargs)
-    patches = getattr(getattr(vision, "patch_embed", None), "num_patches", None)
-    return 0 if patches is None else int(patches) + int(getattr(vision, "num_prefix_tokens", 0))
+    return vision_token_count(dm.vision_model, dm.vision_kwargs)
 
 
 def run_preflight(dm: TransferDataModule, trainer: Any, model: Any = None, *, full: bool = False) -> PreflightReport:
