@@ -17,7 +17,7 @@ train the same transformer. ``fusion_transformer`` serves text models that canno
 (e.g. SigLIP's text tower): both towers run alone and a small transformer runs over their outputs.
 
 Vision backbones: a ViT-style model's tokens are used as they are; a CNN's final feature map (ResNet, ConvNeXt,
-EfficientNet, ...) is flattened to H*W tokens of ``num_features`` channels. Weights: ``pretrained`` for both
+EfficientNet, ...) is flattened to H*W tokens of its pre-logits width. Weights: ``pretrained`` for both
 towers, ``text_pretrained`` / ``vision_pretrained`` per tower, ``vision_checkpoint`` for a local timm file
 (``lightning_modules/weights.py`` checks every source before anything is built).
 """
@@ -58,6 +58,7 @@ def build_text_encoder(
     report: dict[str, list[str]] = {"missing": [], "unexpected": [], "mismatched": []}
     if pretrained:
         model, info = AutoModel.from_pretrained(name, output_loading_info=True, **kwargs)
+        model.train()  # from_pretrained returns eval mode (no dropout), and Lightning keeps the modes it finds
         report = {k: sorted(map(str, info[f"{k}_keys"])) for k in report}
     else:
         model = AutoModel.from_config(AutoConfig.from_pretrained(name), **kwargs)
@@ -114,13 +115,23 @@ def vision_data_config(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 # Families whose forward_features the core turns into tokens; anything else is refused when the core is built.
 WORKING_BACKBONES = (
-    "token backbones (B, N, C): ViT, DeiT, EVA, SigLIP, BEiT, LeViT; feature maps (B, C, H, W) flattened to "
-    "H*W tokens: ResNet, ConvNeXt, EfficientNet, RegNet, MobileNet, MaxViT, CoAtNet, FastViT; NHWC maps: Swin"
+    "tokens (B, N, C): ViT, DeiT (not distilled), EVA, SigLIP, BEiT, LeViT, Hiera; feature maps (B, C, H, W) "
+    "flattened to H*W tokens: ResNet, ConvNeXt, EfficientNet, RegNet, MobileNetV3, MaxViT, CoAtNet, FastViT, "
+    "DenseNet, NFNet; NHWC maps: Swin"
 )
 
 
-def feature_tokens(feats: torch.Tensor, output_fmt: str) -> torch.Tensor:
-    """timm ``forward_features`` output -> (B, N, C) tokens: ViT tokens as they are, a CNN map flattened."""
+def vision_width(model: nn.Module) -> int:
+    """Channels of the backbone's tokens: timm's pre-logits width (MobileNetV3's conv head), else num_features."""
+    return getattr(model, "head_hidden_size", None) or model.num_features
+
+
+def backbone_tokens(model: nn.Module, pixel_values: torch.Tensor, output_fmt: str) -> torch.Tensor:
+    """(B, C, H, W) images -> (B, N, vision_width) tokens: ViT-style tokens as they are, a CNN map flattened.
+
+    ``forward_head(pre_logits=True)`` runs too: with ``global_pool=""`` it keeps every position and applies the
+    parts of the head that belong to the features (ConvNeXt's final norm), so no parameter sits unused (DDP)."""
+    feats = model.forward_head(model.forward_features(pixel_values), pre_logits=True)
     if feats.ndim == 4 and output_fmt == "NHWC":
         return feats.flatten(1, 2)  # (B, H, W, C) -> (B, H*W, C)
     if feats.ndim == 4:
@@ -131,20 +142,21 @@ def feature_tokens(feats: torch.Tensor, output_fmt: str) -> torch.Tensor:
 def vision_token_count(name: str, kwargs: dict[str, Any]) -> int:
     """Image tokens the backbone yields at its data config's input size (a meta-device forward: no compute).
 
-    Raises ``ValueError`` naming what works when its features are neither tokens nor a feature map whose
-    channels are ``num_features`` (the width ``image_proj`` is built for)."""
-    with torch.device("meta"):
-        model = build_vision_encoder(name, pretrained=False, kwargs=kwargs)
-        size = timm.data.resolve_model_data_config(model)["input_size"]
-        feats = model.forward_features(torch.empty(1, *size))
-    fmt = getattr(model, "output_fmt", "NCHW")
-    tokens = feature_tokens(feats, fmt) if torch.is_tensor(feats) and feats.ndim in (3, 4) else None
-    if tokens is None or tokens.shape[-1] != model.num_features:
-        got = tuple(feats.shape) if torch.is_tensor(feats) else type(feats).__name__
-        raise ValueError(f"model.vision_model={name!r}: its forward_features gives {got} ({fmt}), not tokens or a "
-                         f"feature map with num_features={model.num_features} channels. Backbones that work: "
-                         f"{WORKING_BACKBONES}")  # fmt: skip
-    return tokens.shape[1]
+    Raises ``ValueError`` naming what works when its output is neither tokens nor a feature map whose channels
+    are ``vision_width`` (the width ``image_proj`` is built for)."""
+    try:
+        with torch.device("meta"):
+            model = build_vision_encoder(name, pretrained=False, kwargs=kwargs)
+            size = timm.data.resolve_model_data_config(model)["input_size"]
+            feats = backbone_tokens(model, torch.empty(1, *size), getattr(model, "output_fmt", "NCHW"))
+        width = vision_width(model)
+        problem = None if feats.ndim == 3 and feats.shape[-1] == width else f"tokens of shape {tuple(feats.shape)}"
+    except (AssertionError, RuntimeError, TypeError, AttributeError) as err:  # timm refuses global_pool="" etc.
+        problem, width = f"{type(err).__name__}: {err}", None
+    if problem:
+        raise ValueError(f"model.vision_model={name!r} cannot give the core image tokens ({problem}; width "
+                         f"{width}). Backbones that work: {WORKING_BACKBONES}")  # fmt: skip
+    return feats.shape[1]
 
 
 class EncoderCore(nn.Module):
@@ -175,6 +187,8 @@ class EncoderCore(nn.Module):
             vision_pretrained=vision_pretrained, vision_checkpoint=vision_checkpoint,
         )  # fmt: skip
         check_weight_sources(self.sources)  # a few lines of advice instead of a download trace
+        # tokens one image adds to the sequence (position budget: preflight); refuses unusable backbones early
+        self.num_image_tokens = vision_token_count(vision_model, vision_kwargs or {}) if vision_model else 0
         self.text, self.text_load_report = build_text_encoder(
             text_model, self.sources.text_pretrained, text_tower, attn_implementation, text_kwargs or {}
         )
@@ -185,15 +199,13 @@ class EncoderCore(nn.Module):
         self.hidden_size: int = self.text.config.hidden_size
         self.fusion = fusion
         self.vision = None
-        self.num_image_tokens = 0  # tokens one image adds to the sequence (position budget: preflight)
         if vision_model:
-            self.num_image_tokens = vision_token_count(vision_model, vision_kwargs or {})  # refuses unusable ones
             self.vision = build_vision_encoder(
                 vision_model, self.sources.vision_pretrained, vision_kwargs or {}, vision_checkpoint
             )
             self._vision_fmt: str = getattr(self.vision, "output_fmt", "NCHW")  # Swin: NHWC maps
             self.image_proj = nn.Sequential(
-                nn.Linear(self.vision.num_features, self.hidden_size), nn.LayerNorm(self.hidden_size)
+                nn.Linear(vision_width(self.vision), self.hidden_size), nn.LayerNorm(self.hidden_size)
             )
             self.image_type = nn.Parameter(torch.zeros(self.hidden_size))  # marks image tokens as such
             # uint8 pixels from the loader are normalised here, on the device (4× less to send from workers)
@@ -214,7 +226,7 @@ class EncoderCore(nn.Module):
             raise ValueError("This batch has images but model.vision_model is null: name a timm model.")
         if pixel_values.dtype == torch.uint8:
             pixel_values = (pixel_values.float() - self.pixel_mean) / self.pixel_std
-        feats = feature_tokens(self.vision.forward_features(pixel_values), self._vision_fmt)  # (B, N, Dv)
+        feats = backbone_tokens(self.vision, pixel_values, self._vision_fmt)  # (B, N, Dv)
         return self.image_proj(feats) + self.image_type
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -167,7 +167,7 @@ def _text_problem(name: str, pretrained: bool) -> str | None:
         f"model.text_model={name!r}", name, why,
         "save it on a connected machine with AutoModel/AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR), "
         "copy DIR here and set model.text_model=DIR",
-        "model.text_pretrained=false",
+        "model.text_pretrained=false" if pretrained else None,
     )  # fmt: skip
 
 
@@ -248,15 +248,20 @@ def _hub_unreachable(repo: str) -> str | None:
     return None
 
 
-def _advice(where: str, repo: str, why: str, local: str, switch: str) -> str:
-    return "\n".join([
-        f"{where}: pretrained weights cannot be reached: {why}.",
+def _advice(where: str, repo: str, why: str, local: str, switch: str | None) -> str:
+    """The few lines printed for an unreachable hub model; ``switch`` (random weights) is None when the model's
+    config and tokenizer are needed anyway."""
+    what = "pretrained weights cannot be reached" if switch else "its config and tokenizer cannot be reached"
+    lines = [
+        f"{where}: {what}: {why}.",
         f"  cache: HF_HOME={hf_constants.HF_HOME} (models under {hf_constants.HF_HUB_CACHE})",
         f"  pre-fetch: on a machine with internet run `hf download {repo}` with the same HF_HOME, then copy that "
         "folder here (or point HF_HOME at a shared copy)",
         f"  local copy: {local}",
-        f"  no weights: {switch} starts this tower from random weights",
-    ])  # fmt: skip
+    ]
+    if switch:
+        lines.append(f"  no weights: {switch} starts this tower from random weights")
+    return "\n".join(lines)
 
 
 # -- training-time checks ---------------------------------------------------------------------------------------
@@ -292,6 +297,7 @@ def load_masked_lm(text_model: str) -> nn.Module:
     line says that the head starts fresh, instead of transformers' "corrupted" warning and key table."""
     with quiet_transformers():
         model, info = AutoModelForMaskedLM.from_pretrained(text_model, output_loading_info=True)
+    model.train()  # from_pretrained returns eval mode; Lightning keeps the modes it finds
     prefix = model.base_model_prefix + "."
     fresh = sorted(k for k in info["missing_keys"] if not k.startswith(prefix))
     if fresh:
