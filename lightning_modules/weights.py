@@ -163,6 +163,8 @@ def _text_problem(name: str, pretrained: bool) -> str | None:
     why = _hub_unreachable(name)
     if why is None:
         return None
+    if "/" in name:  # "org/name" is also a relative path: say that none exists here
+        why += f"; no local directory {name!r} exists either"
     return _advice(
         f"model.text_model={name!r}", name, why,
         "save it on a connected machine with AutoModel/AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR), "
