@@ -166,7 +166,7 @@ def _text_problem(name: str, pretrained: bool) -> str | None:
     if "/" in name:  # "org/name" is also a relative path: say that none exists here
         why += f"; no local directory {name!r} exists either"
     return _advice(
-        f"model.text_model={name!r}", name, why,
+        f"model.text_model={name!r}", f"`hf download {name}`", why,
         "save it on a connected machine with AutoModel/AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR), "
         "copy DIR here and set model.text_model=DIR",
         "model.text_pretrained=false" if pretrained else None,
@@ -197,7 +197,7 @@ def _vision_problem(sources: WeightSources) -> str | None:
                 "model.vision_checkpoint=PATH or set model.vision_pretrained=false")  # fmt: skip
     where = f"model.vision_model={name!r}"
     if cfg.hf_hub_id:
-        repo = cfg.hf_hub_id
+        repo, fetch = cfg.hf_hub_id, f"`hf download {cfg.hf_hub_id}`"
         files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
         if _cached(repo, files):
             return None
@@ -206,13 +206,13 @@ def _vision_problem(sources: WeightSources) -> str | None:
         cached = Path(torch.hub.get_dir(), "checkpoints", os.path.basename(cfg.url))
         if cached.is_file() or not hf_constants.is_offline_mode():
             return None  # a plain URL cannot be checked without fetching it; timm downloads it to this path
-        repo, why = cfg.url, f"the torch hub cache has no {cached} and HF_HUB_OFFLINE=1"
+        fetch, why = f"`wget -P {cached.parent} {cfg.url}`", f"the torch hub cache has no {cached} and HF_HUB_OFFLINE=1"
     else:
         return None  # nothing to fetch (custom weights set through the overlay)
     if why is None:
         return None
     return _advice(
-        where, repo, why,
+        where, fetch, why,
         "save the weights on a connected machine (timm.create_model(NAME, pretrained=True) then "
         "safetensors.torch.save_file(model.state_dict(), 'vision.safetensors')), copy the file here and set "
         "model.vision_checkpoint=PATH (a .safetensors/.pth file, or a timm model directory)",
@@ -250,14 +250,14 @@ def _hub_unreachable(repo: str) -> str | None:
     return None
 
 
-def _advice(where: str, repo: str, why: str, local: str, switch: str | None) -> str:
+def _advice(where: str, fetch: str, why: str, local: str, switch: str | None) -> str:
     """The few lines printed for an unreachable hub model; ``switch`` (random weights) is None when the model's
     config and tokenizer are needed anyway."""
     what = "pretrained weights cannot be reached" if switch else "its config and tokenizer cannot be reached"
     lines = [
         f"{where}: {what}: {why}.",
         f"  cache: HF_HOME={hf_constants.HF_HOME} (models under {hf_constants.HF_HUB_CACHE})",
-        f"  pre-fetch: on a machine with internet run `hf download {repo}` with the same HF_HOME, then copy that "
+        f"  pre-fetch: on a machine with internet run {fetch} with the same cache location, then copy that "
         "folder here (or point HF_HOME at a shared copy)",
         f"  local copy: {local}",
     ]
