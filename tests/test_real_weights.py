@@ -221,6 +221,12 @@ CNNS = {  # tiny random versions
 }
 
 
+def _channels(core: EncoderCore, pixels: torch.Tensor) -> int:
+    """Channels of the backbone's feature map (NCHW, or NHWC for Swin)."""
+    feats = core.vision.forward_features(pixels.float())
+    return feats.shape[-1] if feats.ndim == 3 or core._vision_fmt == "NHWC" else feats.shape[1]
+
+
 @pytest.mark.parametrize("name", sorted(CNNS))
 def test_cnn_backbone_gives_tokens(name: str, tiny_model: dict[str, str]) -> None:
     kwargs = CNNS[name]
@@ -232,17 +238,13 @@ def test_cnn_backbone_gives_tokens(name: str, tiny_model: dict[str, str]) -> Non
     feats = core.vision.forward_features(pixels.float())
     h, w = (feats.shape[1:3] if name.startswith("swin") else feats.shape[2:])
     assert tokens.shape == (2, h * w, core.hidden_size) and core.num_image_tokens == h * w
-    assert core.image_proj[0].in_features == core.vision.num_features == tokens_width(core, pixels)
+    assert core.image_proj[0].in_features == core.vision.num_features == _channels(core, pixels)
     ids = torch.randint(5, 50, (2, 7))
     batch = {"task": "demo_ve", "input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels,
              "labels": torch.tensor([0, 2])}  # fmt: skip
     module(batch).loss.backward()
-    assert all(p.grad is not None for p in core.vision.parameters() if p.requires_grad)
-
-
-def tokens_width(core: EncoderCore, pixels: torch.Tensor) -> int:
-    feats = core.vision.forward_features(pixels.float())
-    return feats.shape[-1] if feats.ndim == 3 or core._vision_fmt == "NHWC" else feats.shape[1]
+    unused = [n for n, p in core.vision.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused  # ConvNeXt's head norm too: DDP needs every parameter used
 
 
 def test_backbone_without_tokens_is_refused_at_config_time(tiny_model: dict[str, str]) -> None:
