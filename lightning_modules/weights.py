@@ -275,7 +275,7 @@ def warn_if_lr_too_high(lr: float, sources: WeightSources) -> str | None:
         sources.vision_pretrained
     )
     message = (
-        f"model.lr={lr:g} is above {PRETRAINED_LR_BOUND:g} for a pretrained core ({', '.join(towers)}): real "
+        f"model.optimizer.lr={lr:g} is above {PRETRAINED_LR_BOUND:g} for a pretrained core ({', '.join(towers)}): real "
         "checkpoints tend to collapse to a constant prediction at such rates (1e-3 suits only the demo's random "
         "tiny model). Use 1e-5 to 5e-5: configs/models/*.yaml carry one per model (docs/real_weights.md)."
     )

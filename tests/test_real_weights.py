@@ -31,6 +31,7 @@ from lightning_modules.weights import WeightSourceError, WeightSources, weight_s
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 VE = {"demo_ve": {"labels": list(NLI_LABELS), "train": True}}
+NLI = {"demo_nli": {"labels": list(NLI_LABELS), "train": True}}
 TINY_VIT = {"img_size": 32, "patch_size": 8, "embed_dim": 24, "depth": 1, "num_heads": 2}
 FAST = {  # a CPU-sized run: CSV logs only, no loader workers, no progress output
     "trainer": {
@@ -267,12 +268,12 @@ def test_cnn_backbone_trains_from_a_config(tmp_path: Path, demo_dir: Path) -> No
 # -- learning rate and MLM head -----------------------------------------------------------------------------------
 def test_high_lr_on_a_pretrained_core_warns(minilm: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="lightning_modules.weights"):
-        TransferModule(str(minilm), None, tasks={"demo_nli": VE["demo_ve"]}, pretrained=True, lr=1e-3)
-    assert any("model.lr=0.001 is above 0.0001 for a pretrained core" in r.message for r in caplog.records)
+        TransferModule(str(minilm), None, tasks=NLI, pretrained=True, optimizer={"lr": 1e-3})
+    assert any("model.optimizer.lr=0.001 is above 0.0001 for a pretrained core" in r.message for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lightning_modules.weights"):
-        TransferModule(str(minilm), None, tasks={"demo_nli": VE["demo_ve"]}, pretrained=True, lr=5e-5)
-        TransferModule(str(minilm), None, tasks={"demo_nli": VE["demo_ve"]}, pretrained=False, lr=1e-3)  # the demo
+        TransferModule(str(minilm), None, tasks=NLI, pretrained=True, optimizer={"lr": 5e-5})
+        TransferModule(str(minilm), None, tasks=NLI, pretrained=False, optimizer={"lr": 1e-3})  # the demo's rate
     assert not caplog.records
 
 
@@ -280,7 +281,8 @@ def test_mlm_on_an_embedding_checkpoint_says_one_line(
     minilm: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        module = TransferModule(str(minilm), None, tasks={"demo_mlm": {"labels": [], "train": True}}, lr=5e-5)
+        module = TransferModule(str(minilm), None, tasks={"demo_mlm": {"labels": [], "train": True}},
+                                optimizer={"lr": 5e-5})
     err = capfd.readouterr().err
     assert "corrupted" not in err and "MISSING" not in err, err
     lines = [r.message for r in caplog.records if "masked-LM head" in r.message]
@@ -327,7 +329,7 @@ def _in(cwd: Path, fn: Any) -> Any:
 def test_minilm_trains_and_chains_init_from(minilm: Path, tmp_path: Path, demo_dir: Path) -> None:
     """Real MiniLM weights + the demo's tiny random ViT: an NLI phase, then demo_ve started from it."""
     weights_args = ("--model.text_model", str(minilm), "--model.pretrained", "true", "--model.vision_pretrained",
-                    "false", "--model.lr", "5e-5")  # fmt: skip
+                    "false", "--model.optimizer.lr", "5e-5")  # fmt: skip
     steps = ("--trainer.max_steps", "3", "--data.steps_per_epoch", "3", "--trainer.log_every_n_steps", "1")
     parent = _in(tmp_path, lambda: train.cli_main(
         args=["fit", *_fit_args(tmp_path, demo_dir, "intermediate_nli.yaml", "runs/inter", *weights_args, *steps)]
