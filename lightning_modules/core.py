@@ -24,7 +24,6 @@ towers, ``text_pretrained`` / ``vision_pretrained`` per tower, ``vision_checkpoi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,12 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from lightning_modules.weights import WeightSources, check_weight_sources, timm_checkpoint_overlay
+from lightning_modules.weights import (  # load_vision_spec lives there: the source check reads vision.json too
+    WeightSources,
+    check_weight_sources,
+    load_vision_spec,
+    timm_checkpoint_overlay,
+)
 
 Fusion = Literal["single_stream", "fusion_transformer"]
 
@@ -67,12 +71,6 @@ def build_text_encoder(
             raise ValueError(f"model.text_tower={tower!r}: {type(model).__name__} has no such attribute.")
         model = getattr(model, tower)
     return model, report
-
-
-def load_vision_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """Reads a ``vision.json`` (``{"model_name": ..., "kwargs": {...}}``) as written by the demo world."""
-    spec = json.loads(Path(path).read_text())
-    return spec["model_name"], spec.get("kwargs", {})
 
 
 def build_vision_encoder(

@@ -15,6 +15,7 @@ LM head may be missing (embedding models such as all-MiniLM-L6-v2 or multilingua
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -112,6 +113,12 @@ class WeightSources:
         return self.text_pretrained or self.vision_pretrained
 
 
+def load_vision_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """Reads a ``vision.json`` (``{"model_name": ..., "kwargs": {...}}``) as written by the demo world."""
+    spec = json.loads(Path(path).read_text())
+    return spec["model_name"], spec.get("kwargs", {})
+
+
 def timm_checkpoint_overlay(path: str | Path) -> dict[str, str]:
     """timm ``pretrained_cfg_overlay`` entries that load ``path`` (a weights file, or a timm model directory)."""
     path = Path(path).expanduser()
@@ -178,8 +185,6 @@ def _vision_problem(sources: WeightSources) -> str | None:
     if name.endswith(".json"):
         if not Path(name).is_file():
             return f"model.vision_model={name!r}: no such vision spec file"
-        from lightning_modules.core import load_vision_spec  # core imports this module
-
         name, file_kwargs = load_vision_spec(name)
         kwargs = {**file_kwargs, **kwargs}
     if sources.vision_checkpoint is not None:
