@@ -288,7 +288,7 @@ def gpu_run(dry_run: bool = False, workers: tuple[int, ...] = (1, 2, 4, 8)) -> d
     Each worker count gets enough batches that every worker delivers several (the first batch of each is
     its start-up). ``dry_run``: the same plan with a handful of batches; its figures mean nothing.
     """
-    n_photos = 128 if dry_run else 960
+    n_photos = 128 if dry_run else 480
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     rows = []
