@@ -24,7 +24,7 @@ def test_run_all_quick_prints_every_table(tmp_path: Path, capsys: pytest.Capture
     rows = results["loader"]["rows"]
     assert [r["workers"] for r in rows] == [0, 1, 2] and results["step"]["ratio_wall"] > 0
     assert all(r["recipe_per_cpu_s"] > 0 and r["vs_recipe_cpu"] > 0 and r["vs_naive_cpu"] > 0 for r in rows)
-    assert set(results["loader"]["image_ops"]) == {"pil_limit", "eval_work", "train_work"}
+    assert set(results["loader"]["image_ops"]) == {"pil_limit", "eval_work", "eval_work_eighths", "train_work"}
     assert len(results["memory"]["rows"]) == 3
     assert json.loads(out.read_text())["machine"]["cpus"] >= 1
 
