@@ -226,7 +226,7 @@ class TransferDataModule(pl.LightningDataModule):
                 transform = TrainImageTransform(config) if train else EvalImageTransform(config)
             else:
                 transform = timm.data.create_transform(**config, is_training=train)
-            # draft-decode to the short side the resize goes to (input / crop_pct), never below it
+            # timm's own transforms get PIL images decoded down to the short side their resize goes to
             size = int(config["input_size"][-1] / config.get("crop_pct", 1.0))
         n_labels = len(self.label_names[name]) if spec.family in ("classification", "image_pair", "vqa") else 0
         return SafeDecoder(transform, draft_size=size, required=REQUIRED_FIELDS[spec.family], num_images=n_images,

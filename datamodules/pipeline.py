@@ -195,8 +195,8 @@ class ShardReader:
 
 # How far libjpeg-turbo's DCT scaling may go. "eighths" picks the smallest of 1/8 .. 8/8 that still covers
 # the target; "halves" only 1/2, 1/4, 1/8 (PIL's draft mode). Measured on 384-px shards for a 224-px model
-# (benchmarks.loader, decode_limit): 6/8 saves resize work but its IDCT has no SIMD path and decodes ~40%
-# slower than full size, so "halves" wins there (docs/performance.md has the figures).
+# (benchmarks.loader, decode_limit): 6/8 saves resize work, but its IDCT has no SIMD path and it decodes at
+# ~60% of the full-size speed, so "halves" wins there (docs/performance.md has the figures).
 DCT_SCALING: Literal["eighths", "halves"] = "halves"
 DCT_SCALES = {"eighths": tuple(m / 8 for m in range(1, 9)), "halves": (1 / 8, 1 / 4, 1 / 2, 1.0)}
 
