@@ -65,7 +65,7 @@ def prepare(root: Path, n: int) -> LoaderData:
     return LoaderData(photos, captions, shards, text_model)
 
 
-# -- the three loaders ------------------------------------------------------------------------------------
+# -- the loaders: pipeline, (a) naive, (c) recipe -------------------------------------------------------------
 def pipeline_loader(data: LoaderData, workers: int, steps: int, shuffle_buffer: int = 1000, augment: bool = False
                     ) -> Iterable[dict[str, Any]]:  # fmt: skip
     """The real training loader (``MultiTaskLoader`` over one task); ``.loaders`` holds its DataLoader."""
