@@ -180,15 +180,16 @@ def test_augmentation_decodes_at_the_crop_scale(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_augment_is_a_per_task_option(tmp_path: Path, tiny_model: dict[str, str]) -> None:
-    from conftest import write_task_shards
+    from conftest import vision_config, write_task_shards
 
     from datamodules.datamodule import TaskData, TransferDataModule
 
     write_task_shards(tmp_path, "demo_ve", {("train", "en"): 4, ("dev", "en"): 2}, max_per_shard=4)
     for augment, kind in ((True, TrainImageTransform), (False, EvalImageTransform)):
         task = TaskData("demo_ve", shards=str(tmp_path), train_split="train", val_split="dev", augment=augment)
-        dm = TransferDataModule([task], tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"],
-                                batch_size=2, num_workers=0, steps_per_epoch=1)  # fmt: skip
+        dm = TransferDataModule([task], tokenizer=tiny_model["text_model"],
+                                image_config=vision_config(tiny_model["vision_model"]), batch_size=2, num_workers=0,
+                                steps_per_epoch=1)  # fmt: skip
         assert type(dm._decoder("demo_ve", strict=False).transform) is kind
         assert type(dm._decoder("demo_ve", strict=True).transform) is EvalImageTransform  # evaluation never augments
         batch = next(iter(dm.train_dataloader()))
