@@ -10,6 +10,11 @@ The core keeps its weights across phases; heads are swapped. Its surface (all a 
 - ``encode_pair(input_ids, attention_mask, pixel_values (B, 2, C, H, W)) -> (B, 2, D)``: each image of a
   pair encoded with the same text, pooled.
 - ``encode_image(pixel_values) -> (B, D)``: the image alone (dual-encoder retrieval).
+- ``embed_text(input_ids, attention_mask) -> (B, E)`` and ``embed_image(pixel_values) -> (B, E)``: the
+  dual-encoder embeddings. With ``text_embedding`` set (an aligned two-tower start: SigLIP, AltCLIP) they are
+  the towers' **own** pooled, projected outputs (timm's pooling + head, the checkpoint's text pooling +
+  projection), ``E = embed_dim``; otherwise the first text token and the mean image token (``E = hidden_size``),
+  for a head to project. ``own_embeddings`` says which.
 
 Fusion ``single_stream`` (default) projects the image tokens to the text width and prepends them to the
 text token embeddings; the multilingual transformer runs over both, so text-only and multimodal tasks
@@ -32,6 +37,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 
 Fusion = Literal["single_stream", "fusion_transformer"]
+
+
+Pool = Literal["first", "last"]
 
 
 @dataclass
@@ -64,8 +72,12 @@ def load_vision_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
     return spec["model_name"], spec.get("kwargs", {})
 
 
-def build_vision_encoder(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
-    """A timm backbone returning patch tokens; ``name`` may also be a ``vision.json`` file."""
+def build_vision_encoder(name: str, pretrained: bool, kwargs: dict[str, Any], keep_head: bool = False) -> nn.Module:
+    """A timm backbone returning patch tokens; ``name`` may also be a ``vision.json`` file.
+
+    ``keep_head``: keep timm's own pooling and head (``forward_head``), e.g. SigLIP's attention pooling or
+    CLIP's projection, for the two-tower embedding path; ``vision_kwargs`` may still set them.
+    """
     if name.endswith(".json"):
         name, file_kwargs = load_vision_spec(name)
         kwargs = {**file_kwargs, **kwargs}
@@ -76,7 +88,36 @@ def build_vision_encoder(name: str, pretrained: bool, kwargs: dict[str, Any]) ->
         kwargs.setdefault("pretrained_cfg_overlay", {"input_size": (3, *size)})
     # global_pool="" : heads pool for themselves, so no timm pooling module sits unused (DDP needs every
     # trainable parameter to receive a gradient).
+    if keep_head:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
     return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs)
+
+
+def _submodule(model: nn.Module, path: str, key: str) -> nn.Module:
+    """``model.<path>`` for a dotted path (``text_model.head``), or an error naming the config key."""
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:
+        module = None
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"{key}: {type(model).__name__} has no submodule {path!r}")
+    return module
+
+
+def build_text_tower_with_embedding(
+    name: str, pretrained: bool, tower: str | None, attn_implementation: str, kwargs: dict[str, Any],
+    modules: Sequence[str],
+) -> tuple[nn.Module, nn.ModuleList]:  # fmt: skip
+    """The text tower of a two-tower checkpoint plus the modules that turn its pooled token into the
+    checkpoint's own text embedding; paths (``tower`` too) are dotted and relative to the whole checkpoint.
+
+    SigLIP: tower ``text_model``, modules ``[text_model.head]``. AltCLIP: tower ``text_model.roberta``, modules
+    ``[text_model.pre_LN, text_model.transformation, text_projection]`` (its ``get_text_features``).
+    """
+    full = build_text_encoder(name, pretrained, None, attn_implementation, kwargs)
+    text = _submodule(full, tower, "model.text_tower") if tower else full
+    chain = nn.ModuleList(_submodule(full, path, "model.text_embedding.modules") for path in modules)
+    return text, chain
 
 
 def vision_data_config(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -102,16 +143,26 @@ class EncoderCore(nn.Module):
         vision_kwargs: dict[str, Any] | None = None,
         attn_implementation: str = "sdpa",
         fusion_layers: int = 2,
+        text_embedding: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.text = build_text_encoder(text_model, pretrained, text_tower, attn_implementation, text_kwargs or {})
+        self.own_embeddings = text_embedding is not None  # the towers' own pooling + projections (embed_*)
+        if self.own_embeddings:
+            self.text, self.text_embed, self.text_pool = self._own_text_embedding(
+                text_model, pretrained, text_tower, attn_implementation, text_kwargs or {}, text_embedding
+            )
+        else:
+            self.text = build_text_encoder(text_model, pretrained, text_tower, attn_implementation, text_kwargs or {})
         for name in text_drop or ():  # e.g. SigLIP's text projection: computed in forward, used by no head
             if not isinstance(getattr(self.text, name, None), nn.Module):
                 raise ValueError(f"model.text_drop: {type(self.text).__name__} has no submodule {name!r}")
             setattr(self.text, name, nn.Identity())  # its parameters would never get a gradient (DDP)
         self.hidden_size: int = self.text.config.hidden_size
         self.fusion = fusion
-        self.vision = build_vision_encoder(vision_model, pretrained, vision_kwargs or {}) if vision_model else None
+        self.vision = (
+            build_vision_encoder(vision_model, pretrained, vision_kwargs or {}, keep_head=self.own_embeddings)
+            if vision_model else None
+        )  # fmt: skip
         if self.vision is not None:
             self.image_proj = nn.Sequential(
                 nn.Linear(self.vision.num_features, self.hidden_size), nn.LayerNorm(self.hidden_size)
@@ -186,6 +237,57 @@ class EncoderCore(nn.Module):
         mask = attention_mask.repeat_interleave(2, dim=0)
         pooled = self.encode(ids, mask, pixel_values.flatten(0, 1)).pooled  # (2B, D)
         return pooled.view(b, 2, -1)
+
+    # -- dual-encoder embeddings: the towers' own (aligned two-tower start) or the tokens, for a head to project --
+    @staticmethod
+    def _own_text_embedding(
+        text_model: str, pretrained: bool, tower: str | None, attn: str, kwargs: dict[str, Any], spec: dict[str, Any]
+    ) -> tuple[nn.Module, nn.ModuleList, Pool]:
+        unknown = sorted(set(spec) - {"pool", "modules"})
+        pool = spec.get("pool", "first")
+        if unknown or pool not in ("first", "last") or not spec.get("modules"):
+            raise ValueError(
+                f"model.text_embedding={spec!r}: expected {{pool: first|last, modules: [dotted paths]}}, e.g. SigLIP "
+                "{pool: last, modules: [text_model.head]}; null uses the first token and a head's projection."
+            )
+        text, chain = build_text_tower_with_embedding(text_model, pretrained, tower, attn, kwargs, spec["modules"])
+        return text, chain, pool
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of ``embed_text`` / ``embed_image``."""
+        if not self.own_embeddings:
+            return self.hidden_size
+        linears = [m for m in self.text_embed.modules() if isinstance(m, nn.Linear)]
+        return linears[-1].out_features if linears else self.hidden_size
+
+    def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, E): the checkpoint's own text embedding, or the first text token (``pooled``)."""
+        if not self.own_embeddings:
+            return self.encode(input_ids, attention_mask).pooled
+        hidden = self._run_text(input_ids, attention_mask, None, None)  # (B, T, D), the tower alone
+        # SigLIP pools position -1 whatever it holds (it was trained on texts padded to 64 tokens)
+        x = hidden[:, 0] if self.text_pool == "first" else hidden[:, -1]  # (B, D)
+        for module in self.text_embed:
+            x = module(x)
+        return x
+
+    def embed_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, E): timm's own pooling + head, or the mean image token (``encode_image``)."""
+        if not self.own_embeddings:
+            return self.encode_image(pixel_values)
+        if pixel_values.dtype == torch.uint8:
+            pixel_values = (pixel_values.float() - self.pixel_mean) / self.pixel_std
+        return self.vision.forward_head(self.vision.forward_features(pixel_values))  # (B, N, Dv) -> (B, E)
+
+    def embedding_heads(self) -> list[nn.Module]:
+        """Modules only ``embed_text`` / ``embed_image`` use (nothing without ``text_embedding``): a run that
+        trains no dual-encoder task freezes them, since no gradient would reach them (DDP)."""
+        if not self.own_embeddings:
+            return []
+        names = ("attn_pool", "fc_norm", "head")  # timm's pooling and head (ViT: map pooling, CLIP projection)
+        vision = [getattr(self.vision, n) for n in names if isinstance(getattr(self.vision, n, None), nn.Module)]
+        return [*self.text_embed, *vision]
 
     # -- training switches ---------------------------------------------------------------------------
     def set_gradient_checkpointing(self, enabled: bool) -> None:

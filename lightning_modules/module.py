@@ -53,6 +53,7 @@ class TransferModule(pl.LightningModule):
         gradient_checkpointing: bool = False,
         compile: bool = False,
         retrieval_layer: int | None = None,
+        text_embedding: dict[str, Any] | None = None,
     ) -> None:
         """
         Args:
@@ -80,6 +81,9 @@ class TransferModule(pl.LightningModule):
             gradient_checkpointing: Recompute activations in backward (large cores).
             compile: torch.compile the core.
             retrieval_layer: Text layer whose mean-pooled states sentence retrieval uses (null: last).
+            text_embedding: Aligned two-tower start: {pool: first|last, modules: [dotted paths in the checkpoint]}
+                giving its own text embedding; timm's pooling and head are kept for the image side. Retrieval then
+                uses both towers' own embeddings (no fresh projection). Null: first token + a head's projection.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -88,6 +92,7 @@ class TransferModule(pl.LightningModule):
         self.core = EncoderCore(
             text_model, vision_model, pretrained=pretrained, fusion=fusion, text_tower=text_tower, text_drop=text_drop,
             text_kwargs=text_kwargs, vision_kwargs=vision_kwargs, attn_implementation=attn_implementation,
+            text_embedding=text_embedding,
         )  # fmt: skip
         self.task_info = tasks
         self.specs = {name: get_task(name) for name in tasks}
@@ -99,6 +104,7 @@ class TransferModule(pl.LightningModule):
                 self.heads[spec.head] = build_head(
                     spec.family, self.core.hidden_size, label_names=tasks[name]["labels"],
                     vocab_size=self.core.text.config.vocab_size, retrieval_layer=retrieval_layer, lm_head=lm_head,
+                    own_embeddings=self.core.own_embeddings,
                 )  # fmt: skip
         self.metrics = nn.ModuleDict()  # "<stage>|<task>|<lang>" -> task metric; created in setup
         self.counts = nn.ModuleDict()  # same keys -> samples scored (exactness check)
@@ -126,6 +132,15 @@ class TransferModule(pl.LightningModule):
         if hasattr(self.core, "fuser"):  # only joint image + text encoding runs it: not text, not retrieval
             specs = [self.specs[t] for t in self.train_tasks]
             self.core.fuser.requires_grad_(any(s.modality != "text" and s.family != "retrieval" for s in specs))
+        if self.core.own_embeddings:  # the towers' own pooling/projections vs the fusion path: train what runs
+            specs = [self.specs[t] for t in self.train_tasks]
+            if not any(s.family == "retrieval" for s in specs):  # only freezes: freeze_vision etc. still hold
+                for module in self.core.embedding_heads():
+                    module.requires_grad_(False)
+            joint = any(s.modality != "text" and s.family != "retrieval" for s in specs)  # fusion path runs
+            if self.core.vision is not None and not joint:
+                for p in [*self.core.image_proj.parameters(), self.core.image_type]:
+                    p.requires_grad_(False)
         for name in self.heads:  # heads of evaluation-only tasks (and parameterless ones) do not train
             trains = any(self.specs[t].head == name for t in self.train_tasks)
             for p in self.heads[name].parameters():

@@ -1,0 +1,149 @@
+"""The aligned two-tower start: retrieval runs through the checkpoint's own pooling and projections.
+
+Tiny random towers saved as real checkpoints (so the core loads the same weights as a reference model): a
+SigLIP-like pair (HF SiglipModel text tower + a timm ViT with attention pooling, ``global_pool='map'``) and an
+AltCLIP-like pair (HF AltCLIPModel: XLM-R text tower + pre_LN/transformation/text_projection, and a timm CLIP ViT
+with class-token pooling and a projection head). The tests assert the PATH: the embeddings retrieval scores
+equal the reference model's own text features and timm's own pooled + projected image output, the token outputs
+for fusion are still there, and the retrieval head adds no projection of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AltCLIPConfig, AltCLIPModel, SiglipConfig, SiglipModel
+
+from lightning_modules.core import EncoderCore
+from lightning_modules.heads import RetrievalHead
+
+B, T, IMG = 3, 7, 32  # pairwise distinct: batch, tokens, image side
+TINY_VIT = {"img_size": IMG, "patch_size": 8, "embed_dim": 40, "depth": 1, "num_heads": 2}
+SIGLIP_EMBEDDING = {"pool": "last", "modules": ["text_model.head"]}
+ALTCLIP_EMBEDDING = {"pool": "first", "modules": ["text_model.pre_LN", "text_model.transformation", "text_projection"]}
+
+
+@pytest.fixture(scope="module")
+def siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    text = {"vocab_size": 99, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": 16, "projection_size": 40}  # fmt: skip
+    vision = {"hidden_size": 40, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": IMG, "patch_size": 8}  # fmt: skip
+    path = tmp_path_factory.mktemp("siglip")
+    SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def altclip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1)
+    text = {"vocab_size": 99, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": 40, "project_dim": 20}  # fmt: skip
+    vision = {"hidden_size": 40, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": IMG, "patch_size": 8}  # fmt: skip
+    path = tmp_path_factory.mktemp("altclip")
+    AltCLIPModel(AltCLIPConfig(text_config=text, vision_config=vision, projection_dim=24)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def random_timm_towers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pretrained=True loads the saved HF checkpoints; timm's towers stay random (no hub download in tests)."""
+    import timm
+
+    create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: create(name, pretrained=False, **kw))
+
+
+def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(2)
+    ids = torch.randint(5, 99, (B, T))
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[0, 5:] = 0  # one padded text
+    pixels = torch.randint(0, 256, (B, 3, IMG, IMG), dtype=torch.uint8)
+    return ids, mask, pixels
+
+
+def _normalised(core: EncoderCore, pixels: torch.Tensor) -> torch.Tensor:
+    return (pixels.float() - core.pixel_mean) / core.pixel_std
+
+
+def test_siglip_like_start_retrieves_with_its_own_pooling_and_head(siglip_dir: Path) -> None:
+    core = EncoderCore(
+        str(siglip_dir), "vit_base_patch16_siglip_256", pretrained=True, fusion="fusion_transformer",
+        text_tower="text_model", vision_kwargs=TINY_VIT, text_embedding=SIGLIP_EMBEDDING,
+    ).eval()  # fmt: skip
+    reference = SiglipModel.from_pretrained(siglip_dir).eval()
+    ids, mask, pixels = _inputs()
+    with torch.no_grad():
+        own_text = reference.get_text_features(input_ids=ids, attention_mask=mask).pooler_output  # (B, 40)
+        assert torch.allclose(core.embed_text(ids, mask), own_text, atol=1e-5)
+        # timm's full forward = tokens -> attention pooling (map) -> head: the tower's own image embedding
+        assert core.vision.global_pool == "map" and isinstance(core.vision.attn_pool, nn.Module)
+        own_image = core.vision(_normalised(core, pixels))
+        assert torch.allclose(core.embed_image(pixels), own_image, atol=1e-5)
+        assert not torch.allclose(own_image, core.vision.forward_features(_normalised(core, pixels)).mean(1))
+        # the token outputs for fusion are still there
+        out = core.encode(ids, mask, pixels)
+    n = (IMG // 8) ** 2
+    assert out.tokens.shape == (B, n + T, core.hidden_size) and out.text_tokens.shape == (B, T, core.hidden_size)
+    assert core.embed_dim == 40
+
+
+def test_altclip_like_start_uses_its_text_projection_chain(altclip_dir: Path) -> None:
+    core = EncoderCore(
+        str(altclip_dir), "vit_base_patch16_clip_224", pretrained=True, text_tower="text_model.roberta",
+        vision_kwargs={**TINY_VIT, "num_classes": 24}, text_embedding=ALTCLIP_EMBEDDING, attn_implementation="eager",
+    ).eval()  # fmt: skip
+    reference = AltCLIPModel.from_pretrained(altclip_dir, attn_implementation="eager").eval()
+    ids, mask, pixels = _inputs()
+    with torch.no_grad():
+        own_text = reference.get_text_features(input_ids=ids, attention_mask=mask).pooler_output  # (B, 24)
+        assert torch.allclose(core.embed_text(ids, mask), own_text, atol=1e-5)
+        assert core.vision.global_pool == "token" and core.vision.head.out_features == 24
+        assert torch.allclose(core.embed_image(pixels), core.vision(_normalised(core, pixels)), atol=1e-5)
+        # single-stream fusion still runs over the XLM-R tower's tokens at its own width
+        out = core.encode(ids, mask, pixels)
+    assert out.text_tokens.shape == (B, T, 32) and core.embed_dim == 24
+
+
+def test_retrieval_head_scores_the_own_embeddings_without_a_projection(siglip_dir: Path) -> None:
+    core = EncoderCore(
+        str(siglip_dir), "vit_base_patch16_siglip_256", pretrained=True, fusion="fusion_transformer",
+        text_tower="text_model", vision_kwargs=TINY_VIT, text_embedding=SIGLIP_EMBEDDING,
+    )  # fmt: skip
+    head = RetrievalHead(core.hidden_size, own_embeddings=core.own_embeddings)
+    assert [n for n, _ in head.named_parameters()] == ["logit_scale"]  # nothing random between towers and score
+    ids, mask, pixels = _inputs()
+    batch = {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "image_ids": ["a", "b", "c"],
+             "text_image_index": torch.arange(B)}  # fmt: skip
+    out = head(core, batch)
+    with torch.no_grad():
+        assert torch.allclose(out.metric_inputs["text_emb"], F.normalize(core.embed_text(ids, mask), dim=-1), atol=1e-5)
+        assert torch.allclose(out.metric_inputs["image_emb"], F.normalize(core.embed_image(pixels), dim=-1), atol=1e-5)
+    out.loss.backward()
+    # training the dual encoder reaches the towers' own heads, not the fusion path's image projection
+    for module in core.embedding_heads():
+        assert all(p.grad is not None for p in module.parameters())
+    assert core.image_proj[0].weight.grad is None
+
+
+def test_default_core_keeps_the_projecting_head(tiny_model: dict[str, str]) -> None:
+    core = EncoderCore(tiny_model["text_model"], tiny_model["vision_model"], pretrained=False)
+    assert not core.own_embeddings and core.embedding_heads() == [] and core.embed_dim == core.hidden_size
+    head = RetrievalHead(core.hidden_size, own_embeddings=core.own_embeddings)
+    assert isinstance(head.text_proj, nn.Linear) and isinstance(head.image_proj, nn.Linear)
+
+
+def test_bad_text_embedding_names_the_key(siglip_dir: Path) -> None:
+    with pytest.raises(ValueError, match="model.text_embedding.modules.*text_model.nope"):
+        EncoderCore(str(siglip_dir), None, pretrained=True, text_tower="text_model",
+                    text_embedding={"pool": "last", "modules": ["text_model.nope"]})  # fmt: skip
+    with pytest.raises(ValueError, match="pool: first\\|last"):
+        EncoderCore(str(siglip_dir), None, pretrained=True, text_tower="text_model",
+                    text_embedding={"pool": "mean", "modules": ["text_model.head"]})  # fmt: skip
