@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from datamodules.collate import Collator
+from datamodules.img2dataset import adapt_decoder
 from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
 from datamodules.pipeline import EvalImageTransform, SafeDecoder, eval_pipeline, train_pipeline
 from lightning_modules.core import vision_data_config
@@ -224,8 +225,9 @@ class TransferDataModule(pl.LightningDataModule):
             # draft-decode to the short side the resize goes to (input / crop_pct), never below it
             size = int(config["input_size"][-1] / config.get("crop_pct", 1.0))
         n_labels = len(self.label_names[name]) if spec.family in ("classification", "image_pair", "vqa") else 0
-        return SafeDecoder(transform, draft_size=size, required=REQUIRED_FIELDS[spec.family], num_images=n_images,
-                           num_labels=n_labels, strict=strict)  # fmt: skip
+        decoder = SafeDecoder(transform, draft_size=size, required=REQUIRED_FIELDS[spec.family], num_images=n_images,
+                              num_labels=n_labels, strict=strict)  # fmt: skip
+        return adapt_decoder(self.manifests[name], name, decoder)  # img2dataset's tars are read where they lie
 
     def _collator(self, name: str, train: bool) -> Collator:
         return Collator(name, self.tokenizer, max_length=self.max_length, num_labels=len(self.label_names[name]),

@@ -19,7 +19,7 @@ wrong result). Skip reasons in training (logged as ``data/skipped/<reason>``): `
 ``duplicate_key``, ``missing_json``, ``bad_json``, ``missing_field``, ``bad_label``, ``missing_image``,
 ``bad_image``.
 
-Nothing from a shard is ever unpickled: only ``json`` and ``jpg`` members are read out of a tar at all;
+Nothing from a shard is ever unpickled: only ``json``, ``jpg`` and ``txt`` members are read out of a tar at all;
 any other member (``.pyd``, ``.pth``, ``.pkl``, ...) is passed over unread.
 """
 
@@ -99,8 +99,9 @@ class split_by_rank:  # noqa: N801 - a pipeline stage named like WebDataset's sp
 
 
 def safe_member(name: str) -> bool:
-    """Only json and JPEG members are read out of a tar at all; anything else never reaches memory."""
-    return name.endswith((".json", ".jpg"))
+    """Only json, JPEG and text members (img2dataset's captions) are read out of a tar at all; anything else never
+    reaches memory."""
+    return name.endswith((".json", ".jpg", ".txt"))
 
 
 def _split_name(name: str) -> tuple[str, str]:

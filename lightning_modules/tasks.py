@@ -132,6 +132,8 @@ TASKS: dict[str, TaskSpec] = {
     "coco": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1"),
     "xflickrco": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1", XFLICKRCO_LANGS),
     "wit": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1", WIT_LANGS),
+    # image-caption pairs of the start phase (img2dataset shards: CC3M, COCO/Flickr30k train, ...); any language
+    "captions": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1"),
     # --- text intermediate tasks of Phang et al. 2020 and XTREME targets ---
     "mnli": _cls("nli", "text", NLI_LABELS),
     "anli": _cls("nli", "text", NLI_LABELS),
