@@ -106,18 +106,41 @@ def _submodule(model: nn.Module, path: str, key: str) -> nn.Module:
 
 def build_text_tower_with_embedding(
     name: str, pretrained: bool, tower: str | None, attn_implementation: str, kwargs: dict[str, Any],
-    modules: Sequence[str],
-) -> tuple[nn.Module, nn.ModuleList]:  # fmt: skip
+    modules: Sequence[str], vision_check: str | None = None,
+) -> tuple[nn.Module, nn.ModuleList, torch.Tensor | None]:  # fmt: skip
     """The text tower of a two-tower checkpoint plus the modules that turn its pooled token into the
     checkpoint's own text embedding; paths (``tower`` too) are dotted and relative to the whole checkpoint.
 
     SigLIP: tower ``text_model``, modules ``[text_model.head]``. AltCLIP: tower ``text_model.roberta``, modules
     ``[text_model.pre_LN, text_model.transformation, text_projection]`` (its ``get_text_features``).
+    ``vision_check`` names the checkpoint's own patch-embedding weight, returned (a copy) so the timm image tower
+    can be checked against it: the rest of the checkpoint (its image tower) is dropped.
     """
     full = build_text_encoder(name, pretrained, None, attn_implementation, kwargs)
     text = _submodule(full, tower, "model.text_tower") if tower else full
     chain = nn.ModuleList(_submodule(full, path, "model.text_embedding.modules") for path in modules)
-    return text, chain
+    patches = None
+    if vision_check:
+        try:
+            patches = full.get_parameter(vision_check).detach().clone()
+        except AttributeError:
+            raise ValueError(f"model.text_embedding.vision_check: {type(full).__name__} has no parameter "
+                             f"{vision_check!r}") from None  # fmt: skip
+    return text, chain, patches
+
+
+def _check_aligned_image_tower(patches: torch.Tensor, vision: nn.Module, vision_model: str, text_model: str) -> None:
+    """The timm image tower must be the one the text tower was aligned with: same patch-embedding weights."""
+    own = getattr(getattr(vision, "patch_embed", None), "proj", None)
+    own = getattr(own, "weight", None)
+    same = own is not None and own.shape == patches.shape
+    same = same and torch.allclose(own.detach().float(), patches.float(), atol=1e-3, rtol=1e-3)
+    if not same:
+        raise ValueError(
+            f"model.vision_model={vision_model!r} is not the image tower {text_model!r} was aligned with (its patch "
+            "embedding differs from the checkpoint's model.text_embedding.vision_check): retrieval through the own "
+            "embeddings would compare unaligned spaces. Name the matching timm weights, or drop vision_check."
+        )
 
 
 def vision_data_config(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +171,7 @@ class EncoderCore(nn.Module):
         super().__init__()
         self.own_embeddings = text_embedding is not None  # the towers' own pooling + projections (embed_*)
         if self.own_embeddings:
-            self.text, self.text_embed, self.text_pool = self._own_text_embedding(
+            self.text, self.text_embed, self.text_pool, aligned_patches = self._own_text_embedding(
                 text_model, pretrained, text_tower, attn_implementation, text_kwargs or {}, text_embedding
             )
         else:
@@ -163,6 +186,8 @@ class EncoderCore(nn.Module):
             build_vision_encoder(vision_model, pretrained, vision_kwargs or {}, keep_head=self.own_embeddings)
             if vision_model else None
         )  # fmt: skip
+        if self.own_embeddings and self.vision is not None and aligned_patches is not None:
+            _check_aligned_image_tower(aligned_patches, self.vision, vision_model, text_model)
         if self.vision is not None:
             self.image_proj = nn.Sequential(
                 nn.Linear(self.vision.num_features, self.hidden_size), nn.LayerNorm(self.hidden_size)
@@ -242,16 +267,20 @@ class EncoderCore(nn.Module):
     @staticmethod
     def _own_text_embedding(
         text_model: str, pretrained: bool, tower: str | None, attn: str, kwargs: dict[str, Any], spec: dict[str, Any]
-    ) -> tuple[nn.Module, nn.ModuleList, Pool]:
-        unknown = sorted(set(spec) - {"pool", "modules"})
+    ) -> tuple[nn.Module, nn.ModuleList, Pool, torch.Tensor | None]:
+        unknown = sorted(set(spec) - {"pool", "modules", "vision_check"})
         pool = spec.get("pool", "first")
         if unknown or pool not in ("first", "last") or not spec.get("modules"):
             raise ValueError(
-                f"model.text_embedding={spec!r}: expected {{pool: first|last, modules: [dotted paths]}}, e.g. SigLIP "
+                f"model.text_embedding={spec!r}: expected {{pool: first|last, modules: [dotted paths], vision_check: "
+                "[a dotted parameter path, optional]}, e.g. SigLIP "
                 "{pool: last, modules: [text_model.head]}; null uses the first token and a head's projection."
             )
-        text, chain = build_text_tower_with_embedding(text_model, pretrained, tower, attn, kwargs, spec["modules"])
-        return text, chain, pool
+        check = spec.get("vision_check") if pretrained else None  # random towers (tests, demo) have nothing to check
+        text, chain, patches = build_text_tower_with_embedding(
+            text_model, pretrained, tower, attn, kwargs, spec["modules"], check
+        )
+        return text, chain, pool, patches
 
     @property
     def embed_dim(self) -> int:

@@ -147,3 +147,26 @@ def test_bad_text_embedding_names_the_key(siglip_dir: Path) -> None:
     with pytest.raises(ValueError, match="pool: first\\|last"):
         EncoderCore(str(siglip_dir), None, pretrained=True, text_tower="text_model",
                     text_embedding={"pool": "mean", "modules": ["text_model.head"]})  # fmt: skip
+
+
+def test_vision_check_refuses_an_image_tower_the_text_was_not_aligned_with(
+    siglip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import timm
+
+    spec = {**SIGLIP_EMBEDDING, "vision_check": "vision_model.embeddings.patch_embedding.weight"}
+    kwargs = {"pretrained": True, "fusion": "fusion_transformer", "text_tower": "text_model",
+              "vision_kwargs": TINY_VIT, "text_embedding": spec}  # fmt: skip
+    with pytest.raises(ValueError, match="is not the image tower .* was aligned with"):
+        EncoderCore(str(siglip_dir), "vit_base_patch16_siglip_256", **kwargs)  # random timm weights
+    aligned = SiglipModel.from_pretrained(siglip_dir).vision_model.embeddings.patch_embedding.weight.detach()
+    create = timm.create_model
+
+    def matching_tower(name: str, **kw: object) -> nn.Module:
+        model = create(name, **kw)
+        model.patch_embed.proj.weight.data.copy_(aligned)
+        return model
+
+    monkeypatch.setattr(timm, "create_model", matching_tower)
+    core = EncoderCore(str(siglip_dir), "vit_base_patch16_siglip_256", **kwargs)
+    assert core.own_embeddings
