@@ -33,6 +33,7 @@ from typing import Any, Literal
 import timm
 import timm.data
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
@@ -174,6 +175,7 @@ class EncoderCore(nn.Module):
             self.text, self.text_embed, self.text_pool, aligned_patches = self._own_text_embedding(
                 text_model, pretrained, text_tower, attn_implementation, text_kwargs or {}, text_embedding
             )
+            self.text_pad_to: int | None = text_embedding.get("pad_to")
         else:
             self.text = build_text_encoder(text_model, pretrained, text_tower, attn_implementation, text_kwargs or {})
         for name in text_drop or ():  # e.g. SigLIP's text projection: computed in forward, used by no head
@@ -268,12 +270,12 @@ class EncoderCore(nn.Module):
     def _own_text_embedding(
         text_model: str, pretrained: bool, tower: str | None, attn: str, kwargs: dict[str, Any], spec: dict[str, Any]
     ) -> tuple[nn.Module, nn.ModuleList, Pool, torch.Tensor | None]:
-        unknown = sorted(set(spec) - {"pool", "modules", "vision_check"})
+        unknown = sorted(set(spec) - {"pool", "modules", "vision_check", "pad_to"})
         pool = spec.get("pool", "first")
         if unknown or pool not in ("first", "last") or not spec.get("modules"):
             raise ValueError(
-                f"model.text_embedding={spec!r}: expected {{pool: first|last, modules: [dotted paths], vision_check: "
-                "[a dotted parameter path, optional]}, e.g. SigLIP "
+                f"model.text_embedding={spec!r}: expected {{pool: first|last, modules: [dotted paths], optional "
+                "vision_check: a dotted parameter path, optional pad_to: tokens}, e.g. SigLIP "
                 "{pool: last, modules: [text_model.head]}; null uses the first token and a head's projection."
             )
         check = spec.get("vision_check") if pretrained else None  # random towers (tests, demo) have nothing to check
@@ -294,8 +296,14 @@ class EncoderCore(nn.Module):
         """(B, T) -> (B, E): the checkpoint's own text embedding, or the first text token (``pooled``)."""
         if not self.own_embeddings:
             return self.encode(input_ids, attention_mask).pooled
-        hidden = self._run_text(input_ids, attention_mask, None, None)  # (B, T, D), the tower alone
-        # SigLIP pools position -1 whatever it holds (it was trained on texts padded to 64 tokens)
+        if self.text_pad_to:  # SigLIP: texts padded to 64 tokens, no attention mask, pooled at position 64 (a pad)
+            pad = self.text_pad_to - input_ids.shape[1]
+            assert pad >= 0, f"texts of {input_ids.shape[1]} tokens exceed text_embedding.pad_to={self.text_pad_to}"
+            input_ids = F.pad(input_ids.masked_fill(attention_mask == 0, self.text.config.pad_token_id), (0, pad),
+                              value=self.text.config.pad_token_id)  # fmt: skip
+            hidden = self.text(input_ids=input_ids).last_hidden_state  # (B, pad_to, D), as the checkpoint was trained
+        else:
+            hidden = self._run_text(input_ids, attention_mask, None, None)  # (B, T, D), the tower alone
         x = hidden[:, 0] if self.text_pool == "first" else hidden[:, -1]  # (B, D)
         for module in self.text_embed:
             x = module(x)

@@ -170,3 +170,20 @@ def test_vision_check_refuses_an_image_tower_the_text_was_not_aligned_with(
     monkeypatch.setattr(timm, "create_model", matching_tower)
     core = EncoderCore(str(siglip_dir), "vit_base_patch16_siglip_256", **kwargs)
     assert core.own_embeddings
+
+
+def test_siglip_pad_to_reproduces_its_fixed_length_unmasked_text_encoding(siglip_dir: Path) -> None:
+    """SigLIP's texts are padded to a fixed length with no attention mask and pooled at the last position."""
+    core = EncoderCore(
+        str(siglip_dir), None, pretrained=True, text_tower="text_model",
+        text_embedding={**SIGLIP_EMBEDDING, "pad_to": 12},
+    ).eval()  # fmt: skip
+    reference = SiglipModel.from_pretrained(siglip_dir).eval()
+    ids, mask, _ = _inputs()
+    pad = reference.config.text_config.pad_token_id
+    fixed = torch.full((B, 12), pad, dtype=torch.long)
+    fixed[:, :T] = ids.masked_fill(mask == 0, pad)
+    with torch.no_grad():
+        own = reference.get_text_features(input_ids=fixed).pooler_output
+        assert torch.allclose(core.embed_text(ids, mask), own, atol=1e-5)
+        assert not torch.allclose(core.embed_text(ids, mask), reference.get_text_features(input_ids=ids).pooler_output)
