@@ -102,7 +102,7 @@ def test_index_drops_xflickrco_test_images_and_says_so(
     drop = manifest["img2dataset"]["drop"]
     assert drop == {"../../cc/00000.tar": {"000000001": EXCLUDED},
                     "../../cc/00001.tar": {"000010000": EXCLUDED, "000010001": "missing_caption"}}  # fmt: skip
-    assert manifest["img2dataset"]["xflickrco_exclusion"]["excluded"] == 2
+    assert manifest["img2dataset"]["xflickrco_exclusion"][0]["excluded"] == 2
     assert {s["reason"] for s in manifest["skipped"]} == {EXCLUDED, "missing_caption"}
     assert [s["count"] for s in manifest["shards"]] == [3, 4] and manifest["img2dataset"]["kept"] == len(KEPT)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # no image copied
@@ -117,13 +117,28 @@ def test_exclusion_from_iglue_annotation_files(img2dataset_dir: Path, tmp_path: 
     ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
     exclude = [str(tmp_path / "xFlickrCO")]
     manifest = CONVERTERS["img2dataset"](src=img2dataset_dir, out=tmp_path / "idx", exclude=exclude)
-    assert manifest["img2dataset"]["xflickrco_exclusion"]["excluded"] == 2
+    assert manifest["img2dataset"]["xflickrco_exclusion"][0]["excluded"] == 2
 
 
 def test_exclude_none_indexes_and_records_that_nothing_was_checked(img2dataset_dir: Path, tmp_path: Path) -> None:
     manifest = CONVERTERS["img2dataset"](src=img2dataset_dir, out=tmp_path / "idx", exclude=["none"])
-    assert manifest["img2dataset"]["xflickrco_exclusion"] == {"checked_against": "not checked (--exclude none)",
-                                                             "excluded": 0}  # fmt: skip
+    assert manifest["img2dataset"]["xflickrco_exclusion"] == [
+        {"src": str(img2dataset_dir), "checked_against": "not checked (--exclude none)", "excluded": 0}
+    ]
+
+
+def test_a_second_folder_is_added_to_the_same_index(img2dataset_dir: Path, xflickrco_dir: Path, tmp_path: Path) -> None:
+    """COCO and Flickr30k train, or captions in several languages, in one index: each folder indexed in turn."""
+    german = [{**s, "key": s["key"].replace("0000", "2000", 1), "caption": "ein Hund", "shard": "00000"}
+              for s in SAMPLES[:1]]  # fmt: skip
+    write_img2dataset(tmp_path / "cc_de", german)
+    out, exclude = tmp_path / "idx", [str(xflickrco_dir)]
+    CONVERTERS["img2dataset"](src=img2dataset_dir, out=out, exclude=exclude)
+    CONVERTERS["img2dataset"](src=tmp_path / "cc_de", out=out, exclude=exclude, lang="de")
+    again = CONVERTERS["img2dataset"](src=img2dataset_dir, out=out, exclude=exclude)  # re-indexing replaces
+    assert again["counts"] == {"train": {"de": 1, "en": 7}} and again["img2dataset"]["kept"] == len(KEPT) + 1
+    assert sorted(s["file"] for s in again["shards"]) == ["../cc/00000.tar", "../cc/00001.tar", "../cc_de/00000.tar"]
+    assert len(again["skipped"]) == 3 and len(again["img2dataset"]["drop"]) == 2
 
 
 def test_loader_reads_the_tars_in_place_as_caption_samples(

@@ -210,23 +210,58 @@ def index_img2dataset(
                        "sha256": digest})  # fmt: skip
     n_excluded = sum(1 for s in skipped if s["reason"] == EXCLUDED)
     check = "not checked (--exclude none)" if not excluded else f"{len(excluded)} test images"
+    earlier = _earlier_index(out, {s["file"] for s in shards}, task)
+    printed = (len(shards), sum(s["count"] for s in shards), kept)
+    shards = earlier["shards"] + shards
+    drop = {**earlier["drop"], **drop}
+    skipped = earlier["skipped"] + skipped
+    kept += earlier["kept"]
+    counts: dict[str, dict[str, int]] = {}
+    for shard in shards:
+        counts.setdefault(shard["split"], {}).setdefault(shard["lang"], 0)
+        counts[shard["split"]][shard["lang"]] += shard["count"]
     manifest = {
         "writer_version": 1, "dataset": FORMAT, "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tasks": {task: {"label_names": [], "label_map": {}}},
         "shards": shards,
-        "counts": {split: {lang: sum(s["count"] for s in shards)}},
-        "sources": sources,
+        "counts": counts,
+        "sources": earlier["sources"] + [x for x in sources if x not in earlier["sources"]],
         "skipped": skipped,
-        FORMAT: {"src": str(src), "kept": kept, "drop": drop,
-                 "xflickrco_exclusion": {"checked_against": check, "excluded": n_excluded}},
+        FORMAT: {"src": earlier["src"] + [str(src)], "kept": kept, "drop": drop,
+                 "xflickrco_exclusion": earlier["exclusion"] + [{"src": str(src), "checked_against": check,
+                                                                 "excluded": n_excluded}]},
     }  # fmt: skip
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
-    total = sum(s["count"] for s in shards)
-    print(f"img2dataset: indexed {len(shards)} tars under {src} in place: {total} samples, {kept} kept; "
+    n_tars, total, kept = printed
+    print(f"img2dataset: indexed {n_tars} tars under {src} in place: {total} samples, {kept} kept; "
           f"{n_excluded} dropped as xFlickr&CO test images ({check}), "
           f"{len(skipped) - n_excluded} without image or caption; manifest: {out / MANIFEST}")  # fmt: skip
     return manifest
+
+
+def _earlier_index(out: Path, files: set[str], task: str) -> dict[str, Any]:
+    """What an earlier run wrote into ``out`` (another img2dataset folder, another language), minus the tars indexed
+    again now: one index can hold COCO and Flickr30k train, or captions in several languages."""
+    empty: dict[str, Any] = {"shards": [], "drop": {}, "skipped": [], "kept": 0, "sources": [], "src": [],
+                             "exclusion": []}  # fmt: skip
+    if not (out / MANIFEST).is_file():
+        return empty
+    old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    if old.get("format") != FORMAT or task not in old.get("tasks", {}):
+        held = f"{old.get('dataset')}, tasks {sorted(old.get('tasks', {}))}"
+        raise ValueError(f"--out {out} holds another index ({held}); choose another --out for the {task} captions")
+    info = old[FORMAT]
+    drop = {f: keys for f, keys in info["drop"].items() if f not in files}
+    return {
+        "shards": [s for s in old["shards"] if s["file"] not in files],
+        "drop": drop,
+        "skipped": [s for s in old["skipped"] if s["key"].rsplit(":", 1)[0] not in files],
+        "kept": sum(s["count"] for s in old["shards"] if s["file"] not in files) - sum(map(len, drop.values())),
+        "sources": old["sources"],
+        "src": info["src"],
+        "exclusion": info["xflickrco_exclusion"],
+    }
 
 
 def _sha256(path: Path) -> str:
