@@ -424,6 +424,7 @@ def write_report(study: Study) -> dict[str, Path]:
             for n, t in study.targets.items()
         },  # fmt: skip
         "overlaps": overlaps,
+        "start": {"base": list(study.base), "start": list(study.start.configs) if study.start else []},
         "selection": selection,
         "missing": missing,
     }

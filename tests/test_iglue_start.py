@@ -4,6 +4,7 @@ before every condition's first run (``study.py --dry-run`` on configs/studies/ig
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -56,3 +57,15 @@ def test_the_start_row_is_an_evaluation_only_xflickrco_run() -> None:
     assert tasks == [{"name": "xflickrco", "shards": "data/xflickrco", "test_split": "test"}]  # nothing trains
     none_run = next(r for r in study.plan(s, only=["none"]) if r.target == "xflickrco_start")
     assert none_run.parent is not None and none_run.parent.phase == "start"  # the `none` row scores the start
+
+
+def test_study_md_states_the_start_every_condition_had(tmp_path: Path) -> None:
+    data = yaml.safe_load(IGLUE.read_text())
+    paths = study.write_report(study.parse_study({**data, "out": str(tmp_path / "iglue")}))
+    text = paths["md"].read_text()
+    said = ("Start of every condition (the same per seed): `configs/base.yaml`, "
+            "`configs/models/siglip_multilingual.yaml`, then the start phase `configs/start/captions.yaml`")
+    assert said in text
+    assert json.loads(paths["json"].read_text())["start"]["start"] == ["configs/start/captions.yaml"]
+    without = study.write_report(study.parse_study({**data, "start": None, "out": str(tmp_path / "plain")}))
+    assert "no shared start phase" in without["md"].read_text()

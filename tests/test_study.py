@@ -238,4 +238,5 @@ def test_shipped_studies_parse(name: str) -> None:
     assert study.baseline in study.conditions and study.seeds
     runs = study_mod.plan(study)
     n_intermediate = sum(1 for c in study.conditions.values() if c.configs)
-    assert len(runs) == len(study.seeds) * (n_intermediate + len(study.conditions) * len(study.targets))
+    n_start = 1 if study.start else 0  # one shared start run per seed
+    assert len(runs) == len(study.seeds) * (n_start + n_intermediate + len(study.conditions) * len(study.targets))
