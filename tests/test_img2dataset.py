@@ -104,7 +104,9 @@ def test_index_drops_xflickrco_test_images_and_says_so(
                     "../../cc/00001.tar": {"000010000": EXCLUDED, "000010001": "missing_caption"}}  # fmt: skip
     assert manifest["img2dataset"]["xflickrco_exclusion"][0]["excluded"] == 2
     assert {s["reason"] for s in manifest["skipped"]} == {EXCLUDED, "missing_caption"}
-    assert [s["count"] for s in manifest["shards"]] == [3, 4] and manifest["img2dataset"]["kept"] == len(KEPT)
+    assert [(s["task"], s["count"]) for s in manifest["shards"]] == [
+        ("captions", 3), ("captions", 4), ("captions_itm", 3), ("captions_itm", 4)]  # one entry per tar and task
+    assert manifest["img2dataset"]["kept"] == len(KEPT)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # no image copied
     assert verify_dir(out) == []  # the original tars, by relative path: hashes and counts check out
 
@@ -137,7 +139,8 @@ def test_a_second_folder_is_added_to_the_same_index(img2dataset_dir: Path, xflic
     CONVERTERS["img2dataset"](src=tmp_path / "cc_de", out=out, exclude=exclude, lang="de")
     again = CONVERTERS["img2dataset"](src=img2dataset_dir, out=out, exclude=exclude)  # re-indexing replaces
     assert again["counts"] == {"train": {"de": 1, "en": 7}} and again["img2dataset"]["kept"] == len(KEPT) + 1
-    assert sorted(s["file"] for s in again["shards"]) == ["../cc/00000.tar", "../cc/00001.tar", "../cc_de/00000.tar"]
+    files = sorted(s["file"] for s in again["shards"] if s["task"] == "captions")
+    assert files == ["../cc/00000.tar", "../cc/00001.tar", "../cc_de/00000.tar"]
     assert len(again["skipped"]) == 3 and len(again["img2dataset"]["drop"]) == 2
 
 
@@ -166,6 +169,28 @@ def test_loader_reads_the_tars_in_place_as_caption_samples(
         for reason, n in next(train).get("skipped", {}).items():
             skipped[reason] = skipped.get(reason, 0) + n
     assert skipped.get(EXCLUDED, 0) > 0
+
+
+def test_matching_task_pairs_images_with_their_own_or_another_caption(
+    tmp_path: Path, xflickrco_dir: Path, tiny_model: dict[str, str]
+) -> None:
+    many = [{"shard": "00000", "key": f"{i:09d}", "url": f"https://example.org/{i}.jpg", "caption": f"caption {i}",
+             "extra": {}} for i in range(24)]  # fmt: skip
+    write_img2dataset(tmp_path / "cc", many)
+    CONVERTERS["img2dataset"](src=tmp_path / "cc", out=tmp_path / "idx", exclude=[str(xflickrco_dir)])
+    dm = TransferDataModule(
+        [TaskData(name="captions_itm", shards=str(tmp_path / "idx"), train_split="train", test_split="train")],
+        tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"], eval_batch_size=8, num_workers=0,
+    )  # fmt: skip
+    pairs = []
+    for batch in dm.test_dataloader()[0]:
+        texts = dm.tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+        pairs += zip(batch["keys"], [t.replace(" ", "") for t in texts], batch["labels"].tolist())
+    assert len(pairs) == 24 and {label for *_, label in pairs} == {0, 1}
+    own = {s["key"]: s["caption"].replace(" ", "") for s in many}
+    for key, text, label in pairs:
+        assert (text == own[key]) == (label == 1), (key, text, label)  # a mismatch is another image's caption
+        assert text in own.values()
 
 
 @pytest.mark.parametrize(

@@ -187,3 +187,55 @@ def test_siglip_pad_to_reproduces_its_fixed_length_unmasked_text_encoding(siglip
         own = reference.get_text_features(input_ids=fixed).pooler_output
         assert torch.allclose(core.embed_text(ids, mask), own, atol=1e-5)
         assert not torch.allclose(core.embed_text(ids, mask), reference.get_text_features(input_ids=ids).pooler_output)
+
+
+def _tiny_siglip_with_tokenizer(root: Path, tokenizer_dir: Path) -> tuple[str, str]:
+    """A random SigLIP-like checkpoint using the demo tokenizer, and a tiny timm SigLIP ViT spec (vision.json)."""
+    import json
+    import shutil
+
+    vocab = json.loads((tokenizer_dir / "config.json").read_text())["vocab_size"]
+    text = {"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "max_position_embeddings": 64, "projection_size": 40}  # fmt: skip
+    vision = {"hidden_size": 40, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": IMG, "patch_size": 8}  # fmt: skip
+    SiglipConfig(text_config=text, vision_config=vision).save_pretrained(root / "siglip")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tokenizer_dir / name, root / "siglip" / name)
+    (root / "vision.json").write_text(json.dumps({"model_name": "vit_base_patch16_siglip_256", "kwargs": TINY_VIT}))
+    return str(root / "siglip"), str(root / "vision.json")
+
+
+def test_start_phase_trains_own_heads_and_fusion_and_nothing_idle(tmp_path: Path, demo_dir: Path) -> None:
+    """Captions (dual encoder) + image-text matching (fusion) on img2dataset shards: every trainable parameter of
+    the two-tower core gets a gradient (DDP needs it), including SigLIP's own heads, the fuser and image_proj; a
+    run without a dual-encoder task freezes the own heads instead."""
+    from datamodules.datamodule import TaskData, TransferDataModule
+    from lightning_modules.module import TransferModule
+    from shards.converters import CONVERTERS
+    from tests.test_img2dataset import write_img2dataset
+
+    text_model, vision_model = _tiny_siglip_with_tokenizer(tmp_path, demo_dir / "text_model")
+    write_img2dataset(tmp_path / "cc", [{"shard": "00000", "key": f"{i:09d}", "url": f"https://e.org/{i}.jpg",
+                                         "caption": f"a red circle {i}", "extra": {}} for i in range(16)])  # fmt: skip
+    CONVERTERS["img2dataset"](src=tmp_path / "cc", out=tmp_path / "idx", exclude=["none"])
+    tasks = [TaskData(name=n, shards=str(tmp_path / "idx"), train_split="train") for n in ("captions", "captions_itm")]
+    dm = TransferDataModule(tasks, tokenizer=text_model, vision_model=vision_model, batch_size=5, num_workers=0,
+                            shuffle_buffer=4)  # fmt: skip
+    model = TransferModule(text_model, vision_model, text_tower="text_model", text_kwargs={}, pretrained=False,
+                           fusion="fusion_transformer", tasks=dm.task_info, max_steps=2,
+                           text_embedding=SIGLIP_EMBEDDING)  # fmt: skip
+    loaders = dm.train_dataloader().loaders
+    for name in ("captions", "captions_itm"):
+        model.training_step(next(iter(loaders[name])), 0).backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    idle = sorted(n for n, p in model.named_parameters() if p.requires_grad and p.grad is None)
+    assert not idle, idle
+    assert {"core.text.head.weight", "core.fuser.layers.0.linear1.weight", "core.image_proj.0.weight"} <= trainable
+    assert any(n.startswith("core.vision.attn_pool") for n in trainable)
+    no_dual = {**dm.task_info, "captions": {**dm.task_info["captions"], "train": False}}
+    itm_only = TransferModule(text_model, vision_model, text_tower="text_model", text_kwargs={}, pretrained=False,
+                              fusion="fusion_transformer", max_steps=2, text_embedding=SIGLIP_EMBEDDING,
+                              tasks=no_dual)  # fmt: skip
+    frozen = {n for n, p in itm_only.named_parameters() if not p.requires_grad}
+    assert "core.text.head.weight" in frozen and any(n.startswith("core.vision.attn_pool") for n in frozen)

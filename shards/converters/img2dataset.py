@@ -38,6 +38,7 @@ from shards.manifest import MANIFEST, load_manifest, select_shards
 
 FORMAT = "img2dataset"
 DEFAULT_TASK = "captions"
+MATCHING_TASK = "captions_itm"  # the same samples as image-text matching (datamodules/img2dataset.py makes negatives)
 EXCLUDED = "xflickrco_test_image"
 NO_CHECK = "none"
 
@@ -223,8 +224,10 @@ def index_img2dataset(
     manifest = {
         "writer_version": 1, "dataset": FORMAT, "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tasks": {task: {"label_names": [], "label_map": {}}},
-        "shards": shards,
+        "tasks": {task: {"label_names": [], "label_map": {}},
+                  MATCHING_TASK: {"label_names": list(get_task(MATCHING_TASK).labels), "label_map": {}}},
+        # every tar is listed once per task (the loader selects shards by task): `verify` reads it twice
+        "shards": shards + [{**s, "task": MATCHING_TASK} for s in shards],
         "counts": counts,
         "sources": earlier["sources"] + [x for x in sources if x not in earlier["sources"]],
         "skipped": skipped,
@@ -254,10 +257,11 @@ def _earlier_index(out: Path, files: set[str], task: str) -> dict[str, Any]:
     info = old[FORMAT]
     drop = {f: keys for f, keys in info["drop"].items() if f not in files}
     return {
-        "shards": [s for s in old["shards"] if s["file"] not in files],
+        "shards": [s for s in old["shards"] if s["file"] not in files and s["task"] == task],
         "drop": drop,
         "skipped": [s for s in old["skipped"] if s["key"].rsplit(":", 1)[0] not in files],
-        "kept": sum(s["count"] for s in old["shards"] if s["file"] not in files) - sum(map(len, drop.values())),
+        "kept": sum(s["count"] for s in old["shards"] if s["file"] not in files and s["task"] == task)
+        - sum(map(len, drop.values())),
         "sources": old["sources"],
         "src": info["src"],
         "exclusion": info["xflickrco_exclusion"],
