@@ -5,11 +5,13 @@ before every condition's first run (``study.py --dry-run`` on configs/studies/ig
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 import study
@@ -69,3 +71,57 @@ def test_study_md_states_the_start_every_condition_had(tmp_path: Path) -> None:
     assert json.loads(paths["json"].read_text())["start"]["start"] == ["configs/start/captions.yaml"]
     without = study.write_report(study.parse_study({**data, "start": None, "out": str(tmp_path / "plain")}))
     assert "no shared start phase" in without["md"].read_text()
+
+
+@pytest.mark.slow
+def test_start_phase_then_its_zero_shot_row_end_to_end(tmp_path: Path, demo_dir: Path) -> None:
+    """The real configs on tiny data: configs/start/captions.yaml trains a two-tower core on an img2dataset index,
+    then configs/target/xflickrco_zeroshot.yaml scores xFlickr&CO from its final weights without training."""
+    import train
+    from shards.converters import CONVERTERS
+    from shards.writer import build_shards
+    from tests.conftest import jpeg_bytes
+    from tests.test_img2dataset import write_img2dataset
+    from tests.test_two_tower import SIGLIP_EMBEDDING, _tiny_siglip_with_tokenizer
+
+    text_model, vision_model = _tiny_siglip_with_tokenizer(tmp_path, demo_dir / "text_model")
+    data = tmp_path / "data"
+    records = [{"key": f"x-{lang}-{i}", "split": "test", "lang": lang, "images": {"jpg": jpeg_bytes(i)},
+                "json": {"task": "xflickrco", "lang": lang, "id": str(1000 + i), "texts": [f"a red circle {i}"],
+                         "image_id": str(1000 + i)}} for lang in ("en", "de") for i in range(5)]  # fmt: skip
+    build_shards(data / "xflickrco", records, dataset="xflickrco", tasks={"xflickrco": {}}, progress=False)
+    coco = [{"shard": "00000", "key": f"{i:09d}", "caption": f"a blue square {i}", "url": f"https://e.org/{i}.jpg",
+             "extra": {}} for i in range(12)]  # fmt: skip
+    write_img2dataset(tmp_path / "coco", coco)
+    CONVERTERS["img2dataset"](src=tmp_path / "coco", out=data / "start_captions", exclude=[str(data / "xflickrco")])
+    overrides = tmp_path / "tiny.yaml"
+    csv = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}  # no W&B
+    overrides.write_text(yaml.safe_dump({
+        "trainer": {"logger": [csv], "enable_model_summary": False, "max_steps": 2, "precision": "32-true"},
+        "model": {"text_model": text_model, "vision_model": vision_model, "pretrained": False, "text_kwargs": {},
+                  "text_tower": "text_model", "text_embedding": SIGLIP_EMBEDDING, "fusion": "fusion_transformer"},
+        "data": {"num_workers": 0, "batch_size": 4, "eval_batch_size": 4, "steps_per_epoch": 2, "shuffle_buffer": 4,
+                 "max_length": 64},
+    }))  # fmt: skip
+
+    def fit(config: str, root: str, *extra: str) -> None:
+        args = ["fit", "--config", str(ROOT / "configs/base.yaml"), "--config", str(ROOT / config), "--config",
+                str(overrides), "--trainer.default_root_dir", root, *extra]  # fmt: skip
+        train.cli_main(args=args)
+
+    old, argv = os.getcwd(), sys.argv
+    os.chdir(tmp_path)
+    sys.argv = ["train.py"]
+    try:
+        fit("configs/start/captions.yaml", "runs/start", "--phase", "start")
+        start = json.loads((tmp_path / "runs/start/finished.json").read_text())["last_ckpt"]
+        fit("configs/target/xflickrco_zeroshot.yaml", "runs/zero", "--phase", "target", "--model.init_from", start,
+            "--test_after_fit", "true")  # fmt: skip
+    finally:
+        os.chdir(old)
+        sys.argv = argv
+    results = json.loads((tmp_path / "runs/zero/results.json").read_text())
+    rows = results["rows"] if isinstance(results, dict) else results
+    scored = {(r["lang"], r["metric"]) for r in rows if r["task"] == "xflickrco"}
+    assert {("en", "mean_r1"), ("de", "mean_r1")} <= scored, scored
+    assert json.loads((tmp_path / "runs/zero/test_counts.json").read_text()) == {"xflickrco/en": 5, "xflickrco/de": 5}
