@@ -38,9 +38,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 
 Fusion = Literal["single_stream", "fusion_transformer"]
-
-
-Pool = Literal["first", "last"]
+Pool = Literal["first", "last"]  # where a two-tower text embedding is read (model.text_embedding.pool)
 
 
 @dataclass
@@ -87,10 +85,10 @@ def build_vision_encoder(name: str, pretrained: bool, kwargs: dict[str, Any], ke
         size = kwargs["img_size"]
         size = (size, size) if isinstance(size, int) else tuple(size)
         kwargs.setdefault("pretrained_cfg_overlay", {"input_size": (3, *size)})
+    if keep_head:  # the two-tower path: timm's own pooling and head make embed_image
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
     # global_pool="" : heads pool for themselves, so no timm pooling module sits unused (DDP needs every
     # trainable parameter to receive a gradient).
-    if keep_head:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
     return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs)
 
 
