@@ -24,18 +24,17 @@ from lightning_modules.tasks import get_task
 from shards.manifest import shard_location
 
 RECENT = 256  # captions kept for matching negatives
-
 FORMAT = "img2dataset"  # manifest["format"] of an index written by shards/converters/img2dataset.py
 
 
 class Img2datasetSamples:
-    """img2dataset raw samples -> retrieval samples -> ``decoder`` (a picklable pipeline stage).
+    """img2dataset raw samples -> retrieval or image-text matching samples -> ``decoder`` (a picklable stage).
 
     Args:
         decoder: the task's ``SafeDecoder``; its ``count`` is also the ShardReader's, so drops and read
             problems are logged together (``data/skipped/<reason>``).
         manifest: the index's manifest (``load_manifest``), for each shard's language and dropped keys.
-        task: the catalogue task these captions train (a retrieval task).
+        task: the catalogue task these captions train (retrieval: captions; classification: captions_itm).
     """
 
     def __init__(self, decoder: SafeDecoder, manifest: dict[str, Any], task: str) -> None:
@@ -57,9 +56,9 @@ class Img2datasetSamples:
             if reason:
                 self.count(reason)
                 continue
-            yield self.as_retrieval_sample(raw, url, key)
+            yield self.as_task_sample(raw, url, key)
 
-    def as_retrieval_sample(self, raw: dict[str, Any], url: str, key: str) -> dict[str, Any]:
+    def as_task_sample(self, raw: dict[str, Any], url: str, key: str) -> dict[str, Any]:
         """Caption from ``txt`` (else the json's ``caption``); a sample without one fails the decoder's field check."""
         try:
             meta = json.loads(raw["json"]) if "json" in raw else {}
@@ -73,7 +72,6 @@ class Img2datasetSamples:
             record["texts"] = [caption]
         sample = {k: v for k, v in raw.items() if k in ("__key__", "__url__", "jpg")}
         return {**sample, "json": json.dumps(record).encode("utf-8")}
-
 
     def matching_fields(self, caption: str, image: str, key: str) -> dict[str, Any]:
         """``text`` + ``label`` (1 match, 0 mismatch); a negative never comes from the same image (COCO lists an

@@ -65,8 +65,10 @@ def test_study_md_states_the_start_every_condition_had(tmp_path: Path) -> None:
     data = yaml.safe_load(IGLUE.read_text())
     paths = study.write_report(study.parse_study({**data, "out": str(tmp_path / "iglue")}))
     text = paths["md"].read_text()
-    said = ("Start of every condition (the same per seed): `configs/base.yaml`, "
-            "`configs/models/siglip_multilingual.yaml`, then the start phase `configs/start/captions.yaml`")
+    said = (
+        "Start of every condition (the same per seed): `configs/base.yaml`, "
+        "`configs/models/siglip_multilingual.yaml`, then the start phase `configs/start/captions.yaml`"
+    )
     assert said in text
     assert json.loads(paths["json"].read_text())["start"]["start"] == ["configs/start/captions.yaml"]
     without = study.write_report(study.parse_study({**data, "start": None, "out": str(tmp_path / "plain")}))

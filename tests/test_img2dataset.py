@@ -105,7 +105,11 @@ def test_index_drops_xflickrco_test_images_and_says_so(
     assert manifest["img2dataset"]["xflickrco_exclusion"][0]["excluded"] == 2
     assert {s["reason"] for s in manifest["skipped"]} == {EXCLUDED, "missing_caption"}
     assert [(s["task"], s["count"]) for s in manifest["shards"]] == [
-        ("captions", 3), ("captions", 4), ("captions_itm", 3), ("captions_itm", 4)]  # one entry per tar and task
+        ("captions", 3),
+        ("captions", 4),
+        ("captions_itm", 3),
+        ("captions_itm", 4),
+    ]  # one entry per tar and task
     assert manifest["img2dataset"]["kept"] == len(KEPT)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # no image copied
     assert verify_dir(out) == []  # the original tars, by relative path: hashes and counts check out
