@@ -14,6 +14,7 @@ from datamodules.datamodule import TaskData, TransferDataModule
 from shards.__main__ import main as shards_main
 from shards.converters import CONVERTERS
 from shards.converters.img2dataset import EXCLUDED, identities_of_name, identities_of_sample
+from shards.inspect import inspect_dir
 from shards.verify import verify_dir
 from tests.conftest import jpeg_bytes
 
@@ -113,6 +114,9 @@ def test_index_drops_xflickrco_test_images_and_says_so(
     assert manifest["img2dataset"]["kept"] == len(KEPT)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # no image copied
     assert verify_dir(out) == []  # the original tars, by relative path: hashes and counts check out
+    lines: list[str] = []
+    inspect_dir(out, echo=lines.append)
+    assert "     txt: a dog on grass" in lines and "     image jpg: 40x40" in lines
 
 
 def test_exclusion_from_iglue_annotation_files(img2dataset_dir: Path, tmp_path: Path) -> None:
