@@ -130,11 +130,15 @@ def build_text_tower_with_embedding(
 
 def _check_aligned_image_tower(patches: torch.Tensor, vision: nn.Module, vision_model: str, text_model: str) -> None:
     """The timm image tower must be the one the text tower was aligned with: same patch-embedding weights."""
-    own = getattr(getattr(vision, "patch_embed", None), "proj", None)
-    own = getattr(own, "weight", None)
-    same = own is not None and own.shape == patches.shape
-    same = same and torch.allclose(own.detach().float(), patches.float(), atol=1e-3, rtol=1e-3)
-    if not same:
+    own = getattr(getattr(getattr(vision, "patch_embed", None), "proj", None), "weight", None)  # (D, C, P, P)
+    ref = None if own is None or own.numel() != patches.numel() else own.detach().float()
+    candidates = []
+    if ref is not None:
+        candidates.append(patches.reshape(ref.shape))  # a conv patch embedding, as timm's
+        if ref.ndim == 4:  # a linear one over flattened (P, P, C) patches (SigLIP 2 NaFlex)
+            d, c, p, q = ref.shape
+            candidates.append(patches.reshape(d, p, q, c).permute(0, 3, 1, 2))
+    if not any(torch.allclose(ref, x.float(), atol=1e-3, rtol=1e-3) for x in candidates):
         raise ValueError(
             f"model.vision_model={vision_model!r} is not the image tower {text_model!r} was aligned with (its patch "
             "embedding differs from the checkpoint's model.text_embedding.vision_check): retrieval through the own "
