@@ -239,3 +239,16 @@ def test_start_phase_trains_own_heads_and_fusion_and_nothing_idle(tmp_path: Path
                               tasks=no_dual)  # fmt: skip
     frozen = {n for n, p in itm_only.named_parameters() if not p.requires_grad}
     assert "core.text.head.weight" in frozen and any(n.startswith("core.vision.attn_pool") for n in frozen)
+
+
+def test_vision_check_reads_conv_and_flattened_patch_embeddings() -> None:
+    from types import SimpleNamespace
+
+    from lightning_modules.core import _check_aligned_image_tower
+
+    conv = torch.randn(40, 3, 8, 8)  # timm: (D, C, P, P)
+    vision = SimpleNamespace(patch_embed=SimpleNamespace(proj=SimpleNamespace(weight=conv)))
+    _check_aligned_image_tower(conv.clone(), vision, "vit", "siglip")  # HF SigLIP: the same conv
+    _check_aligned_image_tower(conv.permute(0, 2, 3, 1).reshape(40, -1), vision, "vit", "siglip2")  # NaFlex linear
+    with pytest.raises(ValueError, match="'vit' is not the image tower 'siglip2' was aligned with"):
+        _check_aligned_image_tower(torch.randn(40, 192), vision, "vit", "siglip2")  # another tower
