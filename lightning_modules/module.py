@@ -81,9 +81,10 @@ class TransferModule(pl.LightningModule):
             gradient_checkpointing: Recompute activations in backward (large cores).
             compile: torch.compile the core.
             retrieval_layer: Text layer whose mean-pooled states sentence retrieval uses (null: last).
-            text_embedding: Aligned two-tower start: {pool: first|last, modules: [dotted paths in the checkpoint]}
-                giving its own text embedding; timm's pooling and head are kept for the image side. Retrieval then
-                uses both towers' own embeddings (no fresh projection). Null: first token + a head's projection.
+            text_embedding: Aligned two-tower start: {pool: first|last, modules: [dotted paths in the checkpoint],
+                pad_to: fixed text length (SigLIP 64), vision_check: the checkpoint's patch-embedding weight}; timm's
+                pooling and head are kept for the image side and retrieval uses both towers' own embeddings (no
+                fresh projection). Null: first token + a head's projection. See docs/start.md.
         """
         super().__init__()
         self.save_hyperparameters()
