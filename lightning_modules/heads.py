@@ -3,13 +3,12 @@
 Every head has one call, ``head(core, batch) -> HeadOutput``: it encodes the batch through the core's
 surface (``encode``, ``encode_pair``, ``encode_image``), computes its loss, and returns the inputs of its
 family's metric (``metric_inputs``, passed as ``metric.update(**metric_inputs)``). Heads never import
-Lightning. ``build_head(family, ...)`` is the only place that maps a family to a class.
+Lightning. ``lightning_modules.families.FAMILY_MODEL`` is the only place that maps a family to a class.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,34 +263,3 @@ class SentenceRetrievalHead(nn.Module):
             loss = (self.ranking_loss(src, tgt, same) + self.ranking_loss(src_first, tgt_first, same)) / 2
         logits = src @ tgt.T  # (B, B)
         return HeadOutput(loss, {"src_emb": src, "tgt_emb": tgt}, logits.argmax(-1).tolist())
-
-
-def build_head(
-    family: str,
-    hidden: int,
-    *,
-    label_names: Sequence[str] = (),
-    vocab_size: int = 0,
-    retrieval_layer: int | None = None,
-    lm_head: nn.Module | None = None,
-    own_embeddings: bool = False,
-) -> nn.Module:
-    """The head for ``family`` (see ``lightning_modules.tasks.FAMILIES``)."""
-    n = len(label_names)
-    needs_labels = {"classification", "image_pair", "vqa", "tagging"}
-    if family in needs_labels and n == 0:
-        raise ValueError(f"A {family} head needs label names (from the catalogue or the shards' manifest)")
-    builders = {
-        "classification": lambda: ClassificationHead(hidden, n),
-        "image_pair": lambda: ImagePairHead(hidden, n),
-        "vqa": lambda: VQAHead(hidden, n),
-        "retrieval": lambda: RetrievalHead(hidden, own_embeddings=own_embeddings),
-        "multiple_choice": lambda: MultipleChoiceHead(hidden),
-        "span_qa": lambda: SpanQAHead(hidden),
-        "tagging": lambda: TaggingHead(hidden, n),
-        "mlm": lambda: MLMHead(hidden, vocab_size, lm_head),
-        "sentence_retrieval": lambda: SentenceRetrievalHead(retrieval_layer),
-    }
-    if family not in builders:
-        raise ValueError(f"Unknown head family {family!r}. Valid: {', '.join(builders)}")
-    return builders[family]()

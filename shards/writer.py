@@ -27,6 +27,8 @@ import webdataset as wds
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from shards.manifest import sha256_file
+
 WRITER_VERSION = 1
 JPEG_QUALITY = 90
 # A fixed member mtime makes equal inputs give byte-identical tars (the demo world's determinism test).
@@ -37,15 +39,6 @@ MISSING_LISTED = 5
 
 ImageSource = str | Path | bytes | Image.Image
 Plan = list[tuple[str, str, str, str, list[dict]]]  # (file, task, split, lang, records) per shard
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _open_image(src: ImageSource) -> tuple[Image.Image, bytes | None]:

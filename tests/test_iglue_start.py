@@ -79,12 +79,13 @@ def test_study_md_states_the_start_every_condition_had(tmp_path: Path) -> None:
 def test_start_phase_then_its_zero_shot_row_end_to_end(tmp_path: Path, demo_dir: Path) -> None:
     """The real configs on tiny data: configs/start/captions.yaml trains a two-tower core on an img2dataset index,
     then configs/target/xflickrco_zeroshot.yaml scores xFlickr&CO from its final weights without training."""
+    from conftest import jpeg_bytes
+    from test_img2dataset import write_img2dataset
+    from test_two_tower import SIGLIP_EMBEDDING, _tiny_siglip_with_tokenizer
+
     import train
     from shards.converters import CONVERTERS
     from shards.writer import build_shards
-    from tests.conftest import jpeg_bytes
-    from tests.test_img2dataset import write_img2dataset
-    from tests.test_two_tower import SIGLIP_EMBEDDING, _tiny_siglip_with_tokenizer
 
     text_model, vision_model = _tiny_siglip_with_tokenizer(tmp_path, demo_dir / "text_model")
     data = tmp_path / "data"

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import jpeg_bytes, vision_config
 
 from datamodules.datamodule import TaskData, TransferDataModule
 from shards.__main__ import main as shards_main
@@ -16,7 +17,6 @@ from shards.converters import CONVERTERS
 from shards.converters.img2dataset import EXCLUDED, identities_of_name, identities_of_sample
 from shards.inspect import inspect_dir
 from shards.verify import verify_dir
-from tests.conftest import jpeg_bytes
 
 FLICKR_TEST, COCO_TEST = "1000092795", 391895  # xFlickr&CO test images: Flickr ids are str, COCO ids int
 
@@ -159,8 +159,8 @@ def test_loader_reads_the_tars_in_place_as_caption_samples(
     CONVERTERS["img2dataset"](src=img2dataset_dir, out=out, exclude=[str(xflickrco_dir)], lang="en")
     dm = TransferDataModule(
         [TaskData(name="captions", shards=str(out), train_split="train", test_split="train")],
-        tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"], batch_size=2,
-        eval_batch_size=3, num_workers=0,
+        tokenizer=tiny_model["text_model"], image_config=vision_config(tiny_model["vision_model"]),
+        batch_size=2, eval_batch_size=3, num_workers=0,
     )  # fmt: skip
     batches = list(dm.test_dataloader()[0])
     keys = [k for b in batches for k in b["keys"]]
@@ -188,7 +188,8 @@ def test_matching_task_pairs_images_with_their_own_or_another_caption(
     CONVERTERS["img2dataset"](src=tmp_path / "cc", out=tmp_path / "idx", exclude=[str(xflickrco_dir)])
     dm = TransferDataModule(
         [TaskData(name="captions_itm", shards=str(tmp_path / "idx"), train_split="train", test_split="train")],
-        tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"], eval_batch_size=8, num_workers=0,
+        tokenizer=tiny_model["text_model"], image_config=vision_config(tiny_model["vision_model"]), eval_batch_size=8,
+        num_workers=0,
     )  # fmt: skip
     pairs = []
     for batch in dm.test_dataloader()[0]:

@@ -210,18 +210,20 @@ def test_start_phase_trains_own_heads_and_fusion_and_nothing_idle(tmp_path: Path
     """Captions (dual encoder) + image-text matching (fusion) on img2dataset shards: every trainable parameter of
     the two-tower core gets a gradient (DDP needs it), including SigLIP's own heads, the fuser and image_proj; a
     run without a dual-encoder task freezes the own heads instead."""
+    from conftest import vision_config
+    from test_img2dataset import write_img2dataset
+
     from datamodules.datamodule import TaskData, TransferDataModule
     from lightning_modules.module import TransferModule
     from shards.converters import CONVERTERS
-    from tests.test_img2dataset import write_img2dataset
 
     text_model, vision_model = _tiny_siglip_with_tokenizer(tmp_path, demo_dir / "text_model")
     write_img2dataset(tmp_path / "cc", [{"shard": "00000", "key": f"{i:09d}", "url": f"https://e.org/{i}.jpg",
                                          "caption": f"a red circle {i}", "extra": {}} for i in range(16)])  # fmt: skip
     CONVERTERS["img2dataset"](src=tmp_path / "cc", out=tmp_path / "idx", exclude=["none"])
     tasks = [TaskData(name=n, shards=str(tmp_path / "idx"), train_split="train") for n in ("captions", "captions_itm")]
-    dm = TransferDataModule(tasks, tokenizer=text_model, vision_model=vision_model, batch_size=5, num_workers=0,
-                            shuffle_buffer=4)  # fmt: skip
+    dm = TransferDataModule(tasks, tokenizer=text_model, image_config=vision_config(vision_model), batch_size=5,
+                            num_workers=0, shuffle_buffer=4)  # fmt: skip
     model = TransferModule(text_model, vision_model, text_tower="text_model", text_kwargs={}, pretrained=False,
                            fusion="fusion_transformer", tasks=dm.task_info, max_steps=2,
                            text_embedding=SIGLIP_EMBEDDING)  # fmt: skip

@@ -28,13 +28,12 @@ import datetime
 import json
 import os
 import re
-import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from lightning_modules.tasks import get_task
-from shards.manifest import MANIFEST, load_manifest, select_shards
+from shards.manifest import MANIFEST, TarReadError, load_manifest, select_shards, sha256_file, tar_samples
 
 FORMAT = "img2dataset"
 DEFAULT_TASK = "captions"
@@ -123,41 +122,25 @@ def test_image_ids(source: str | Path) -> tuple[set[Identity], Path]:
 
 
 def _tar_json(path: str | Path) -> Iterator[dict[str, Any]]:
-    with tarfile.open(path, "r|") as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith(".json"):
-                yield json.loads(tar.extractfile(member).read())
-
-
-def _key(name: str) -> tuple[str, str]:
-    base = name.rsplit("/", 1)[-1]
-    key, _, ext = base.partition(".")
-    return name[: len(name) - len(base)] + key, ext.lower()
+    for sample in tar_samples(path, keep=lambda name: name.endswith(".json")):
+        if "json" in sample:
+            yield json.loads(sample["json"])
 
 
 def read_img2dataset_tar(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
     """``{key: {"json": dict, "caption": str | None, "jpg": bool}}`` of one tar (every member read) and its sha256."""
-    from shards.writer import sha256_file
-
     samples: dict[str, dict[str, Any]] = {}
-    digest = sha256_file(path)
-    with tarfile.open(path, "r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, ext = _key(member.name)
-            data = tar.extractfile(member).read()
-            sample = samples.setdefault(key, {"json": {}, "caption": None, "jpg": False})
-            if ext == "json":
-                try:
-                    sample["json"] = json.loads(data)
-                except ValueError as err:
-                    raise ValueError(f"{path}: {member.name} is not valid JSON ({err})") from None
-            elif ext == "txt":
-                sample["caption"] = data.decode("utf-8").strip()
-            elif ext == "jpg":
-                sample["jpg"] = True
-    return samples, digest
+    try:
+        for raw in tar_samples(path):
+            try:
+                meta = json.loads(raw["json"]) if "json" in raw else {}
+            except ValueError as err:
+                raise ValueError(f"{path}: {raw['__key__']}.json is not valid JSON ({err})") from None
+            caption = raw["txt"].decode("utf-8").strip() if "txt" in raw else None
+            samples[raw["__key__"]] = {"json": meta, "caption": caption, "jpg": "jpg" in raw}
+    except TarReadError as err:
+        raise ValueError(f"{path}: unreadable or truncated tar ({err}); re-download that img2dataset shard") from None
+    return samples, sha256_file(path)
 
 
 def _drop_reason(sample: dict[str, Any], excluded: set[Identity]) -> str | None:
@@ -269,8 +252,6 @@ def _earlier_index(out: Path, files: set[str], task: str) -> dict[str, Any]:
 
 
 def _sha256(path: Path) -> str:
-    from shards.writer import sha256_file
-
     return "" if path.is_dir() else sha256_file(path)
 
 
