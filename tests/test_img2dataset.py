@@ -219,3 +219,14 @@ def test_image_identities_from_urls(name: str, expected: set) -> None:
 def test_image_identities_from_columns() -> None:
     assert identities_of_sample({"cocoid": 9, "url": "https://x/y.jpg"}) == {("coco", "9")}
     assert identities_of_sample({"image_id": "42"}) == {("coco", "42"), ("flickr", "42")}  # ambiguous: both
+
+
+def test_test_images_of_the_iglue_xflickrco_release_layout() -> None:
+    """IGLUE's ``xFlickrCO/annotations/<lang>/test.jsonl`` (project-written fixture in its schema): test files only."""
+    from shards.converters.img2dataset import test_image_ids
+
+    root = Path(__file__).parent / "fixtures" / "iglue" / "xFlickrCO"
+    rows = [json.loads(line) for f in root.rglob("test*.jsonl") for line in f.read_text().splitlines() if line]
+    ids, _ = test_image_ids(root)
+    expected = {("coco", str(r["id"])) if isinstance(r["id"], int) else ("flickr", r["id"]) for r in rows}
+    assert ids == expected and {kind for kind, _ in ids} == {"flickr", "coco"}

@@ -106,7 +106,7 @@ def test_image_ids(source: str | Path) -> tuple[set[Identity], Path]:
             for record in _tar_json(url):
                 found |= _xflickrco_id(record["id"] if "id" in record else record.get("image_id"))  # id: typed
         return found, source / MANIFEST
-    files = sorted(source.rglob("*.jsonl")) if source.is_dir() else [source]
+    files = sorted(source.rglob("test*.jsonl")) if source.is_dir() else [source]  # test.jsonl, test_gmt.jsonl
     if not files or not all(f.is_file() for f in files):
         raise FileNotFoundError(f"--exclude {source}: neither a shard directory (manifest.json) nor xFlickrCO "
                                 "annotation .jsonl files; build one: `python -m shards build xflickrco`")  # fmt: skip
@@ -256,8 +256,13 @@ def _sha256(path: Path) -> str:
 
 
 def img2dataset(**kwargs: Any) -> dict:
-    """``CONVERTERS["img2dataset"]``: the CLI's options; ``--split`` (default train), ``--lang`` (default en),
-    ``--field task=<retrieval task>`` (default captions), ``--exclude`` (repeatable, required)."""
+    """img2dataset's WebDataset output (``<n>.tar`` with ``<key>.jpg``, ``<key>.txt`` caption, ``<key>.json``), indexed
+    in place: only ``manifest.json`` is written (tasks ``captions`` and ``captions_itm``), no image is copied.
+
+    ``--src`` the img2dataset output folder; ``--exclude`` (required, repeatable) the xFlickr&CO test set: its
+    shard directory or IGLUE's xFlickrCO annotation ``.jsonl`` files (``none``: no check); ``--lang`` (default en)
+    and ``--split`` (default train) for every tar of the folder; run again with another folder and the same
+    ``--out`` to add it (COCO and Flickr30k train, or captions in another language)."""
     fields = kwargs.get("fields") or {}
     if not kwargs.get("src"):
         raise ValueError("--src is required: the img2dataset output folder (the .tar files)")
