@@ -31,6 +31,7 @@ from lightning_modules.callbacks import PredictionWriter, RunReport
 from lightning_modules.checks import model_checks
 from lightning_modules.core import vision_data_config
 from lightning_modules.module import TransferModule
+from lightning_modules.weights import exit_if_weights_unreachable
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -82,6 +83,12 @@ class MMStiltsCLI(LightningCLI):
         for callback in _as_list(cfg.trainer.callbacks):
             if callback.class_path.endswith("ModelCheckpoint") and callback.init_args.dirpath is None:
                 callback.init_args.dirpath = os.path.join(root, "checkpoints")
+
+    def instantiate_classes(self) -> None:
+        """Checks that every pretrained weight source can be reached before the tokenizer or any weights load:
+        an unreachable one exits with advice instead of a download trace (``lightning_modules/weights.py``)."""
+        exit_if_weights_unreachable((self.config[self.subcommand] if self.subcommand else self.config).model)
+        super().instantiate_classes()
 
     def fit(self, model: TransferModule, **kwargs: Any) -> None:
         """``trainer.fit``; a run with no training task (BUCC, Tatoeba: no training data) only tests."""

@@ -15,6 +15,9 @@ run; info lines are reported):
 - every evaluation set has samples;
 - tasks sharing a head have the same label vocabulary in this run;
 - VQA answer-vocabulary coverage per test language (xGQA: answers outside the GQA vocabulary score 0).
+
+Before either half, right after the config is parsed, ``train.py`` checks that every pretrained weight source
+can be reached (``lightning_modules/weights.py``): nothing is built until it can.
 """
 
 from __future__ import annotations

@@ -85,5 +85,4 @@ def _image_tokens(model: Any) -> int:
         return 0
     if not any(spec.modality != "text" for spec in model.specs.values()):
         return 0
-    patches = getattr(getattr(vision, "patch_embed", None), "num_patches", None)
-    return 0 if patches is None else int(patches) + int(getattr(vision, "num_prefix_tokens", 0))
+    return model.core.num_image_tokens  # ViT tokens or a CNN's flattened feature map

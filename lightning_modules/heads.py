@@ -15,11 +15,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForMaskedLM
 
 from lightning_modules.core import EncoderCore
 from lightning_modules.span_qa import postprocess
 from lightning_modules.tasks import get_task
+from lightning_modules.weights import load_masked_lm
 
 
 @dataclass
@@ -184,9 +184,10 @@ def load_lm_head(text_model: str) -> nn.Module:
     """The pretrained LM head of ``text_model`` (hub name or directory): ``AutoModelForMaskedLM`` minus its
     encoder, e.g. XLM-R's ``lm_head`` (dense, GELU, LayerNorm, decoder). Its decoder is a copy of the
     checkpoint's tied word embeddings, not tied to the core's: one parameter in two optimizer groups (core
-    and heads) is not allowed, and the copy starts from exactly the checkpoint's values."""
-    try:
-        model = AutoModelForMaskedLM.from_pretrained(text_model)
+    and heads) is not allowed, and the copy starts from exactly the checkpoint's values. A checkpoint without
+    LM-head weights (an embedding model) gets a fresh head, announced in one line (``load_masked_lm``)."""
+    try:  # an embedding checkpoint (MiniLM, e5) has no LM head: one line says the head starts fresh
+        model = load_masked_lm(text_model)
     except ValueError as err:  # e.g. a two-tower checkpoint (SigLIP) has no masked-LM class
         raise ValueError(
             f"model.text_model={text_model!r} has no masked-LM head for an MLM task ({str(err).splitlines()[0]}). "

@@ -19,6 +19,7 @@ from lightning_modules.families import build_head, build_metrics
 from lightning_modules.heads import HeadOutput, load_lm_head
 from lightning_modules.metrics import BuccF1
 from lightning_modules.tasks import get_task
+from lightning_modules.weights import warn_if_lr_too_high
 
 EvalStage = Literal["val", "test"]
 DEFAULT_WARMUP_FRACTION = 0.1
@@ -116,6 +117,9 @@ class TransferModule(pl.LightningModule):
         gradient_checkpointing: bool = False,
         compile: bool = False,
         retrieval_layer: int | None = None,
+        text_pretrained: bool | None = None,
+        vision_pretrained: bool | None = None,
+        vision_checkpoint: str | None = None,
         text_embedding: dict[str, Any] | None = None,
     ) -> None:
         """
@@ -142,6 +146,9 @@ class TransferModule(pl.LightningModule):
             gradient_checkpointing: Recompute activations in backward (large cores).
             compile: torch.compile the core.
             retrieval_layer: Text layer whose mean-pooled states sentence retrieval uses (null: last).
+            text_pretrained: Load the text tower's pretrained weights (null: follow pretrained).
+            vision_pretrained: Load the vision tower's pretrained weights (null: follow pretrained).
+            vision_checkpoint: Local weights for the vision tower: a .safetensors/.pth file or a timm model directory.
             text_embedding: Aligned two-tower start: {pool: first|last, modules: [dotted paths in the checkpoint],
                 pad_to: fixed text length (SigLIP 64), vision_check: the checkpoint's patch-embedding weight}; timm's
                 pooling and head are kept for the image side and retrieval uses both towers' own embeddings (no
@@ -161,8 +168,10 @@ class TransferModule(pl.LightningModule):
         self.core = EncoderCore(
             text_model, vision_model, pretrained=pretrained, fusion=fusion, text_tower=text_tower, text_drop=text_drop,
             text_kwargs=text_kwargs, vision_kwargs=vision_kwargs, attn_implementation=attn_implementation,
+            text_pretrained=text_pretrained, vision_pretrained=vision_pretrained, vision_checkpoint=vision_checkpoint,
             text_embedding=text_embedding,
         )  # fmt: skip
+        warn_if_lr_too_high(self.optimizer_config.lr, self.core.sources)
         self.task_info = tasks
         evaluation = evaluation or {}
         self.eval_names: dict[str, list[tuple[str, str]]] = {
@@ -173,8 +182,10 @@ class TransferModule(pl.LightningModule):
         self.heads = nn.ModuleDict()
         for name, spec in self.specs.items():
             if spec.head not in self.heads:
-                # a pretrained text model brings its own LM head; random-init runs get a fresh one
-                lm_head = load_lm_head(text_model) if spec.family == "mlm" and pretrained else None
+                # a pretrained text model's LM head where its checkpoint has one (else fresh: one line says so)
+                lm_head = None
+                if spec.family == "mlm" and self.core.sources.text_pretrained:
+                    lm_head = load_lm_head(text_model)
                 self.heads[spec.head] = build_head(
                     spec.family, self.core.hidden_size, label_names=tasks[name]["labels"],
                     vocab_size=self.core.text.config.vocab_size, retrieval_layer=retrieval_layer, lm_head=lm_head,

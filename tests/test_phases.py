@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
-from transformers import AltCLIPConfig, Siglip2Config, SiglipConfig, XLMRobertaConfig
+from transformers import AltCLIPConfig, BertConfig, Siglip2Config, SiglipConfig, XLMRobertaConfig
 
 import train
 from lightning_modules.checkpoints import load_init_checkpoint, read_checkpoint, sha256_file
@@ -160,6 +160,7 @@ def test_freezing_is_idempotent_both_ways(demo_dir: Path) -> None:
 TINY_TEXT = {
     "xlm-roberta-base": lambda: XLMRobertaConfig(**TEXT_DIMS, max_position_embeddings=40, type_vocab_size=1),
     "xlm-roberta-large": lambda: XLMRobertaConfig(**TEXT_DIMS, max_position_embeddings=40, type_vocab_size=1),
+    "intfloat/multilingual-e5-small": lambda: BertConfig(**TEXT_DIMS, max_position_embeddings=40),
     "google/siglip-base-patch16-256-multilingual": lambda: SiglipConfig(
         text_config={**TEXT_DIMS, "max_position_embeddings": 16},
         vision_config={

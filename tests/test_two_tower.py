@@ -47,17 +47,9 @@ def altclip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vision = {"hidden_size": 40, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
               "image_size": IMG, "patch_size": 8}  # fmt: skip
     path = tmp_path_factory.mktemp("altclip")
-    AltCLIPModel(AltCLIPConfig(text_config=text, vision_config=vision, projection_dim=24)).save_pretrained(path)
+    # projection 512: the width of timm's OpenAI CLIP ViT-B/16 head, the image side of this pair
+    AltCLIPModel(AltCLIPConfig(text_config=text, vision_config=vision, projection_dim=512)).save_pretrained(path)
     return path
-
-
-@pytest.fixture(autouse=True)
-def random_timm_towers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pretrained=True loads the saved HF checkpoints; timm's towers stay random (no hub download in tests)."""
-    import timm
-
-    create = timm.create_model
-    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: create(name, pretrained=False, **kw))
 
 
 def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,7 +67,7 @@ def _normalised(core: EncoderCore, pixels: torch.Tensor) -> torch.Tensor:
 
 def test_siglip_like_start_retrieves_with_its_own_pooling_and_head(siglip_dir: Path) -> None:
     core = EncoderCore(
-        str(siglip_dir), "vit_base_patch16_siglip_256", pretrained=True, fusion="fusion_transformer",
+        str(siglip_dir), "vit_base_patch16_siglip_256", vision_pretrained=False, fusion="fusion_transformer",
         text_tower="text_model", vision_kwargs=TINY_VIT, text_embedding=SIGLIP_EMBEDDING,
     ).eval()  # fmt: skip
     reference = SiglipModel.from_pretrained(siglip_dir).eval()
@@ -97,24 +89,24 @@ def test_siglip_like_start_retrieves_with_its_own_pooling_and_head(siglip_dir: P
 
 def test_altclip_like_start_uses_its_text_projection_chain(altclip_dir: Path) -> None:
     core = EncoderCore(
-        str(altclip_dir), "vit_base_patch16_clip_224", pretrained=True, text_tower="text_model.roberta",
-        vision_kwargs={**TINY_VIT, "num_classes": 24}, text_embedding=ALTCLIP_EMBEDDING, attn_implementation="eager",
+        str(altclip_dir), "vit_base_patch16_clip_224.openai", vision_pretrained=False, text_tower="text_model.roberta",
+        vision_kwargs=TINY_VIT, text_embedding=ALTCLIP_EMBEDDING, attn_implementation="eager",
     ).eval()  # fmt: skip
     reference = AltCLIPModel.from_pretrained(altclip_dir, attn_implementation="eager").eval()
     ids, mask, pixels = _inputs()
     with torch.no_grad():
-        own_text = reference.get_text_features(input_ids=ids, attention_mask=mask).pooler_output  # (B, 24)
+        own_text = reference.get_text_features(input_ids=ids, attention_mask=mask).pooler_output  # (B, 512)
         assert torch.allclose(core.embed_text(ids, mask), own_text, atol=1e-5)
-        assert core.vision.global_pool == "token" and core.vision.head.out_features == 24
+        assert core.vision.global_pool == "token" and core.vision.head.out_features == 512
         assert torch.allclose(core.embed_image(pixels), core.vision(_normalised(core, pixels)), atol=1e-5)
         # single-stream fusion still runs over the XLM-R tower's tokens at its own width
         out = core.encode(ids, mask, pixels)
-    assert out.text_tokens.shape == (B, T, 32) and core.embed_dim == 24
+    assert out.text_tokens.shape == (B, T, 32) and core.embed_dim == 512
 
 
 def test_retrieval_head_scores_the_own_embeddings_without_a_projection(siglip_dir: Path) -> None:
     core = EncoderCore(
-        str(siglip_dir), "vit_base_patch16_siglip_256", pretrained=True, fusion="fusion_transformer",
+        str(siglip_dir), "vit_base_patch16_siglip_256", vision_pretrained=False, fusion="fusion_transformer",
         text_tower="text_model", vision_kwargs=TINY_VIT, text_embedding=SIGLIP_EMBEDDING,
     )  # fmt: skip
     head = RetrievalHead(core.hidden_size, own_embeddings=core.own_embeddings)
@@ -149,27 +141,26 @@ def test_bad_text_embedding_names_the_key(siglip_dir: Path) -> None:
                     text_embedding={"pool": "mean", "modules": ["text_model.head"]})  # fmt: skip
 
 
-def test_vision_check_refuses_an_image_tower_the_text_was_not_aligned_with(
-    siglip_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_vision_check_refuses_an_image_tower_the_text_was_not_aligned_with(siglip_dir: Path, tmp_path: Path) -> None:
+    """The timm tower comes from a local file (model.vision_checkpoint): random weights are refused, the
+    checkpoint's own patch embedding is accepted."""
     import timm
+    from safetensors.torch import save_file
 
     spec = {**SIGLIP_EMBEDDING, "vision_check": "vision_model.embeddings.patch_embedding.weight"}
-    kwargs = {"pretrained": True, "fusion": "fusion_transformer", "text_tower": "text_model",
-              "vision_kwargs": TINY_VIT, "text_embedding": spec}  # fmt: skip
+    kwargs = {"fusion": "fusion_transformer", "text_tower": "text_model", "vision_kwargs": TINY_VIT,
+              "text_embedding": spec}  # fmt: skip
+    tower = timm.create_model("vit_base_patch16_siglip_256", **TINY_VIT)
+    save_file(tower.state_dict(), tmp_path / "random.safetensors")
     with pytest.raises(ValueError, match="is not the image tower .* was aligned with"):
-        EncoderCore(str(siglip_dir), "vit_base_patch16_siglip_256", **kwargs)  # random timm weights
+        EncoderCore(str(siglip_dir), "vit_base_patch16_siglip_256",
+                    vision_checkpoint=str(tmp_path / "random.safetensors"), **kwargs)  # fmt: skip
     aligned = SiglipModel.from_pretrained(siglip_dir).vision_model.embeddings.patch_embedding.weight.detach()
-    create = timm.create_model
-
-    def matching_tower(name: str, **kw: object) -> nn.Module:
-        model = create(name, **kw)
-        model.patch_embed.proj.weight.data.copy_(aligned)
-        return model
-
-    monkeypatch.setattr(timm, "create_model", matching_tower)
-    core = EncoderCore(str(siglip_dir), "vit_base_patch16_siglip_256", **kwargs)
-    assert core.own_embeddings
+    tower.patch_embed.proj.weight.data.copy_(aligned)
+    save_file(tower.state_dict(), tmp_path / "aligned.safetensors")
+    core = EncoderCore(str(siglip_dir), "vit_base_patch16_siglip_256",
+                       vision_checkpoint=str(tmp_path / "aligned.safetensors"), **kwargs)  # fmt: skip
+    assert core.own_embeddings and torch.equal(core.vision.patch_embed.proj.weight, aligned)
 
 
 def test_siglip_pad_to_reproduces_its_fixed_length_unmasked_text_encoding(siglip_dir: Path) -> None:
