@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from datamodules.collate import FAMILY_DATA, Collator
+from datamodules.img2dataset import adapt_decoder
 from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
 from datamodules.pipeline import EvalImageTransform, SafeDecoder, TrainImageTransform, eval_pipeline, train_pipeline
 from lightning_modules.tasks import get_task
@@ -217,8 +218,9 @@ class TransferDataModule(pl.LightningDataModule):
             size = int(config["input_size"][-1] / config.get("crop_pct", 1.0))
         family = FAMILY_DATA[spec.family]
         n_labels = len(self.label_names[name]) if family.indexed_labels else 0
-        return SafeDecoder(transform, draft_size=size, required=family.fields, num_images=n_images,
-                           num_labels=n_labels, strict=strict)  # fmt: skip
+        decoder = SafeDecoder(transform, draft_size=size, required=family.fields, num_images=n_images,
+                              num_labels=n_labels, strict=strict)  # fmt: skip
+        return adapt_decoder(self.manifests[name], name, decoder)  # img2dataset's tars are read where they lie
 
     def _collator(self, name: str, train: bool) -> Collator:
         return Collator(name, self.tokenizer, max_length=self.max_length, num_labels=len(self.label_names[name]),

@@ -19,7 +19,7 @@ wrong result). Skip reasons in training (logged as ``data/skipped/<reason>``): `
 ``duplicate_key``, ``missing_json``, ``bad_json``, ``missing_field``, ``bad_label``, ``missing_image``,
 ``bad_image``.
 
-Nothing from a shard is ever unpickled: only ``json`` and ``jpg`` members are read out of a tar at all;
+Nothing from a shard is ever unpickled: only ``json``, ``jpg`` and ``txt`` members are read out of a tar at all;
 any other member (``.pyd``, ``.pth``, ``.pkl``, ...) is passed over unread.
 """
 

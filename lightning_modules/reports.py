@@ -453,6 +453,8 @@ def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapp
     lines = [f"# Study `{name}`", "", f"Zero-shot cross-lingual transfer, test split. Target runs: {SELECTION_NOTE}."]
     if meta.get("selection"):
         lines.append("Selection keys: " + ", ".join(f"`{k}`" for k in meta["selection"]) + ".")
+    if meta.get("start"):
+        lines.append(start_note(meta["start"]))
     lines += ["", f"Cells: mean ± std over seeds (Δ = difference of the means from `{baseline}`). "
               f"Std is the sample std; n = number of seeds.", ""]  # fmt: skip
     lines += [f"- `{a}`: {h}" for a, h in AGGREGATE_HELP.items()] + [f"- {OVERLAP_LEGEND}", ""]
@@ -462,6 +464,17 @@ def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapp
     for (target, task, metric), rows in _group(table, ("target", "task", "metric")).items():
         lines += _metric_section(target, task, metric, rows, baseline)
     return "\n".join(lines) + "\n"
+
+
+def start_note(start: Mapping[str, Any]) -> str:
+    """Which start every condition had: the model configs and the shared start phase (or none)."""
+    model = ", ".join(f"`{c}`" for c in start.get("base", [])) or "the pretrained checkpoints"
+    if start.get("start"):
+        phase = ", ".join(f"`{c}`" for c in start["start"])
+        return (f"Start of every condition (the same per seed): {model}, then the start phase {phase} "
+                "(`start/seed<k>`); the baseline's targets start from it too.")  # fmt: skip
+    return (f"Start of every condition: {model}, no shared start phase (with unaligned towers the first phase "
+            "that shows images trains the image-text alignment).")  # fmt: skip
 
 
 def _group(table: Sequence[Row], fields: Sequence[str]) -> dict[tuple, list[Row]]:

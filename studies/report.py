@@ -120,6 +120,7 @@ def write_report(study: Study) -> dict[str, Path]:
                         "translate_test": t.translate_test.split if t.translate_test else None,
                         "few_shot": t.few_shot.shots if t.few_shot else None} for n, t in study.targets.items()},
         "overlaps": study.overlaps(),
+        "start": {"base": list(study.base), "start": list(study.start.configs) if study.start else []},
         "selection": selection,
         "missing": missing,
     }  # fmt: skip

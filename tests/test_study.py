@@ -175,10 +175,12 @@ def test_shipped_studies_parse(name: str) -> None:
     assert study.baseline in study.conditions and study.seeds
     runs = study_mod.plan(study, protocols=["zero_shot"])
     n_intermediate = sum(1 for c in study.conditions.values() if c.configs)
+    n_start = 1 if study.start else 0  # one shared start run per seed
     n_targets = len(study.conditions) * len(study.targets)
-    assert len(runs) == len(study.seeds) * (n_intermediate + n_targets)
+    assert len(runs) == len(study.seeds) * (n_start + n_intermediate + n_targets)
     if name == "iglue":
-        assert len(runs) == 393  # the count: 21 intermediates + 22 x 5 targets, 3 seeds
+        # 1 start + 21 intermediates + 22 x 6 targets (5 IGLUE tasks + the start's zero-shot xFlickr&CO row), 3 seeds
+        assert len(runs) == 3 * (1 + 21 + 22 * 6)
         every = study_mod.plan(study)
         assert sum(r.phase == "translate_test" for r in every) == 3 * 22 * 5  # every target has translate_test
         fs = study.targets["xvnli"].few_shot
