@@ -2,7 +2,8 @@
 
 Values that flow between data and model are linked once here:
 
-- model.text_model -> data.tokenizer; model.vision_model + vision_kwargs -> data.image_config (timm data config)
+- model.core.text_model -> data.tokenizer; model.core.vision_model + vision_kwargs -> data.image_config (timm data
+  config)
 - data.task_info -> model.tasks (label names and training flags, read from the shards' manifests)
 - data.evaluation -> model.evaluation (evaluation sets in loader order, and the seed)
 - trainer.max_steps -> model.max_steps (the LR schedule; not estimated_stepping_batches, Lightning #20550)
@@ -58,8 +59,8 @@ class MMStiltsCLI(LightningCLI):
         parser.add_argument("--phase", type=str, default="train", help="Phase name stored with the lineage.")
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="After fit, test the checkpoint best on English dev on every test set.")  # fmt: skip
-        parser.link_arguments("model.text_model", "data.tokenizer")
-        parser.link_arguments(("model.vision_model", "model.vision_kwargs"), "data.image_config",
+        parser.link_arguments("model.core.text_model", "data.tokenizer")
+        parser.link_arguments(("model.core.vision_model", "model.core.vision_kwargs"), "data.image_config",
                               compute_fn=image_config)  # fmt: skip
         parser.link_arguments("trainer.max_steps", "model.max_steps")
         parser.link_arguments("seed_everything", "data.seed")
@@ -87,7 +88,7 @@ class MMStiltsCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """Checks that every pretrained weight source can be reached before the tokenizer or any weights load:
         an unreachable one exits with advice instead of a download trace (``lightning_modules/weights.py``)."""
-        exit_if_weights_unreachable((self.config[self.subcommand] if self.subcommand else self.config).model)
+        exit_if_weights_unreachable((self.config[self.subcommand] if self.subcommand else self.config).model.core)
         super().instantiate_classes()
 
     def fit(self, model: TransferModule, **kwargs: Any) -> None:

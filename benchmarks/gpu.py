@@ -49,8 +49,8 @@ BATCH, TOKENS, IMAGE = 32, 128, 224
 
 def real_config(name: str) -> tuple[str, str]:
     """(text model name, timm vision model name) of ``configs/models/<...>.yaml``."""
-    model = yaml.safe_load((REPO / CONFIGS[name]).read_text())["model"]
-    return model["text_model"], model["vision_model"]
+    core = yaml.safe_load((REPO / CONFIGS[name]).read_text())["model"]["core"]
+    return core["text_model"], core["vision_model"]
 
 
 def write_text_config(root: Path, text_model: str, **overrides: int) -> str:
@@ -83,7 +83,7 @@ def step_flops(module: torch.nn.Module, batch: dict[str, Any], device: torch.dev
 def measure(text_dir: str, vision_model: str, root: Path, *, compile: bool, accelerator: str = "gpu",
             precision: str = "bf16-mixed", batch: int = BATCH, tokens: int = TOKENS, image: int = IMAGE,
             warmup: int = 3, timed: int = 10, compile_backend: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """``compile_backend``: compile the core with this torch.compile backend instead of ``model.compile``'s
+    """``compile_backend``: compile the core with this torch.compile backend instead of ``model.core.compile``'s
     default (inductor); the dry run uses ``eager`` (dynamo tracing without code generation)."""
     batches = make_batches({"batch": batch, "tokens": tokens, "image": image}, warmup + timed + 1)
     module = build_module(text_dir, vision_model, len(batches), compile=compile and compile_backend is None)

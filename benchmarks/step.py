@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 from transformers import XLMRobertaConfig
 
 from benchmarks.common import BENCH_TASK, table
-from lightning_modules.module import TransferModule
+from lightning_modules.module import CoreConfig, TransferModule
 from lightning_modules.tasks import NLI_LABELS
 
 # A small single-stream core: big enough that a CPU step is model compute (~0.1-0.2 s), small enough to be quick.
@@ -59,11 +59,12 @@ def make_batches(s: dict[str, int], n: int, seed: int = 0) -> list[dict[str, Any
     } for i in range(n)]  # fmt: skip
 
 
-def build_module(text: str, vision: str, steps: int, **kwargs: Any) -> TransferModule:
+def build_module(text: str, vision: str, steps: int, **core: Any) -> TransferModule:
+    """``core``: further ``CoreConfig`` fields (``compile``)."""
     torch.manual_seed(0)
-    return TransferModule(text, vision, pretrained=False, text_kwargs={"add_pooling_layer": False},
+    return TransferModule(CoreConfig(text, vision, pretrained=False, text_kwargs={"add_pooling_layer": False}, **core),
                           tasks={BENCH_TASK: {"labels": list(NLI_LABELS), "train": True, "loss_weight": 1.0}},
-                          optimizer={"lr": 1e-4}, max_steps=steps, **kwargs)  # fmt: skip
+                          optimizer={"lr": 1e-4}, max_steps=steps)  # fmt: skip
 
 
 class Batches:

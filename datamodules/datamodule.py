@@ -77,9 +77,9 @@ class TransferDataModule(pl.LightningDataModule):
         """
         Args:
             tasks: The tasks of this run: what to train on, validate on and test on.
-            tokenizer: Hugging Face tokenizer name or directory (linked from model.text_model).
+            tokenizer: Hugging Face tokenizer name or directory (linked from model.core.text_model).
             image_config: timm data config of the vision model (input size, mean, std, interpolation, crop);
-                linked from model.vision_model + model.vision_kwargs (``train.py``); null: no image task.
+                linked from model.core.vision_model + model.core.vision_kwargs (``train.py``); null: no image task.
             batch_size: Training batch size (per rank) unless a task sets its own.
             eval_batch_size: Evaluation batch size (default: batch_size).
             max_length: Maximum tokens per text (truncation).
@@ -198,7 +198,7 @@ class TransferDataModule(pl.LightningDataModule):
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if not self.tokenizer_name:
-            raise ValueError("data.tokenizer is empty: set model.text_model (it is linked) or data.tokenizer")
+            raise ValueError("data.tokenizer is empty: set model.core.text_model (it is linked) or data.tokenizer")
         return AutoTokenizer.from_pretrained(self.tokenizer_name)
 
     def _decoder(self, name: str, strict: bool) -> SafeDecoder:
@@ -207,7 +207,7 @@ class TransferDataModule(pl.LightningDataModule):
         transform, size = None, None
         if n_images:
             if self.image_config is None:
-                raise ValueError(f"Task {name} has images but model.vision_model is null: name a timm model")
+                raise ValueError(f"Task {name} has images but model.core.vision_model is null: name a timm model")
             config = self.image_config
             train = not strict and self.tasks[name].augment
             if EvalImageTransform.supports(config):

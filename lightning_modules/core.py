@@ -49,7 +49,7 @@ from lightning_modules.weights import (  # load_vision_spec lives there: the sou
 )
 
 Fusion = Literal["single_stream", "fusion_transformer"]
-Pool = Literal["first", "last"]  # where a two-tower text embedding is read (model.text_embedding.pool)
+Pool = Literal["first", "last"]  # where a two-tower text embedding is read (model.core.text_embedding.pool)
 
 
 @dataclass
@@ -75,7 +75,7 @@ def build_text_encoder(
         model = AutoModel.from_config(AutoConfig.from_pretrained(name), **kwargs)
     if tower is not None:
         if not hasattr(model, tower):
-            raise ValueError(f"model.text_tower={tower!r}: {type(model).__name__} has no such attribute.")
+            raise ValueError(f"model.core.text_tower={tower!r}: {type(model).__name__} has no such attribute.")
         model = getattr(model, tower)
     return model, report
 
@@ -100,7 +100,7 @@ def build_vision_encoder(
         input_size = (kwargs.get("in_chans", 3), *((size, size) if isinstance(size, int) else size))
         given = overlay.setdefault("input_size", input_size)  # a user overlay never drops it
         if tuple(given) != input_size:
-            raise ValueError(f"model.vision_kwargs: pretrained_cfg_overlay.input_size={tuple(given)} contradicts "
+            raise ValueError(f"model.core.vision_kwargs: pretrained_cfg_overlay.input_size={tuple(given)} contradicts "
                              f"img_size={size}: the images would not fit the model; drop one of the two")  # fmt: skip
     if checkpoint is not None:
         overlay.update(timm_checkpoint_overlay(checkpoint))
@@ -138,14 +138,14 @@ def build_text_tower_with_embedding(
     can be checked against it: the rest of the checkpoint (its image tower) is dropped.
     """
     full, report = build_text_encoder(name, pretrained, None, attn_implementation, kwargs)
-    text = _submodule(full, tower, "model.text_tower") if tower else full
-    chain = nn.ModuleList(_submodule(full, path, "model.text_embedding.modules") for path in modules)
+    text = _submodule(full, tower, "model.core.text_tower") if tower else full
+    chain = nn.ModuleList(_submodule(full, path, "model.core.text_embedding.modules") for path in modules)
     patches = None
     if vision_check:
         try:
             patches = full.get_parameter(vision_check).detach().clone()
         except AttributeError:
-            raise ValueError(f"model.text_embedding.vision_check: {type(full).__name__} has no parameter "
+            raise ValueError(f"model.core.text_embedding.vision_check: {type(full).__name__} has no parameter "
                              f"{vision_check!r}") from None  # fmt: skip
     return text, report, chain, patches
 
@@ -162,9 +162,9 @@ def _check_aligned_image_tower(patches: torch.Tensor, vision: nn.Module, vision_
             candidates.append(patches.reshape(d, p, q, c).permute(0, 3, 1, 2))
     if not any(torch.allclose(ref, x.float(), atol=1e-3, rtol=1e-3) for x in candidates):
         raise ValueError(
-            f"model.vision_model={vision_model!r} is not the image tower {text_model!r} was aligned with (its patch "
-            "embedding differs from the checkpoint's model.text_embedding.vision_check): retrieval through the own "
-            "embeddings would compare unaligned spaces. Name the matching timm weights, or drop vision_check."
+            f"model.core.vision_model={vision_model!r} is not the image tower {text_model!r} was aligned with (its "
+            "patch embedding differs from the checkpoint's model.core.text_embedding.vision_check): retrieval through "
+            "the own embeddings would compare unaligned spaces. Name the matching timm weights, or drop vision_check."
         )
 
 
@@ -216,7 +216,7 @@ def vision_token_count(name: str, kwargs: dict[str, Any]) -> int:
     except (AssertionError, RuntimeError, TypeError, AttributeError) as err:  # timm refuses global_pool="" etc.
         problem, width = f"{type(err).__name__}: {err}", None
     if problem:
-        raise ValueError(f"model.vision_model={name!r} cannot give the core image tokens ({problem}; width "
+        raise ValueError(f"model.core.vision_model={name!r} cannot give the core image tokens ({problem}; width "
                          f"{width}). Backbones that work: {WORKING_BACKBONES}")  # fmt: skip
     return feats.shape[1]
 
@@ -264,7 +264,7 @@ class EncoderCore(nn.Module):
             )
         for name in text_drop or ():  # e.g. SigLIP's text projection: computed in forward, used by no head
             if not isinstance(getattr(self.text, name, None), nn.Module):
-                raise ValueError(f"model.text_drop: {type(self.text).__name__} has no submodule {name!r}")
+                raise ValueError(f"model.core.text_drop: {type(self.text).__name__} has no submodule {name!r}")
             setattr(self.text, name, nn.Identity())  # its parameters would never get a gradient (DDP)
         self.hidden_size: int = self.text.config.hidden_size
         self.fusion = fusion
@@ -290,13 +290,13 @@ class EncoderCore(nn.Module):
             layer = nn.TransformerEncoderLayer(self.hidden_size, heads, 4 * self.hidden_size, batch_first=True)
             self.fuser = nn.TransformerEncoder(layer, fusion_layers)
         elif fusion != "single_stream":
-            raise ValueError(f"model.fusion={fusion!r}; valid: single_stream, fusion_transformer")
+            raise ValueError(f"model.core.fusion={fusion!r}; valid: single_stream, fusion_transformer")
 
     # -- towers --------------------------------------------------------------------------------------
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, N, D) image tokens at the text width; uint8 pixels are normalised first."""
         if self.vision is None:
-            raise ValueError("This batch has images but model.vision_model is null: name a timm model.")
+            raise ValueError("This batch has images but model.core.vision_model is null: name a timm model.")
         if pixel_values.dtype == torch.uint8:
             pixel_values = (pixel_values.float() - self.pixel_mean) / self.pixel_std
         if self.own_embeddings:  # its forward_head pools (embed_image): the tokens are forward_features'
@@ -362,7 +362,7 @@ class EncoderCore(nn.Module):
         pool = spec.get("pool", "first")
         if unknown or pool not in ("first", "last") or not spec.get("modules"):
             raise ValueError(
-                f"model.text_embedding={spec!r}: expected {{pool: first|last, modules: [dotted paths], optional "
+                f"model.core.text_embedding={spec!r}: expected {{pool: first|last, modules: [dotted paths], optional "
                 "vision_check: a dotted parameter path, optional pad_to: tokens}, e.g. SigLIP "
                 "{pool: last, modules: [text_model.head]}; null uses the first token and a head's projection."
             )
@@ -440,7 +440,7 @@ class EncoderCore(nn.Module):
         if text_layers:
             layers = _text_layers(self.text)
             if text_layers > len(layers):
-                raise ValueError(f"model.freeze_text_layers={text_layers} but the text model has {len(layers)}")
+                raise ValueError(f"model.freezing.text_layers={text_layers} but the text model has {len(layers)}")
             for layer in layers[:text_layers]:
                 for p in layer.parameters():
                     p.requires_grad_(False)

@@ -190,14 +190,14 @@ def load_lm_head(text_model: str) -> nn.Module:
         model = load_masked_lm(text_model)
     except ValueError as err:  # e.g. a two-tower checkpoint (SigLIP) has no masked-LM class
         raise ValueError(
-            f"model.text_model={text_model!r} has no masked-LM head for an MLM task ({str(err).splitlines()[0]}). "
-            "Use an MLM checkpoint or set model.pretrained=false."
+            f"model.core.text_model={text_model!r} has no masked-LM head for an MLM task ({str(err).splitlines()[0]}). "
+            "Use an MLM checkpoint or set model.core.pretrained=false."
         ) from None
     rest = [name for name, _ in model.named_children() if name != model.base_model_prefix]
     if len(rest) != 1:
         raise ValueError(
             f"{type(model).__name__} splits its LM head over {rest}; load_lm_head expects one module. "
-            "Set model.pretrained=false for a fresh MLM head."
+            "Set model.core.pretrained=false for a fresh MLM head."
         )
     return getattr(model, rest[0])
 

@@ -84,6 +84,57 @@ class Freezing:
     """Freeze the first k text transformer layers."""
 
 
+@dataclass
+class CoreConfig:
+    """The encoder core: which towers, from which weights, how they are fused, how they run (``core.EncoderCore``)."""
+
+    text_model: str
+    """Hugging Face encoder: hub name or local directory (config + tokenizer)."""
+    vision_model: str | None = None
+    """timm model name, or a vision.json file; null for text-only runs."""
+    vision_kwargs: dict[str, Any] | None = None
+    """Extra timm.create_model kwargs (image size, depth, ...)."""
+    text_kwargs: dict[str, Any] | None = None
+    """Extra AutoModel kwargs (e.g. add_pooling_layer: false)."""
+    text_tower: str | None = None
+    """Attribute holding the text tower when the checkpoint is a two-tower model (SigLIP: text_model)."""
+    text_drop: list[str] | None = None
+    """Submodules of the text tower no head uses (SigLIP's projection: head), replaced by identities."""
+    pretrained: bool = True
+    """Load pretrained weights (false: random init from the configs, as in tests and the demo)."""
+    text_pretrained: bool | None = None
+    """Load the text tower's pretrained weights (null: follow pretrained)."""
+    vision_pretrained: bool | None = None
+    """Load the vision tower's pretrained weights (null: follow pretrained)."""
+    vision_checkpoint: str | None = None
+    """Local weights for the vision tower: a .safetensors/.pth file or a timm model directory."""
+    text_embedding: dict[str, Any] | None = None
+    """Aligned two-tower start: {pool: first|last, modules: [dotted paths in the checkpoint], pad_to: fixed text
+    length (SigLIP 64), vision_check: the checkpoint's patch-embedding weight}; timm's pooling and head are kept for
+    the image side and retrieval uses both towers' own embeddings (no fresh projection). Null: first token + a
+    head's projection. See docs/start.md."""
+    fusion: Literal["single_stream", "fusion_transformer"] = "single_stream"
+    """single_stream (image tokens prepended to the text) or fusion_transformer."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel of the text model (sdpa, eager, flash_attention_2)."""
+    retrieval_layer: int | None = None
+    """Text layer whose mean-pooled states sentence retrieval uses (null: last)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward (large cores)."""
+    compile: bool = False
+    """torch.compile the core."""
+
+    def build(self) -> EncoderCore:
+        """The core these settings describe (weights loaded, or random where not pretrained)."""
+        return EncoderCore(
+            self.text_model, self.vision_model, pretrained=self.pretrained, fusion=self.fusion,
+            text_tower=self.text_tower, text_drop=self.text_drop, text_kwargs=self.text_kwargs,
+            vision_kwargs=self.vision_kwargs, attn_implementation=self.attn_implementation,
+            text_pretrained=self.text_pretrained, vision_pretrained=self.vision_pretrained,
+            vision_checkpoint=self.vision_checkpoint, text_embedding=self.text_embedding,
+        )  # fmt: skip
+
+
 def _plain(value: Any, kind: type) -> dict[str, Any]:
     """A group as a plain dict: checkpoints load with ``weights_only=True``, which refuses dataclasses."""
     if value is None:
@@ -96,15 +147,7 @@ class TransferModule(pl.LightningModule):
 
     def __init__(
         self,
-        text_model: str,
-        vision_model: str | None = None,
-        vision_kwargs: dict[str, Any] | None = None,
-        text_kwargs: dict[str, Any] | None = None,
-        text_tower: str | None = None,
-        text_drop: list[str] | None = None,
-        pretrained: bool = True,
-        fusion: Literal["single_stream", "fusion_transformer"] = "single_stream",
-        attn_implementation: str = "sdpa",
+        core: CoreConfig,
         tasks: dict[str, TaskInfo] | None = None,
         evaluation: dict[str, Any] | None = None,
         optimizer: Optimizer | None = None,
@@ -114,25 +157,10 @@ class TransferModule(pl.LightningModule):
         init_scope: str | list[str] = "core",
         phase: str = "train",
         freezing: Freezing | None = None,
-        gradient_checkpointing: bool = False,
-        compile: bool = False,
-        retrieval_layer: int | None = None,
-        text_pretrained: bool | None = None,
-        vision_pretrained: bool | None = None,
-        vision_checkpoint: str | None = None,
-        text_embedding: dict[str, Any] | None = None,
     ) -> None:
         """
         Args:
-            text_model: Hugging Face encoder: hub name or local directory (config + tokenizer).
-            vision_model: timm model name, or a vision.json file; null for text-only runs.
-            vision_kwargs: Extra timm.create_model kwargs (image size, depth, ...).
-            text_kwargs: Extra AutoModel kwargs (e.g. add_pooling_layer: false).
-            text_tower: Attribute holding the text tower when the checkpoint is a two-tower model (SigLIP: text_model).
-            text_drop: Submodules of the text tower no head uses (SigLIP's projection: head), replaced by identities.
-            pretrained: Load pretrained weights (false: random init from the configs, as in tests and the demo).
-            fusion: single_stream (image tokens prepended to the text) or fusion_transformer.
-            attn_implementation: Attention kernel of the text model (sdpa, eager, flash_attention_2).
+            core: The encoder core: text and vision towers, their weights, fusion and runtime switches.
             tasks: Per task: label names, whether it trains, loss weight (linked from data.task_info).
             evaluation: The evaluation sets, ``{"val": [[task, lang], ...], "test": [...], "seed": int}``, one
                 per loader in loader order (linked from data.evaluation).
@@ -143,34 +171,19 @@ class TransferModule(pl.LightningModule):
             init_scope: What init_from carries over: core, all, or a list of head names.
             phase: Name of this phase (intermediate, target, ...), stored with the lineage.
             freezing: What of the core to freeze: vision, text_embeddings, the first text_layers layers.
-            gradient_checkpointing: Recompute activations in backward (large cores).
-            compile: torch.compile the core.
-            retrieval_layer: Text layer whose mean-pooled states sentence retrieval uses (null: last).
-            text_pretrained: Load the text tower's pretrained weights (null: follow pretrained).
-            vision_pretrained: Load the vision tower's pretrained weights (null: follow pretrained).
-            vision_checkpoint: Local weights for the vision tower: a .safetensors/.pth file or a timm model directory.
-            text_embedding: Aligned two-tower start: {pool: first|last, modules: [dotted paths in the checkpoint],
-                pad_to: fixed text length (SigLIP 64), vision_check: the checkpoint's patch-embedding weight}; timm's
-                pooling and head are kept for the image side and retrieval uses both towers' own embeddings (no
-                fresh projection). Null: first token + a head's projection. See docs/start.md.
         """
         super().__init__()
         # the groups as plain dicts before save_hyperparameters reads the locals: hparams stay YAML/JSON values
         # (under LightningCLI the hparams are the config's values, plain already)
-        optimizer, schedule = _plain(optimizer, Optimizer), _plain(schedule, Schedule)
+        core, optimizer, schedule = _plain(core, CoreConfig), _plain(optimizer, Optimizer), _plain(schedule, Schedule)
         freezing = _plain(freezing, Freezing)
         self.save_hyperparameters()
-        self.optimizer_config, self.schedule = Optimizer(**optimizer), Schedule(**schedule)
-        self.freezing = Freezing(**freezing)
+        self.core_config, self.optimizer_config = CoreConfig(**core), Optimizer(**optimizer)
+        self.schedule, self.freezing = Schedule(**schedule), Freezing(**freezing)
         self.schedule.warmup(max(max_steps, 0))  # both lengths given: fail at construction, not at fit
         if not tasks:
             raise ValueError("model.tasks is empty: it is linked from data.tasks; configure data.tasks")
-        self.core = EncoderCore(
-            text_model, vision_model, pretrained=pretrained, fusion=fusion, text_tower=text_tower, text_drop=text_drop,
-            text_kwargs=text_kwargs, vision_kwargs=vision_kwargs, attn_implementation=attn_implementation,
-            text_pretrained=text_pretrained, vision_pretrained=vision_pretrained, vision_checkpoint=vision_checkpoint,
-            text_embedding=text_embedding,
-        )  # fmt: skip
+        self.core = self.core_config.build()
         warn_if_lr_too_high(self.optimizer_config.lr, self.core.sources)
         self.task_info = tasks
         evaluation = evaluation or {}
@@ -180,15 +193,16 @@ class TransferModule(pl.LightningModule):
         self.seed: int | None = evaluation.get("seed")
         self.specs = {name: get_task(name) for name in tasks}
         self.heads = nn.ModuleDict()
+        core = self.core_config
         for name, spec in self.specs.items():
             if spec.head not in self.heads:
                 # a pretrained text model's LM head where its checkpoint has one (else fresh: one line says so)
                 lm_head = None
                 if spec.family == "mlm" and self.core.sources.text_pretrained:
-                    lm_head = load_lm_head(text_model)
+                    lm_head = load_lm_head(core.text_model)
                 self.heads[spec.head] = build_head(
                     spec.family, self.core.hidden_size, label_names=tasks[name]["labels"],
-                    vocab_size=self.core.text.config.vocab_size, retrieval_layer=retrieval_layer, lm_head=lm_head,
+                    vocab_size=self.core.text.config.vocab_size, retrieval_layer=core.retrieval_layer, lm_head=lm_head,
                     own_embeddings=self.core.own_embeddings,
                 )  # fmt: skip
         self.metrics = nn.ModuleDict()  # "<stage>|<task>|<lang>" -> task metric; created in setup
@@ -197,7 +211,7 @@ class TransferModule(pl.LightningModule):
         self.test_rows: list[dict[str, Any]] = []  # the last test's rows, read by callbacks.RunReport
         self._dev_thresholds: dict[tuple[str, str], float] = {}  # BUCC: (task, lang) -> threshold tuned on dev
         self.apply_freezing()
-        if gradient_checkpointing:
+        if core.gradient_checkpointing:
             self.core.set_gradient_checkpointing(True)
 
     # -- setup ----------------------------------------------------------------------------------------
@@ -249,7 +263,7 @@ class TransferModule(pl.LightningModule):
         if self.hparams.init_from and not self._lineage:  # a resume (ckpt_path) overwrites these weights later
             self._lineage = self.load_init(self.hparams.init_from, self.hparams.init_scope)
         self.create_metrics()
-        if self.hparams.compile:
+        if self.core_config.compile:
             self.core.compile()  # in place: state-dict keys stay as they are
 
     def load_init(self, path: str, scope: str | list[str]) -> dict[str, Any]:

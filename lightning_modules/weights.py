@@ -1,6 +1,6 @@
 """Where the core's pretrained weights come from, and whether they can be reached before anything is built.
 
-A run names its weight sources in ``model.*``: ``pretrained`` switches both towers, ``text_pretrained`` and
+A run names its weight sources in ``model.core.*``: ``pretrained`` switches both towers, ``text_pretrained`` and
 ``vision_pretrained`` override it per tower, and ``vision_checkpoint`` points the vision tower at a local file
 or timm model directory (loaded through timm's own pretrained-file mechanism). ``WeightSources`` resolves
 these once; ``weight_source_problems`` says, without downloading anything, which source cannot be reached:
@@ -80,15 +80,15 @@ class WeightSources:
         """Per-tower switches override ``pretrained``; a ``vision_checkpoint`` means pretrained vision weights."""
         if vision_checkpoint is not None:
             if vision_model is None:
-                raise ValueError(f"model.vision_checkpoint={vision_checkpoint!r} but model.vision_model is null: "
-                                 "name the timm architecture the checkpoint belongs to")  # fmt: skip
+                raise ValueError(f"model.core.vision_checkpoint={vision_checkpoint!r} but model.core.vision_model is "
+                                 "null: name the timm architecture the checkpoint belongs to")  # fmt: skip
             if vision_pretrained is False:
-                raise ValueError(f"model.vision_checkpoint={vision_checkpoint!r} loads pretrained vision weights but "
-                                 "model.vision_pretrained=false: drop one of the two")  # fmt: skip
+                raise ValueError(f"model.core.vision_checkpoint={vision_checkpoint!r} loads pretrained vision weights "
+                                 "but model.core.vision_pretrained=false: drop one of the two")  # fmt: skip
             overlay = (vision_kwargs or {}).get("pretrained_cfg_overlay") or {}
             if any(overlay.get(k) for k in SOURCE_KEYS):
-                raise ValueError("model.vision_checkpoint and model.vision_kwargs.pretrained_cfg_overlay both name a "
-                                 "weight source: keep model.vision_checkpoint only")  # fmt: skip
+                raise ValueError("model.core.vision_checkpoint and model.core.vision_kwargs.pretrained_cfg_overlay "
+                                 "both name a weight source: keep model.core.vision_checkpoint only")  # fmt: skip
         return cls(
             text_model=text_model,
             text_pretrained=pretrained if text_pretrained is None else text_pretrained,
@@ -100,12 +100,12 @@ class WeightSources:
         )
 
     @classmethod
-    def from_config(cls, model: Mapping[str, Any]) -> WeightSources:
-        """From the ``model`` section of a parsed run config (``TransferModule``'s arguments)."""
+    def from_config(cls, core: Mapping[str, Any]) -> WeightSources:
+        """From the ``model.core`` section of a parsed run config (``module.CoreConfig``'s fields)."""
         return cls.resolve(
-            model["text_model"], model.get("vision_model"), model.get("vision_kwargs"),
-            pretrained=model.get("pretrained", True), text_pretrained=model.get("text_pretrained"),
-            vision_pretrained=model.get("vision_pretrained"), vision_checkpoint=model.get("vision_checkpoint"),
+            core["text_model"], core.get("vision_model"), core.get("vision_kwargs"),
+            pretrained=core.get("pretrained", True), text_pretrained=core.get("text_pretrained"),
+            vision_pretrained=core.get("vision_pretrained"), vision_checkpoint=core.get("vision_checkpoint"),
         )  # fmt: skip
 
     @property
@@ -153,17 +153,18 @@ def _text_problem(name: str, pretrained: bool) -> str | None:
     if path.exists():
         if not (path / "config.json").is_file():
             return (
-                f"model.text_model={name!r}: this directory has no config.json, so it is not a Hugging Face model "
+                f"model.core.text_model={name!r}: this directory has no config.json, so it is not a Hugging Face model "
                 "directory; write one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
             )
         if pretrained and not any((path / f).is_file() for f in HF_WEIGHT_FILES):
             return (
-                f"model.text_model={name!r}: no weights in this directory (looked for {', '.join(HF_WEIGHT_FILES)}); "
-                "add them with model.save_pretrained(DIR), or set model.text_pretrained=false for random weights"
+                f"model.core.text_model={name!r}: no weights in this directory (looked for "
+                f"{', '.join(HF_WEIGHT_FILES)}); add them with model.save_pretrained(DIR), or set "
+                "model.core.text_pretrained=false for random weights"
             )
         return None
     if _looks_like_path(name):
-        return f"model.text_model={name!r}: no such directory (a local model directory or a Hugging Face hub name)"
+        return f"model.core.text_model={name!r}: no such directory (a local model directory or a Hugging Face hub name)"
     files = [("config.json",), HF_WEIGHT_FILES] if pretrained else [("config.json",)]
     if all(_cached(name, options) for options in files):
         return None
@@ -173,10 +174,10 @@ def _text_problem(name: str, pretrained: bool) -> str | None:
     if "/" in name:  # "org/name" is also a relative path: say that none exists here
         why += f"; no local directory {name!r} exists either"
     return _advice(
-        f"model.text_model={name!r}", f"`hf download {name}`", why,
+        f"model.core.text_model={name!r}", f"`hf download {name}`", why,
         "save it on a connected machine with AutoModel/AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR), "
-        "copy DIR here and set model.text_model=DIR",
-        "model.text_pretrained=false" if pretrained else None,
+        "copy DIR here and set model.core.text_model=DIR",
+        "model.core.text_pretrained=false" if pretrained else None,
     )  # fmt: skip
 
 
@@ -184,23 +185,23 @@ def _vision_problem(sources: WeightSources) -> str | None:
     name, kwargs = sources.vision_model, dict(sources.vision_kwargs)
     if name.endswith(".json"):
         if not Path(name).is_file():
-            return f"model.vision_model={name!r}: no such vision spec file"
+            return f"model.core.vision_model={name!r}: no such vision spec file"
         name, file_kwargs = load_vision_spec(name)
         kwargs = {**file_kwargs, **kwargs}
     if sources.vision_checkpoint is not None:
-        return _local_weights_problem("model.vision_checkpoint", sources.vision_checkpoint)
+        return _local_weights_problem("model.core.vision_checkpoint", sources.vision_checkpoint)
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
     if overlay.get("file"):
-        return _local_weights_problem("model.vision_kwargs.pretrained_cfg_overlay.file", overlay["file"])
+        return _local_weights_problem("model.core.vision_kwargs.pretrained_cfg_overlay.file", overlay["file"])
     if not sources.vision_pretrained:
         return None
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
         if not timm.is_model(name):
-            return f"model.vision_model={name!r} is not a timm model; `timm.list_models('vit_*')` lists them"
-        return (f"model.vision_model={name!r}: timm knows no pretrained weights for it; give a local file with "
-                "model.vision_checkpoint=PATH or set model.vision_pretrained=false")  # fmt: skip
-    where = f"model.vision_model={name!r}"
+            return f"model.core.vision_model={name!r} is not a timm model; `timm.list_models('vit_*')` lists them"
+        return (f"model.core.vision_model={name!r}: timm knows no pretrained weights for it; give a local file with "
+                "model.core.vision_checkpoint=PATH or set model.core.vision_pretrained=false")  # fmt: skip
+    where = f"model.core.vision_model={name!r}"
     if cfg.hf_hub_id:
         repo, fetch = cfg.hf_hub_id, f"`hf download {cfg.hf_hub_id}`"
         files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
@@ -220,8 +221,8 @@ def _vision_problem(sources: WeightSources) -> str | None:
         where, fetch, why,
         "save the weights on a connected machine (timm.create_model(NAME, pretrained=True) then "
         "safetensors.torch.save_file(model.state_dict(), 'vision.safetensors')), copy the file here and set "
-        "model.vision_checkpoint=PATH (a .safetensors/.pth file, or a timm model directory)",
-        "model.vision_pretrained=false",
+        "model.core.vision_checkpoint=PATH (a .safetensors/.pth file, or a timm model directory)",
+        "model.core.vision_pretrained=false",
     )  # fmt: skip
 
 
@@ -316,16 +317,16 @@ def load_masked_lm(text_model: str) -> nn.Module:
             else "its decoder is random too (this architecture does not tie it to the input embeddings)"
         )
         logger.warning(
-            f"model.text_model={text_model!r} has no pretrained masked-LM head ({len(fresh)} tensors missing, e.g. "
-            f"{fresh[0]}): the MLM task trains a fresh head; {decoder}."
+            f"model.core.text_model={text_model!r} has no pretrained masked-LM head ({len(fresh)} tensors missing, "
+            f"e.g. {fresh[0]}): the MLM task trains a fresh head; {decoder}."
         )
     return model
 
 
-def exit_if_weights_unreachable(model_config: Mapping[str, Any]) -> None:
-    """The CLI's check: exits with the advice (no traceback) when a weight source of ``model.*`` is unreachable,
-    as a config error does; run before the data module (tokenizer) and the model are built."""
+def exit_if_weights_unreachable(core_config: Mapping[str, Any]) -> None:
+    """The CLI's check: exits with the advice (no traceback) when a weight source of ``model.core.*`` is
+    unreachable, as a config error does; run before the data module (tokenizer) and the model are built."""
     try:
-        check_weight_sources(WeightSources.from_config(model_config))
+        check_weight_sources(WeightSources.from_config(core_config))
     except (WeightSourceError, ValueError) as err:
         sys.exit(f"error: {err}")

@@ -31,7 +31,7 @@ def fit(world: dict[str, Any], tmp_path: Path, tasks: list[dict] | None = None, 
     """Run ``train.py fit`` in this process with the demo configs and these overrides; returns the run dir."""
     root = tmp_path / "run"
     config = {
-        "model": {"text_model": world["text_model"], "vision_model": world["vision_model"], **(model or {})},
+        "model": {"core": {"text_model": world["text_model"], "vision_model": world["vision_model"]}, **(model or {})},
         "data": {"tasks": tasks or [ve(world)], "num_workers": 0},
         "trainer": {"logger": False, "default_root_dir": str(root), "max_steps": 2},
     }
@@ -109,7 +109,7 @@ def test_max_length_beyond_position_limit(world: dict[str, Any], tmp_path: Path)
     [
         ("trainer.precision", "bf16-mix", "bf16-mixed"),
         ("data.sampler", "proportinal", "proportional"),
-        ("model.fusion", "single-stream", "single_stream"),
+        ("model.core.fusion", "single-stream", "single_stream"),
     ],
 )
 def test_parser_typos(world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture, option: str, value: str,

@@ -90,8 +90,8 @@ def test_phase_config_parses(parser: Any, path: Path) -> None:
         assert t.shards == f"data/{Path(t.shards).name}", f"{_rel(path)}: shards live in data/<dataset>"
     kind = path.parent.name
     if kind == "models":
-        assert not tasks and cfg.model.attn_implementation == "sdpa" and cfg.trainer.precision == "bf16-mixed"
-        assert cfg.model.pretrained and "/" not in cfg.model.vision_model  # hub / timm names, not local paths
+        assert not tasks and cfg.model.core.attn_implementation == "sdpa" and cfg.trainer.precision == "bf16-mixed"
+        assert cfg.model.core.pretrained and "/" not in cfg.model.core.vision_model  # hub / timm names, not local paths
     elif kind in ("start", "intermediate"):
         assert cfg.phase == kind and any(t.train_split for t in tasks)
         assert not any(t.test_split for t in tasks), "intermediate phases do not test"
@@ -104,7 +104,7 @@ def test_phase_config_parses(parser: Any, path: Path) -> None:
 @pytest.mark.parametrize("model", sorted((CONFIGS / "models").glob("*.yaml")), ids=_rel)
 def test_model_stacks_with_a_phase(parser: Any, model: Path) -> None:
     cfg = _parse(parser, model, CONFIGS / "target" / "xvnli.yaml")
-    assert cfg.model.text_model == yaml.safe_load(model.read_text())["model"]["text_model"]
+    assert cfg.model.core.text_model == yaml.safe_load(model.read_text())["model"]["core"]["text_model"]
     assert [t.name for t in cfg.data.tasks] == ["snli_ve", "xvnli"]
 
 

@@ -179,7 +179,7 @@ def test_fit_logs_skip_counts(ve_dir: Path, tiny_model: dict[str, str], tmp_path
     from lightning.pytorch.loggers import CSVLogger
 
     from datamodules.datamodule import TaskData, TransferDataModule
-    from lightning_modules.module import TransferModule
+    from lightning_modules.module import CoreConfig, TransferModule
 
     shards = select_shards(ve_dir, "train")
     write_tar(shards[0], _bad_image(read_tar(shards[0])))
@@ -187,8 +187,8 @@ def test_fit_logs_skip_counts(ve_dir: Path, tiny_model: dict[str, str], tmp_path
     dm = TransferDataModule([TaskData("demo_ve", str(ve_dir), train_split="train")], tokenizer=tiny_model["text_model"],
                             image_config=vision_config(tiny_model["vision_model"]), batch_size=2, num_workers=0,
                             steps_per_epoch=6, shuffle_buffer=4, pin_memory=False)  # fmt: skip
-    model = TransferModule(tiny_model["text_model"], tiny_model["vision_model"], pretrained=False, tasks=dm.task_info,
-                           max_steps=12)  # fmt: skip
+    model = TransferModule(CoreConfig(tiny_model["text_model"], tiny_model["vision_model"], pretrained=False),
+                           tasks=dm.task_info, max_steps=12)  # fmt: skip
     trainer = pl.Trainer(accelerator="cpu", max_steps=12, logger=CSVLogger(tmp_path, name="csv"), limit_val_batches=0,
                          enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(model, datamodule=dm)

@@ -49,9 +49,9 @@ def make_datamodule(args: dict[str, Any]) -> Any:
 
 
 def make_model(args: dict[str, Any], dm: Any) -> Any:
-    from lightning_modules.module import TransferModule
+    from lightning_modules.module import CoreConfig, TransferModule
 
-    return TransferModule(args["text_model"], args["vision_model"], pretrained=False, tasks=dm.task_info,
+    return TransferModule(CoreConfig(args["text_model"], args["vision_model"], pretrained=False), tasks=dm.task_info,
                           evaluation=dm.evaluation, max_steps=MAX_STEPS, optimizer={"lr": 1e-3})  # fmt: skip
 
 

@@ -103,8 +103,9 @@ def test_start_phase_then_its_zero_shot_row_end_to_end(tmp_path: Path, demo_dir:
     csv = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}  # no W&B
     overrides.write_text(yaml.safe_dump({
         "trainer": {"logger": [csv], "enable_model_summary": False, "max_steps": 2, "precision": "32-true"},
-        "model": {"text_model": text_model, "vision_model": vision_model, "pretrained": False, "text_kwargs": {},
-                  "text_tower": "text_model", "text_embedding": SIGLIP_EMBEDDING, "fusion": "fusion_transformer"},
+        "model": {"core": {"text_model": text_model, "vision_model": vision_model, "pretrained": False,
+                           "text_kwargs": {}, "text_tower": "text_model", "text_embedding": SIGLIP_EMBEDDING,
+                           "fusion": "fusion_transformer"}},
         "data": {"num_workers": 0, "batch_size": 4, "eval_batch_size": 4, "steps_per_epoch": 2, "shuffle_buffer": 4,
                  "max_length": 64},
     }))  # fmt: skip

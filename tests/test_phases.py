@@ -17,7 +17,7 @@ from transformers import AltCLIPConfig, BertConfig, Siglip2Config, SiglipConfig,
 
 import train
 from lightning_modules.checkpoints import load_init_checkpoint, read_checkpoint, sha256_file
-from lightning_modules.module import Freezing, TransferModule
+from lightning_modules.module import CoreConfig, Freezing, TransferModule
 from lightning_modules.tasks import NLI_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_lineage_in_checkpoint_and_logged_config(chain: dict[str, Any]) -> None:
     parent = info["parent"]
     assert info["phase"] == "target" and parent["phase"] == "intermediate"
     assert parent["path"] == str(chain["parent"]) and parent["sha256"] == sha256_file(chain["parent"])
-    assert parent["tasks"] == ["demo_nli"] and parent["config"]["text_model"] == "data/demo/text_model"
+    assert parent["tasks"] == ["demo_nli"] and parent["config"]["core"]["text_model"] == "data/demo/text_model"
     assert parent["lineage"] == {"phase": "intermediate", "parent": None}
     logged = yaml.safe_load(next(root.glob("**/hparams.yaml")).read_text())  # what W&B's config also gets
     assert logged["lineage"]["parent"]["sha256"] == parent["sha256"]
@@ -103,8 +103,9 @@ def test_lineage_in_checkpoint_and_logged_config(chain: dict[str, Any]) -> None:
 def _module(demo_dir: Path, train_tasks: list[str], eval_tasks: tuple[str, ...] = (), **kwargs: Any) -> TransferModule:
     tasks = {t: {"labels": list(NLI_LABELS), "train": t in train_tasks} for t in [*train_tasks, *eval_tasks]}
     torch.manual_seed(1)
-    return TransferModule(str(demo_dir / "text_model"), str(demo_dir / "vision.json"), pretrained=False,
-                          text_kwargs={"add_pooling_layer": False}, tasks=tasks, max_steps=10, **kwargs)  # fmt: skip
+    core = CoreConfig(str(demo_dir / "text_model"), str(demo_dir / "vision.json"), pretrained=False,
+                      text_kwargs={"add_pooling_layer": False})  # fmt: skip
+    return TransferModule(core, tasks=tasks, max_steps=10, **kwargs)
 
 
 def test_scope_core_reports_exactly_the_new_head(chain: dict[str, Any], demo_dir: Path) -> None:
@@ -194,8 +195,8 @@ TINY_VISION = {"img_size": 32, "patch_size": 8, "embed_dim": 24, "depth": 1, "nu
 @pytest.mark.parametrize("config", sorted((CONFIGS / "models").glob("*.yaml")), ids=lambda p: p.stem)
 def test_starting_point_trains_one_step(config: Path, tmp_path: Path) -> None:
     model = {
-        **yaml.safe_load((CONFIGS / "base.yaml").read_text())["model"],
-        **yaml.safe_load(config.read_text())["model"],
+        **yaml.safe_load((CONFIGS / "base.yaml").read_text())["model"]["core"],
+        **yaml.safe_load(config.read_text())["model"]["core"],
     }
     TINY_TEXT[model["text_model"]]().save_pretrained(tmp_path)
     arch = model["vision_model"].split(".")[0]  # timm architecture without its pretrained tag
@@ -203,12 +204,9 @@ def test_starting_point_trains_one_step(config: Path, tmp_path: Path) -> None:
         "demo_ve": {"labels": list(NLI_LABELS), "train": True},
         "demo_nli": {"labels": list(NLI_LABELS), "train": True},
     }
-    module = TransferModule(
-        str(tmp_path), arch, vision_kwargs=TINY_VISION, text_kwargs=model.get("text_kwargs"), pretrained=False,
-        text_tower=model.get("text_tower"), text_drop=model.get("text_drop"), fusion=model["fusion"],
-        attn_implementation=model["attn_implementation"], tasks=tasks, max_steps=1,
-        text_embedding=model.get("text_embedding"),
-    )  # fmt: skip
+    core = CoreConfig(**{**model, "text_model": str(tmp_path), "vision_model": arch, "vision_kwargs": TINY_VISION,
+                         "pretrained": False})  # fmt: skip
+    module = TransferModule(core, tasks=tasks, max_steps=1)
     optimizer = module.configure_optimizers()["optimizer"]
     b, t = 3, 7
     ids = torch.randint(3, 99, (b, t))

@@ -12,7 +12,7 @@ from conftest import jpeg_bytes, vision_config, write_task_shards
 
 from datamodules.datamodule import TaskData, TransferDataModule
 from datamodules.preflight import PreflightReport
-from lightning_modules.module import TransferModule
+from lightning_modules.module import CoreConfig, TransferModule
 from shards.manifest import select_shards
 from shards.writer import build_shards
 from train import full_preflight, preflight_main
@@ -35,8 +35,8 @@ def preflight(dm: TransferDataModule, world: int, model: TransferModule | None =
               ) -> PreflightReport:  # fmt: skip
     """Both halves, data and model, as ``train.py`` runs them; a tiny model for the data's tasks by default."""
     if model is None:
-        model = TransferModule(dm.tokenizer_name, TINY["vision_model"], pretrained=False, tasks=dm.task_info,
-                               max_steps=10)  # fmt: skip
+        core = CoreConfig(dm.tokenizer_name, TINY["vision_model"], pretrained=False)
+        model = TransferModule(core, tasks=dm.task_info, max_steps=10)
     return full_preflight(dm, world, model, full=full)
 
 
@@ -134,8 +134,8 @@ def test_init_scope_and_label_order_across_phases(ve_dir: Path, tiny_model: dict
     torch.save({"state_dict": {}, "hyper_parameters": {"tasks": {"demo_ve": {"labels": flipped}}}}, parent)
 
     def errors(scope: str | list[str]) -> list[str]:
-        model = TransferModule(tiny_model["text_model"], tiny_model["vision_model"], pretrained=False,
-                               tasks=dm.task_info, max_steps=10, init_from=str(parent), init_scope=scope)  # fmt: skip
+        core = CoreConfig(tiny_model["text_model"], tiny_model["vision_model"], pretrained=False)
+        model = TransferModule(core, tasks=dm.task_info, max_steps=10, init_from=str(parent), init_scope=scope)
         return preflight(dm, 1, model).errors
 
     assert errors("core") == []
@@ -149,7 +149,7 @@ def test_init_scope_and_label_order_across_phases(ve_dir: Path, tiny_model: dict
 def test_command(ve_dir: Path, tiny_model: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(json.dumps({
-        "model": tiny_model,
+        "model": {"core": tiny_model},
         "data": {"tasks": [{"name": "demo_ve", "shards": str(ve_dir), "train_split": "train", "val_split": "dev"}]},
         "trainer": {"default_root_dir": str(tmp_path / "run"), "logger": False},
     }))  # fmt: skip

@@ -24,7 +24,7 @@ import train
 from lightning_modules import weights
 from lightning_modules.checkpoints import load_init_checkpoint
 from lightning_modules.core import EncoderCore, build_vision_encoder, vision_data_config, vision_token_count
-from lightning_modules.module import TransferModule
+from lightning_modules.module import CoreConfig, TransferModule
 from lightning_modules.tasks import NLI_LABELS
 from lightning_modules.weights import WeightSourceError, WeightSources, weight_source_problems
 
@@ -143,8 +143,9 @@ def test_vision_checkpoint_is_resized_by_timm(vit_file: tuple[Path, dict]) -> No
 
 def test_vision_checkpoint_option_of_the_module(vit_file: tuple[Path, dict], tiny_model: dict[str, str]) -> None:
     path, state = vit_file
-    module = TransferModule(tiny_model["text_model"], "vit_tiny_patch16_224", vision_kwargs=TINY_VIT, tasks=VE,
-                            pretrained=False, vision_checkpoint=str(path))  # fmt: skip
+    core = CoreConfig(tiny_model["text_model"], "vit_tiny_patch16_224", vision_kwargs=TINY_VIT, pretrained=False,
+                      vision_checkpoint=str(path))  # fmt: skip
+    module = TransferModule(core, tasks=VE)
     assert torch.equal(module.core.vision.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
     assert module.core.sources.text_pretrained is False
 
@@ -171,19 +172,19 @@ def test_shipped_config_offline_exits_with_advice_no_traceback(tmp_path: Path) -
     assert proc.returncode == 1, proc.stderr[-3000:]
     err = proc.stderr
     assert "Traceback" not in err, err[-3000:]
-    assert "model.text_model='xlm-roberta-base': pretrained weights cannot be reached" in err, err[-3000:]
-    assert "model.vision_model='vit_base_patch16_224.augreg2_in21k_ft_in1k'" in err
+    assert "model.core.text_model='xlm-roberta-base': pretrained weights cannot be reached" in err, err[-3000:]
+    assert "model.core.vision_model='vit_base_patch16_224.augreg2_in21k_ft_in1k'" in err
     assert f"HF_HOME={tmp_path / 'hf'}" in err and "HF_HUB_OFFLINE=1" in err
     assert "hf download xlm-roberta-base" in err
     assert "hf download timm/vit_base_patch16_224.augreg2_in21k_ft_in1k" in err
-    assert "model.text_model=DIR" in err and "model.vision_checkpoint=PATH" in err
-    assert "model.text_pretrained=false" in err and "model.vision_pretrained=false" in err
+    assert "model.core.text_model=DIR" in err and "model.core.vision_checkpoint=PATH" in err
+    assert "model.core.text_pretrained=false" in err and "model.core.vision_pretrained=false" in err
     assert len(err.strip().splitlines()) <= 12, err
 
 
 def test_siglip_config_offline_names_both_towers(empty_cache: None) -> None:
     model = yaml.safe_load((CONFIGS / "models" / "siglip_multilingual.yaml").read_text())["model"]
-    problems = weight_source_problems(WeightSources.from_config({"pretrained": True, **model}))
+    problems = weight_source_problems(WeightSources.from_config({"pretrained": True, **model["core"]}))
     assert len(problems) == 2, problems
     assert "hf download google/siglip-base-patch16-256-multilingual" in problems[0]
     assert "hf download timm/vit_base_patch16_siglip_256.webli_i18n" in problems[1]
@@ -205,9 +206,9 @@ def test_local_sources_are_checked(tmp_path: Path, tiny_model: dict[str, str]) -
     assert "no such directory" in weight_source_problems(missing)[0]
     vision = WeightSources.resolve(tiny_model["text_model"], "vit_tiny_patch16_224", pretrained=False,
                                    vision_checkpoint=str(tmp_path / "vit.safetensors"))  # fmt: skip
-    assert weight_source_problems(vision) == [f"model.vision_checkpoint={str(tmp_path / 'vit.safetensors')!r}: "
+    assert weight_source_problems(vision) == [f"model.core.vision_checkpoint={str(tmp_path / 'vit.safetensors')!r}: "
                                               "no such file or directory"]  # fmt: skip
-    with pytest.raises(WeightSourceError, match="model.vision_checkpoint"):
+    with pytest.raises(WeightSourceError, match="model.core.vision_checkpoint"):
         EncoderCore(tiny_model["text_model"], "vit_tiny_patch16_224", pretrained=False,
                     vision_checkpoint=str(tmp_path / "vit.safetensors"))  # fmt: skip
 
@@ -231,7 +232,8 @@ def _channels(core: EncoderCore, pixels: torch.Tensor) -> int:
 @pytest.mark.parametrize("name", sorted(CNNS))
 def test_cnn_backbone_gives_tokens(name: str, tiny_model: dict[str, str]) -> None:
     kwargs = CNNS[name]
-    module = TransferModule(tiny_model["text_model"], name, vision_kwargs=kwargs, tasks=VE, pretrained=False)
+    core_config = CoreConfig(tiny_model["text_model"], name, vision_kwargs=kwargs, pretrained=False)
+    module = TransferModule(core_config, tasks=VE)
     core = module.core
     size = vision_data_config(name, kwargs)["input_size"]
     pixels = torch.randint(0, 256, (2, *size), dtype=torch.uint8)
@@ -257,7 +259,7 @@ def test_backbone_without_tokens_is_refused_at_config_time(tiny_model: dict[str,
 
 def test_cnn_backbone_trains_from_a_config(tmp_path: Path, demo_dir: Path) -> None:
     """The CLI with a ConvNeXt from the config: preflight counts its 2x2 feature-map tokens, two steps run."""
-    run = {**FAST, "model": {"vision_model": "convnext_atto", "vision_kwargs": CNNS["convnext_atto"]}}
+    run = {**FAST, "model": {"core": {"vision_model": "convnext_atto", "vision_kwargs": CNNS["convnext_atto"]}}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
     args = _fit_args(tmp_path, demo_dir, "target_ve.yaml", "runs/cnn", "--trainer.max_steps", "2",
                      "--data.steps_per_epoch", "2")  # fmt: skip
@@ -268,12 +270,12 @@ def test_cnn_backbone_trains_from_a_config(tmp_path: Path, demo_dir: Path) -> No
 # -- learning rate and MLM head -----------------------------------------------------------------------------------
 def test_high_lr_on_a_pretrained_core_warns(minilm: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="lightning_modules.weights"):
-        TransferModule(str(minilm), None, tasks=NLI, pretrained=True, optimizer={"lr": 1e-3})
+        TransferModule(CoreConfig(str(minilm), pretrained=True), tasks=NLI, optimizer={"lr": 1e-3})
     assert any("model.optimizer.lr=0.001 is above 0.0001 for a pretrained core" in r.message for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lightning_modules.weights"):
-        TransferModule(str(minilm), None, tasks=NLI, pretrained=True, optimizer={"lr": 5e-5})
-        TransferModule(str(minilm), None, tasks=NLI, pretrained=False, optimizer={"lr": 1e-3})  # the demo's rate
+        TransferModule(CoreConfig(str(minilm), pretrained=True), tasks=NLI, optimizer={"lr": 5e-5})
+        TransferModule(CoreConfig(str(minilm), pretrained=False), tasks=NLI, optimizer={"lr": 1e-3})  # the demo's rate
     assert not caplog.records
 
 
@@ -281,7 +283,7 @@ def test_mlm_on_an_embedding_checkpoint_says_one_line(
     minilm: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        module = TransferModule(str(minilm), None, tasks={"demo_mlm": {"labels": [], "train": True}},
+        module = TransferModule(CoreConfig(str(minilm)), tasks={"demo_mlm": {"labels": [], "train": True}},
                                 optimizer={"lr": 5e-5})
     err = capfd.readouterr().err
     assert "corrupted" not in err and "MISSING" not in err, err
@@ -328,8 +330,8 @@ def _in(cwd: Path, fn: Any) -> Any:
 @pytest.mark.slow
 def test_minilm_trains_and_chains_init_from(minilm: Path, tmp_path: Path, demo_dir: Path) -> None:
     """Real MiniLM weights + the demo's tiny random ViT: an NLI phase, then demo_ve started from it."""
-    weights_args = ("--model.text_model", str(minilm), "--model.pretrained", "true", "--model.vision_pretrained",
-                    "false", "--model.optimizer.lr", "5e-5")  # fmt: skip
+    weights_args = ("--model.core.text_model", str(minilm), "--model.core.pretrained", "true",
+                    "--model.core.vision_pretrained", "false", "--model.optimizer.lr", "5e-5")  # fmt: skip
     steps = ("--trainer.max_steps", "3", "--data.steps_per_epoch", "3", "--trainer.log_every_n_steps", "1")
     parent = _in(tmp_path, lambda: train.cli_main(
         args=["fit", *_fit_args(tmp_path, demo_dir, "intermediate_nli.yaml", "runs/inter", *weights_args, *steps)]

@@ -95,8 +95,8 @@ def test_torchrun_two_processes_on_cpu(demo_dir: Path, tmp_path: Path) -> None:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
         "train.py", "fit", "--config", "configs/base.yaml", "--config", "configs/demo/base.yaml",
-        f"--data.tasks={tasks}", f"--model.text_model={demo_dir / 'text_model'}",
-        f"--model.vision_model={demo_dir / 'vision.json'}", "--trainer.accelerator=cpu", "--trainer.devices=2",
+        f"--data.tasks={tasks}", f"--model.core.text_model={demo_dir / 'text_model'}",
+        f"--model.core.vision_model={demo_dir / 'vision.json'}", "--trainer.accelerator=cpu", "--trainer.devices=2",
         "--trainer.strategy=ddp", "--trainer.max_steps=2", "--data.steps_per_epoch=2", "--data.num_workers=0",
         "--data.eval_num_workers=0",
         "--trainer.logger=[{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs}}]",

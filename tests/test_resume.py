@@ -60,7 +60,7 @@ def run_config(tmp_path: Path, tiny_model: dict[str, str]) -> Path:
     steps = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
              "init_args": {"every_n_train_steps": CKPT_EVERY, "save_top_k": 0, "save_last": True}}  # fmt: skip
     config = {
-        "model": tiny_model,
+        "model": {"core": tiny_model},
         "data": {"tasks": [{"name": "demo_ve", "shards": str(tmp_path / "ve"), "train_split": "train",
                             "val_split": "dev", "test_split": "test"}], "batch_size": 2, "num_workers": 1},  # fmt: skip
         "trainer": {"max_steps": MAX_STEPS, "log_every_n_steps": 1, "default_root_dir": str(tmp_path / "run"),

@@ -26,7 +26,7 @@ from datamodules.collate import Collator
 from lightning_modules.core import load_vision_spec, vision_data_config
 from lightning_modules.families import build_metrics
 from lightning_modules.heads import HeadOutput, load_lm_head
-from lightning_modules.module import TransferModule
+from lightning_modules.module import CoreConfig, TransferModule
 from lightning_modules.tasks import TASKS, TaskSpec, get_task
 
 # Pairwise-distinct sizes, so a transposed or swapped axis fails: 5 samples per batch, 3 NLI labels, 4 choices,
@@ -137,10 +137,9 @@ def make_batch(name: str, world: dict[str, Any], labels: list[str], train: bool)
 
 
 def build_module(name: str, world: dict[str, Any], labels: list[str], fusion: str = "single_stream") -> TransferModule:
-    return TransferModule(
-        world["text_model"], world["vision_model"], vision_kwargs=world["vision_kwargs"], fusion=fusion,
-        text_kwargs={"add_pooling_layer": False}, pretrained=False, tasks={name: {"labels": labels, "train": True}},
-    )  # fmt: skip
+    core = CoreConfig(world["text_model"], world["vision_model"], vision_kwargs=world["vision_kwargs"], fusion=fusion,
+                      text_kwargs={"add_pooling_layer": False}, pretrained=False)  # fmt: skip
+    return TransferModule(core, tasks={name: {"labels": labels, "train": True}})
 
 
 def check_shapes(spec: TaskSpec, batch: dict[str, Any], out: HeadOutput, hidden: int) -> None:
@@ -231,7 +230,7 @@ def test_mlm_head_reuses_pretrained_lm_head(tmp_path: Path) -> None:
                               intermediate_size=37, max_position_embeddings=40)  # fmt: skip
     saved = XLMRobertaForMaskedLM(config)
     saved.save_pretrained(tmp_path)
-    module = TransferModule(str(tmp_path), None, pretrained=True, text_kwargs={"add_pooling_layer": False},
+    module = TransferModule(CoreConfig(str(tmp_path), pretrained=True, text_kwargs={"add_pooling_layer": False}),
                             tasks={"demo_mlm": {"labels": [], "train": True}})  # fmt: skip
     ours, theirs = module.heads["mlm"].lm.state_dict(), saved.lm_head.state_dict()
     assert set(ours) == set(theirs), (sorted(ours), sorted(theirs))
@@ -271,7 +270,8 @@ def test_mlm_evaluation_masks_are_reproducible(world: dict[str, Any]) -> None:
 
 def test_bucc_test_threshold_is_the_one_tuned_on_dev(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """XTREME scores BUCC test data with the margin threshold that maximised F1 on the dev ("sample") data."""
-    module = TransferModule(world["text_model"], None, pretrained=False, tasks={"bucc": {"labels": [], "train": False}},
+    bucc = {"bucc": {"labels": [], "train": False}}
+    module = TransferModule(CoreConfig(world["text_model"], pretrained=False), tasks=bucc,
                             evaluation={"val": [["bucc", "de"]], "test": [["bucc", "de"]], "seed": 0})  # fmt: skip
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
     gen = torch.Generator().manual_seed(0)
@@ -295,12 +295,13 @@ def test_bucc_test_threshold_is_the_one_tuned_on_dev(world: dict[str, Any], monk
 
 def test_mlm_head_of_a_model_without_one_names_the_fix(tmp_path: Path) -> None:
     ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=9).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="no masked-LM head .* model.pretrained=false"):
+    with pytest.raises(ValueError, match="no masked-LM head .* model.core.pretrained=false"):
         load_lm_head(str(tmp_path))
 
 
 def test_evaluation_sets_must_arrive_at_construction(world: dict[str, Any]) -> None:
     """The module never asks the data module which loader is which: a missing link fails with the fix."""
-    module = TransferModule(world["text_model"], None, pretrained=False, tasks={"bucc": {"labels": [], "train": False}})
+    module = TransferModule(CoreConfig(world["text_model"], pretrained=False),
+                            tasks={"bucc": {"labels": [], "train": False}})
     with pytest.raises(ValueError, match=r"lists 0 test set\(s\).*data.evaluation -> model.evaluation"):
         module.test_step({"task": "bucc"}, 0, dataloader_idx=0)

@@ -133,7 +133,7 @@ def test_default_core_keeps_the_projecting_head(tiny_model: dict[str, str]) -> N
 
 
 def test_bad_text_embedding_names_the_key(siglip_dir: Path) -> None:
-    with pytest.raises(ValueError, match="model.text_embedding.modules.*text_model.nope"):
+    with pytest.raises(ValueError, match="model.core.text_embedding.modules.*text_model.nope"):
         EncoderCore(str(siglip_dir), None, pretrained=True, text_tower="text_model",
                     text_embedding={"pool": "last", "modules": ["text_model.nope"]})  # fmt: skip
     with pytest.raises(ValueError, match="pool: first\\|last"):
@@ -142,7 +142,7 @@ def test_bad_text_embedding_names_the_key(siglip_dir: Path) -> None:
 
 
 def test_vision_check_refuses_an_image_tower_the_text_was_not_aligned_with(siglip_dir: Path, tmp_path: Path) -> None:
-    """The timm tower comes from a local file (model.vision_checkpoint): random weights are refused, the
+    """The timm tower comes from a local file (model.core.vision_checkpoint): random weights are refused, the
     checkpoint's own patch embedding is accepted."""
     import timm
     from safetensors.torch import save_file
@@ -205,7 +205,7 @@ def test_start_phase_trains_own_heads_and_fusion_and_nothing_idle(tmp_path: Path
     from test_img2dataset import write_img2dataset
 
     from datamodules.datamodule import TaskData, TransferDataModule
-    from lightning_modules.module import TransferModule
+    from lightning_modules.module import CoreConfig, TransferModule
     from shards.converters import CONVERTERS
 
     text_model, vision_model = _tiny_siglip_with_tokenizer(tmp_path, demo_dir / "text_model")
@@ -215,9 +215,9 @@ def test_start_phase_trains_own_heads_and_fusion_and_nothing_idle(tmp_path: Path
     tasks = [TaskData(name=n, shards=str(tmp_path / "idx"), train_split="train") for n in ("captions", "captions_itm")]
     dm = TransferDataModule(tasks, tokenizer=text_model, image_config=vision_config(vision_model), batch_size=5,
                             num_workers=0, shuffle_buffer=4)  # fmt: skip
-    model = TransferModule(text_model, vision_model, text_tower="text_model", text_kwargs={}, pretrained=False,
-                           fusion="fusion_transformer", tasks=dm.task_info, max_steps=2,
-                           text_embedding=SIGLIP_EMBEDDING)  # fmt: skip
+    core = CoreConfig(text_model, vision_model, text_tower="text_model", text_kwargs={}, pretrained=False,
+                      fusion="fusion_transformer", text_embedding=SIGLIP_EMBEDDING)  # fmt: skip
+    model = TransferModule(core, tasks=dm.task_info, max_steps=2)
     loaders = dm.train_dataloader().loaders
     for name in ("captions", "captions_itm"):
         model.training_step(next(iter(loaders[name])), 0).backward()
@@ -227,9 +227,7 @@ def test_start_phase_trains_own_heads_and_fusion_and_nothing_idle(tmp_path: Path
     assert {"core.text.head.weight", "core.fuser.layers.0.linear1.weight", "core.image_proj.0.weight"} <= trainable
     assert any(n.startswith("core.vision.attn_pool") for n in trainable)
     no_dual = {**dm.task_info, "captions": {**dm.task_info["captions"], "train": False}}
-    itm_only = TransferModule(text_model, vision_model, text_tower="text_model", text_kwargs={}, pretrained=False,
-                              fusion="fusion_transformer", max_steps=2, text_embedding=SIGLIP_EMBEDDING,
-                              tasks=no_dual)  # fmt: skip
+    itm_only = TransferModule(core, max_steps=2, tasks=no_dual)
     frozen = {n for n, p in itm_only.named_parameters() if not p.requires_grad}
     assert "core.text.head.weight" in frozen and any(n.startswith("core.vision.attn_pool") for n in frozen)
 
