@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import uuid
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -31,10 +33,32 @@ from datamodules.preflight import PreflightReport, preflight
 from lightning_modules.callbacks import PredictionWriter, RunReport
 from lightning_modules.checks import model_checks
 from lightning_modules.core import vision_data_config
-from lightning_modules.module import TransferModule
+from lightning_modules.module import CoreConfig, TransferModule
 from lightning_modules.weights import exit_if_weights_unreachable
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# model.* keys from before the grouping -> where they live now (named in the parser's "unrecognized" errors)
+MOVED_MODEL_KEYS = {
+    **{f.name: f"core.{f.name}" for f in fields(CoreConfig)},
+    **{k: f"optimizer.{k}" for k in ("lr", "head_lr", "weight_decay")},
+    "warmup_steps": "schedule.warmup_steps (or schedule.warmup_fraction for a fraction of max_steps)",
+    **{f"freeze_{k}": f"freezing.{k}" for k in ("vision", "text_embeddings", "text_layers")},
+}
+
+
+def moved_keys_hint(message: str) -> str:
+    """`` (model.X is now model.Y; ...)`` for every pre-grouping ``model.X`` that ``message`` names, else ``""``."""
+    named = dict.fromkeys(re.findall(r"(?<![\w.])model\.(\w+)", message))
+    moves = [f"model.{key} is now model.{MOVED_MODEL_KEYS[key]}" for key in named if key in MOVED_MODEL_KEYS]
+    return f" ({'; '.join(moves)})" if moves else ""
+
+
+class MMStiltsArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser; an error naming a model key from before the grouping also says where it moved."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        super().error(message + moved_keys_hint(message), ex)
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -188,6 +212,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
         TransferModule,
         TransferDataModule,
         save_config_callback=RunConfigCallback,
+        parser_class=MMStiltsArgumentParser,
         trainer_defaults={"callbacks": [PredictionWriter(), RunReport()]},  # appended to the config's callbacks
         parser_kwargs={"parser_mode": "yaml"},
         args=args,

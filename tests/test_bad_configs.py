@@ -135,3 +135,33 @@ def test_warmup_lengths() -> None:
     assert Schedule().warmup(300) == 30  # neither: 10 % of max_steps
     with pytest.raises(ValueError, match="warmup_fraction=2.0 must be in \\[0, 1\\]; for steps use warmup_steps"):
         Schedule(warmup_fraction=2.0).warmup(100)
+
+
+@pytest.mark.parametrize(
+    ("where", "hint"),
+    [
+        ("yaml", "model.text_model is now model.core.text_model"),
+        ("--model.fusion", "model.fusion is now model.core.fusion"),
+        ("--model.lr", "model.lr is now model.optimizer.lr"),
+    ],
+)
+def test_flat_model_key_names_its_new_home(world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           where: str, hint: str) -> None:  # fmt: skip
+    """A config written before model.core / model.optimizer existed fails at parsing and says where the key went."""
+    old = tmp_path / "old.yaml"
+    old.write_text(json.dumps({"model": {"text_model": world["text_model"]}}))
+    extra = ("--config", str(old)) if where == "yaml" else (where, "single_stream" if "fusion" in where else "1e-5")
+    with pytest.raises(SystemExit):
+        fit(world, tmp_path, extra=extra)
+    err = capsys.readouterr().err
+    assert hint in err, err[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_moved_keys_hint_ignores_current_keys() -> None:
+    from train import moved_keys_hint
+
+    assert moved_keys_hint("unrecognized arguments: --model.core.text_model x --data.text_model y") == ""
+    assert moved_keys_hint("'model.freeze_vision' and 'model.compile'") == (
+        " (model.freeze_vision is now model.freezing.vision; model.compile is now model.core.compile)"
+    )
