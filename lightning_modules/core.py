@@ -242,7 +242,7 @@ class EncoderCore(nn.Module):
         vision_checkpoint: str | None = None,
         text_embedding: dict[str, Any] | None = None,
     ) -> None:
-        """See ``TransferModule`` for the arguments; ``text_pretrained`` / ``vision_pretrained`` override
+        """See ``module.CoreConfig`` for the arguments; ``text_pretrained`` / ``vision_pretrained`` override
         ``pretrained`` per tower and ``vision_checkpoint`` loads the vision tower from a local file."""
         super().__init__()
         self.sources = WeightSources.resolve(
