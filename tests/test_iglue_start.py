@@ -48,8 +48,8 @@ def test_dry_run_shows_the_start_before_every_condition() -> None:
 
 def test_every_run_uses_the_aligned_two_tower_core() -> None:
     s = study.load_study(IGLUE)
-    model = yaml.safe_load((ROOT / s.base[-1]).read_text())["model"]
-    assert model["text_embedding"]["modules"] and model.get("text_drop") is None  # the own heads are kept
+    core = yaml.safe_load((ROOT / s.base[-1]).read_text())["model"]["core"]
+    assert core["text_embedding"]["modules"] and core.get("text_drop") is None  # the own heads are kept
     assert s.start is not None and list(s.start.configs) == ["configs/start/captions.yaml"]
 
 
