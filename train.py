@@ -24,6 +24,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -37,6 +38,8 @@ from lightning_modules.module import CoreConfig, TransferModule
 from lightning_modules.weights import exit_if_weights_unreachable
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the grouped model settings (module.CoreConfig, Optimizer, ...) document each field in an attribute docstring
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 # model.* keys from before the grouping -> where they live now (named in the parser's "unrecognized" errors)
 MOVED_MODEL_KEYS = {

@@ -108,6 +108,14 @@ def test_model_stacks_with_a_phase(parser: Any, model: Path) -> None:
     assert [t.name for t in cfg.data.tasks] == ["snli_ve", "xvnli"]
 
 
+def test_grouped_core_keys_have_their_help(parser: Any) -> None:
+    """``--model.core.*`` are typed options whose help is the field's attribute docstring (module.CoreConfig)."""
+    text = " ".join(parser.format_help().split())  # argparse wraps the help lines
+    assert "--model.core.text_model TEXT_MODEL Hugging Face encoder: hub name or local directory" in text, text[:3000]
+    assert "--model.core.fusion {single_stream,fusion_transformer} single_stream (image tokens prepended" in text
+    assert "--model.text_model" not in text
+
+
 @pytest.mark.parametrize("path", DEMO, ids=_rel)
 def test_demo_config_instantiates(workdir: Path, path: Path) -> None:
     args = [arg for p in (BASE, CONFIGS / "demo" / "base.yaml", path) for arg in ("--config", str(p))]
