@@ -15,10 +15,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import SumMetric
 
+from lightning_modules import protocol
 from lightning_modules.checkpoints import lineage, load_init_checkpoint
 from lightning_modules.core import EncoderCore
 from lightning_modules.heads import HeadOutput, build_head, load_lm_head
 from lightning_modules.metrics import BuccF1, build_metrics
+from lightning_modules.reports import label_name
+from lightning_modules.settings import MODEL_RANGES, check_ranges, check_warmup, warmup_length
 from lightning_modules.tasks import get_task
 
 Stage = Literal["val", "test"]
@@ -83,6 +86,8 @@ class TransferModule(pl.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        check_ranges("model.", self.hparams, MODEL_RANGES)
+        check_warmup(warmup_steps, max_steps)
         if not tasks:
             raise ValueError("model.tasks is empty: it is linked from data.tasks; configure data.tasks")
         self.core = EncoderCore(
@@ -103,6 +108,7 @@ class TransferModule(pl.LightningModule):
         self.metrics = nn.ModuleDict()  # "<stage>|<task>|<lang>" -> task metric; created in setup
         self.counts = nn.ModuleDict()  # same keys -> samples scored (exactness check)
         self._lineage: dict[str, Any] = {}
+        self._loaded_protocol: dict[str, Any] | None = None  # the tested checkpoint's record (protocol.py)
         self._test_rows: list[dict[str, Any]] = []
         self._predictions: list[dict[str, Any]] = []
         self._dev_thresholds: dict[tuple[str, str], float] = {}  # BUCC: (task, lang) -> threshold tuned on dev
@@ -213,10 +219,12 @@ class TransferModule(pl.LightningModule):
         out = self(batch)
         labels = batch.get("labels", batch.get("references", [None] * len(batch["keys"])))
         labels = labels.tolist() if torch.is_tensor(labels) else labels
+        names = self.task_info[task]["labels"]
         rows = [
-            {"task": task, "key": k, "lang": lg, "prediction": p, "label": y}
+            {"task": task, "key": k, "lang": lg, "prediction": p, "label": y,
+             "prediction_name": label_name(names, p), "label_name": label_name(names, y)}
             for k, lg, p, y in zip(batch["keys"], batch["lang"], out.predictions, labels)
-        ]
+        ]  # fmt: skip
         self._predictions += rows
         return rows
 
@@ -233,6 +241,7 @@ class TransferModule(pl.LightningModule):
             (root / "predictions.jsonl").write_text("".join(p.read_text() for p in parts))
             for p in parts:
                 p.unlink()
+            print(f"predictions: {root / 'predictions.jsonl'} ({self.trainer.world_size} rank(s))", flush=True)
 
     # -- epoch ends: every rank computes every metric in the same order (each compute syncs) ------------
     def _compute_all(self, stage: Stage) -> list[dict[str, Any]]:
@@ -280,16 +289,30 @@ class TransferModule(pl.LightningModule):
 
             wandb = next((lg for lg in self.loggers if isinstance(lg, WandbLogger)), None)
             rows = [r for r in self._test_rows if r["metric"] != "count"]
-            write_run_report(self.trainer.default_root_dir, rows, selection=self.selection_key, wandb_logger=wandb)
+            labels = {task: len(info["labels"]) for task, info in self.task_info.items()}
+            write_run_report(self.trainer.default_root_dir, rows, selection=self.selection_key,
+                             protocol=self.test_protocol(), label_counts=labels, wandb_logger=wandb)  # fmt: skip
             counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in self._test_rows if r["metric"] == "count"}
             Path(self.trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
 
-    # -- checkpoint lineage ---------------------------------------------------------------------------
+    def test_protocol(self) -> dict[str, Any]:
+        """What the test scored: which weights, trained and selected on what (``lightning_modules/protocol.py``)."""
+        dm, trainer = self.trainer.datamodule, self.trainer
+        weights = protocol.tested_weights(trainer.ckpt_path, self._loaded_protocol, trainer.global_step,
+                                          self.hparams.init_from, dm)  # fmt: skip
+        return protocol.run_protocol(weights, protocol.data_use(dm)["test"], self._lineage)
+
+    # -- checkpoint lineage and protocol record ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lineage"] = self._lineage or lineage(None, None, self.hparams.phase)
+        checkpoint["protocol"] = protocol.checkpoint_record(self.trainer.datamodule, self.selection_key,
+                                                            self.trainer.global_step)  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._lineage = checkpoint.get("lineage", {})
+        ckpt_path = self.trainer.ckpt_path if self._trainer is not None else None
+        self._loaded_protocol = {"record": checkpoint.get("protocol"),
+                                 "selected": protocol.was_selected(checkpoint, ckpt_path)}  # fmt: skip
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
@@ -307,7 +330,7 @@ class TransferModule(pl.LightningModule):
         groups = [g for g in groups if g["params"]]
         fused = all(p.is_cuda for g in groups for p in g["params"])
         optimizer = torch.optim.AdamW(groups, fused=fused or None)
-        warmup = int(hp.warmup_steps * hp.max_steps) if hp.warmup_steps < 1 else int(hp.warmup_steps)
+        warmup = warmup_length(hp.warmup_steps, hp.max_steps)
         total = hp.max_steps
 
         def schedule(step: int) -> float:  # linear warm-up, then linear decay to 0 at max_steps

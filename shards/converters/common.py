@@ -177,11 +177,16 @@ def read_json(path: Path) -> Any:
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
     """``(where, object)`` per non-empty line, ``where`` being ``"<file>:<line>"`` for error messages."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # decoded per line, so invalid UTF-8 is reported with its line
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{where}: invalid UTF-8 at byte {err.start} of the line; re-encode the file "
+                                 "as UTF-8") from None  # fmt: skip
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
