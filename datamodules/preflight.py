@@ -214,7 +214,7 @@ def _positions(dm: TransferDataModule, model: Any, world: int, full: bool, repor
         report.errors.append(
             f"data.max_length={dm.max_length} + {image_tokens} image tokens needs {need} positions but the text "
             f"model has {limit - offset} (max_position_embeddings {limit} - offset {offset}); lower data.max_length "
-            f"to {limit - offset - image_tokens}"
+            f"to {(limit - offset - image_tokens) // 8 * 8}"  # a multiple of 8 (lightning_modules/settings.py)
         )
     report.info.append(f"positions: {need} of {limit - offset} used ({image_tokens} image tokens)")
 
