@@ -113,3 +113,14 @@ def test_compact_table_one_row_per_language() -> None:
     assert lines[0].split() == ["lang", "demo_ve", "test", "acc", "demo_nli", "test", "acc"]
     assert [line.split()[0] for line in lines[1:]] == ["en", "de", "ru", "avg_xling", "avg_all", "gap"]
     assert lines[2].split()[1:] == ["60.00", "50.00"]
+
+
+def test_training_without_progress_bar_prints_one_line_per_epoch(demo_cwd: Path, caplog: pytest.LogCaptureFixture
+                                                                   ) -> None:  # fmt: skip
+    """The demo config turns the progress bar off; its training still shows progress."""
+    root = demo_cwd / "runs" / "progress"
+    with caplog.at_level("INFO"):
+        run_train("--trainer.max_steps=4", "--data.steps_per_epoch=2", f"--trainer.default_root_dir={root}")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split(",")[0] for line in lines] == ["epoch 0: step 2/4", "epoch 1: step 4/4"], lines
+    assert all("train/loss" in line and "val/selection" in line for line in lines), lines
