@@ -27,7 +27,7 @@ from datamodules.preflight import run_preflight
 from lightning_modules import run_setup
 from lightning_modules.ddp import DEFAULT_TIMEOUT_S, register_ddp_strategies
 from lightning_modules.module import TransferModule
-from lightning_modules.protocol import append_finished
+from lightning_modules.protocol import ProtocolRecord, append_finished
 from lightning_modules.reports import compact_table, rows_from_metrics
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -169,6 +169,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
         TransferModule,
         TransferDataModule,
         save_config_callback=RunConfigCallback,
+        trainer_defaults={"callbacks": [ProtocolRecord()]},  # appended to the config's callbacks
         parser_kwargs={"parser_mode": "yaml"},
         args=args,
         run=run,

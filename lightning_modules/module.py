@@ -108,7 +108,6 @@ class TransferModule(pl.LightningModule):
         self.metrics = nn.ModuleDict()  # "<stage>|<task>|<lang>" -> task metric; created in setup
         self.counts = nn.ModuleDict()  # same keys -> samples scored (exactness check)
         self._lineage: dict[str, Any] = {}
-        self._loaded_protocol: dict[str, Any] | None = None  # the tested checkpoint's record (protocol.py)
         self._test_rows: list[dict[str, Any]] = []
         self._predictions: list[dict[str, Any]] = []
         self._dev_thresholds: dict[tuple[str, str], float] = {}  # BUCC: (task, lang) -> threshold tuned on dev
@@ -291,28 +290,17 @@ class TransferModule(pl.LightningModule):
             rows = [r for r in self._test_rows if r["metric"] != "count"]
             labels = {task: len(info["labels"]) for task, info in self.task_info.items()}
             write_run_report(self.trainer.default_root_dir, rows, selection=self.selection_key,
-                             protocol=self.test_protocol(), label_counts=labels, wandb_logger=wandb)  # fmt: skip
+                             protocol=protocol.test_protocol(self.trainer, self), label_counts=labels,
+                             wandb_logger=wandb)  # fmt: skip
             counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in self._test_rows if r["metric"] == "count"}
             Path(self.trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
 
-    def test_protocol(self) -> dict[str, Any]:
-        """What the test scored: which weights, trained and selected on what (``lightning_modules/protocol.py``)."""
-        dm, trainer = self.trainer.datamodule, self.trainer
-        weights = protocol.tested_weights(trainer.ckpt_path, self._loaded_protocol, trainer.global_step,
-                                          self.hparams.init_from, dm)  # fmt: skip
-        return protocol.run_protocol(weights, protocol.data_use(dm)["test"], self._lineage)
-
-    # -- checkpoint lineage and protocol record ------------------------------------------------------
+    # -- checkpoint lineage ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lineage"] = self._lineage or lineage(None, None, self.hparams.phase)
-        checkpoint["protocol"] = protocol.checkpoint_record(self.trainer.datamodule, self.selection_key,
-                                                            self.trainer.global_step)  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._lineage = checkpoint.get("lineage", {})
-        ckpt_path = self.trainer.ckpt_path if self._trainer is not None else None
-        self._loaded_protocol = {"record": checkpoint.get("protocol"),
-                                 "selected": protocol.was_selected(checkpoint, ckpt_path)}  # fmt: skip
 
     # -- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

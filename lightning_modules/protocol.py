@@ -9,8 +9,9 @@ data. A report therefore states, from what happened rather than from intent:
 - the **breaks**: training on a test split, training on non-English data of a task the run tests, or selecting
   on non-English or test data. A report with breaks says so in its first line.
 
-Each checkpoint carries its own record (``checkpoint["protocol"]``, written by ``TransferModule``), so
-re-evaluating a checkpoint later reports what that checkpoint was trained and selected on.
+Each checkpoint carries its own record (``checkpoint["protocol"]``, written by the ``ProtocolRecord`` callback
+that ``train.py`` adds to every run), so re-evaluating a checkpoint later reports what that checkpoint was
+trained and selected on; ``test_protocol`` builds a test's record, which ``reports.write_run_report`` writes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+import lightning.pytorch as pl
+import torch
 
 ENGLISH = "en"
 TEST_SPLITS = ("test",)
@@ -58,6 +62,27 @@ def checkpoint_record(datamodule: Any, monitor: str, global_step: int) -> dict[s
     """Stored in every checkpoint: what its weights were trained on and which key selects among them."""
     return {"trained_on": data_use(datamodule)["train"], "selection": selection_record(monitor, datamodule),
             "global_step": global_step}  # fmt: skip
+
+
+class ProtocolRecord(pl.Callback):
+    """Stores ``checkpoint_record`` in every checkpoint the run saves (under ``checkpoint["protocol"]``)."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint["protocol"] = checkpoint_record(trainer.datamodule, pl_module.selection_key, trainer.global_step)
+
+
+def read_record(ckpt_path: str | Path) -> dict[str, Any]:
+    """A checkpoint's stored record and whether validation selected it (tensors memory-mapped, not read)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return {"record": ckpt.get("protocol"), "selected": was_selected(ckpt, ckpt_path)}
+
+
+def test_protocol(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    """The record of the test that just ran: the weights it scored, their data, the breaks (``run_protocol``)."""
+    dm, ckpt_path = trainer.datamodule, trainer.ckpt_path
+    loaded = read_record(ckpt_path) if ckpt_path else None
+    weights = tested_weights(ckpt_path, loaded, trainer.global_step, pl_module.hparams.get("init_from"), dm)
+    return run_protocol(weights, data_use(dm)["test"], getattr(pl_module, "_lineage", None))
 
 
 def was_selected(checkpoint: dict[str, Any], ckpt_path: str | Path | None) -> bool:
