@@ -77,10 +77,10 @@ def timeout_message(strategy: DDPStrategy, exception: BaseException) -> str:
     trainer = strategy.lightning_module.trainer if strategy.lightning_module is not None else None
     stage = getattr(getattr(trainer, "state", None), "stage", None)
     stage = getattr(stage, "value", stage) or "setup"
-    seconds = strategy._timeout.total_seconds() if strategy._timeout else "?"
+    seconds = f"{strategy._timeout.total_seconds():g}" if strategy._timeout else "?"
     return (
         f"mmstilts: rank {strategy.global_rank} of {strategy.world_size}: a collective operation timed out after "
-        f"{seconds:g} s during stage '{stage}' ({type(exception).__name__}). Another rank stopped, is stuck, or "
+        f"{seconds} s during stage '{stage}' ({type(exception).__name__}). Another rank stopped, is stuck, or "
         "ran a different collective. Raise --collective_timeout if a rank legitimately waits longer."
     )
 

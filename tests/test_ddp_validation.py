@@ -111,7 +111,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: dict[str, str]) 
     from conftest import write_task_shards
 
     out = tmp_path_factory.mktemp("ddpval")
-    write_task_shards(out / "ve", "demo_ve", {("train", "en"): 10,
+    write_task_shards(out / "ve", "demo_ve", {("train", "en"): 10, ("test", "en"): 3, ("test", "de"): 5,
                                               **{("dev", lang): n for lang, n in DEV_SIZES.items()}})  # fmt: skip
     return {"ve": str(out / "ve"), **tiny_model}
 
@@ -146,24 +146,27 @@ def test_fit_validates_with_a_rank_without_dev_shards(world: dict[str, str], tmp
 
 
 @pytest.mark.slow
-def test_demo_fit_on_two_ranks_with_one_dev_shard_ends(demo_dir: Path, tmp_path: Path) -> None:
-    """The command of issue 14: the demo dev set is one shard, so rank 1 validates on nothing."""
+def test_demo_fit_on_two_ranks_with_one_dev_shard_ends(world: dict[str, str], tmp_path: Path) -> None:
+    """The command of issue 14 (demo configs, 2 ranks, ``--trainer.strategy ddp``, validation every 10 of 20 steps,
+    test after fit) on demo_ve shards whose English dev set is one shard, as in the full demo world (the small
+    test world has two): rank 1 validates on nothing."""
     from shards.manifest import select_shards
 
-    assert len(select_shards(str(demo_dir / "demo_ve"), "dev", lang="en")) == 1
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "demo").symlink_to(demo_dir, target_is_directory=True)
-    configs = [f"--config={REPO / c}" for c in ("configs/base.yaml", "configs/demo/base.yaml",
-                                                "configs/demo/target_ve.yaml")]  # fmt: skip
-    cmd = [sys.executable, str(REPO / "train.py"), "fit", *configs, "--trainer.accelerator=cpu",
-           "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=20", "--data.steps_per_epoch=10",
-           "--test_after_fit=true", "--data.num_workers=0"]  # fmt: skip
+    assert len(select_shards(world["ve"], "dev", lang="en")) == 1
+    tasks = f"[{{name: demo_ve, shards: {world['ve']}, train_split: train, val_split: dev, test_split: test}}]"
+    configs = [f"--config={REPO / c}" for c in ("configs/base.yaml", "configs/demo/base.yaml")]
+    cmd = [sys.executable, str(REPO / "train.py"), "fit", *configs, "--name=demo-target-ve", "--phase=target",
+           f"--model.text_model={world['text_model']}", f"--model.vision_model={world['vision_model']}",
+           f"--data.tasks={tasks}", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+           "--trainer.max_steps=20", "--data.steps_per_epoch=10", "--test_after_fit=true", "--data.num_workers=0",
+           "--data.batch_size=4"]  # fmt: skip
     done = run_in_process_group(cmd, tmp_path, TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-4000:]
     root = tmp_path / "runs" / "demo-target-ve"
     assert (root / "checkpoints" / "best.ckpt").is_file()
-    rows = json.loads((root / "results.json").read_text())["rows"]
-    assert {r["lang"] for r in rows if r["metric"] == "acc"} >= {"en", "de", "es", "ru"}
+    data = json.loads((root / "results.json").read_text())
+    assert {r["lang"] for r in data["rows"] if r["metric"] == "acc"} >= {"en", "de"}
+    assert data["protocol"]["selected_on"]["monitor"] == "val/demo_ve/en/acc"
 
 
 @pytest.mark.slow
@@ -200,6 +203,22 @@ def test_sigterm_ends_every_rank(world: dict[str, str], tmp_path: Path) -> None:
             break
         time.sleep(1)
     assert not _alive(pids[1]), "rank 1 survived SIGTERM of rank 0"
+
+
+def test_ddp_names_resolve_to_the_project_strategy_with_its_timeout() -> None:
+    import lightning.pytorch as pl
+
+    from lightning_modules.ddp import TransferDDPStrategy, is_collective_timeout, register_ddp_strategies
+
+    register_ddp_strategies(timeout_s=123)
+    for name in ("ddp", "ddp_spawn"):
+        strategy = pl.Trainer(accelerator="cpu", devices=2, strategy=name, logger=False).strategy
+        assert isinstance(strategy, TransferDDPStrategy) and strategy._timeout.total_seconds() == 123
+    with pytest.raises(ValueError, match=r"collective_timeout=0: must be > 0 seconds"):
+        register_ddp_strategies(timeout_s=0)
+    assert is_collective_timeout(RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 60000ms"))
+    assert not is_collective_timeout(ValueError("data.batch_size=-2: out of range"))
+    register_ddp_strategies()  # back to the default for the rest of the session
 
 
 def _alive(pid: int) -> bool:
