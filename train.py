@@ -2,8 +2,9 @@
 
 Values that flow between data and model are linked once here:
 
-- model.text_model -> data.tokenizer; model.vision_model / vision_kwargs -> data (timm data config)
+- model.text_model -> data.tokenizer; model.vision_model + vision_kwargs -> data.image_config (timm data config)
 - data.task_info -> model.tasks (label names and training flags, read from the shards' manifests)
+- data.evaluation -> model.evaluation (evaluation sets in loader order, and the seed)
 - trainer.max_steps -> model.max_steps (the LR schedule; not estimated_stepping_batches, Lightning #20550)
 - seed_everything -> data.seed
 
@@ -14,6 +15,7 @@ config, ``finished.json`` once the command completed, and the results report aft
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,16 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.datamodule import TransferDataModule
-from datamodules.preflight import run_preflight
+from datamodules.preflight import PreflightReport, preflight
 from lightning_modules import run_setup
+from lightning_modules.callbacks import PredictionWriter, RunReport
+from lightning_modules.checks import model_checks
+from lightning_modules.core import vision_data_config
 from lightning_modules.ddp import DEFAULT_TIMEOUT_S, register_ddp_strategies
 from lightning_modules.module import TransferModule
 from lightning_modules.protocol import ProtocolRecord, append_finished
 from lightning_modules.reports import compact_table, rows_from_metrics
+from lightning_modules.weights import exit_if_weights_unreachable
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # per-task fields (datamodules.datamodule.TaskData) are documented by attribute docstrings: --data.tasks.help
@@ -60,12 +66,13 @@ class MMStiltsCLI(LightningCLI):
         parser.add_argument("--collective_timeout", type=float, default=DEFAULT_TIMEOUT_S,
                             help="Seconds a DDP collective may wait for other ranks before the run fails.")  # fmt: skip
         parser.link_arguments("model.text_model", "data.tokenizer")
-        parser.link_arguments("model.vision_model", "data.vision_model")
-        parser.link_arguments("model.vision_kwargs", "data.vision_kwargs")
+        parser.link_arguments(("model.vision_model", "model.vision_kwargs"), "data.image_config",
+                              compute_fn=image_config)  # fmt: skip
         parser.link_arguments("trainer.max_steps", "model.max_steps")
         parser.link_arguments("seed_everything", "data.seed")
         parser.link_arguments("phase", "model.phase")
         parser.link_arguments("data.task_info", "model.tasks", apply_on="instantiate")
+        parser.link_arguments("data.evaluation", "model.evaluation", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """Put every run artefact under the run directory and continue the W&B run on resume."""
@@ -85,6 +92,12 @@ class MMStiltsCLI(LightningCLI):
         for callback in _as_list(cfg.trainer.callbacks):
             if callback.class_path.endswith("ModelCheckpoint") and callback.init_args.dirpath is None:
                 callback.init_args.dirpath = os.path.join(root, "checkpoints")
+
+    def instantiate_classes(self) -> None:
+        """Checks that every pretrained weight source can be reached before the tokenizer or any weights load:
+        an unreachable one exits with advice instead of a download trace (``lightning_modules/weights.py``)."""
+        exit_if_weights_unreachable((self.config[self.subcommand] if self.subcommand else self.config).model)
+        super().instantiate_classes()
 
     def fit(self, model: TransferModule, **kwargs: Any) -> None:
         """``trainer.fit``; a run with no training task (BUCC, Tatoeba: no training data) only tests."""
@@ -107,7 +120,7 @@ class MMStiltsCLI(LightningCLI):
         self.trainer.validate(model, **{**kwargs, "verbose": False})
 
     def before_fit(self) -> None:
-        """Preflight (``datamodules/preflight.py``): shards, vocabularies, lengths; fails before any training."""
+        """Preflight (``run_preflight``): shards, vocabularies, lengths; fails before any training."""
         run_preflight(self.datamodule, self.trainer, self.model)
 
     def after_fit(self) -> None:
@@ -123,7 +136,8 @@ class MMStiltsCLI(LightningCLI):
             report = Path(self.trainer.default_root_dir, "results.md")
             if self.trainer.is_global_zero and report.exists():
                 print(report.read_text())
-        self._finish({"best_ckpt": best, "last_ckpt": _last(self.trainer)})
+        last = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
+        self._finish({"best_ckpt": best, "last_ckpt": last})
 
     def after_test(self) -> None:
         self._print_table("test")
@@ -156,12 +170,38 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _last(trainer: Any) -> str:
-    cb = trainer.checkpoint_callback
-    if cb is None or cb.dirpath is None:
-        return ""
-    last = Path(cb.dirpath, f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
-    return str(last) if last.exists() else ""
+def image_config(vision_model: str | None, vision_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The data side's image transform settings: timm's data config of the model's vision tower."""
+    return vision_data_config(vision_model, vision_kwargs or {}) if vision_model else None
+
+
+def full_preflight(dm: TransferDataModule, trainer: Any, model: TransferModule, *, full: bool = False
+                   ) -> PreflightReport:  # fmt: skip
+    """The data half (``datamodules.preflight``) and the model half (``lightning_modules.checks``)."""
+    report = preflight(dm, trainer, full=full)
+    errors, info = model_checks(model, dm.max_length)
+    report.errors += errors
+    report.info += info
+    return report
+
+
+def run_preflight(dm: TransferDataModule, trainer: Any, model: TransferModule, *, full: bool = False
+                  ) -> PreflightReport:  # fmt: skip
+    """Preflight, printed on rank 0; raises ``ValueError`` listing every problem."""
+    report = full_preflight(dm, trainer, model, full=full)
+    if getattr(trainer, "is_global_zero", True):
+        print(report.text(), file=sys.stderr)
+    report.raise_on_errors()
+    return report
+
+
+def preflight_main(argv: list[str]) -> int:
+    """``python train.py preflight [--full] --config ...``: the run's configs, as for ``train.py fit``."""
+    full = "--full" in argv
+    cli = cli_main([a for a in argv if a != "--full"], run=False)
+    report = full_preflight(cli.datamodule, cli.trainer, cli.model, full=full)
+    print(report.text())
+    return 0 if report.ok else 1
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
@@ -169,7 +209,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
         TransferModule,
         TransferDataModule,
         save_config_callback=RunConfigCallback,
-        trainer_defaults={"callbacks": [ProtocolRecord()]},  # appended to the config's callbacks
+        trainer_defaults={"callbacks": [PredictionWriter(), RunReport(), ProtocolRecord()]},  # after the config's
         parser_kwargs={"parser_mode": "yaml"},
         args=args,
         run=run,
@@ -177,4 +217,6 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["preflight"]:
+        sys.exit(preflight_main(sys.argv[2:]))
     cli_main()

@@ -61,8 +61,9 @@ def pipeline_loader(data: LoaderData, workers: int, steps: int, shuffle_buffer: 
     """The real training loader (``MultiTaskLoader`` over one task); ``.loaders`` holds its DataLoader."""
     dm = TransferDataModule(
         [TaskData(BENCH_TASK, shards=str(data.shards), train_split="train")], tokenizer=str(data.text_model),
-        vision_model=VISION_MODEL, batch_size=BATCH_SIZE, max_length=MAX_LENGTH, num_workers=workers,
-        steps_per_epoch=steps, shuffle_buffer=shuffle_buffer, pin_memory=False,  # no CUDA: pinning would only warn
+        image_config=vision_data_config(VISION_MODEL, {}), batch_size=BATCH_SIZE, max_length=MAX_LENGTH,
+        num_workers=workers, steps_per_epoch=steps, shuffle_buffer=shuffle_buffer,
+        pin_memory=False,  # no CUDA: pinning would only warn
     )  # fmt: skip
     return dm.train_dataloader()
 
@@ -122,13 +123,10 @@ def decode_limit(data: LoaderData, seconds: float, pipeline_op: bool = False) ->
 
 
 def _shard_jpegs(directory: Path) -> list[bytes]:
-    import tarfile
+    from shards.manifest import tar_samples
 
-    out = []
-    for shard in sorted(directory.glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            out += [tar.extractfile(m).read() for m in tar if m.name.endswith(".jpg")]
-    return out
+    return [data for shard in sorted(directory.glob("*.tar")) for sample in tar_samples(shard)
+            for ext, data in sample.items() if ext.endswith("jpg")]  # fmt: skip
 
 
 # -- measuring ---------------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from shards.manifest import open_shard
+from shards.manifest import TarReadError, tar_samples
 
 # A training stream that skips this many samples (or reads this many shards without a good sample) in a
 # row is broken, not noisy: it fails instead of spinning forever.
@@ -98,19 +97,6 @@ class split_by_rank:  # noqa: N801 - a pipeline stage named like WebDataset's sp
                 yield item
 
 
-def safe_member(name: str) -> bool:
-    """Only json and JPEG members are read out of a tar at all; anything else never reaches memory."""
-    return name.endswith((".json", ".jpg"))
-
-
-def _split_name(name: str) -> tuple[str, str]:
-    """``key.img0.jpg`` -> (``key``, ``img0.jpg``): WebDataset's rule, the key ends at the first dot."""
-    base = name.rsplit("/", 1)[-1]
-    prefix = name[: len(name) - len(base)]
-    key, _, ext = base.partition(".")
-    return prefix + key, ext.lower()
-
-
 class ShardReader:
     """Shard urls -> raw samples ``{"__key__", "__url__", "json": bytes, "jpg": bytes, ...}``.
 
@@ -154,40 +140,18 @@ class ShardReader:
                             "writing: check it with `python -m shards verify <dir>`", "bad_tar")  # fmt: skip
 
     def read(self, url: str) -> Iterator[dict[str, Any]]:
-        """The samples of one shard, in tar order; members of a group must be adjacent (as TarWriter writes)."""
-        sample: dict[str, Any] | None = None
-        key, seen, skipping = "", set(), False
+        """The samples of one shard, in tar order (``shards.manifest.tar_samples``); problems counted or raised."""
+
+        def duplicate(key: str) -> None:
+            self.problem(f"shard {url}, key {key!r}: duplicate key (a second sample with this key); rebuild the "
+                         "shard with unique keys", "duplicate_key")  # fmt: skip
+
         try:
-            with open_shard(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    name_key, ext = _split_name(member.name)
-                    if name_key != key or (sample is not None and ext in sample):  # a new sample starts
-                        if sample is not None:
-                            yield sample
-                        key, sample, skipping = name_key, None, name_key in seen
-                        if skipping:
-                            self.problem(f"shard {url}, key {key!r}: duplicate key (a second sample with this "
-                                         "key); rebuild the shard with unique keys", "duplicate_key")  # fmt: skip
-                        else:
-                            seen.add(key)
-                            sample = {"__key__": key, "__url__": url}
-                    if skipping or not safe_member(member.name):
-                        continue
-                    handle = tar.extractfile(member)
-                    data = handle.read() if handle is not None else b""
-                    if len(data) != member.size:
-                        raise EOFError(f"member {member.name} is truncated ({len(data)} of {member.size} bytes)")
-                    sample[ext] = data
-                    tar.members = []  # streaming: do not keep every header in memory
-        except (tarfile.TarError, EOFError, OSError) as err:
-            # The sample being read when the tar broke is incomplete: drop it, report where it happened.
-            where = f", key {key!r}" if key else ""
-            self.problem(f"shard {url}{where}: unreadable or truncated tar ({err}); rebuild it", "bad_tar")
-            return
-        if sample is not None:
-            yield sample
+            yield from tar_samples(url, duplicate=duplicate)
+        except TarReadError as err:
+            # The sample being read when the tar broke is incomplete: dropped; report where it happened.
+            where = f", key {err.key!r}" if err.key else ""
+            self.problem(f"shard {url}{where}: unreadable or truncated tar ({err.cause}); rebuild it", "bad_tar")
 
 
 def decode_image(data: bytes, size: int | None) -> Image.Image:

@@ -15,11 +15,15 @@ Fusion ``single_stream`` (default) projects the image tokens to the text width a
 text token embeddings; the multilingual transformer runs over both, so text-only and multimodal tasks
 train the same transformer. ``fusion_transformer`` serves text models that cannot take ``inputs_embeds``
 (e.g. SigLIP's text tower): both towers run alone and a small transformer runs over their outputs.
+
+Vision backbones: a ViT-style model's tokens are used as they are; a CNN's final feature map (ResNet, ConvNeXt,
+EfficientNet, ...) is flattened to H*W tokens of its pre-logits width. Weights: ``pretrained`` for both
+towers, ``text_pretrained`` / ``vision_pretrained`` per tower, ``vision_checkpoint`` for a local timm file
+(``lightning_modules/weights.py`` checks every source before anything is built).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,13 @@ import timm.data
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
+
+from lightning_modules.weights import (  # load_vision_spec lives there: the source check reads vision.json too
+    WeightSources,
+    check_weight_sources,
+    load_vision_spec,
+    timm_checkpoint_overlay,
+)
 
 Fusion = Literal["single_stream", "fusion_transformer"]
 
@@ -44,36 +55,50 @@ class CoreOutput:
 
 def build_text_encoder(
     name: str, pretrained: bool, tower: str | None, attn_implementation: str, kwargs: dict[str, Any]
-) -> nn.Module:
-    """A Hugging Face encoder from a hub name or a local directory (random init unless ``pretrained``)."""
+) -> tuple[nn.Module, dict[str, list[str]]]:
+    """A Hugging Face encoder from a hub name or a local directory (random init unless ``pretrained``), and its
+    load report: the checkpoint keys ``missing`` from it, ``unexpected`` by the model, shape-``mismatched``."""
     kwargs = {"attn_implementation": attn_implementation, **kwargs}
+    report: dict[str, list[str]] = {"missing": [], "unexpected": [], "mismatched": []}
     if pretrained:
-        model = AutoModel.from_pretrained(name, **kwargs)
+        model, info = AutoModel.from_pretrained(name, output_loading_info=True, **kwargs)
+        model.train()  # from_pretrained returns eval mode (no dropout), and Lightning keeps the modes it finds
+        report = {k: sorted(map(str, info[f"{k}_keys"])) for k in report}
     else:
         model = AutoModel.from_config(AutoConfig.from_pretrained(name), **kwargs)
     if tower is not None:
         if not hasattr(model, tower):
             raise ValueError(f"model.text_tower={tower!r}: {type(model).__name__} has no such attribute.")
         model = getattr(model, tower)
-    return model
+    return model, report
 
 
-def load_vision_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """Reads a ``vision.json`` (``{"model_name": ..., "kwargs": {...}}``) as written by the demo world."""
-    spec = json.loads(Path(path).read_text())
-    return spec["model_name"], spec.get("kwargs", {})
+def build_vision_encoder(
+    name: str, pretrained: bool, kwargs: dict[str, Any], checkpoint: str | Path | None = None
+) -> nn.Module:
+    """A timm backbone returning patch tokens or a feature map; ``name`` may also be a ``vision.json`` file.
 
-
-def build_vision_encoder(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
-    """A timm backbone returning patch tokens; ``name`` may also be a ``vision.json`` file."""
+    ``checkpoint`` (a weights file or timm model directory) goes through timm's own pretrained-file mechanism
+    (``pretrained_cfg_overlay`` ``file``), so timm's key filtering (classifier dropped) and resizing (position
+    embeddings to ``img_size``) apply as they do for hub weights.
+    """
     if name.endswith(".json"):
         name, file_kwargs = load_vision_spec(name)
         kwargs = {**file_kwargs, **kwargs}
     kwargs = dict(kwargs)
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     if "img_size" in kwargs:  # keep timm's data config (input size) true to the size the model is built for
         size = kwargs["img_size"]
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        kwargs.setdefault("pretrained_cfg_overlay", {"input_size": (3, *size)})
+        input_size = (kwargs.get("in_chans", 3), *((size, size) if isinstance(size, int) else size))
+        given = overlay.setdefault("input_size", input_size)  # a user overlay never drops it
+        if tuple(given) != input_size:
+            raise ValueError(f"model.vision_kwargs: pretrained_cfg_overlay.input_size={tuple(given)} contradicts "
+                             f"img_size={size}: the images would not fit the model; drop one of the two")  # fmt: skip
+    if checkpoint is not None:
+        overlay.update(timm_checkpoint_overlay(checkpoint))
+    if overlay:
+        kwargs["pretrained_cfg_overlay"] = overlay
+    pretrained = pretrained or checkpoint is not None
     # global_pool="" : heads pool for themselves, so no timm pooling module sits unused (DDP needs every
     # trainable parameter to receive a gradient).
     return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs)
@@ -84,6 +109,52 @@ def vision_data_config(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     with torch.device("meta"):
         model = build_vision_encoder(name, pretrained=False, kwargs=kwargs)
     return timm.data.resolve_model_data_config(model)
+
+
+# Families whose forward_features the core turns into tokens; anything else is refused when the core is built.
+WORKING_BACKBONES = (
+    "tokens (B, N, C): ViT, DeiT (not distilled), EVA, SigLIP, BEiT, LeViT, Hiera; feature maps (B, C, H, W) "
+    "flattened to H*W tokens: ResNet, ConvNeXt, EfficientNet, RegNet, MobileNetV3, MaxViT, CoAtNet, FastViT, "
+    "DenseNet, NFNet; NHWC maps: Swin"
+)
+
+
+def vision_width(model: nn.Module) -> int:
+    """Channels of the backbone's tokens: timm's pre-logits width (MobileNetV3's conv head), else num_features."""
+    return getattr(model, "head_hidden_size", None) or model.num_features
+
+
+def backbone_tokens(model: nn.Module, pixel_values: torch.Tensor, output_fmt: str) -> torch.Tensor:
+    """(B, C, H, W) images -> (B, N, vision_width) tokens: ViT-style tokens as they are, a CNN map flattened.
+
+    ``forward_head(pre_logits=True)`` runs too: with ``global_pool=""`` it keeps every position and applies the
+    parts of the head that belong to the features (ConvNeXt's final norm), so no parameter sits unused (DDP)."""
+    feats = model.forward_head(model.forward_features(pixel_values), pre_logits=True)
+    if feats.ndim == 4 and output_fmt == "NHWC":
+        return feats.flatten(1, 2)  # (B, H, W, C) -> (B, H*W, C)
+    if feats.ndim == 4:
+        return feats.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H*W, C)
+    return feats
+
+
+def vision_token_count(name: str, kwargs: dict[str, Any]) -> int:
+    """Image tokens the backbone yields at its data config's input size (a meta-device forward: no compute).
+
+    Raises ``ValueError`` naming what works when its output is neither tokens nor a feature map whose channels
+    are ``vision_width`` (the width ``image_proj`` is built for)."""
+    try:
+        with torch.device("meta"):
+            model = build_vision_encoder(name, pretrained=False, kwargs=kwargs)
+            size = timm.data.resolve_model_data_config(model)["input_size"]
+            feats = backbone_tokens(model, torch.empty(1, *size), getattr(model, "output_fmt", "NCHW"))
+        width = vision_width(model)
+        problem = None if feats.ndim == 3 and feats.shape[-1] == width else f"tokens of shape {tuple(feats.shape)}"
+    except (AssertionError, RuntimeError, TypeError, AttributeError) as err:  # timm refuses global_pool="" etc.
+        problem, width = f"{type(err).__name__}: {err}", None
+    if problem:
+        raise ValueError(f"model.vision_model={name!r} cannot give the core image tokens ({problem}; width "
+                         f"{width}). Backbones that work: {WORKING_BACKBONES}")  # fmt: skip
+    return feats.shape[1]
 
 
 class EncoderCore(nn.Module):
@@ -102,19 +173,37 @@ class EncoderCore(nn.Module):
         vision_kwargs: dict[str, Any] | None = None,
         attn_implementation: str = "sdpa",
         fusion_layers: int = 2,
+        text_pretrained: bool | None = None,
+        vision_pretrained: bool | None = None,
+        vision_checkpoint: str | None = None,
     ) -> None:
+        """See ``TransferModule`` for the arguments; ``text_pretrained`` / ``vision_pretrained`` override
+        ``pretrained`` per tower and ``vision_checkpoint`` loads the vision tower from a local file."""
         super().__init__()
-        self.text = build_text_encoder(text_model, pretrained, text_tower, attn_implementation, text_kwargs or {})
+        self.sources = WeightSources.resolve(
+            text_model, vision_model, vision_kwargs, pretrained=pretrained, text_pretrained=text_pretrained,
+            vision_pretrained=vision_pretrained, vision_checkpoint=vision_checkpoint,
+        )  # fmt: skip
+        check_weight_sources(self.sources)  # a few lines of advice instead of a download trace
+        # tokens one image adds to the sequence (position budget: preflight); refuses unusable backbones early
+        self.num_image_tokens = vision_token_count(vision_model, vision_kwargs or {}) if vision_model else 0
+        self.text, self.text_load_report = build_text_encoder(
+            text_model, self.sources.text_pretrained, text_tower, attn_implementation, text_kwargs or {}
+        )
         for name in text_drop or ():  # e.g. SigLIP's text projection: computed in forward, used by no head
             if not isinstance(getattr(self.text, name, None), nn.Module):
                 raise ValueError(f"model.text_drop: {type(self.text).__name__} has no submodule {name!r}")
             setattr(self.text, name, nn.Identity())  # its parameters would never get a gradient (DDP)
         self.hidden_size: int = self.text.config.hidden_size
         self.fusion = fusion
-        self.vision = build_vision_encoder(vision_model, pretrained, vision_kwargs or {}) if vision_model else None
-        if self.vision is not None:
+        self.vision = None
+        if vision_model:
+            self.vision = build_vision_encoder(
+                vision_model, self.sources.vision_pretrained, vision_kwargs or {}, vision_checkpoint
+            )
+            self._vision_fmt: str = getattr(self.vision, "output_fmt", "NCHW")  # Swin: NHWC maps
             self.image_proj = nn.Sequential(
-                nn.Linear(self.vision.num_features, self.hidden_size), nn.LayerNorm(self.hidden_size)
+                nn.Linear(vision_width(self.vision), self.hidden_size), nn.LayerNorm(self.hidden_size)
             )
             self.image_type = nn.Parameter(torch.zeros(self.hidden_size))  # marks image tokens as such
             # uint8 pixels from the loader are normalised here, on the device (4× less to send from workers)
@@ -135,7 +224,7 @@ class EncoderCore(nn.Module):
             raise ValueError("This batch has images but model.vision_model is null: name a timm model.")
         if pixel_values.dtype == torch.uint8:
             pixel_values = (pixel_values.float() - self.pixel_mean) / self.pixel_std
-        feats = self.vision.forward_features(pixel_values)  # (B, N, Dv)
+        feats = backbone_tokens(self.vision, pixel_values, self._vision_fmt)  # (B, N, Dv)
         return self.image_proj(feats) + self.image_type
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:

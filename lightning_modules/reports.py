@@ -61,17 +61,9 @@ OVERLAP_LEGEND = (
     "(e.g. SNLI-VE → XVNLI, MNLI → XNLI, SQuAD → XQuAD/MLQA): its gain is not pure intermediate-task transfer."
 )
 
-# Intermediate task -> evaluation tasks whose (English) training data it is or contains.
-KNOWN_OVERLAPS: dict[str, frozenset[str]] = {
-    "snli_ve": frozenset({"xvnli"}),
-    "mnli": frozenset({"xnli"}),
-    "squad_v1": frozenset({"xquad", "mlqa"}),
-    "squad_v2": frozenset({"xquad", "mlqa"}),
-    "gqa": frozenset({"xgqa"}),
-    "nlvr2": frozenset({"marvl"}),
-    "flickr30k": frozenset({"xflickrco"}),
-    "coco": frozenset({"xflickrco"}),
-}
+# Intermediate task -> evaluation tasks whose (English) training data it is or contains: the catalogue's
+# ``overlaps`` field (lightning_modules/tasks.py).
+KNOWN_OVERLAPS: dict[str, frozenset[str]] = {name: frozenset(s.overlaps) for name, s in TASKS.items() if s.overlaps}
 
 _SELECTION_KEY = re.compile(r"^(?:val|validate)/(?P<task>[^/]+)/(?P<lang>[^/]+)/(?P<metric>[^/]+)$")
 

@@ -11,16 +11,18 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-# key suffix -> (minimum, maximum, minimum is exclusive); None: unbounded on that side
+# (minimum, maximum, minimum is exclusive); None: unbounded on that side
 Range = tuple[float | None, float | None, bool]
 POSITIVE: Range = (0, None, True)
 NON_NEGATIVE: Range = (0, None, False)
 AT_LEAST_ONE: Range = (1, None, False)
 
-MODEL_RANGES: dict[str, Range] = {
-    "lr": POSITIVE, "head_lr": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
-    "freeze_text_layers": NON_NEGATIVE,
-}  # fmt: skip
+# model groups (lightning_modules/module.py): key under model.<group>. -> range
+MODEL_RANGES: dict[str, dict[str, Range]] = {
+    "optimizer": {"lr": POSITIVE, "head_lr": POSITIVE, "weight_decay": NON_NEGATIVE},
+    "schedule": {"warmup_steps": NON_NEGATIVE, "warmup_fraction": (0, 1, False)},
+    "freezing": {"text_layers": NON_NEGATIVE},
+}
 DATA_RANGES: dict[str, Range] = {
     "batch_size": AT_LEAST_ONE, "eval_batch_size": AT_LEAST_ONE, "num_workers": NON_NEGATIVE,
     "eval_num_workers": NON_NEGATIVE, "steps_per_epoch": AT_LEAST_ONE, "temperature": POSITIVE,
@@ -65,14 +67,14 @@ def check_max_length(max_length: int) -> None:
                          f"padded to multiples of {PAD_MULTIPLE} tokens); e.g. {up}")  # fmt: skip
 
 
-def warmup_length(warmup_steps: float, max_steps: int) -> int:
-    """Warm-up steps: ``warmup_steps`` itself, or a fraction of ``max_steps`` when below 1."""
-    return int(warmup_steps * max_steps) if warmup_steps < 1 else int(warmup_steps)
+def check_model_groups(groups: Mapping[str, Mapping[str, Any]]) -> None:
+    """``check_ranges`` over the model's setting groups (``{"optimizer": {...}, "schedule": {...}, ...}``)."""
+    for group, ranges in MODEL_RANGES.items():
+        check_ranges(f"model.{group}.", groups.get(group) or {}, ranges)
 
 
-def check_warmup(warmup_steps: float, max_steps: int) -> None:
-    """The warm-up must end before the run does (``max_steps`` ≤ 0: not known yet, not checked)."""
-    if max_steps > 0 and warmup_length(warmup_steps, max_steps) >= max_steps:
-        raise ValueError(f"model.warmup_steps={warmup_steps}: the warm-up ({warmup_length(warmup_steps, max_steps)} "
-                         f"steps) must be shorter than trainer.max_steps={max_steps}; give fewer steps or a fraction "
-                         "< 1 of the run")  # fmt: skip
+def check_warmup(warmup: int, max_steps: int) -> None:
+    """The warm-up (in steps) must end before the run does (``max_steps`` ≤ 0: not known yet, not checked)."""
+    if max_steps > 0 and warmup >= max_steps:
+        raise ValueError(f"model.schedule: the warm-up ({warmup} steps) must be shorter than trainer.max_steps="
+                         f"{max_steps}; give fewer warmup_steps or a warmup_fraction < 1")  # fmt: skip

@@ -95,14 +95,14 @@ def test_draft_decode_scales_down_to_the_resize_short_side_never_below(size: tup
 
 
 def test_loaders_pin_persist_and_pad_to_multiples_of_8(tmp_path: Path, tiny_model: dict[str, str]) -> None:
-    from conftest import write_task_shards
+    from conftest import vision_config, write_task_shards
 
     from datamodules.datamodule import TaskData, TransferDataModule
 
     write_task_shards(tmp_path, "demo_ve", {("train", "en"): 8}, max_per_shard=4)
     dm = TransferDataModule([TaskData("demo_ve", shards=str(tmp_path), train_split="train")],
-                            tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"], batch_size=3,
-                            num_workers=1, steps_per_epoch=1)  # fmt: skip
+                            tokenizer=tiny_model["text_model"], image_config=vision_config(tiny_model["vision_model"]),
+                            batch_size=3, num_workers=1, steps_per_epoch=1)  # fmt: skip
     loader = dm.train_dataloader().loaders["demo_ve"]
     assert loader.pin_memory and loader.persistent_workers
     assert dm._decoder("demo_ve", strict=False).draft_size == 71  # demo ViT: 64 px / crop_pct 0.9

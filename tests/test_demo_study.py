@@ -64,6 +64,7 @@ def test_shipped_demo_study_is_valid() -> None:
     assert all((REPO / c).is_file() for c in study.config_files())
 
 
+@pytest.mark.slow
 def test_tiny_demo_study_reports_and_resumes(tiny_study: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tiny_study.parent / "runs" / "studies" / "demo-tiny"
     # First invocation: the baseline only (start run + none/demo_ve), as if the study had stopped there.

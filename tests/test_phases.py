@@ -13,11 +13,11 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
-from transformers import SiglipConfig, XLMRobertaConfig
+from transformers import BertConfig, SiglipConfig, XLMRobertaConfig
 
 import train
 from lightning_modules.checkpoints import load_init_checkpoint, read_checkpoint, sha256_file
-from lightning_modules.module import TransferModule
+from lightning_modules.module import Freezing, TransferModule
 from lightning_modules.tasks import NLI_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_shape_mismatch_fails(chain: dict[str, Any], demo_dir: Path, tmp_path: P
 
 
 def test_freezing_is_idempotent_both_ways(demo_dir: Path) -> None:
-    module = _module(demo_dir, ["demo_ve"], freeze_vision=True, freeze_text_embeddings=True, freeze_text_layers=1)
+    module = _module(demo_dir, ["demo_ve"], freezing=Freezing(vision=True, text_embeddings=True, text_layers=1))
     core = module.core
     layers = core.text.encoder.layer
     assert not any(p.requires_grad for p in [*core.vision.parameters(), *core.text.embeddings.parameters()])
@@ -151,7 +151,7 @@ def test_freezing_is_idempotent_both_ways(demo_dir: Path) -> None:
     )
     module.apply_freezing()  # again: same state
     assert not any(p.requires_grad for p in layers[0].parameters())
-    module.hparams.update(freeze_vision=False, freeze_text_embeddings=False, freeze_text_layers=0)  # a later phase
+    module.freezing = Freezing()  # a later phase: nothing frozen
     module.apply_freezing()
     assert all(p.requires_grad for p in module.parameters())
 
@@ -160,6 +160,7 @@ def test_freezing_is_idempotent_both_ways(demo_dir: Path) -> None:
 TINY_TEXT = {
     "xlm-roberta-base": lambda: XLMRobertaConfig(**TEXT_DIMS, max_position_embeddings=40, type_vocab_size=1),
     "xlm-roberta-large": lambda: XLMRobertaConfig(**TEXT_DIMS, max_position_embeddings=40, type_vocab_size=1),
+    "intfloat/multilingual-e5-small": lambda: BertConfig(**TEXT_DIMS, max_position_embeddings=40),
     "google/siglip-base-patch16-256-multilingual": lambda: SiglipConfig(
         text_config={**TEXT_DIMS, "max_position_embeddings": 16},
         vision_config={
