@@ -36,11 +36,13 @@ def run_train(*overrides: str, subcommand: str | None = "fit") -> object:
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("--model.lr=0", r"model.lr=0.0: out of range, must be > 0"),
-    ("--model.lr=-0.001", r"model.lr=-0.001: out of range, must be > 0"),
-    ("--model.head_lr=-1", r"model.head_lr=-1.0: out of range, must be > 0"),
-    ("--model.warmup_steps=200", r"model.warmup_steps=200.0: the warm-up \(200 steps\) must be shorter than "
-                                 r"trainer.max_steps=150"),
+    ("--model.optimizer.lr=0", r"model.optimizer.lr=0.0: out of range, must be > 0"),
+    ("--model.optimizer.lr=-0.001", r"model.optimizer.lr=-0.001: out of range, must be > 0"),
+    ("--model.optimizer.head_lr=-1", r"model.optimizer.head_lr=-1.0: out of range, must be > 0"),
+    ("--model.schedule={warmup_steps: 200, warmup_fraction: null}",
+     r"model.schedule: the warm-up \(200 steps\) must be shorter than trainer.max_steps=150"),
+    ("--model.schedule={warmup_steps: -5, warmup_fraction: null}",
+     r"model.schedule.warmup_steps=-5: out of range, must be ≥ 0"),
     ("--data.batch_size=-2", r"data.batch_size=-2: out of range, must be ≥ 1"),
     ("--data.eval_batch_size=0", r"data.eval_batch_size=0: out of range, must be ≥ 1"),
     ("--data.temperature=0", r"data.temperature=0.0: out of range, must be > 0"),
@@ -67,7 +69,7 @@ def test_invalid_utf8_in_jsonl_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "train.jsonl"
     path.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a": "caf\xe9"}\n')
     where = re.escape(f"{path}:3")
-    with pytest.raises(ValueError, match=rf"{where}: invalid UTF-8 at byte 10 .*re-encode the file as UTF-8"):
+    with pytest.raises(ValueError, match=rf"{where}: invalid UTF-8 .*re-save the file as UTF-8"):
         list(read_jsonl(path))
 
 
