@@ -51,19 +51,21 @@ def run_in_process_group(cmd: list[str], cwd: Path, timeout: int) -> subprocess.
 
 
 def make_datamodule(args: dict[str, Any]) -> Any:
+    from conftest import vision_config
+
     from datamodules.datamodule import TaskData, TransferDataModule
 
     task = TaskData("demo_ve", args["ve"], train_split="train", val_split="dev", val_langs=args["val_langs"])
-    return TransferDataModule([task], tokenizer=args["text_model"], vision_model=args["vision_model"], batch_size=2,
-                              eval_batch_size=2, num_workers=0, steps_per_epoch=STEPS_PER_EPOCH, seed=1,
-                              shuffle_buffer=4, pin_memory=False)  # fmt: skip
+    return TransferDataModule([task], tokenizer=args["text_model"], image_config=vision_config(args["vision_model"]),
+                              batch_size=2, eval_batch_size=2, num_workers=0, steps_per_epoch=STEPS_PER_EPOCH,
+                              seed=1, shuffle_buffer=4, pin_memory=False)  # fmt: skip
 
 
 def make_model(args: dict[str, Any], dm: Any) -> Any:
     from lightning_modules.module import TransferModule
 
     return TransferModule(args["text_model"], args["vision_model"], pretrained=False, tasks=dm.task_info,
-                          max_steps=MAX_STEPS, lr=1e-3)  # fmt: skip
+                          evaluation=dm.evaluation, max_steps=MAX_STEPS, optimizer={"lr": 1e-3})  # fmt: skip
 
 
 def make_trainer(devices: int, callbacks: list, root: str) -> Any:
