@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from datamodules.collate import FAMILY_DATA, Collator
+from datamodules.img2dataset import adapt_decoder
 from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
-from datamodules.pipeline import EvalImageTransform, SafeDecoder, eval_pipeline, train_pipeline
+from datamodules.pipeline import EvalImageTransform, SafeDecoder, TrainImageTransform, eval_pipeline, train_pipeline
 from lightning_modules.settings import DATA_RANGES, TASK_RANGES, check_max_length, check_ranges
 from lightning_modules.tasks import get_task
 from shards.manifest import load_manifest, sample_count, select_shards, shard_location
@@ -47,6 +48,8 @@ class TaskData:
     """Sampling weight when data.sampler=fixed."""
     loss_weight: float = 1.0
     """Multiplies this task's loss."""
+    augment: bool = False
+    """Training images get a random resized crop + horizontal flip (evaluation keeps the centre crop)."""
 
 
 class TransferDataModule(pl.LightningDataModule):
@@ -211,14 +214,18 @@ class TransferDataModule(pl.LightningDataModule):
             if self.image_config is None:
                 raise ValueError(f"Task {name} has images but model.vision_model is null: name a timm model")
             config = self.image_config
-            fast = EvalImageTransform.supports(config)
-            transform = EvalImageTransform(config) if fast else timm.data.create_transform(**config, is_training=False)
-            # draft-decode to the short side the resize goes to (input / crop_pct), never below it
+            train = not strict and self.tasks[name].augment
+            if EvalImageTransform.supports(config):
+                transform = TrainImageTransform(config) if train else EvalImageTransform(config)
+            else:
+                transform = timm.data.create_transform(**config, is_training=train)
+            # timm's own transforms get PIL images decoded down to the short side their resize goes to
             size = int(config["input_size"][-1] / config.get("crop_pct", 1.0))
         family = FAMILY_DATA[spec.family]
         n_labels = len(self.label_names[name]) if family.indexed_labels else 0
-        return SafeDecoder(transform, draft_size=size, required=family.fields, num_images=n_images,
-                           num_labels=n_labels, strict=strict)  # fmt: skip
+        decoder = SafeDecoder(transform, draft_size=size, required=family.fields, num_images=n_images,
+                              num_labels=n_labels, strict=strict)  # fmt: skip
+        return adapt_decoder(self.manifests[name], name, decoder)  # img2dataset's tars are read where they lie
 
     def _collator(self, name: str, train: bool) -> Collator:
         return Collator(name, self.tokenizer, max_length=self.max_length, num_labels=len(self.label_names[name]),

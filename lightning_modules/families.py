@@ -30,6 +30,7 @@ class HeadArgs:
     vocab_size: int = 0
     retrieval_layer: int | None = None
     lm_head: nn.Module | None = None
+    own_embeddings: bool = False  # an aligned two-tower core: retrieval uses its own embeddings, no projection
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ FAMILY_MODEL: dict[str, FamilyModel] = {
     "classification": FamilyModel(lambda a: h.ClassificationHead(a.hidden, len(a.label_names)), _accuracy, True),
     "image_pair": FamilyModel(lambda a: h.ImagePairHead(a.hidden, len(a.label_names)), _accuracy, True),
     "vqa": FamilyModel(lambda a: h.VQAHead(a.hidden, len(a.label_names)), lambda s, n, g: mc.VQAAccuracy(), True),
-    "retrieval": FamilyModel(lambda a: h.RetrievalHead(a.hidden), lambda s, n, g: RetrievalRecall()),
+    "retrieval": FamilyModel(lambda a: h.RetrievalHead(a.hidden, own_embeddings=a.own_embeddings),
+                             lambda s, n, g: RetrievalRecall()),  # fmt: skip
     "multiple_choice": FamilyModel(lambda a: h.MultipleChoiceHead(a.hidden), _accuracy),
     "span_qa": FamilyModel(lambda a: h.SpanQAHead(a.hidden), lambda s, n, lang: SquadMetric(lang)),
     "tagging": FamilyModel(
@@ -77,12 +79,13 @@ def family_model(family: str) -> FamilyModel:
 
 
 def build_head(family: str, hidden: int, *, label_names: Sequence[str] = (), vocab_size: int = 0,
-               retrieval_layer: int | None = None, lm_head: nn.Module | None = None) -> nn.Module:  # fmt: skip
+               retrieval_layer: int | None = None, lm_head: nn.Module | None = None,
+               own_embeddings: bool = False) -> nn.Module:  # fmt: skip
     """The head for ``family`` (see ``lightning_modules.tasks.FAMILIES``)."""
     entry = family_model(family)
     if entry.needs_label_names and not label_names:
         raise ValueError(f"A {family} head needs label names (from the catalogue or the shards' manifest)")
-    return entry.head(HeadArgs(hidden, tuple(label_names), vocab_size, retrieval_layer, lm_head))
+    return entry.head(HeadArgs(hidden, tuple(label_names), vocab_size, retrieval_layer, lm_head, own_embeddings))
 
 
 def build_metrics(spec: TaskSpec, label_names: Sequence[str] = (), lang: str | None = None) -> Metric:

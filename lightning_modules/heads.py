@@ -91,17 +91,24 @@ class VQAHead(nn.Module):
 
 
 class RetrievalHead(nn.Module):
-    """Dual encoder: pooled text vs pooled image, contrastive with in-batch negatives, learnable temperature."""
+    """Dual encoder: text vs image embedding, contrastive with in-batch negatives, learnable temperature.
 
-    def __init__(self, hidden: int, embed_dim: int = 256, init_temperature: float = 0.07) -> None:
+    ``own_embeddings`` (an aligned two-tower core, ``EncoderCore.own_embeddings``): the core's ``embed_text`` /
+    ``embed_image`` already are the checkpoint's own projected embeddings, so the head adds no projection and
+    retrieval scores the start's alignment as it is. Otherwise it projects the core's pooled vectors.
+    """
+
+    def __init__(
+        self, hidden: int, embed_dim: int = 256, init_temperature: float = 0.07, own_embeddings: bool = False
+    ) -> None:
         super().__init__()
-        self.text_proj = nn.Linear(hidden, embed_dim)
-        self.image_proj = nn.Linear(hidden, embed_dim)
+        self.text_proj = nn.Identity() if own_embeddings else nn.Linear(hidden, embed_dim)
+        self.image_proj = nn.Identity() if own_embeddings else nn.Linear(hidden, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
 
     def forward(self, core: EncoderCore, batch: dict[str, Any]) -> HeadOutput:
-        text = F.normalize(self.text_proj(core.encode(batch["input_ids"], batch["attention_mask"]).pooled), dim=-1)
-        image = F.normalize(self.image_proj(core.encode_image(batch["pixel_values"])), dim=-1)
+        text = F.normalize(self.text_proj(core.embed_text(batch["input_ids"], batch["attention_mask"])), dim=-1)
+        image = F.normalize(self.image_proj(core.embed_image(batch["pixel_values"])), dim=-1)
         # (Tc, I): texts are the batch's captions, text_image_index says which image each one describes
         index = batch["text_image_index"]
         logits = self.logit_scale.clamp(max=math.log(100)).exp() * text @ image.T

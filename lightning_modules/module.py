@@ -122,6 +122,7 @@ class TransferModule(pl.LightningModule):
         text_pretrained: bool | None = None,
         vision_pretrained: bool | None = None,
         vision_checkpoint: str | None = None,
+        text_embedding: dict[str, Any] | None = None,
     ) -> None:
         """
         Args:
@@ -150,6 +151,10 @@ class TransferModule(pl.LightningModule):
             text_pretrained: Load the text tower's pretrained weights (null: follow pretrained).
             vision_pretrained: Load the vision tower's pretrained weights (null: follow pretrained).
             vision_checkpoint: Local weights for the vision tower: a .safetensors/.pth file or a timm model directory.
+            text_embedding: Aligned two-tower start: {pool: first|last, modules: [dotted paths in the checkpoint],
+                pad_to: fixed text length (SigLIP 64), vision_check: the checkpoint's patch-embedding weight}; timm's
+                pooling and head are kept for the image side and retrieval uses both towers' own embeddings (no
+                fresh projection). Null: first token + a head's projection. See docs/start.md.
         """
         super().__init__()
         # the groups as plain dicts before save_hyperparameters reads the locals: hparams stay YAML/JSON values
@@ -168,6 +173,7 @@ class TransferModule(pl.LightningModule):
             text_model, vision_model, pretrained=pretrained, fusion=fusion, text_tower=text_tower, text_drop=text_drop,
             text_kwargs=text_kwargs, vision_kwargs=vision_kwargs, attn_implementation=attn_implementation,
             text_pretrained=text_pretrained, vision_pretrained=vision_pretrained, vision_checkpoint=vision_checkpoint,
+            text_embedding=text_embedding,
         )  # fmt: skip
         warn_if_lr_too_high(self.optimizer_config.lr, self.core.sources)
         self.task_info = tasks
@@ -187,6 +193,7 @@ class TransferModule(pl.LightningModule):
                 self.heads[spec.head] = build_head(
                     spec.family, self.core.hidden_size, label_names=tasks[name]["labels"],
                     vocab_size=self.core.text.config.vocab_size, retrieval_layer=retrieval_layer, lm_head=lm_head,
+                    own_embeddings=self.core.own_embeddings,
                 )  # fmt: skip
         self.metrics = nn.ModuleDict()  # "<stage>|<task>|<lang>" -> task metric; created in setup
         self.counts = nn.ModuleDict()  # same keys -> samples scored (exactness check)
@@ -213,6 +220,15 @@ class TransferModule(pl.LightningModule):
         if hasattr(self.core, "fuser"):  # only joint image + text encoding runs it: not text, not retrieval
             specs = [self.specs[t] for t in self.train_tasks]
             self.core.fuser.requires_grad_(any(s.modality != "text" and s.family != "retrieval" for s in specs))
+        if self.core.own_embeddings:  # the towers' own pooling/projections vs the fusion path: train what runs
+            specs = [self.specs[t] for t in self.train_tasks]
+            if not any(s.family == "retrieval" for s in specs):  # only freezes: freeze_vision etc. still hold
+                for module in self.core.embedding_heads():
+                    module.requires_grad_(False)
+            joint = any(s.modality != "text" and s.family != "retrieval" for s in specs)  # fusion path runs
+            if self.core.vision is not None and not joint:
+                for p in [*self.core.image_proj.parameters(), self.core.image_type]:
+                    p.requires_grad_(False)
         for name in self.heads:  # heads of evaluation-only tasks (and parameterless ones) do not train
             trains = any(self.specs[t].head == name for t in self.train_tasks)
             for p in self.heads[name].parameters():
@@ -344,6 +360,9 @@ class TransferModule(pl.LightningModule):
         for task in [*self.train_tasks, *self.task_info]:
             if (task, "en") in names:
                 return f"val/{task}/en/{self.specs[task].primary}"
+        if self.hparams.phase == "few_shot" and names:  # IGLUE few-shot: the target language's few-shot dev
+            task, lang = names[0]
+            return f"val/{task}/{lang}/{self.specs[task].primary}"
         return "val/none"
 
     def on_validation_epoch_end(self) -> None:

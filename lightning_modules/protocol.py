@@ -24,6 +24,7 @@ import lightning.pytorch as pl
 import torch
 
 ENGLISH = "en"
+FEW_SHOT_PHASE = "few_shot"  # the phase name of IGLUE few-shot runs (study.py): target data on purpose
 TEST_SPLITS = ("test",)
 
 
@@ -82,7 +83,8 @@ def test_protocol(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[st
     dm, ckpt_path = trainer.datamodule, trainer.ckpt_path
     loaded = read_record(ckpt_path) if ckpt_path else None
     weights = tested_weights(ckpt_path, loaded, trainer.global_step, pl_module.hparams.get("init_from"), dm)
-    return run_protocol(weights, data_use(dm)["test"], getattr(pl_module, "_lineage", None))
+    return run_protocol(weights, data_use(dm)["test"], getattr(pl_module, "_lineage", None),
+                        few_shot=pl_module.hparams.get("phase") == FEW_SHOT_PHASE)  # fmt: skip
 
 
 def was_selected(checkpoint: dict[str, Any], ckpt_path: str | Path | None) -> bool:
@@ -139,11 +141,18 @@ def protocol_breaks(weights: dict[str, Any], tested: list[dict[str, Any]]) -> li
     return breaks
 
 
-def run_protocol(weights: dict[str, Any], tested: list[dict[str, Any]], lineage: dict[str, Any] | None) -> dict:
-    """The ``protocol`` entry of results.json: the tested weights, their data, the breaks and the headline."""
+def run_protocol(
+    weights: dict[str, Any], tested: list[dict[str, Any]], lineage: dict[str, Any] | None, *, few_shot: bool = False
+) -> dict:
+    """The ``protocol`` entry of results.json: the tested weights, their data, the breaks and the headline.
+
+    ``few_shot``: an IGLUE few-shot run (phase ``few_shot``), which trains and selects on target-language data by
+    design; its headline names that protocol and the target-language data instead of calling it broken.
+    """
     breaks = protocol_breaks(weights, tested)
     parent = (lineage or {}).get("parent") or None
-    record = {**weights, "tested_on": tested, "breaks": breaks, "zero_shot": not breaks,
+    record = {**weights, "tested_on": tested, "breaks": breaks, "zero_shot": not breaks and not few_shot,
+              "protocol": FEW_SHOT_PHASE if few_shot else "zero_shot",
               "parent": {"path": parent["path"], "phase": parent.get("phase"), "tasks": parent.get("tasks")}
               if parent else None}  # fmt: skip
     record["headline"] = headline(record)
@@ -160,6 +169,9 @@ def _uses(uses: list[dict[str, Any]] | None) -> str:
 
 def headline(record: dict[str, Any]) -> str:
     """The first line of results.md."""
+    if record.get("protocol") == FEW_SHOT_PHASE:
+        used = "; ".join(record["breaks"]) or "no target-language data recorded"
+        return f"IGLUE few-shot protocol (not zero-shot): {used}."
     if record["breaks"]:
         return "**ZERO-SHOT PROTOCOL BROKEN**: " + "; ".join(record["breaks"]) + "."
     return "Zero-shot protocol kept: no test data and no non-English data of a tested task was trained or selected on."

@@ -55,6 +55,7 @@ AGGREGATE_HELP = {
     GAP: "English minus avg_xling (cross-lingual gap)",
 }
 SELECTION_NOTE = "checkpoint selected on English dev data only; no target-language data was used for selection"
+FEW_SHOT_NOTE = "IGLUE few-shot protocol: checkpoint selected on the target language's few-shot dev split"
 OVERLAP_MARK = "†"
 OVERLAP_LEGEND = (
     f"{OVERLAP_MARK} the condition's intermediate training data overlaps the target's training data "
@@ -201,16 +202,19 @@ def write_run_report(
     Returns:
         The written files: keys ``json``, ``csv``, ``md`` and ``png:<task>`` per task.
     """
-    check_selection(selection)
+    rows = aggregate(rows)
+    few_shot = any(r.get("phase") == "few_shot" for r in rows)  # the one protocol that selects on target data
+    if not few_shot:
+        check_selection(selection)
+    data, note = ("few-shot dev split", FEW_SHOT_NOTE) if few_shot else (None, None)  # without a protocol record
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(rows)
     paths = {"json": run_dir / "results.json", "csv": run_dir / "results.csv", "md": run_dir / "results.md"}
-    payload = {"protocol": dict(protocol) if protocol else None, "selection": selection_entry(selection, protocol),
-               "rows": rows}  # fmt: skip
+    payload = {"protocol": dict(protocol) if protocol else None,
+               "selection": selection_entry(selection, protocol, data), "rows": rows}  # fmt: skip
     paths["json"].write_text(json.dumps(payload, indent=1) + "\n")
     _write_csv(paths["csv"], rows, ROW_FIELDS)
-    paths["md"].write_text(run_markdown(rows, selection, protocol))
+    paths["md"].write_text(run_markdown(rows, selection, protocol, note))
     chance = chance_levels(label_counts or {})
     for task in _unique(r["task"] for r in rows):
         chart = plot_languages(rows, task, run_dir / f"results_{task}.png", chance=chance.get(task),
@@ -222,10 +226,11 @@ def write_run_report(
     return paths
 
 
-def selection_entry(selection: str, protocol: Mapping[str, Any] | None) -> dict[str, Any]:
-    """results.json's ``selection``: the key that actually selected the tested weights (null: none did)."""
+def selection_entry(selection: str, protocol: Mapping[str, Any] | None, data: str | None = None) -> dict[str, Any]:
+    """results.json's ``selection``: the key that actually selected the tested weights (null: none did); without a
+    protocol record, the run's key and ``data`` (what it selects on) if known."""
     if protocol is None:
-        return {"monitor": selection, "data": "not recorded"}
+        return {"monitor": selection, "data": data or "not recorded"}
     selected = protocol.get("selected_on")
     if not selected:
         return {"monitor": None, "data": "no checkpoint selection: " + str(protocol.get("weights"))}
@@ -256,15 +261,22 @@ def task_table(rows: Sequence[Row], task: str) -> tuple[list[str], list[list[Any
     return ["lang", *metrics], [[lang, *(value.get((lang, m)) for m in metrics)] for lang in langs]
 
 
-def run_markdown(rows: Sequence[Row], selection: str, protocol: Mapping[str, Any] | None = None) -> str:
-    """``results.md``: the protocol headline first, the protocol lines, then per (phase, task, split, seed) a table."""
+def run_markdown(
+    rows: Sequence[Row], selection: str, protocol: Mapping[str, Any] | None = None, note: str | None = None
+) -> str:
+    """``results.md``: the protocol headline first, the protocol lines, then per (phase, task, split, seed) a table.
+
+    Without a protocol record: the selection key and ``note`` (what selected it), or that it was not recorded.
+    """
     from lightning_modules.protocol import protocol_lines
 
-    if protocol is None:
+    if protocol is not None:
+        lines = [f"# Results — {protocol['headline']}", "", *protocol_lines(protocol), ""]
+    elif note:
+        lines = ["# Results", "", f"Checkpoint selection: `{selection}` — {note}.", ""]
+    else:
         lines = ["# Results", "", f"Selection key of this run: `{selection}`; which weights were tested and what they "
                  "were trained and selected on was not recorded.", ""]  # fmt: skip
-    else:
-        lines = [f"# Results — {protocol['headline']}", "", *protocol_lines(protocol), ""]
     lines += [f"- `{a}`: {h}" for a, h in AGGREGATE_HELP.items()] + [""]
     groups: dict[tuple, list[Row]] = defaultdict(list)
     for r in rows:
@@ -546,6 +558,8 @@ def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapp
     lines = [f"# Study `{name}`", "", f"Zero-shot cross-lingual transfer, test split. Target runs: {SELECTION_NOTE}."]
     if meta.get("selection"):
         lines.append("Selection keys: " + ", ".join(f"`{k}`" for k in meta["selection"]) + ".")
+    if meta.get("start"):
+        lines.append(start_note(meta["start"]))
     lines += ["", f"Cells: mean ± std over seeds (Δ = difference of the means from `{baseline}`). "
               f"Std is the sample std; n = number of seeds.", ""]  # fmt: skip
     lines += [f"- `{a}`: {h}" for a, h in AGGREGATE_HELP.items()] + [f"- {OVERLAP_LEGEND}", ""]
@@ -555,6 +569,17 @@ def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapp
     for (target, task, metric), rows in _group(table, ("target", "task", "metric")).items():
         lines += _metric_section(target, task, metric, rows, baseline)
     return "\n".join(lines) + "\n"
+
+
+def start_note(start: Mapping[str, Any]) -> str:
+    """Which start every condition had: the model configs and the shared start phase (or none)."""
+    model = ", ".join(f"`{c}`" for c in start.get("base", [])) or "the pretrained checkpoints"
+    if start.get("start"):
+        phase = ", ".join(f"`{c}`" for c in start["start"])
+        return (f"Start of every condition (the same per seed): {model}, then the start phase {phase} "
+                "(`start/seed<k>`); the baseline's targets start from it too.")  # fmt: skip
+    return (f"Start of every condition: {model}, no shared start phase (with unaligned towers the first phase "
+            "that shows images trains the image-text alignment).")  # fmt: skip
 
 
 def _group(table: Sequence[Row], fields: Sequence[str]) -> dict[tuple, list[Row]]:

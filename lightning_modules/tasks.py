@@ -136,6 +136,12 @@ TASKS: dict[str, TaskSpec] = {
     "coco": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1", overlaps=("xflickrco",)),
     "xflickrco": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1", XFLICKRCO_LANGS),
     "wit": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1", WIT_LANGS),
+    # image-caption pairs of the start phase (img2dataset shards: CC3M, COCO/Flickr30k train, ...); any language
+    "captions": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1"),
+    # image-text matching on the same captions (a caption vs another image's, from the stream): trains the fusion
+    "captions_itm": TaskSpec("classification", "itm", "image_text", ("acc",), "acc", EN, ("mismatch", "match")),
+    # parallel sentences of the start phase: translation ranking (a sentence vs its English translation)
+    "parallel": TaskSpec("sentence_retrieval", "none", "text", ("tatoeba_acc",), "tatoeba_acc"),
     # --- text intermediate tasks of Phang et al. 2020 and XTREME targets ---
     "mnli": replace(_cls("nli", "text", NLI_LABELS), overlaps=("xnli",)),
     "anli": _cls("nli", "text", NLI_LABELS),

@@ -84,6 +84,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         max_per_shard=args.max_per_shard,
         max_side=args.max_side,
     )
+    if args.exclude:  # img2dataset: the xFlickr&CO test set whose images the start phase must not see
+        kwargs["exclude"] = args.exclude
     fields = _parse_fields(args.field)
     if fields:
         kwargs["fields"] = fields
@@ -135,6 +137,8 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--max-side", type=int, default=384, help="bound on each image's short side in pixels")
     build.add_argument("--allow-missing", action="store_true", help="skip records whose image file is missing")
     build.add_argument("--field", action="append", metavar="NAME=SOURCE", help="field mapping (generic JSONL)")
+    build.add_argument("--exclude", action="append", metavar="XFLICKRCO",
+                       help="img2dataset: drop xFlickr&CO test images (its shard dir or annotation .jsonl; 'none')")
     build.add_argument("--size", choices=["small", "full"], default="full", help="demo world size")
     build.add_argument("--seed", type=int, default=0, help="demo world seed")
     build.set_defaults(func=cmd_build)

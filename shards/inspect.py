@@ -66,6 +66,8 @@ def first_sample(path: Path) -> dict:
     for ext, data in first.items():
         if ext == "json":
             sample["json"] = json.loads(data)
+        elif ext == "txt":  # img2dataset's caption
+            sample["txt"] = data.decode("utf-8", errors="replace")
         elif not ext.startswith("__"):
             sample["images"][ext] = Image.open(io.BytesIO(data)).size
     return sample
@@ -93,5 +95,7 @@ def inspect_dir(directory: str | Path, echo: Callable[[str], None] = print) -> N
         for field, value in (sample.get("json") or {}).items():
             text = json.dumps(value, ensure_ascii=False)
             echo(f"     {field}: {text if len(text) <= FIELD_WIDTH else text[: FIELD_WIDTH - 3] + '...'}")
+        if "txt" in sample:
+            echo(f"     txt: {sample['txt'][:FIELD_WIDTH]}")
         for name, (w, h) in sample["images"].items():
             echo(f"     image {name}: {w}x{h}")

@@ -92,8 +92,9 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def safe_member(name: str) -> bool:
-    """Only json and JPEG members are read out of a tar at all; anything else never reaches memory."""
-    return name.endswith((".json", ".jpg"))
+    """Only json, JPEG and text members (img2dataset's captions) are read out of a tar at all; anything else never
+    reaches memory."""
+    return name.endswith((".json", ".jpg", ".txt"))
 
 
 def split_member_name(name: str) -> tuple[str, str]:

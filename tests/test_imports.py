@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("datamodules", "lightning_modules", "shards", "benchmarks")
+PACKAGES = ("datamodules", "lightning_modules", "shards", "benchmarks", "studies")
 # What data code may import from lightning_modules/: the catalogue (tasks.py). The data half of each family
 # lives in datamodules/collate.py itself (FAMILY_DATA), so no family home is needed here.
 DATA_MAY_IMPORT = {"lightning_modules.tasks", "lightning_modules.settings"}  # settings: range checks, no model code

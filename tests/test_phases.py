@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
-from transformers import BertConfig, SiglipConfig, XLMRobertaConfig
+from transformers import AltCLIPConfig, BertConfig, Siglip2Config, SiglipConfig, XLMRobertaConfig
 
 import train
 from lightning_modules.checkpoints import load_init_checkpoint, read_checkpoint, sha256_file
@@ -172,7 +172,15 @@ TINY_TEXT = {
             "patch_size": 8,
         },  # fmt: skip
     ),
+    "google/siglip2-base-patch16-256": lambda: Siglip2Config(
+        text_config={**TEXT_DIMS, "max_position_embeddings": 64}, vision_config=TINY_HF_VISION
+    ),
+    "BAAI/AltCLIP-m18": lambda: AltCLIPConfig(
+        text_config={**TEXT_DIMS, "max_position_embeddings": 40, "project_dim": 20}, vision_config=TINY_HF_VISION,
+        projection_dim=24,
+    ),
 }
+TINY_HF_VISION = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 20}
 TEXT_DIMS = {
     "vocab_size": 99,
     "hidden_size": 32,
@@ -199,6 +207,7 @@ def test_starting_point_trains_one_step(config: Path, tmp_path: Path) -> None:
         str(tmp_path), arch, vision_kwargs=TINY_VISION, text_kwargs=model.get("text_kwargs"), pretrained=False,
         text_tower=model.get("text_tower"), text_drop=model.get("text_drop"), fusion=model["fusion"],
         attn_implementation=model["attn_implementation"], tasks=tasks, max_steps=1,
+        text_embedding=model.get("text_embedding"),
     )  # fmt: skip
     optimizer = module.configure_optimizers()["optimizer"]
     b, t = 3, 7

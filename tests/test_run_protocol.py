@@ -184,3 +184,12 @@ def test_finished_json_is_appended_not_overwritten(tmp_path: Path) -> None:
     record = protocol.append_finished(tmp_path, {"subcommand": "validate"})
     assert record["last_ckpt"] == "a.ckpt" and record["subcommand"] == "fit"
     assert [h["subcommand"] for h in record["history"]] == ["fit", "test", "validate"]
+
+
+def test_few_shot_run_names_its_protocol_not_a_break() -> None:
+    """IGLUE few-shot runs train and select on target-language data by design: said so, not called broken."""
+    weights = {"trained_on": [{"task": "xvnli", "split": "train_1", "langs": ["ar"]}], "selected_on": None}
+    record = protocol.run_protocol(weights, [{"task": "xvnli", "split": "test", "langs": ["ar"]}], None,
+                                   few_shot=True)  # fmt: skip
+    assert record["headline"].startswith("IGLUE few-shot protocol (not zero-shot): trained on non-English data")
+    assert record["zero_shot"] is False and record["protocol"] == "few_shot"
