@@ -211,7 +211,7 @@ def write_run_report(
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": run_dir / "results.json", "csv": run_dir / "results.csv", "md": run_dir / "results.md"}
     payload = {"protocol": dict(protocol) if protocol else None,
-               "selection": selection_entry(selection, protocol, data), "rows": rows}  # fmt: skip
+               "selection": selection_entry(selection, protocol, data, note), "rows": rows}  # fmt: skip
     paths["json"].write_text(json.dumps(payload, indent=1) + "\n")
     _write_csv(paths["csv"], rows, ROW_FIELDS)
     paths["md"].write_text(run_markdown(rows, selection, protocol, note))
@@ -226,11 +226,13 @@ def write_run_report(
     return paths
 
 
-def selection_entry(selection: str, protocol: Mapping[str, Any] | None, data: str | None = None) -> dict[str, Any]:
+def selection_entry(
+    selection: str, protocol: Mapping[str, Any] | None, data: str | None = None, note: str | None = None
+) -> dict[str, Any]:
     """results.json's ``selection``: the key that actually selected the tested weights (null: none did); without a
-    protocol record, the run's key and ``data`` (what it selects on) if known."""
+    protocol record, the run's key and, if known, ``data`` (what it selects on) and ``note``."""
     if protocol is None:
-        return {"monitor": selection, "data": data or "not recorded"}
+        return {"monitor": selection, "data": data or "not recorded", **({"note": note} if note else {})}
     selected = protocol.get("selected_on")
     if not selected:
         return {"monitor": None, "data": "no checkpoint selection: " + str(protocol.get("weights"))}
