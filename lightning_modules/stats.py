@@ -1,0 +1,240 @@
+"""Significance for study deltas: paired bootstrap, multiple-comparison corrections, seeds needed.
+
+Pure numpy over **per-item components** (no Lightning import). A test run's per-sample outcomes
+(``outcomes.jsonl``, written by ``lightning_modules.metrics.outcomes``) give each test item a few numbers;
+a metric is a *formula* over their sums over items, so resampling items and re-summing reproduces the
+metric exactly:
+
+- ``("ratio", num, den)``: ``100 * sum(num) / sum(den)`` — accuracy (``correct``, ``total``), VQA accuracy
+  (``score``, ``total``), EM/F1 of span QA, Tatoeba accuracy, word-level tagging accuracy;
+- ``("recall", rank, k, query)``: ``100 * sum(query * (rank < k)) / sum(query)`` — retrieval recall@K of one
+  direction, each query's rank being the number of strictly better candidates;
+- ``("mean_recall", rank, k, ir, tr)``: the mean of the two directions' recall@K (``mean_r1``);
+- ``("f1", tp, n_pred, n_gold)``: entity span F1 and BUCC F1 (``100 * 2 tp / (n_pred + n_gold)``).
+
+``paired_bootstrap`` compares two conditions on the same items (and the same seeds where there are
+several): each resample draws items (and seeds) with replacement, identically for both sides, and recomputes
+the delta. The interval is the percentile interval; the p-value is the two-sided test of "no difference"
+(the bootstrap distribution shifted to mean zero). ``holm`` and ``benjamini_hochberg`` adjust a family of
+p-values; ``seeds_needed`` estimates from a baseline's variance how many seeds detect an effect.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+Formula = tuple
+CORRECTIONS = ("holm", "bh")
+CORRECTION_NAMES = {"holm": "Holm–Bonferroni (family-wise error)", "bh": "Benjamini–Hochberg (false discovery rate)"}
+Z_975 = 1.959963984540054  # two-sided 95 %
+Z_POWER = {0.8: 0.8416212335729143, 0.9: 1.2815515655446004}
+
+
+def components(outcomes: Mapping[str, Sequence[float]], formula: Formula) -> np.ndarray:
+    """Per-item component matrix (N, K) of ``formula`` from outcome columns (one value per item each)."""
+    kind = formula[0]
+    col = {k: np.asarray(v, dtype=np.float64) for k, v in outcomes.items() if k not in ("key", "key_hash")}
+    try:
+        if kind == "ratio":
+            return np.stack([col[formula[1]], col[formula[2]]], axis=-1)
+        if kind == "recall":
+            _, rank, k, query = formula
+            return np.stack([col[query] * (col[rank] < k), col[query]], axis=-1)
+        if kind == "mean_recall":
+            _, rank, k, first, second = formula
+            hit = col[rank] < k
+            return np.stack([col[first] * hit, col[first], col[second] * hit, col[second]], axis=-1)
+        if kind == "f1":
+            return np.stack([col[name] for name in formula[1:]], axis=-1)
+    except KeyError as err:
+        raise ValueError(f"Outcomes lack column {err.args[0]!r} needed by {formula}; they have {sorted(col)}") from None
+    raise ValueError(f"Unknown formula {formula!r}; kinds: ratio, recall, mean_recall, f1")
+
+
+def formula_value(sums: np.ndarray, formula: Formula) -> np.ndarray:
+    """The metric (%) from component sums (..., K); NaN where the denominator is 0."""
+    sums = np.asarray(sums, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if formula[0] in ("ratio", "recall"):
+            return 100.0 * sums[..., 0] / sums[..., 1]
+        if formula[0] == "mean_recall":
+            return 50.0 * (sums[..., 0] / sums[..., 1] + sums[..., 2] / sums[..., 3])
+        tp, n_pred, n_gold = sums[..., 0], sums[..., 1], sums[..., 2]
+        return np.where(tp > 0, 100.0 * 2 * tp / (n_pred + n_gold), 0.0)
+
+
+def reaggregate(outcomes: Mapping[str, Sequence[float]], formula: Formula) -> float:
+    """The metric of a whole outcome set: what the metric object computed, recomputed from its samples."""
+    return float(formula_value(components(outcomes, formula).sum(axis=0), formula))
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """A paired-bootstrap comparison: condition minus baseline."""
+
+    delta: float
+    low: float
+    high: float
+    p: float
+    n_items: int
+    n_seeds: int
+    resamples: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _seed_means(values: np.ndarray, formula: Formula, item_idx: np.ndarray, seed_idx: np.ndarray) -> np.ndarray:
+    """Metric averaged over resampled seeds, per resample: values (S, N, K), indices (B, N) and (B, S)."""
+    # sums[b, s] = sum over resampled items of seed s's components -> (B, S, K)
+    sums = values[:, item_idx].sum(axis=2).transpose(1, 0, 2)
+    per_seed = formula_value(sums, formula)  # (B, S)
+    return np.take_along_axis(per_seed, seed_idx, axis=1).mean(axis=1)
+
+
+def resample_indices(n_items: int, n_seeds: int, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (items (B, N), seeds (B, S)) drawn with replacement; seeds are not resampled when there is one."""
+    rng = np.random.default_rng(seed)
+    item_idx = rng.integers(0, n_items, size=(resamples, n_items))
+    seed_idx = rng.integers(0, n_seeds, size=(resamples, n_seeds)) if n_seeds > 1 else np.zeros((resamples, 1), int)
+    return item_idx, seed_idx
+
+
+def paired_bootstrap(
+    baseline: np.ndarray,
+    condition: np.ndarray,
+    formula: Formula,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Bootstrap:
+    """Paired bootstrap of ``metric(condition) - metric(baseline)`` over items and seeds.
+
+    Args:
+        baseline: components (S, N, K): S seeds x N items (same items, same order, as ``condition``).
+        condition: components (S, N, K); seed s of both sides is paired (same start, same data order).
+        formula: the metric's formula (module docstring).
+        resamples: bootstrap resamples B.
+        seed: seed of the resampling (fixed: the same outcomes give the same interval and p).
+        level: interval coverage.
+
+    Returns:
+        The observed delta (mean over seeds), its percentile interval and the two-sided p-value
+        ``(1 + #{|d* - d| >= |d|}) / (B + 1)``.
+    """
+    baseline, condition = np.asarray(baseline, np.float64), np.asarray(condition, np.float64)
+    if baseline.shape != condition.shape or baseline.ndim != 3:
+        raise ValueError(
+            f"paired_bootstrap needs two (seeds, items, K) arrays of one shape, got {baseline.shape} and "
+            f"{condition.shape}: pair the runs by seed and item key first"
+        )
+    n_seeds, n_items, _ = baseline.shape
+    observed = float(np.mean(formula_value(condition.sum(1), formula) - formula_value(baseline.sum(1), formula)))
+    item_idx, seed_idx = resample_indices(n_items, n_seeds, resamples, seed)
+    deltas = _seed_means(condition, formula, item_idx, seed_idx) - _seed_means(baseline, formula, item_idx, seed_idx)
+    low, high = np.quantile(deltas, [(1 - level) / 2, (1 + level) / 2])
+    extreme = int(np.sum(np.abs(deltas - observed) >= abs(observed) - 1e-12))
+    return Bootstrap(observed, float(low), float(high), (1 + extreme) / (resamples + 1), n_items, n_seeds, resamples)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN entries stay NaN."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    ok = np.flatnonzero(~np.isnan(p))
+    out = np.full_like(p, np.nan)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m, running = len(order), 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return out.tolist()
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
+    """Benjamini–Hochberg adjusted p-values (q-values, step-up, monotone, capped at 1); NaN stays NaN."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    ok = np.flatnonzero(~np.isnan(p))
+    out = np.full_like(p, np.nan)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m, running = len(order), 1.0
+    for i in range(m - 1, -1, -1):
+        running = min(running, m * p[order[i]] / (i + 1))
+        out[order[i]] = min(1.0, running)
+    return out.tolist()
+
+
+def adjust(pvalues: Sequence[float], correction: str) -> list[float]:
+    """``holm`` or ``bh`` adjusted p-values."""
+    if correction not in CORRECTIONS:
+        raise ValueError(f"Unknown correction {correction!r}; choose one of {list(CORRECTIONS)}")
+    return holm(pvalues) if correction == "holm" else benjamini_hochberg(pvalues)
+
+
+@dataclass(frozen=True)
+class Power:
+    """How many seeds a paired comparison needs to detect ``effect`` points."""
+
+    effect: float
+    item_sd: float
+    seed_sd: float | None
+    n_items: int
+    alpha: float
+    power: float
+    seeds: int
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def seeds_needed(
+    item_scores: np.ndarray,
+    effect: float,
+    *,
+    seed_values: Sequence[float] = (),
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> Power:
+    """Seeds per condition so a two-sided test at ``alpha`` detects a true delta of ``effect`` points.
+
+    The variance of one seed's delta is taken as ``2 * seed_var + 2 * item_var / N``: two independent
+    training runs (seed variance of the baseline's metric, from ``seed_values``; 0 when only one seed has
+    run, said so by ``seed_sd=None``) and the test items' sampling noise of each model, assuming the two
+    models' per-item outcomes uncorrelated (conservative: real pairs are positively correlated).
+
+    Args:
+        item_scores: the baseline's per-item scores in points (N,), e.g. 100 * correct.
+        effect: the delta to detect, in points.
+        seed_values: the baseline's metric per seed (points).
+        alpha: significance level (divide it by the number of comparisons for Holm's worst case).
+        power: 0.8 or 0.9.
+    """
+    if effect <= 0:
+        raise ValueError(f"effect must be > 0 points, got {effect}")
+    if power not in Z_POWER:
+        raise ValueError(f"power must be one of {sorted(Z_POWER)}, got {power}")
+    scores = np.asarray(item_scores, dtype=np.float64)
+    item_var = float(scores.var(ddof=1)) if len(scores) > 1 else 0.0
+    seed_sd = float(np.std(seed_values, ddof=1)) if len(seed_values) > 1 else None
+    var_one = 2 * (seed_sd or 0.0) ** 2 + 2 * item_var / max(len(scores), 1)
+    z_alpha = _z(1 - alpha / 2)
+    seeds = max(1, math.ceil(((z_alpha + Z_POWER[power]) ** 2) * var_one / effect**2))
+    return Power(effect, math.sqrt(item_var), seed_sd, len(scores), alpha, power, seeds)
+
+
+def _z(q: float) -> float:
+    """Standard normal quantile by bisection on the CDF (no scipy needed)."""
+    if abs(q - 0.975) < 1e-12:
+        return Z_975
+    lo, hi = -10.0, 10.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if 0.5 * math.erfc(-mid / math.sqrt(2)) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
