@@ -19,6 +19,7 @@ from lightning_modules.checkpoints import lineage, load_init_checkpoint
 from lightning_modules.core import EncoderCore
 from lightning_modules.heads import HeadOutput, build_head, load_lm_head
 from lightning_modules.metrics import BuccF1, build_metrics
+from lightning_modules.metrics.outcomes import write_outcomes
 from lightning_modules.tasks import get_task
 
 Stage = Literal["val", "test"]
@@ -198,7 +199,8 @@ class TransferModule(pl.LightningModule):
         assert batch["task"] == task, f"loader {dataloader_idx} is {task}/{lang} but yielded a {batch['task']} batch"
         out = self(batch)
         key = f"{stage}|{task}|{lang}"
-        self.metrics[key].update(**out.metric_inputs)
+        # test keys: per-sample outcomes (outcomes.jsonl) so runs on one test set can be paired item by item
+        self.metrics[key].update(**out.metric_inputs, keys=batch["keys"] if stage == "test" else None)
         self.counts[key].update(len(batch["keys"]))
         return out
 
@@ -242,6 +244,9 @@ class TransferModule(pl.LightningModule):
             if stage == "test" and isinstance(self.metrics[key], BuccF1):  # XTREME: the dev-tuned threshold
                 self.metrics[key].threshold = self._dev_thresholds.get((task, lang))  # None: tuned on test
             values = self.metrics[key].compute()
+            if stage == "test":  # a collective like compute: every rank, same order
+                self._test_outcomes.append((task, lang, self.metrics[key].outcomes(),
+                                            self.metrics[key].outcome_formulas()))  # fmt: skip
             if stage == "val" and "bucc_threshold" in values:
                 self._dev_thresholds[(task, lang)] = float(values["bucc_threshold"])
             count = int(self.counts[key].compute().item())
@@ -271,6 +276,7 @@ class TransferModule(pl.LightningModule):
         self.log("val/selection", value, sync_dist=False, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
+        self._test_outcomes: list[tuple] = []
         seed = self.trainer.datamodule.seed
         self._test_rows = [{"phase": self.hparams.phase, **r, "seed": seed} for r in self._compute_all("test")]
 
@@ -283,6 +289,8 @@ class TransferModule(pl.LightningModule):
             write_run_report(self.trainer.default_root_dir, rows, selection=self.selection_key, wandb_logger=wandb)
             counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in self._test_rows if r["metric"] == "count"}
             Path(self.trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
+            complete = [entry for entry in self._test_outcomes if entry[2] is not None]
+            write_outcomes(self.trainer.default_root_dir, complete, {"seed": self._test_rows[0]["seed"]})
 
     # -- checkpoint lineage ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

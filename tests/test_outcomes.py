@@ -14,8 +14,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.metrics import Accuracy, BuccF1, RetrievalRecall, SpanF1, SquadMetric, TatoebaAccuracy
-from lightning_modules.metrics import VQAAccuracy
+from lightning_modules.metrics import (
+    Accuracy,
+    BuccF1,
+    RetrievalRecall,
+    SpanF1,
+    SquadMetric,
+    TatoebaAccuracy,
+    VQAAccuracy,
+)
 from lightning_modules.metrics.outcomes import read_outcomes, write_outcomes
 from lightning_modules.stats import reaggregate
 
