@@ -88,12 +88,22 @@ class Bootstrap:
         return asdict(self)
 
 
-def _seed_means(values: np.ndarray, formula: Formula, item_idx: np.ndarray, seed_idx: np.ndarray) -> np.ndarray:
-    """Metric averaged over resampled seeds, per resample: values (S, N, K), indices (B, N) and (B, S)."""
-    # sums[b, s] = sum over resampled items of seed s's components -> (B, S, K)
-    sums = values[:, item_idx].sum(axis=2).transpose(1, 0, 2)
-    per_seed = formula_value(sums, formula)  # (B, S)
-    return np.take_along_axis(per_seed, seed_idx, axis=1).mean(axis=1)
+def _block_deltas(
+    baseline: np.ndarray, condition: np.ndarray, formula: Formula, item_idx: np.ndarray, seed_idx: np.ndarray
+) -> np.ndarray:
+    """Per resample: metric(condition) - metric(baseline), averaged over the resampled seeds. Arrays (S, N, K),
+    indices (B, N) and (B, S); the items' resample counts are applied in chunks so memory stays O(chunk * N)."""
+    out = np.empty(len(item_idx))
+    n_items = baseline.shape[1]
+    for start in range(0, len(item_idx), 256):
+        idx = item_idx[start : start + 256]
+        counts = np.zeros((len(idx), n_items))
+        np.add.at(counts, (np.arange(len(idx))[:, None], idx), 1.0)  # (b, N): how often each item was drawn
+        sums_c = np.einsum("bn,snk->bsk", counts, condition)
+        sums_b = np.einsum("bn,snk->bsk", counts, baseline)
+        per_seed = formula_value(sums_c, formula) - formula_value(sums_b, formula)  # (b, S)
+        out[start : start + len(idx)] = np.take_along_axis(per_seed, seed_idx[start : start + 256], axis=1).mean(1)
+    return out
 
 
 def resample_indices(n_items: int, n_seeds: int, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +115,8 @@ def resample_indices(n_items: int, n_seeds: int, resamples: int, seed: int) -> t
 
 
 def paired_bootstrap(
-    baseline: np.ndarray,
-    condition: np.ndarray,
+    baseline: np.ndarray | Sequence[np.ndarray],
+    condition: np.ndarray | Sequence[np.ndarray],
     formula: Formula,
     *,
     resamples: int = 2000,
@@ -116,29 +126,42 @@ def paired_bootstrap(
     """Paired bootstrap of ``metric(condition) - metric(baseline)`` over items and seeds.
 
     Args:
-        baseline: components (S, N, K): S seeds x N items (same items, same order, as ``condition``).
-        condition: components (S, N, K); seed s of both sides is paired (same start, same data order).
+        baseline: components (S, N, K): S seeds x N items (same items, same order, as ``condition``); or a
+            list of such blocks (one per language, each its own N), whose metrics are averaged (``avg_xling``).
+        condition: the same shape(s); seed s of both sides is paired (same start, same data order).
         formula: the metric's formula (module docstring).
         resamples: bootstrap resamples B.
         seed: seed of the resampling (fixed: the same outcomes give the same interval and p).
         level: interval coverage.
 
     Returns:
-        The observed delta (mean over seeds), its percentile interval and the two-sided p-value
-        ``(1 + #{|d* - d| >= |d|}) / (B + 1)``.
+        The observed delta (mean over seeds and blocks), its percentile interval and the two-sided p-value
+        ``(1 + #{|d* - d| >= |d|}) / (B + 1)``. Each resample draws every block's items (block by block,
+        ``resample_indices`` order for one block), then one set of seeds shared by all blocks.
     """
-    baseline, condition = np.asarray(baseline, np.float64), np.asarray(condition, np.float64)
-    if baseline.shape != condition.shape or baseline.ndim != 3:
+    blocks_b = [baseline] if isinstance(baseline, np.ndarray) else list(baseline)
+    blocks_c = [condition] if isinstance(condition, np.ndarray) else list(condition)
+    blocks_b = [np.asarray(b, np.float64) for b in blocks_b]
+    blocks_c = [np.asarray(c, np.float64) for c in blocks_c]
+    shapes = [(b.shape, c.shape) for b, c in zip(blocks_b, blocks_c)]
+    if len(blocks_b) != len(blocks_c) or not blocks_b or any(sb != sc or len(sb) != 3 for sb, sc in shapes) or len(
+        {sb[0] for sb, _ in shapes}
+    ) != 1:
         raise ValueError(
-            f"paired_bootstrap needs two (seeds, items, K) arrays of one shape, got {baseline.shape} and "
-            f"{condition.shape}: pair the runs by seed and item key first"
+            f"paired_bootstrap needs (seeds, items, K) arrays of one shape per block and one seed count, got "
+            f"{shapes}: pair the runs by seed and item key first"
         )
-    n_seeds, n_items, _ = baseline.shape
-    observed = float(np.mean(formula_value(condition.sum(1), formula) - formula_value(baseline.sum(1), formula)))
-    item_idx, seed_idx = resample_indices(n_items, n_seeds, resamples, seed)
-    deltas = _seed_means(condition, formula, item_idx, seed_idx) - _seed_means(baseline, formula, item_idx, seed_idx)
+    n_seeds = blocks_b[0].shape[0]
+    observed = float(np.mean([np.mean(formula_value(c.sum(1), formula) - formula_value(b.sum(1), formula))
+                               for b, c in zip(blocks_b, blocks_c)]))  # fmt: skip
+    rng = np.random.default_rng(seed)
+    item_idx = [rng.integers(0, b.shape[1], size=(resamples, b.shape[1])) for b in blocks_b]
+    seed_idx = rng.integers(0, n_seeds, size=(resamples, n_seeds)) if n_seeds > 1 else np.zeros((resamples, 1), int)
+    deltas = np.mean([_block_deltas(b, c, formula, idx, seed_idx)
+                      for b, c, idx in zip(blocks_b, blocks_c, item_idx)], axis=0)  # fmt: skip
     low, high = np.quantile(deltas, [(1 - level) / 2, (1 + level) / 2])
     extreme = int(np.sum(np.abs(deltas - observed) >= abs(observed) - 1e-12))
+    n_items = sum(b.shape[1] for b in blocks_b)
     return Bootstrap(observed, float(low), float(high), (1 + extreme) / (resamples + 1), n_items, n_seeds, resamples)
 
 
