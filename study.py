@@ -40,12 +40,16 @@ from typing import Any, Literal
 
 import yaml
 
-from lightning_modules import reports
+from lightning_modules import budgets, reports, significance
 from lightning_modules.tasks import get_task
 
 TRAIN_CMD_ENV = "MMSTILTS_TRAIN_CMD"
-STUDY_KEYS = ("name", "out", "base", "overrides", "seeds", "baseline", "start", "conditions", "targets", "train_cmd")
-CONDITION_KEYS = ("configs", "overrides", "tasks")
+STUDY_KEYS = ("name", "out", "base", "overrides", "seeds", "baseline", "start", "conditions", "targets", "train_cmd",
+              "significance", "budget")  # fmt: skip
+CONDITION_KEYS = ("configs", "overrides", "tasks", "control")
+CONTROLS = ("positive", "negative")
+SIGNIFICANCE_KEYS = ("correction", "resamples", "effects")
+BUDGET_KEYS = ("intermediate_steps", "batch_size")
 TARGET_KEYS = ("configs", "overrides", "task", "train_tasks")
 START_KEYS = ("configs", "overrides")
 Phase = Literal["start", "intermediate", "target"]
@@ -67,6 +71,8 @@ class Stage:
     """Condition: its intermediate tasks. Target: its English training tasks (``train_tasks``)."""
     task: str = ""
     """Target only: the evaluated task (defaults to the target's name)."""
+    control: str = ""
+    """Condition only: ``positive`` or ``negative`` marks a control (its own block in study.md)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,10 @@ class Study:
     conditions: dict[str, Stage]
     targets: dict[str, Stage]
     train_cmd: tuple[str, ...] = ()
+    significance: dict[str, Any] | None = None
+    """``correction`` (holm | bh), ``resamples``, ``effects`` (points, for the power estimate)."""
+    budget: dict[str, int] | None = None
+    """Equal budgets: every intermediate phase runs ``intermediate_steps`` steps of ``batch_size`` examples."""
 
     def config_files(self) -> list[str]:
         """Every ``--config`` file the study uses, in order of first use."""
@@ -152,7 +162,10 @@ def _condition(name: str, entry: Any) -> Stage:
         raise StudyError(
             f"`conditions.{name}` has configs but no `tasks`: list its intermediate tasks (overlap marks)."
         )
-    return Stage(configs, _strings(entry.get("overrides"), f"conditions.{name}.overrides"), tasks)
+    control = str(entry.get("control") or "")
+    if control and control not in CONTROLS:
+        raise StudyError(f"`conditions.{name}.control` must be one of {', '.join(CONTROLS)}, got {control!r}")
+    return Stage(configs, _strings(entry.get("overrides"), f"conditions.{name}.overrides"), tasks, control=control)
 
 
 def _target(name: str, entry: Any) -> Stage:
@@ -207,6 +220,12 @@ def parse_study(data: Mapping[str, Any], default_name: str = "study") -> Study:
         if not start.configs:
             raise StudyError("`start` needs `configs` (the phase-1 run's config files); remove `start` to skip it.")
     train_cmd = data.get("train_cmd")
+    significance = _check_keys(data.get("significance"), SIGNIFICANCE_KEYS, "significance")
+    if significance.get("correction", "holm") not in ("holm", "bh"):
+        raise StudyError(f"`significance.correction` must be holm or bh, got {significance['correction']!r}")
+    budget = _check_keys(data.get("budget"), BUDGET_KEYS, "budget")
+    if any(not isinstance(v, int) or v <= 0 for v in budget.values()):
+        raise StudyError(f"`budget` values must be positive integers, got {budget}")
     return Study(
         name=name,
         out=Path(data.get("out", f"runs/studies/{name}")),
@@ -218,6 +237,8 @@ def parse_study(data: Mapping[str, Any], default_name: str = "study") -> Study:
         conditions=conditions,
         targets=targets,
         train_cmd=tuple(shlex.split(train_cmd)) if isinstance(train_cmd, str) else _strings(train_cmd, "train_cmd"),
+        significance=significance,
+        budget=budget,
     )
 
 
@@ -288,6 +309,11 @@ def run_args(study: Study, run: Run, init_from: str | None) -> list[str]:
     for config in (*study.base, *run.stage.configs):
         args += ["--config", config]
     args += [*study.overrides, *run.stage.overrides]
+    if run.phase == "intermediate" and study.budget:  # equal budgets: last, so no condition config can differ
+        if "intermediate_steps" in study.budget:
+            args += ["--trainer.max_steps", str(study.budget["intermediate_steps"])]
+        if "batch_size" in study.budget:
+            args += ["--data.batch_size", str(study.budget["batch_size"])]
     args += ["--trainer.default_root_dir", str(run.run_dir), "--seed_everything", str(run.seed), "--phase", run.phase]
     if init_from:
         args += ["--model.init_from", init_from]
@@ -386,6 +412,7 @@ def run_all(study: Study, runs: Sequence[Run], heartbeat: float = 60.0) -> None:
             continue
         print(f"{head}: start (study elapsed {_duration(time.monotonic() - t0)})", flush=True)
         took = execute(study, run, heartbeat)
+        (run.run_dir / budgets.TIME_FILE).write_text(json.dumps({"seconds": took}) + "\n")
         print(f"{head}: done in {_duration(took)}", flush=True)
 
 
@@ -407,7 +434,8 @@ def collect(study: Study) -> tuple[list[dict[str, Any]], list[str], list[str]]:
         if monitor and monitor not in selection:
             selection.append(monitor)
         rows = data["rows"] if isinstance(data, dict) else data
-        results.append({"condition": run.condition, "target": run.target, "seed": run.seed, "rows": rows})
+        results.append({"condition": run.condition, "target": run.target, "seed": run.seed, "rows": rows,
+                        "run_dir": str(run.run_dir)})  # fmt: skip
     return results, missing, selection
 
 
@@ -416,9 +444,20 @@ def write_report(study: Study) -> dict[str, Path]:
     results, missing, selection = collect(study)
     overlaps = study.overlaps()
     table = reports.study_table(results, baseline=study.baseline, overlaps=overlaps)
+    controls = {n: c.control for n, c in study.conditions.items() if c.control}
+    settings = study.significance or {}
+    tests = significance.significance_rows(results, study.baseline, controls=controls,
+                                           correction=settings.get("correction", "holm"),
+                                           resamples=settings.get("resamples", 2000))  # fmt: skip
+    table = reports.attach_significance(table, tests)
     meta = {
         "seeds": list(study.seeds),
-        "conditions": {n: {"configs": list(c.configs), "tasks": list(c.tasks)} for n, c in study.conditions.items()},
+        "conditions": {n: {"configs": list(c.configs), "tasks": list(c.tasks), "control": c.control}
+                       for n, c in study.conditions.items()},  # fmt: skip
+        "significance": tests,
+        "controls": controls,
+        "budgets": budgets.condition_budgets(plan(study)),
+        "power": _power(study, results),
         "targets": {
             n: {"task": t.task, "train_tasks": list(t.tasks), "configs": list(t.configs)}
             for n, t in study.targets.items()
@@ -428,6 +467,13 @@ def write_report(study: Study) -> dict[str, Path]:
         "missing": missing,
     }
     return reports.write_study_report(study.out, table, name=study.name, baseline=study.baseline, meta=meta)
+
+
+def _power(study: Study, results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seeds the grid needs per target, from the baseline's finished runs (empty before any has run)."""
+    comparisons = (len(study.conditions) - 1) * len(study.targets) * len(significance.TESTED_AGGREGATES)
+    effects = (study.significance or {}).get("effects", (1.0, 2.0, 5.0))
+    return significance.power_estimate(results, study.baseline, comparisons=comparisons, effects=effects)
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -477,6 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyError as err:
         print(f"study: {err}", file=sys.stderr)
         return 2
+    power = _power(study, collect(study)[0])
+    if power and not args.report_only:
+        print("power (from the baseline's finished runs):\n  " + "\n  ".join(significance.power_lines(power)))
     try:
         if not args.report_only:
             run_all(study, runs, args.heartbeat)
