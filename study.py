@@ -44,6 +44,7 @@ from lightning_modules import budgets, reports, significance
 from lightning_modules.tasks import get_task
 
 TRAIN_CMD_ENV = "MMSTILTS_TRAIN_CMD"
+EPOCH_PREFIX = "epoch "  # lightning_modules.progress.EpochLine's lines (not imported: it would load Lightning)
 STUDY_KEYS = ("name", "out", "base", "overrides", "seeds", "baseline", "start", "conditions", "targets", "train_cmd",
               "significance", "budget")  # fmt: skip
 CONDITION_KEYS = ("configs", "overrides", "tasks", "control")
@@ -364,6 +365,11 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _last_epoch_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith(EPOCH_PREFIX)]
+    return f": {lines[-1]}" if lines else ""
+
+
 def execute(study: Study, run: Run, heartbeat: float) -> float:
     """Run one training subprocess, its output captured to ``<run dir>/train.log``; returns its duration.
 
@@ -389,7 +395,8 @@ def execute(study: Study, run: Run, heartbeat: float) -> float:
                     rc = proc.wait(timeout=heartbeat)
                     break
                 except subprocess.TimeoutExpired:
-                    print(f"    ... {run.name} running for {_duration(time.monotonic() - t0)}", flush=True)
+                    latest = _last_epoch_line(log)  # the run's own progress (EpochLine), if any yet
+                    print(f"    ... {run.name} running for {_duration(time.monotonic() - t0)}{latest}", flush=True)
         except BaseException:
             proc.terminate()
             proc.wait()
