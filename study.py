@@ -454,6 +454,7 @@ def write_report(study: Study) -> dict[str, Path]:
     controls = {n: c.control for n, c in study.conditions.items() if c.control}
     settings = study.significance or {}
     tests = significance.significance_rows(results, study.baseline, controls=controls,
+                                           target_tasks={n: t.task for n, t in study.targets.items()},
                                            correction=settings.get("correction", "holm"),
                                            resamples=settings.get("resamples", 2000))  # fmt: skip
     table = reports.attach_significance(table, tests)

@@ -75,6 +75,7 @@ def significance_rows(
     baseline: str,
     *,
     controls: Mapping[str, str] | None = None,
+    target_tasks: Mapping[str, str] | None = None,
     correction: str = "holm",
     resamples: int = 2000,
     seed: int = 0,
@@ -87,6 +88,8 @@ def significance_rows(
         baseline: the reference condition.
         controls: condition -> ``positive`` / ``negative`` (shown in their own block; still corrected with the
             grid, so the family of tests is every delta the report shows).
+        target_tasks: target -> its evaluated task (default: the target's name if its runs tested it, else
+            the first task in its outcomes).
         correction: ``holm`` or ``bh``.
         resamples: bootstrap resamples per delta.
         seed: resampling seed.
@@ -99,7 +102,9 @@ def significance_rows(
         outcomes = _outcomes(res)
         if outcomes:
             loaded[(res["condition"], res["target"])][res["seed"]] = outcomes
-            tasks.setdefault(res["target"], next(iter({t for t, _ in outcomes})))
+            tested = sorted({t for t, _ in outcomes})
+            wanted = (target_tasks or {}).get(res["target"], res["target"])
+            tasks.setdefault(res["target"], wanted if wanted in tested else tested[0])
     rows = []
     for target, task in tasks.items():
         metric = _primary(task)
