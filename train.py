@@ -2,8 +2,9 @@
 
 Values that flow between data and model are linked once here:
 
-- model.text_model -> data.tokenizer; model.vision_model / vision_kwargs -> data (timm data config)
+- model.text_model -> data.tokenizer; model.vision_model + vision_kwargs -> data.image_config (timm data config)
 - data.task_info -> model.tasks (label names and training flags, read from the shards' manifests)
+- data.evaluation -> model.evaluation (evaluation sets in loader order, and the seed)
 - trainer.max_steps -> model.max_steps (the LR schedule; not estimated_stepping_batches, Lightning #20550)
 - seed_everything -> data.seed
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.datamodule import TransferDataModule
-from datamodules.preflight import run_preflight
+from datamodules.preflight import PreflightReport, preflight
+from lightning_modules.callbacks import PredictionWriter, RunReport
+from lightning_modules.checks import model_checks
+from lightning_modules.core import vision_data_config
 from lightning_modules.module import TransferModule
+from lightning_modules.weights import exit_if_weights_unreachable
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -53,12 +59,13 @@ class MMStiltsCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="After fit, test the checkpoint best on English dev on every test set.")  # fmt: skip
         parser.link_arguments("model.text_model", "data.tokenizer")
-        parser.link_arguments("model.vision_model", "data.vision_model")
-        parser.link_arguments("model.vision_kwargs", "data.vision_kwargs")
+        parser.link_arguments(("model.vision_model", "model.vision_kwargs"), "data.image_config",
+                              compute_fn=image_config)  # fmt: skip
         parser.link_arguments("trainer.max_steps", "model.max_steps")
         parser.link_arguments("seed_everything", "data.seed")
         parser.link_arguments("phase", "model.phase")
         parser.link_arguments("data.task_info", "model.tasks", apply_on="instantiate")
+        parser.link_arguments("data.evaluation", "model.evaluation", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """Put every run artefact under the run directory and continue the W&B run on resume."""
@@ -77,6 +84,12 @@ class MMStiltsCLI(LightningCLI):
             if callback.class_path.endswith("ModelCheckpoint") and callback.init_args.dirpath is None:
                 callback.init_args.dirpath = os.path.join(root, "checkpoints")
 
+    def instantiate_classes(self) -> None:
+        """Checks that every pretrained weight source can be reached before the tokenizer or any weights load:
+        an unreachable one exits with advice instead of a download trace (``lightning_modules/weights.py``)."""
+        exit_if_weights_unreachable((self.config[self.subcommand] if self.subcommand else self.config).model)
+        super().instantiate_classes()
+
     def fit(self, model: TransferModule, **kwargs: Any) -> None:
         """``trainer.fit``; a run with no training task (BUCC, Tatoeba: no training data) only tests."""
         if self.datamodule.train_tasks:
@@ -90,7 +103,7 @@ class MMStiltsCLI(LightningCLI):
         self.trainer.test(model, datamodule=datamodule, verbose=False)
 
     def before_fit(self) -> None:
-        """Preflight (``datamodules/preflight.py``): shards, vocabularies, lengths; fails before any training."""
+        """Preflight (``run_preflight``): shards, vocabularies, lengths; fails before any training."""
         run_preflight(self.datamodule, self.trainer, self.model)
 
     def after_fit(self) -> None:
@@ -100,7 +113,8 @@ class MMStiltsCLI(LightningCLI):
             report = Path(self.trainer.default_root_dir, "results.md")
             if self.trainer.is_global_zero and report.exists():
                 print(report.read_text())
-        self._finish({"best_ckpt": best, "last_ckpt": _last(self.trainer)})
+        last = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
+        self._finish({"best_ckpt": best, "last_ckpt": last})
 
     def after_test(self) -> None:
         self._finish({})
@@ -134,12 +148,38 @@ def _wandb_id(root: str) -> str:
     return path.read_text().strip()
 
 
-def _last(trainer: Any) -> str:
-    cb = trainer.checkpoint_callback
-    if cb is None or cb.dirpath is None:
-        return ""
-    last = Path(cb.dirpath, f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
-    return str(last) if last.exists() else ""
+def image_config(vision_model: str | None, vision_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The data side's image transform settings: timm's data config of the model's vision tower."""
+    return vision_data_config(vision_model, vision_kwargs or {}) if vision_model else None
+
+
+def full_preflight(dm: TransferDataModule, trainer: Any, model: TransferModule, *, full: bool = False
+                   ) -> PreflightReport:  # fmt: skip
+    """The data half (``datamodules.preflight``) and the model half (``lightning_modules.checks``)."""
+    report = preflight(dm, trainer, full=full)
+    errors, info = model_checks(model, dm.max_length)
+    report.errors += errors
+    report.info += info
+    return report
+
+
+def run_preflight(dm: TransferDataModule, trainer: Any, model: TransferModule, *, full: bool = False
+                  ) -> PreflightReport:  # fmt: skip
+    """Preflight, printed on rank 0; raises ``ValueError`` listing every problem."""
+    report = full_preflight(dm, trainer, model, full=full)
+    if getattr(trainer, "is_global_zero", True):
+        print(report.text(), file=sys.stderr)
+    report.raise_on_errors()
+    return report
+
+
+def preflight_main(argv: list[str]) -> int:
+    """``python train.py preflight [--full] --config ...``: the run's configs, as for ``train.py fit``."""
+    full = "--full" in argv
+    cli = cli_main([a for a in argv if a != "--full"], run=False)
+    report = full_preflight(cli.datamodule, cli.trainer, cli.model, full=full)
+    print(report.text())
+    return 0 if report.ok else 1
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
@@ -147,6 +187,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
         TransferModule,
         TransferDataModule,
         save_config_callback=RunConfigCallback,
+        trainer_defaults={"callbacks": [PredictionWriter(), RunReport()]},  # appended to the config's callbacks
         parser_kwargs={"parser_mode": "yaml"},
         args=args,
         run=run,
@@ -154,4 +195,6 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["preflight"]:
+        sys.exit(preflight_main(sys.argv[2:]))
     cli_main()

@@ -63,7 +63,7 @@ def build_module(text: str, vision: str, steps: int, **kwargs: Any) -> TransferM
     torch.manual_seed(0)
     return TransferModule(text, vision, pretrained=False, text_kwargs={"add_pooling_layer": False},
                           tasks={BENCH_TASK: {"labels": list(NLI_LABELS), "train": True, "loss_weight": 1.0}},
-                          lr=1e-4, max_steps=steps, **kwargs)  # fmt: skip
+                          optimizer={"lr": 1e-4}, max_steps=steps, **kwargs)  # fmt: skip
 
 
 class Batches:

@@ -13,26 +13,14 @@ import timm.data
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from datamodules.collate import Collator
+from datamodules.collate import FAMILY_DATA, Collator
 from datamodules.controls import LabelShuffle, shuffled_fields
+from datamodules.img2dataset import adapt_decoder
 from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
-from datamodules.pipeline import EvalImageTransform, SafeDecoder, eval_pipeline, train_pipeline
-from lightning_modules.core import vision_data_config
+from datamodules.pipeline import EvalImageTransform, SafeDecoder, TrainImageTransform, eval_pipeline, train_pipeline
 from lightning_modules.tasks import get_task
 from shards.manifest import load_manifest, sample_count, select_shards, shard_location
 
-# json fields a sample must carry, per family (the shard contract in shards/__init__.py)
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("text", "label"),
-    "image_pair": ("text", "label"),
-    "vqa": ("text", "labels", "scores"),
-    "retrieval": ("texts", "image_id"),
-    "multiple_choice": ("text", "choices", "label"),
-    "span_qa": ("text", "context", "answers"),
-    "tagging": ("tokens", "tags"),
-    "mlm": ("text",),
-    "sentence_retrieval": ("text",),
-}
 NUM_IMAGES = {"text": 0, "image_text": 1, "image_pair": 2}
 
 
@@ -62,6 +50,8 @@ class TaskData:
     """Sampling weight when data.sampler=fixed."""
     loss_weight: float = 1.0
     """Multiplies this task's loss."""
+    augment: bool = False
+    """Training images get a random resized crop + horizontal flip (evaluation keeps the centre crop)."""
     shuffle_labels: bool = False
     """Negative control: permute the training targets among the samples of each batch (fixed per seed; keeps
     the label distribution, breaks the pairing; ``datamodules/controls.py``)."""
@@ -74,8 +64,7 @@ class TransferDataModule(pl.LightningDataModule):
         self,
         tasks: list[TaskData],
         tokenizer: str = "",
-        vision_model: str | None = None,
-        vision_kwargs: dict[str, Any] | None = None,
+        image_config: dict[str, Any] | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         max_length: int = 128,
@@ -95,8 +84,8 @@ class TransferDataModule(pl.LightningDataModule):
         Args:
             tasks: The tasks of this run: what to train on, validate on and test on.
             tokenizer: Hugging Face tokenizer name or directory (linked from model.text_model).
-            vision_model: timm model name or vision.json (linked from model.vision_model).
-            vision_kwargs: timm kwargs (linked from model.vision_kwargs).
+            image_config: timm data config of the vision model (input size, mean, std, interpolation, crop);
+                linked from model.vision_model + model.vision_kwargs (``train.py``); null: no image task.
             batch_size: Training batch size (per rank) unless a task sets its own.
             eval_batch_size: Evaluation batch size (default: batch_size).
             max_length: Maximum tokens per text (truncation).
@@ -119,7 +108,7 @@ class TransferDataModule(pl.LightningDataModule):
         self.tasks = {t.name: t for t in tasks}
         if len(self.tasks) != len(tasks):
             raise ValueError(f"data.tasks names a task twice: {[t.name for t in tasks]}")
-        self.tokenizer_name, self.vision_model, self.vision_kwargs = tokenizer, vision_model, vision_kwargs or {}
+        self.tokenizer_name, self.image_config = tokenizer, image_config
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.max_length, self.num_workers = max_length, num_workers
         self.eval_num_workers = num_workers if eval_num_workers is None else eval_num_workers
@@ -214,6 +203,12 @@ class TransferDataModule(pl.LightningDataModule):
     def train_tasks(self) -> list[str]:
         return [name for name, t in self.tasks.items() if t.train_split is not None]
 
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """The evaluation sets in loader order and the seed (linked to model.evaluation)."""
+        return {"val": [list(n) for n in self.eval_names("val")], "test": [list(n) for n in self.eval_names("test")],
+                "seed": self.seed}  # fmt: skip
+
     def eval_names(self, stage: str) -> list[tuple[str, str]]:
         return [(task, lang) for task, lang, _ in self.eval_sets[stage]]
 
@@ -228,11 +223,6 @@ class TransferDataModule(pl.LightningDataModule):
             raise ValueError("data.tokenizer is empty: set model.text_model (it is linked) or data.tokenizer")
         return AutoTokenizer.from_pretrained(self.tokenizer_name)
 
-    @cached_property
-    def image_config(self) -> dict[str, Any] | None:
-        """timm data config of the vision model (input size, mean, std, interpolation, crop)."""
-        return vision_data_config(self.vision_model, self.vision_kwargs) if self.vision_model else None
-
     def _decoder(self, name: str, strict: bool) -> SafeDecoder:
         spec = get_task(name)
         n_images = NUM_IMAGES[spec.modality]
@@ -241,13 +231,18 @@ class TransferDataModule(pl.LightningDataModule):
             if self.image_config is None:
                 raise ValueError(f"Task {name} has images but model.vision_model is null: name a timm model")
             config = self.image_config
-            fast = EvalImageTransform.supports(config)
-            transform = EvalImageTransform(config) if fast else timm.data.create_transform(**config, is_training=False)
-            # draft-decode to the short side the resize goes to (input / crop_pct), never below it
+            train = not strict and self.tasks[name].augment
+            if EvalImageTransform.supports(config):
+                transform = TrainImageTransform(config) if train else EvalImageTransform(config)
+            else:
+                transform = timm.data.create_transform(**config, is_training=train)
+            # timm's own transforms get PIL images decoded down to the short side their resize goes to
             size = int(config["input_size"][-1] / config.get("crop_pct", 1.0))
-        n_labels = len(self.label_names[name]) if spec.family in ("classification", "image_pair", "vqa") else 0
-        return SafeDecoder(transform, draft_size=size, required=REQUIRED_FIELDS[spec.family], num_images=n_images,
-                           num_labels=n_labels, strict=strict)  # fmt: skip
+        family = FAMILY_DATA[spec.family]
+        n_labels = len(self.label_names[name]) if family.indexed_labels else 0
+        decoder = SafeDecoder(transform, draft_size=size, required=family.fields, num_images=n_images,
+                              num_labels=n_labels, strict=strict)  # fmt: skip
+        return adapt_decoder(self.manifests[name], name, decoder)  # img2dataset's tars are read where they lie
 
     def _collator(self, name: str, train: bool) -> Collator:
         return Collator(name, self.tokenizer, max_length=self.max_length, num_labels=len(self.label_names[name]),

@@ -5,7 +5,7 @@ Training (infinite, resampled)::
     ResampledShardStream  rank/worker partition of the shard list, shards drawn with a seeded RNG
     ShardReader           tar members grouped by __key__; a broken, empty or duplicate-key shard is counted
     shuffle               raw bytes in the buffer: decoding happens after the shuffle
-    SafeDecoder           json + JPEG (draft mode) only; corrupt samples counted in sample["skipped"]
+    SafeDecoder           json + JPEG (libjpeg-turbo, DCT-scaled to the crop) only; corrupt samples counted
     batched + Collator    tokenization in the worker
 
 Evaluation (finite, exact)::
@@ -19,7 +19,7 @@ wrong result). Skip reasons in training (logged as ``data/skipped/<reason>``): `
 ``duplicate_key``, ``missing_json``, ``bad_json``, ``missing_field``, ``bad_label``, ``missing_image``,
 ``bad_image``.
 
-Nothing from a shard is ever unpickled: only ``json`` and ``jpg`` members are read out of a tar at all;
+Nothing from a shard is ever unpickled: only ``json``, ``jpg`` and ``txt`` members are read out of a tar at all;
 any other member (``.pyd``, ``.pth``, ``.pkl``, ...) is passed over unread.
 """
 
@@ -27,18 +27,20 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import os
 import random
-import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import simplejpeg
 import torch
 import webdataset as wds
 from PIL import Image
 
-from shards.manifest import open_shard
+from shards.manifest import TarReadError, tar_samples
 
 # A training stream that skips this many samples (or reads this many shards without a good sample) in a
 # row is broken, not noisy: it fails instead of spinning forever.
@@ -98,19 +100,6 @@ class split_by_rank:  # noqa: N801 - a pipeline stage named like WebDataset's sp
                 yield item
 
 
-def safe_member(name: str) -> bool:
-    """Only json and JPEG members are read out of a tar at all; anything else never reaches memory."""
-    return name.endswith((".json", ".jpg"))
-
-
-def _split_name(name: str) -> tuple[str, str]:
-    """``key.img0.jpg`` -> (``key``, ``img0.jpg``): WebDataset's rule, the key ends at the first dot."""
-    base = name.rsplit("/", 1)[-1]
-    prefix = name[: len(name) - len(base)]
-    key, _, ext = base.partition(".")
-    return prefix + key, ext.lower()
-
-
 class ShardReader:
     """Shard urls -> raw samples ``{"__key__", "__url__", "json": bytes, "jpg": bytes, ...}``.
 
@@ -154,64 +143,94 @@ class ShardReader:
                             "writing: check it with `python -m shards verify <dir>`", "bad_tar")  # fmt: skip
 
     def read(self, url: str) -> Iterator[dict[str, Any]]:
-        """The samples of one shard, in tar order; members of a group must be adjacent (as TarWriter writes)."""
-        sample: dict[str, Any] | None = None
-        key, seen, skipping = "", set(), False
+        """The samples of one shard, in tar order (``shards.manifest.tar_samples``); problems counted or raised."""
+
+        def duplicate(key: str) -> None:
+            self.problem(f"shard {url}, key {key!r}: duplicate key (a second sample with this key); rebuild the "
+                         "shard with unique keys", "duplicate_key")  # fmt: skip
+
         try:
-            with open_shard(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    name_key, ext = _split_name(member.name)
-                    if name_key != key or (sample is not None and ext in sample):  # a new sample starts
-                        if sample is not None:
-                            yield sample
-                        key, sample, skipping = name_key, None, name_key in seen
-                        if skipping:
-                            self.problem(f"shard {url}, key {key!r}: duplicate key (a second sample with this "
-                                         "key); rebuild the shard with unique keys", "duplicate_key")  # fmt: skip
-                        else:
-                            seen.add(key)
-                            sample = {"__key__": key, "__url__": url}
-                    if skipping or not safe_member(member.name):
-                        continue
-                    handle = tar.extractfile(member)
-                    data = handle.read() if handle is not None else b""
-                    if len(data) != member.size:
-                        raise EOFError(f"member {member.name} is truncated ({len(data)} of {member.size} bytes)")
-                    sample[ext] = data
-                    tar.members = []  # streaming: do not keep every header in memory
-        except (tarfile.TarError, EOFError, OSError) as err:
-            # The sample being read when the tar broke is incomplete: drop it, report where it happened.
-            where = f", key {key!r}" if key else ""
-            self.problem(f"shard {url}{where}: unreadable or truncated tar ({err}); rebuild it", "bad_tar")
-            return
-        if sample is not None:
-            yield sample
+            yield from tar_samples(url, duplicate=duplicate)
+        except TarReadError as err:
+            # The sample being read when the tar broke is incomplete: dropped; report where it happened.
+            where = f", key {err.key!r}" if err.key else ""
+            self.problem(f"shard {url}{where}: unreadable or truncated tar ({err.cause}); rebuild it", "bad_tar")
+
+
+# How far libjpeg-turbo's DCT scaling may go. "eighths" picks the smallest of 1/8 .. 8/8 that still covers
+# the target; "halves" only 1/2, 1/4, 1/8 (PIL's draft mode). Measured on 384-px shards for a 224-px model
+# (benchmarks.loader, decode_limit): 6/8 saves resize work, but its IDCT has no SIMD path and it decodes at
+# ~60% of the full-size speed, so "halves" wins there (docs/performance.md has the figures).
+DCT_SCALING: Literal["eighths", "halves"] = "halves"
+DCT_SCALES = {"eighths": tuple(m / 8 for m in range(1, 9)), "halves": (1 / 8, 1 / 4, 1 / 2, 1.0)}
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the image header alone (simplejpeg for JPEG, PIL for anything else)."""
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        return width, height
+    except ValueError:  # not a JPEG libjpeg-turbo reads (PNG, CMYK, ...): PIL reads the header lazily
+        return Image.open(io.BytesIO(data)).size
+
+
+def decode_rgb(data: bytes, scale: float = 1.0, scaling: Literal["eighths", "halves"] = DCT_SCALING) -> np.ndarray:
+    """Image bytes -> (H, W, 3) uint8 RGB, decoded at the smallest DCT scale ≥ ``scale`` of the stored size.
+
+    JPEG goes through libjpeg-turbo (simplejpeg), which scales in the DCT domain while decoding; other
+    formats, and JPEGs it refuses (CMYK, some corrupt files), go through PIL (draft mode: halves only).
+    The output of one path is deterministic, so an evaluation sample always gives the same pixels.
+    """
+    factor = min((s for s in DCT_SCALES[scaling] if s >= min(scale, 1.0)), default=1.0)
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        # the output is ceil(side * m / 8): asking for ceil(side * factor) selects exactly m / 8 = factor
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=math.ceil(height * factor),
+                                      min_width=math.ceil(width * factor))  # fmt: skip
+    except ValueError:
+        img = Image.open(io.BytesIO(data))
+        if img.format == "JPEG" and factor < 1:
+            img.draft("RGB", (math.ceil(img.width * factor), math.ceil(img.height * factor)))
+        return np.asarray(img.convert("RGB"))
 
 
 def decode_image(data: bytes, size: int | None) -> Image.Image:
-    """JPEG decode in draft mode: the DCT scales down by 2/4/8 straight to (at least) ``size``."""
-    img = Image.open(io.BytesIO(data))
-    if size is not None and img.format == "JPEG":
-        img.draft("RGB", (size, size))
-    return img.convert("RGB")
+    """A PIL RGB image whose short side is at least ``size`` (when given), for transforms that take PIL."""
+    if size is None:
+        return Image.fromarray(decode_rgb(data))
+    width, height = image_size(data)
+    return Image.fromarray(decode_rgb(data, size / min(width, height)))
+
+
+def resize_uint8(array: np.ndarray, size: tuple[int, int], interpolation: str) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, h, w) uint8 resized to ``size`` = (h, w) with antialiasing (PIL's filters).
+
+    torch's uint8 channels-last kernels do this ~3-5x faster than PIL's resize (measured on this VM:
+    benchmarks.loader, decode_limit) and within a few grey levels of it.
+    """
+    if not (array.flags.c_contiguous and array.flags.writeable):  # a crop view, or PIL's read-only buffer
+        array = np.array(array)
+    pixels = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W), channels-last in memory
+    if pixels.shape[-2:] != size:
+        pixels = torch.nn.functional.interpolate(pixels, size=size, mode=interpolation, antialias=True)
+    return pixels[0]
 
 
 class EvalImageTransform:
     """timm's eval transform for a centre crop (resize the short side to ``input / crop_pct``, centre crop
-    ``input``) with less work, returning **uint8** (C, H, W) pixels: the core normalises them on the device.
+    ``input``; normalisation happens in the core) returning **uint8** (C, H, W) pixels.
 
-    PIL resamples only the region the crop keeps (``box``: the same output pixels, ~40% less resize work for
-    ViT-B/16), and a uint8 batch is 4× smaller than a float one on its way from the workers (each batch
-    goes through fresh shared memory: one page fault per 4 KiB) and to the GPU. ``scale_size`` is the short
-    side the draft decode must reach.
+    ``from_bytes`` decodes at the smallest DCT scale that still covers the resize (``decode_rgb``) and keeps
+    the geometry of the stored image, so the output is what timm's Resize + CenterCrop give on the full
+    decode, up to the resampling of the smaller decode. A uint8 batch is 4× smaller than a float one on its
+    way from the workers (each batch goes through fresh shared memory: one page fault per 4 KiB) and to the
+    GPU. Deterministic: the same bytes give the same pixels in every process.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.size = int(config["input_size"][-1])
         self.scale_size = int(self.size / config["crop_pct"])  # timm: math.floor(img_size / crop_pct)
-        self.resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[config["interpolation"]]
+        self.interpolation = str(config["interpolation"])
 
     @staticmethod
     def supports(config: Mapping[str, Any]) -> bool:
@@ -219,16 +238,91 @@ class EvalImageTransform:
         return (height == width and config.get("crop_mode", "center") == "center" and 0 < config.get("crop_pct", 0) <= 1
                 and config["interpolation"] in ("bicubic", "bilinear") and len(config["mean"]) == 3)  # fmt: skip
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        w, h = img.size
-        # torchvision's Resize(scale_size) then CenterCrop(size), as a source box of the same scale
+    def __call__(self, img: Image.Image | np.ndarray) -> torch.Tensor:
+        """A decoded image (PIL or (H, W, 3) uint8) -> (3, size, size) uint8."""
+        array = np.asarray(img.convert("RGB")) if isinstance(img, Image.Image) else img
+        return self.from_array(array, (array.shape[1], array.shape[0]))
+
+    def from_bytes(self, data: bytes) -> torch.Tensor:
+        width, height = image_size(data)
+        return self.from_array(decode_rgb(data, self.scale_size / min(width, height)), (width, height))
+
+    def from_array(self, array: np.ndarray, stored: tuple[int, int]) -> torch.Tensor:
+        """``array``: the image decoded at any scale; ``stored``: its (width, height) in the file."""
+        w, h = stored
+        # torchvision's Resize(scale_size): the short side to scale_size, the long side int(...) of the ratio
         sw, sh = (self.scale_size, int(self.scale_size * h / w)) if w <= h else (int(self.scale_size * w / h),
                                                                                  self.scale_size)  # fmt: skip
-        left, top = int(round((sw - self.size) / 2.0)), int(round((sh - self.size) / 2.0))
-        fx, fy = w / sw, h / sh
-        box = (left * fx, top * fy, (left + self.size) * fx, (top + self.size) * fy)
-        img = img.resize((self.size, self.size), self.resample, box=box)
-        return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W) uint8
+        pixels = resize_uint8(array, (sh, sw), self.interpolation)  # (3, sh, sw)
+        top, left = int(round((sh - self.size) / 2.0)), int(round((sw - self.size) / 2.0))  # torchvision CenterCrop
+        return pixels[:, top : top + self.size, left : left + self.size].contiguous()
+
+
+class TrainImageTransform:
+    """Training augmentation: timm's/torchvision's RandomResizedCrop (area ``scale``, aspect ``ratio``) to
+    the model's input size, then a horizontal flip with probability ``hflip``; **uint8** (C, H, W) out.
+
+    ``from_bytes`` draws the crop from the header's size first, then decodes at the smallest DCT scale at
+    which the crop still has at least ``input`` pixels on each side (a small crop of a large image decodes
+    at full size, the whole image of a large one at a half or less). libjpeg-turbo's region decoding is not
+    exposed by simplejpeg, so the crop is taken from the decoded array (a view, no copy).
+
+    Randomness: one ``random.Random`` per process, seeded from ``torch.initial_seed()`` (the DataLoader gives
+    each worker its own), so runs with the same seed draw the same crops.
+    """
+
+    def __init__(self, config: Mapping[str, Any], scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: float = 0.5) -> None:  # fmt: skip
+        self.size = int(config["input_size"][-1])
+        self.interpolation = str(config["interpolation"])
+        self.scale, self.ratio, self.hflip = scale, ratio, hflip
+        self._rng: random.Random | None = None
+        self._pid = 0
+
+    @property
+    def rng(self) -> random.Random:
+        if self._rng is None or self._pid != os.getpid():  # a forked worker must not repeat the parent's draws
+            self._rng, self._pid = random.Random(torch.initial_seed()), os.getpid()
+        return self._rng
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(left, top, w, h): torchvision ``RandomResizedCrop.get_params`` with this transform's RNG."""
+        area, rng = width * height, self.rng
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                return rng.randint(0, width - w), rng.randint(0, height - h), w, h
+        aspect = width / height  # fallback after 10 misses: the centre crop, its aspect clamped into ratio
+        w, h = width, height
+        if aspect < self.ratio[0]:
+            h = int(round(width / self.ratio[0]))
+        elif aspect > self.ratio[1]:
+            w = int(round(height * self.ratio[1]))
+        return (width - w) // 2, (height - h) // 2, w, h
+
+    def __call__(self, img: Image.Image | np.ndarray) -> torch.Tensor:
+        array = np.asarray(img.convert("RGB")) if isinstance(img, Image.Image) else img
+        height, width = array.shape[:2]
+        return self.from_array(array, (width, height), self.crop_box(width, height))
+
+    def from_bytes(self, data: bytes) -> torch.Tensor:
+        width, height = image_size(data)
+        box = self.crop_box(width, height)
+        return self.from_array(decode_rgb(data, self.size / min(box[2], box[3])), (width, height), box)
+
+    def from_array(self, array: np.ndarray, stored: tuple[int, int], box: tuple[int, int, int, int]) -> torch.Tensor:
+        """``box`` in the stored image's pixels, mapped onto ``array`` (decoded at any scale)."""
+        fx, fy = array.shape[1] / stored[0], array.shape[0] / stored[1]
+        left, top, w, h = box
+        x0, y0 = int(left * fx), int(top * fy)
+        x1, y1 = max(x0 + 1, round((left + w) * fx)), max(y0 + 1, round((top + h) * fy))
+        pixels = resize_uint8(array[y0:y1, x0:x1], (self.size, self.size), self.interpolation)
+        if self.rng.random() < self.hflip:
+            pixels = pixels.flip(-1)
+        return pixels.contiguous()
 
 
 class SafeDecoder:
@@ -292,11 +386,19 @@ class SafeDecoder:
             if name not in raw:
                 raise DataError(f"{where}: image member {name!r} missing", "missing_image")
             try:
-                img = decode_image(raw[name], self.draft_size)
-            except Exception as err:  # noqa: BLE001 - PIL raises many types for corrupt data
+                images.append(self.image(raw[name]))
+            except Exception as err:  # noqa: BLE001 - PIL and simplejpeg raise many types for corrupt data
                 raise DataError(f"{where}: {name} is not a readable image ({err})", "bad_image") from None
-            images.append(self.transform(img) if self.transform else img)
         return {"__key__": key, "__url__": url, "json": record, "images": images}
+
+    def image(self, data: bytes) -> Any:
+        """Image bytes -> the transform's pixels. ``EvalImageTransform``/``TrainImageTransform`` decode
+        themselves (``from_bytes``: the DCT scale follows the crop); other transforms (timm's) get a PIL image."""
+        from_bytes = getattr(self.transform, "from_bytes", None)
+        if from_bytes is not None:
+            return from_bytes(data)
+        img = decode_image(data, self.draft_size)
+        return self.transform(img) if self.transform else img
 
     def check_labels(self, record: dict[str, Any], where: str) -> None:
         if not self.num_labels:

@@ -1,44 +1,39 @@
-"""Preflight: check a run's data and config before any training step.
+"""Preflight, data half: check a run's data before any training step.
 
 Runs automatically before ``train.py fit`` (fast mode) and on demand, with the same configs as the run::
 
-    python -m datamodules.preflight --config configs/base.yaml --config configs/demo/base.yaml \\
+    python train.py preflight --config configs/base.yaml --config configs/demo/base.yaml \\
         --config configs/demo/target_ve.yaml [--full]
 
-Checks (errors stop the run; info lines are reported):
+The model half (``init_scope`` vs heads and the parent's vocabularies, position limits) lives with the
+model in ``lightning_modules/checks.py``; ``train.run_preflight`` runs both. Data checks (errors stop the
+run; info lines are reported):
 
 - every shard the run reads exists and looks like a whole tar (fast: size > 0 and a multiple of 512
   bytes); ``--full`` also compares sha256 and sample counts with the manifest (``shards.verify``);
 - every training stream has at least ``data.num_workers × ranks`` shards (otherwise workers share shards);
 - every evaluation set has samples;
-- tasks sharing a head have the same label vocabulary, in this run and across phases (``init_from`` with
-  an ``init_scope`` that carries heads: MNLI → XNLI keep one label order); ``init_scope`` names heads
-  this run has;
-- VQA answer-vocabulary coverage per test language (xGQA: answers outside the GQA vocabulary score 0);
-- ``data.max_length`` (+ image tokens for single-stream fusion) fits the text model's position limit.
+- tasks sharing a head have the same label vocabulary in this run;
+- VQA answer-vocabulary coverage per test language (xGQA: answers outside the GQA vocabulary score 0).
+
+Before either half, right after the config is parsed, ``train.py`` checks that every pretrained weight source
+can be reached (``lightning_modules/weights.py``): nothing is built until it can.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoConfig
-
 from datamodules.datamodule import TransferDataModule
-from lightning_modules.tasks import FAMILIES, get_task
-from shards.manifest import is_url, open_shard
+from lightning_modules.tasks import get_task
+from shards.manifest import TarReadError, is_url, tar_samples
 from shards.verify import verify_shard
 
 TAR_BLOCK = 512
-# Models whose position ids start after the padding index (RoBERTa family: padding_idx + 1 = 2).
-POSITION_OFFSET_MODEL_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer"})
 
 
 @dataclass
@@ -60,20 +55,18 @@ class PreflightReport:
             raise ValueError(self.text())
 
 
-def preflight(dm: TransferDataModule, trainer_or_world: Any, model: Any = None, *, full: bool = False
-              ) -> PreflightReport:  # fmt: skip
-    """Every problem of this run's data and config (see the module docstring).
+def preflight(dm: TransferDataModule, trainer_or_world: Any, *, full: bool = False) -> PreflightReport:
+    """Every problem of this run's data (see the module docstring).
 
     Args:
         dm: The run's data module.
         trainer_or_world: A Trainer (ranks = nodes × devices) or the number of ranks.
-        model: The run's TransferModule (heads, init_from, fusion); None checks the data alone.
         full: Hash every shard and count its samples (slow on real data) instead of the fast check.
     """
     world = trainer_or_world if isinstance(trainer_or_world, int) else _world(trainer_or_world)
     report = PreflightReport()
-    for check in (_shards, _train_streams, _eval_sets, _vocabularies, _vqa_coverage, _positions):
-        check(dm, model, world, full, report)
+    for check in (_shards, _train_streams, _eval_sets, _vocabularies, _vqa_coverage):
+        check(dm, world, full, report)
     return report
 
 
@@ -91,7 +84,7 @@ def _used_shards(dm: TransferDataModule) -> Iterator[tuple[str, Path | str, dict
                 yield name, directory if is_url(directory) else Path(directory), entry
 
 
-def _shards(dm: TransferDataModule, model: Any, world: int, full: bool, report: PreflightReport) -> None:
+def _shards(dm: TransferDataModule, world: int, full: bool, report: PreflightReport) -> None:
     n = remote = 0
     for name, directory, entry in _used_shards(dm):
         n += 1
@@ -112,7 +105,7 @@ def _shards(dm: TransferDataModule, model: Any, world: int, full: bool, report: 
     report.info.append(f"shards: {n - remote} checked ({mode})" + (f", {remote} remote not checked" if remote else ""))
 
 
-def _train_streams(dm: TransferDataModule, model: Any, world: int, full: bool, report: PreflightReport) -> None:
+def _train_streams(dm: TransferDataModule, world: int, full: bool, report: PreflightReport) -> None:
     streams = max(1, dm.num_workers) * world
     for name in dm.train_tasks:
         split = dm.tasks[name].train_split
@@ -129,7 +122,7 @@ def _train_streams(dm: TransferDataModule, model: Any, world: int, full: bool, r
             )
 
 
-def _eval_sets(dm: TransferDataModule, model: Any, world: int, full: bool, report: PreflightReport) -> None:
+def _eval_sets(dm: TransferDataModule, world: int, full: bool, report: PreflightReport) -> None:
     for stage in ("val", "test"):
         for task, lang in dm.eval_names(stage):
             if dm.eval_count(stage, task, lang) == 0:
@@ -137,7 +130,7 @@ def _eval_sets(dm: TransferDataModule, model: Any, world: int, full: bool, repor
                                      f"from data.tasks[{task}].{stage}_langs or rebuild the shards")  # fmt: skip
 
 
-def _vocabularies(dm: TransferDataModule, model: Any, world: int, full: bool, report: PreflightReport) -> None:
+def _vocabularies(dm: TransferDataModule, world: int, full: bool, report: PreflightReport) -> None:
     by_head: dict[str, tuple[str, list[str]]] = {}
     for name in dm.tasks:
         head, labels = get_task(name).head, dm.label_names[name]
@@ -147,38 +140,9 @@ def _vocabularies(dm: TransferDataModule, model: Any, world: int, full: bool, re
                                  f"differ ({len(by_head[head][1])} vs {len(labels)} labels, or their order); "
                                  "rebuild both from one vocabulary")  # fmt: skip
         by_head.setdefault(head, (name, labels))
-    if model is not None:
-        _init_scope(model, {h: labels for h, (_, labels) in by_head.items()}, report)
 
 
-def _init_scope(model: Any, labels: dict[str, list[str]], report: PreflightReport) -> None:
-    hp = model.hparams
-    if not hp.get("init_from"):
-        return
-    scope, heads = hp.init_scope, sorted(model.heads)
-    names = [] if scope == "core" else heads if scope == "all" else [scope] if isinstance(scope, str) else scope
-    unknown = [n for n in names if n not in heads]
-    for name in unknown:
-        hint = " (a head family: heads are named by the catalogue's `head` field)" if name in FAMILIES else ""
-        report.errors.append(f"model.init_scope names head {name!r}{hint}, which this run does not have; valid: "
-                             f"core, all, or a list of {heads}")  # fmt: skip
-    if unknown or not names:
-        return
-    if not Path(hp.init_from).is_file():
-        report.errors.append(f"model.init_from={hp.init_from}: no such file; point it at an earlier phase's checkpoint")
-        return
-    from lightning_modules.checkpoints import read_checkpoint
-
-    parent_tasks = read_checkpoint(hp.init_from).get("hyper_parameters", {}).get("tasks") or {}
-    for task, info in parent_tasks.items():
-        head = get_task(task).head
-        if head in names and head in labels and list(info.get("labels", [])) != labels[head]:
-            report.errors.append(f"model.init_scope carries head {head!r}, but {task} in model.init_from was trained "
-                                 "with another label order/vocabulary than this run; rebuild the shards with the "
-                                 "parent's vocabulary or use init_scope: core")  # fmt: skip
-
-
-def _vqa_coverage(dm: TransferDataModule, model: Any, world: int, full: bool, report: PreflightReport) -> None:
+def _vqa_coverage(dm: TransferDataModule, world: int, full: bool, report: PreflightReport) -> None:
     for task, lang, urls in dm.eval_sets["test"]:
         if get_task(task).family != "vqa":
             continue
@@ -192,71 +156,12 @@ def _vqa_coverage(dm: TransferDataModule, model: Any, world: int, full: bool, re
 
 
 def _json_records(url: str) -> Iterator[dict]:
-    """The json members of a shard; for a local file random access mode seeks over the images."""
+    """The json members of a shard (only those are read into memory)."""
     try:
-        with open_shard(url) as stream, tarfile.open(fileobj=stream, mode="r|" if is_url(url) else "r:") as tar:
-            for member in tar:
-                if member.isfile() and member.name.endswith(".json"):
-                    yield json.loads(tar.extractfile(member).read())
-    except (tarfile.TarError, OSError, ValueError):
+        for sample in tar_samples(url, keep=lambda name: name.endswith(".json")):
+            if "json" in sample:
+                yield json.loads(sample["json"])
+    except (TarReadError, ValueError):
         return  # _shards reports the broken file
 
 
-def _positions(dm: TransferDataModule, model: Any, world: int, full: bool, report: PreflightReport) -> None:
-    config = model.core.text.config if model is not None else AutoConfig.from_pretrained(dm.tokenizer_name)
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit is None:
-        return
-    offset = config.pad_token_id + 1 if config.model_type in POSITION_OFFSET_MODEL_TYPES else 0
-    image_tokens = _image_tokens(dm, model)
-    need = dm.max_length + image_tokens
-    if need > limit - offset:
-        report.errors.append(
-            f"data.max_length={dm.max_length} + {image_tokens} image tokens needs {need} positions but the text "
-            f"model has {limit - offset} (max_position_embeddings {limit} - offset {offset}); lower data.max_length "
-            f"to {limit - offset - image_tokens}"
-        )
-    report.info.append(f"positions: {need} of {limit - offset} used ({image_tokens} image tokens)")
-
-
-def _image_tokens(dm: TransferDataModule, model: Any) -> int:
-    """Image tokens prepended to the text (single-stream fusion with an image task), else 0."""
-    if not any(get_task(t).modality != "text" for t in dm.tasks) or dm.vision_model is None:
-        return 0
-    if model is not None:
-        if model.core.fusion != "single_stream" or model.core.vision is None:
-            return 0
-        vision = model.core.vision
-    else:
-        from lightning_modules.core import build_vision_encoder
-
-        with torch.device("meta"):
-            vision = build_vision_encoder(dm.vision_model, pretrained=False, kwargs=dm.vision_kwargs)
-    patches = getattr(getattr(vision, "patch_embed", None), "num_patches", None)
-    return 0 if patches is None else int(patches) + int(getattr(vision, "num_prefix_tokens", 0))
-
-
-def run_preflight(dm: TransferDataModule, trainer: Any, model: Any = None, *, full: bool = False) -> PreflightReport:
-    """Preflight, printed on rank 0; raises ``ValueError`` listing every problem."""
-    report = preflight(dm, trainer, model, full=full)
-    if getattr(trainer, "is_global_zero", True):
-        print(report.text(), file=sys.stderr)
-    report.raise_on_errors()
-    return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m datamodules.preflight [--full] --config ...``: the run's configs, as for ``train.py fit``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    full = "--full" in argv
-    argv = [a for a in argv if a != "--full"]
-    from train import cli_main
-
-    cli = cli_main(argv, run=False)
-    report = preflight(cli.datamodule, cli.trainer, cli.model, full=full)
-    print(report.text())
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,6 @@ behind and named in the report.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from shards.manifest import sha256_file
 
 
 @dataclass
@@ -37,14 +38,6 @@ class InitReport:
             f"unexpected keys: {self.unexpected or 'none'}; checkpoint heads not carried over: "
             f"{self.dropped_heads or 'none'}"
         )
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -10,16 +10,25 @@ The core keeps its weights across phases; heads are swapped. Its surface (all a 
 - ``encode_pair(input_ids, attention_mask, pixel_values (B, 2, C, H, W)) -> (B, 2, D)``: each image of a
   pair encoded with the same text, pooled.
 - ``encode_image(pixel_values) -> (B, D)``: the image alone (dual-encoder retrieval).
+- ``embed_text(input_ids, attention_mask) -> (B, E)`` and ``embed_image(pixel_values) -> (B, E)``: the
+  dual-encoder embeddings. With ``text_embedding`` set (an aligned two-tower start: SigLIP, AltCLIP) they are
+  the towers' **own** pooled, projected outputs (timm's pooling + head, the checkpoint's text pooling +
+  projection), ``E = embed_dim``; otherwise the first text token and the mean image token (``E = hidden_size``),
+  for a head to project. ``own_embeddings`` says which.
 
 Fusion ``single_stream`` (default) projects the image tokens to the text width and prepends them to the
 text token embeddings; the multilingual transformer runs over both, so text-only and multimodal tasks
 train the same transformer. ``fusion_transformer`` serves text models that cannot take ``inputs_embeds``
 (e.g. SigLIP's text tower): both towers run alone and a small transformer runs over their outputs.
+
+Vision backbones: a ViT-style model's tokens are used as they are; a CNN's final feature map (ResNet, ConvNeXt,
+EfficientNet, ...) is flattened to H*W tokens of its pre-logits width. Weights: ``pretrained`` for both
+towers, ``text_pretrained`` / ``vision_pretrained`` per tower, ``vision_checkpoint`` for a local timm file
+(``lightning_modules/weights.py`` checks every source before anything is built).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +37,19 @@ from typing import Any, Literal
 import timm
 import timm.data
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from lightning_modules.weights import (  # load_vision_spec lives there: the source check reads vision.json too
+    WeightSources,
+    check_weight_sources,
+    load_vision_spec,
+    timm_checkpoint_overlay,
+)
+
 Fusion = Literal["single_stream", "fusion_transformer"]
+Pool = Literal["first", "last"]  # where a two-tower text embedding is read (model.text_embedding.pool)
 
 
 @dataclass
@@ -44,39 +62,110 @@ class CoreOutput:
 
 def build_text_encoder(
     name: str, pretrained: bool, tower: str | None, attn_implementation: str, kwargs: dict[str, Any]
-) -> nn.Module:
-    """A Hugging Face encoder from a hub name or a local directory (random init unless ``pretrained``)."""
+) -> tuple[nn.Module, dict[str, list[str]]]:
+    """A Hugging Face encoder from a hub name or a local directory (random init unless ``pretrained``), and its
+    load report: the checkpoint keys ``missing`` from it, ``unexpected`` by the model, shape-``mismatched``."""
     kwargs = {"attn_implementation": attn_implementation, **kwargs}
+    report: dict[str, list[str]] = {"missing": [], "unexpected": [], "mismatched": []}
     if pretrained:
-        model = AutoModel.from_pretrained(name, **kwargs)
+        model, info = AutoModel.from_pretrained(name, output_loading_info=True, **kwargs)
+        model.train()  # from_pretrained returns eval mode (no dropout), and Lightning keeps the modes it finds
+        report = {k: sorted(map(str, info[f"{k}_keys"])) for k in report}
     else:
         model = AutoModel.from_config(AutoConfig.from_pretrained(name), **kwargs)
     if tower is not None:
         if not hasattr(model, tower):
             raise ValueError(f"model.text_tower={tower!r}: {type(model).__name__} has no such attribute.")
         model = getattr(model, tower)
-    return model
+    return model, report
 
 
-def load_vision_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """Reads a ``vision.json`` (``{"model_name": ..., "kwargs": {...}}``) as written by the demo world."""
-    spec = json.loads(Path(path).read_text())
-    return spec["model_name"], spec.get("kwargs", {})
+def build_vision_encoder(
+    name: str, pretrained: bool, kwargs: dict[str, Any], checkpoint: str | Path | None = None, keep_head: bool = False
+) -> nn.Module:
+    """A timm backbone returning patch tokens or a feature map; ``name`` may also be a ``vision.json`` file.
 
-
-def build_vision_encoder(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
-    """A timm backbone returning patch tokens; ``name`` may also be a ``vision.json`` file."""
+    ``checkpoint`` (a weights file or timm model directory) goes through timm's own pretrained-file mechanism
+    (``pretrained_cfg_overlay`` ``file``), so timm's key filtering (classifier dropped) and resizing (position
+    embeddings to ``img_size``) apply as they do for hub weights. ``keep_head``: keep timm's own pooling and
+    head (SigLIP's attention pooling, CLIP's projection) for the two-tower embedding path (``embed_image``).
+    """
     if name.endswith(".json"):
         name, file_kwargs = load_vision_spec(name)
         kwargs = {**file_kwargs, **kwargs}
     kwargs = dict(kwargs)
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     if "img_size" in kwargs:  # keep timm's data config (input size) true to the size the model is built for
         size = kwargs["img_size"]
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        kwargs.setdefault("pretrained_cfg_overlay", {"input_size": (3, *size)})
+        input_size = (kwargs.get("in_chans", 3), *((size, size) if isinstance(size, int) else size))
+        given = overlay.setdefault("input_size", input_size)  # a user overlay never drops it
+        if tuple(given) != input_size:
+            raise ValueError(f"model.vision_kwargs: pretrained_cfg_overlay.input_size={tuple(given)} contradicts "
+                             f"img_size={size}: the images would not fit the model; drop one of the two")  # fmt: skip
+    if checkpoint is not None:
+        overlay.update(timm_checkpoint_overlay(checkpoint))
+    if overlay:
+        kwargs["pretrained_cfg_overlay"] = overlay
+    pretrained = pretrained or checkpoint is not None
+    if keep_head:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
     # global_pool="" : heads pool for themselves, so no timm pooling module sits unused (DDP needs every
     # trainable parameter to receive a gradient).
     return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs)
+
+
+def _submodule(model: nn.Module, path: str, key: str) -> nn.Module:
+    """``model.<path>`` for a dotted path (``text_model.head``), or an error naming the config key."""
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:
+        module = None
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"{key}: {type(model).__name__} has no submodule {path!r}")
+    return module
+
+
+def build_text_tower_with_embedding(
+    name: str, pretrained: bool, tower: str | None, attn_implementation: str, kwargs: dict[str, Any],
+    modules: Sequence[str], vision_check: str | None = None,
+) -> tuple[nn.Module, dict[str, list[str]], nn.ModuleList, torch.Tensor | None]:  # fmt: skip
+    """The text tower of a two-tower checkpoint (with its load report) plus the modules that turn its pooled token
+    into the checkpoint's own text embedding; paths (``tower`` too) are dotted and relative to the whole checkpoint.
+
+    SigLIP: tower ``text_model``, modules ``[text_model.head]``. AltCLIP: tower ``text_model.roberta``, modules
+    ``[text_model.pre_LN, text_model.transformation, text_projection]`` (its ``get_text_features``).
+    ``vision_check`` names the checkpoint's own patch-embedding weight, returned (a copy) so the timm image tower
+    can be checked against it: the rest of the checkpoint (its image tower) is dropped.
+    """
+    full, report = build_text_encoder(name, pretrained, None, attn_implementation, kwargs)
+    text = _submodule(full, tower, "model.text_tower") if tower else full
+    chain = nn.ModuleList(_submodule(full, path, "model.text_embedding.modules") for path in modules)
+    patches = None
+    if vision_check:
+        try:
+            patches = full.get_parameter(vision_check).detach().clone()
+        except AttributeError:
+            raise ValueError(f"model.text_embedding.vision_check: {type(full).__name__} has no parameter "
+                             f"{vision_check!r}") from None  # fmt: skip
+    return text, report, chain, patches
+
+
+def _check_aligned_image_tower(patches: torch.Tensor, vision: nn.Module, vision_model: str, text_model: str) -> None:
+    """The timm image tower must be the one the text tower was aligned with: same patch-embedding weights."""
+    own = getattr(getattr(getattr(vision, "patch_embed", None), "proj", None), "weight", None)  # (D, C, P, P)
+    ref = None if own is None or own.numel() != patches.numel() else own.detach().float()
+    candidates = []
+    if ref is not None:
+        candidates.append(patches.reshape(ref.shape))  # a conv patch embedding, as timm's
+        if ref.ndim == 4:  # a linear one over flattened (P, P, C) patches (SigLIP 2 NaFlex)
+            d, c, p, q = ref.shape
+            candidates.append(patches.reshape(d, p, q, c).permute(0, 3, 1, 2))
+    if not any(torch.allclose(ref, x.float(), atol=1e-3, rtol=1e-3) for x in candidates):
+        raise ValueError(
+            f"model.vision_model={vision_model!r} is not the image tower {text_model!r} was aligned with (its patch "
+            "embedding differs from the checkpoint's model.text_embedding.vision_check): retrieval through the own "
+            "embeddings would compare unaligned spaces. Name the matching timm weights, or drop vision_check."
+        )
 
 
 def vision_data_config(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +173,52 @@ def vision_data_config(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     with torch.device("meta"):
         model = build_vision_encoder(name, pretrained=False, kwargs=kwargs)
     return timm.data.resolve_model_data_config(model)
+
+
+# Families whose forward_features the core turns into tokens; anything else is refused when the core is built.
+WORKING_BACKBONES = (
+    "tokens (B, N, C): ViT, DeiT (not distilled), EVA, SigLIP, BEiT, LeViT, Hiera; feature maps (B, C, H, W) "
+    "flattened to H*W tokens: ResNet, ConvNeXt, EfficientNet, RegNet, MobileNetV3, MaxViT, CoAtNet, FastViT, "
+    "DenseNet, NFNet; NHWC maps: Swin"
+)
+
+
+def vision_width(model: nn.Module) -> int:
+    """Channels of the backbone's tokens: timm's pre-logits width (MobileNetV3's conv head), else num_features."""
+    return getattr(model, "head_hidden_size", None) or model.num_features
+
+
+def backbone_tokens(model: nn.Module, pixel_values: torch.Tensor, output_fmt: str) -> torch.Tensor:
+    """(B, C, H, W) images -> (B, N, vision_width) tokens: ViT-style tokens as they are, a CNN map flattened.
+
+    ``forward_head(pre_logits=True)`` runs too: with ``global_pool=""`` it keeps every position and applies the
+    parts of the head that belong to the features (ConvNeXt's final norm), so no parameter sits unused (DDP)."""
+    feats = model.forward_head(model.forward_features(pixel_values), pre_logits=True)
+    if feats.ndim == 4 and output_fmt == "NHWC":
+        return feats.flatten(1, 2)  # (B, H, W, C) -> (B, H*W, C)
+    if feats.ndim == 4:
+        return feats.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H*W, C)
+    return feats
+
+
+def vision_token_count(name: str, kwargs: dict[str, Any]) -> int:
+    """Image tokens the backbone yields at its data config's input size (a meta-device forward: no compute).
+
+    Raises ``ValueError`` naming what works when its output is neither tokens nor a feature map whose channels
+    are ``vision_width`` (the width ``image_proj`` is built for)."""
+    try:
+        with torch.device("meta"):
+            model = build_vision_encoder(name, pretrained=False, kwargs=kwargs)
+            size = timm.data.resolve_model_data_config(model)["input_size"]
+            feats = backbone_tokens(model, torch.empty(1, *size), getattr(model, "output_fmt", "NCHW"))
+        width = vision_width(model)
+        problem = None if feats.ndim == 3 and feats.shape[-1] == width else f"tokens of shape {tuple(feats.shape)}"
+    except (AssertionError, RuntimeError, TypeError, AttributeError) as err:  # timm refuses global_pool="" etc.
+        problem, width = f"{type(err).__name__}: {err}", None
+    if problem:
+        raise ValueError(f"model.vision_model={name!r} cannot give the core image tokens ({problem}; width "
+                         f"{width}). Backbones that work: {WORKING_BACKBONES}")  # fmt: skip
+    return feats.shape[1]
 
 
 class EncoderCore(nn.Module):
@@ -102,19 +237,48 @@ class EncoderCore(nn.Module):
         vision_kwargs: dict[str, Any] | None = None,
         attn_implementation: str = "sdpa",
         fusion_layers: int = 2,
+        text_pretrained: bool | None = None,
+        vision_pretrained: bool | None = None,
+        vision_checkpoint: str | None = None,
+        text_embedding: dict[str, Any] | None = None,
     ) -> None:
+        """See ``TransferModule`` for the arguments; ``text_pretrained`` / ``vision_pretrained`` override
+        ``pretrained`` per tower and ``vision_checkpoint`` loads the vision tower from a local file."""
         super().__init__()
-        self.text = build_text_encoder(text_model, pretrained, text_tower, attn_implementation, text_kwargs or {})
+        self.sources = WeightSources.resolve(
+            text_model, vision_model, vision_kwargs, pretrained=pretrained, text_pretrained=text_pretrained,
+            vision_pretrained=vision_pretrained, vision_checkpoint=vision_checkpoint,
+        )  # fmt: skip
+        check_weight_sources(self.sources)  # a few lines of advice instead of a download trace
+        # tokens one image adds to the sequence (position budget: preflight); refuses unusable backbones early
+        self.num_image_tokens = vision_token_count(vision_model, vision_kwargs or {}) if vision_model else 0
+        self.own_embeddings = text_embedding is not None  # the towers' own pooling + projections (embed_*)
+        if self.own_embeddings:
+            self.text, self.text_load_report, self.text_embed, self.text_pool, aligned_patches = (
+                self._own_text_embedding(text_model, text_tower, attn_implementation, text_kwargs or {}, text_embedding)
+            )
+            self.text_pad_to: int | None = text_embedding.get("pad_to")
+        else:
+            self.text, self.text_load_report = build_text_encoder(
+                text_model, self.sources.text_pretrained, text_tower, attn_implementation, text_kwargs or {}
+            )
         for name in text_drop or ():  # e.g. SigLIP's text projection: computed in forward, used by no head
             if not isinstance(getattr(self.text, name, None), nn.Module):
                 raise ValueError(f"model.text_drop: {type(self.text).__name__} has no submodule {name!r}")
             setattr(self.text, name, nn.Identity())  # its parameters would never get a gradient (DDP)
         self.hidden_size: int = self.text.config.hidden_size
         self.fusion = fusion
-        self.vision = build_vision_encoder(vision_model, pretrained, vision_kwargs or {}) if vision_model else None
-        if self.vision is not None:
+        self.vision = None
+        if vision_model:
+            self.vision = build_vision_encoder(
+                vision_model, self.sources.vision_pretrained, vision_kwargs or {}, vision_checkpoint,
+                keep_head=self.own_embeddings,
+            )
+            if self.own_embeddings and aligned_patches is not None and self.sources.vision_pretrained:
+                _check_aligned_image_tower(aligned_patches, self.vision, vision_model, text_model)
+            self._vision_fmt: str = getattr(self.vision, "output_fmt", "NCHW")  # Swin: NHWC maps
             self.image_proj = nn.Sequential(
-                nn.Linear(self.vision.num_features, self.hidden_size), nn.LayerNorm(self.hidden_size)
+                nn.Linear(vision_width(self.vision), self.hidden_size), nn.LayerNorm(self.hidden_size)
             )
             self.image_type = nn.Parameter(torch.zeros(self.hidden_size))  # marks image tokens as such
             # uint8 pixels from the loader are normalised here, on the device (4× less to send from workers)
@@ -135,7 +299,10 @@ class EncoderCore(nn.Module):
             raise ValueError("This batch has images but model.vision_model is null: name a timm model.")
         if pixel_values.dtype == torch.uint8:
             pixel_values = (pixel_values.float() - self.pixel_mean) / self.pixel_std
-        feats = self.vision.forward_features(pixel_values)  # (B, N, Dv)
+        if self.own_embeddings:  # its forward_head pools (embed_image): the tokens are forward_features'
+            feats = self.vision.forward_features(pixel_values)  # (B, N, Dv)
+        else:
+            feats = backbone_tokens(self.vision, pixel_values, self._vision_fmt)  # (B, N, Dv)
         return self.image_proj(feats) + self.image_type
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -186,6 +353,67 @@ class EncoderCore(nn.Module):
         mask = attention_mask.repeat_interleave(2, dim=0)
         pooled = self.encode(ids, mask, pixel_values.flatten(0, 1)).pooled  # (2B, D)
         return pooled.view(b, 2, -1)
+
+    # -- dual-encoder embeddings: the towers' own (aligned two-tower start) or the tokens, for a head to project --
+    def _own_text_embedding(
+        self, text_model: str, tower: str | None, attn: str, kwargs: dict[str, Any], spec: dict[str, Any]
+    ) -> tuple[nn.Module, dict[str, list[str]], nn.ModuleList, Pool, torch.Tensor | None]:
+        unknown = sorted(set(spec) - {"pool", "modules", "vision_check", "pad_to"})
+        pool = spec.get("pool", "first")
+        if unknown or pool not in ("first", "last") or not spec.get("modules"):
+            raise ValueError(
+                f"model.text_embedding={spec!r}: expected {{pool: first|last, modules: [dotted paths], optional "
+                "vision_check: a dotted parameter path, optional pad_to: tokens}, e.g. SigLIP "
+                "{pool: last, modules: [text_model.head]}; null uses the first token and a head's projection."
+            )
+        pretrained = self.sources.text_pretrained
+        check = spec.get("vision_check") if pretrained else None  # random towers (tests, demo) have nothing to check
+        text, report, chain, patches = build_text_tower_with_embedding(
+            text_model, pretrained, tower, attn, kwargs, spec["modules"], check
+        )
+        return text, report, chain, pool, patches
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of ``embed_text`` / ``embed_image``."""
+        if not self.own_embeddings:
+            return self.hidden_size
+        linears = [m for m in self.text_embed.modules() if isinstance(m, nn.Linear)]
+        return linears[-1].out_features if linears else self.hidden_size
+
+    def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, E): the checkpoint's own text embedding, or the first text token (``pooled``)."""
+        if not self.own_embeddings:
+            return self.encode(input_ids, attention_mask).pooled
+        if self.text_pad_to:  # SigLIP: texts padded to 64 tokens, no attention mask, pooled at position 64 (a pad)
+            pad = self.text_pad_to - input_ids.shape[1]
+            assert pad >= 0, f"texts of {input_ids.shape[1]} tokens exceed text_embedding.pad_to={self.text_pad_to}"
+            input_ids = F.pad(input_ids.masked_fill(attention_mask == 0, self.text.config.pad_token_id), (0, pad),
+                              value=self.text.config.pad_token_id)  # fmt: skip
+            hidden = self.text(input_ids=input_ids).last_hidden_state  # (B, pad_to, D), as the checkpoint was trained
+        else:
+            hidden = self._run_text(input_ids, attention_mask, None, None)  # (B, T, D), the tower alone
+        x = hidden[:, 0] if self.text_pool == "first" else hidden[:, -1]  # (B, D)
+        for module in self.text_embed:
+            x = module(x)
+        return x
+
+    def embed_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, E): timm's own pooling + head, or the mean image token (``encode_image``)."""
+        if not self.own_embeddings:
+            return self.encode_image(pixel_values)
+        if pixel_values.dtype == torch.uint8:
+            pixel_values = (pixel_values.float() - self.pixel_mean) / self.pixel_std
+        return self.vision.forward_head(self.vision.forward_features(pixel_values))  # (B, N, Dv) -> (B, E)
+
+    def embedding_heads(self) -> list[nn.Module]:
+        """Modules only ``embed_text`` / ``embed_image`` use (nothing without ``text_embedding``): a run that
+        trains no dual-encoder task freezes them, since no gradient would reach them (DDP)."""
+        if not self.own_embeddings:
+            return []
+        names = ("attn_pool", "fc_norm", "head")  # timm's pooling and head (ViT: map pooling, CLIP projection)
+        vision = [getattr(self.vision, n) for n in names if isinstance(getattr(self.vision, n, None), nn.Module)]
+        return [*self.text_embed, *vision]
 
     # -- training switches ---------------------------------------------------------------------------
     def set_gradient_checkpointing(self, enabled: bool) -> None:

@@ -3,24 +3,23 @@
 Every head has one call, ``head(core, batch) -> HeadOutput``: it encodes the batch through the core's
 surface (``encode``, ``encode_pair``, ``encode_image``), computes its loss, and returns the inputs of its
 family's metric (``metric_inputs``, passed as ``metric.update(**metric_inputs)``). Heads never import
-Lightning. ``build_head(family, ...)`` is the only place that maps a family to a class.
+Lightning. ``lightning_modules.families.FAMILY_MODEL`` is the only place that maps a family to a class.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForMaskedLM
 
 from lightning_modules.core import EncoderCore
 from lightning_modules.span_qa import postprocess
 from lightning_modules.tasks import get_task
+from lightning_modules.weights import load_masked_lm
 
 
 @dataclass
@@ -92,17 +91,24 @@ class VQAHead(nn.Module):
 
 
 class RetrievalHead(nn.Module):
-    """Dual encoder: pooled text vs pooled image, contrastive with in-batch negatives, learnable temperature."""
+    """Dual encoder: text vs image embedding, contrastive with in-batch negatives, learnable temperature.
 
-    def __init__(self, hidden: int, embed_dim: int = 256, init_temperature: float = 0.07) -> None:
+    ``own_embeddings`` (an aligned two-tower core, ``EncoderCore.own_embeddings``): the core's ``embed_text`` /
+    ``embed_image`` already are the checkpoint's own projected embeddings, so the head adds no projection and
+    retrieval scores the start's alignment as it is. Otherwise it projects the core's pooled vectors.
+    """
+
+    def __init__(
+        self, hidden: int, embed_dim: int = 256, init_temperature: float = 0.07, own_embeddings: bool = False
+    ) -> None:
         super().__init__()
-        self.text_proj = nn.Linear(hidden, embed_dim)
-        self.image_proj = nn.Linear(hidden, embed_dim)
+        self.text_proj = nn.Identity() if own_embeddings else nn.Linear(hidden, embed_dim)
+        self.image_proj = nn.Identity() if own_embeddings else nn.Linear(hidden, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
 
     def forward(self, core: EncoderCore, batch: dict[str, Any]) -> HeadOutput:
-        text = F.normalize(self.text_proj(core.encode(batch["input_ids"], batch["attention_mask"]).pooled), dim=-1)
-        image = F.normalize(self.image_proj(core.encode_image(batch["pixel_values"])), dim=-1)
+        text = F.normalize(self.text_proj(core.embed_text(batch["input_ids"], batch["attention_mask"])), dim=-1)
+        image = F.normalize(self.image_proj(core.embed_image(batch["pixel_values"])), dim=-1)
         # (Tc, I): texts are the batch's captions, text_image_index says which image each one describes
         index = batch["text_image_index"]
         logits = self.logit_scale.clamp(max=math.log(100)).exp() * text @ image.T
@@ -178,9 +184,10 @@ def load_lm_head(text_model: str) -> nn.Module:
     """The pretrained LM head of ``text_model`` (hub name or directory): ``AutoModelForMaskedLM`` minus its
     encoder, e.g. XLM-R's ``lm_head`` (dense, GELU, LayerNorm, decoder). Its decoder is a copy of the
     checkpoint's tied word embeddings, not tied to the core's: one parameter in two optimizer groups (core
-    and heads) is not allowed, and the copy starts from exactly the checkpoint's values."""
-    try:
-        model = AutoModelForMaskedLM.from_pretrained(text_model)
+    and heads) is not allowed, and the copy starts from exactly the checkpoint's values. A checkpoint without
+    LM-head weights (an embedding model) gets a fresh head, announced in one line (``load_masked_lm``)."""
+    try:  # an embedding checkpoint (MiniLM, e5) has no LM head: one line says the head starts fresh
+        model = load_masked_lm(text_model)
     except ValueError as err:  # e.g. a two-tower checkpoint (SigLIP) has no masked-LM class
         raise ValueError(
             f"model.text_model={text_model!r} has no masked-LM head for an MLM task ({str(err).splitlines()[0]}). "
@@ -257,33 +264,3 @@ class SentenceRetrievalHead(nn.Module):
             loss = (self.ranking_loss(src, tgt, same) + self.ranking_loss(src_first, tgt_first, same)) / 2
         logits = src @ tgt.T  # (B, B)
         return HeadOutput(loss, {"src_emb": src, "tgt_emb": tgt}, logits.argmax(-1).tolist())
-
-
-def build_head(
-    family: str,
-    hidden: int,
-    *,
-    label_names: Sequence[str] = (),
-    vocab_size: int = 0,
-    retrieval_layer: int | None = None,
-    lm_head: nn.Module | None = None,
-) -> nn.Module:
-    """The head for ``family`` (see ``lightning_modules.tasks.FAMILIES``)."""
-    n = len(label_names)
-    needs_labels = {"classification", "image_pair", "vqa", "tagging"}
-    if family in needs_labels and n == 0:
-        raise ValueError(f"A {family} head needs label names (from the catalogue or the shards' manifest)")
-    builders = {
-        "classification": lambda: ClassificationHead(hidden, n),
-        "image_pair": lambda: ImagePairHead(hidden, n),
-        "vqa": lambda: VQAHead(hidden, n),
-        "retrieval": lambda: RetrievalHead(hidden),
-        "multiple_choice": lambda: MultipleChoiceHead(hidden),
-        "span_qa": lambda: SpanQAHead(hidden),
-        "tagging": lambda: TaggingHead(hidden, n),
-        "mlm": lambda: MLMHead(hidden, vocab_size, lm_head),
-        "sentence_retrieval": lambda: SentenceRetrievalHead(retrieval_layer),
-    }
-    if family not in builders:
-        raise ValueError(f"Unknown head family {family!r}. Valid: {', '.join(builders)}")
-    return builders[family]()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypedDict
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
@@ -17,12 +15,80 @@ from torchmetrics import SumMetric
 
 from lightning_modules.checkpoints import lineage, load_init_checkpoint
 from lightning_modules.core import EncoderCore
-from lightning_modules.heads import HeadOutput, build_head, load_lm_head
-from lightning_modules.metrics import BuccF1, build_metrics
-from lightning_modules.metrics.outcomes import write_outcomes
+from lightning_modules.families import build_head, build_metrics
+from lightning_modules.heads import HeadOutput, load_lm_head
+from lightning_modules.metrics import BuccF1
 from lightning_modules.tasks import get_task
+from lightning_modules.weights import warn_if_lr_too_high
 
-Stage = Literal["val", "test"]
+EvalStage = Literal["val", "test"]
+DEFAULT_WARMUP_FRACTION = 0.1
+
+
+class TaskInfo(TypedDict, total=False):
+    """What the model knows of one task of the run (linked from ``data.task_info``)."""
+
+    labels: list[str]
+    """Label names by index (catalogue or shards' manifest); empty for tasks without labels."""
+    train: bool
+    """The task has a train split in this run."""
+    loss_weight: float
+    """Multiplies the task's loss."""
+
+
+@dataclass
+class Optimizer:
+    """AdamW (fused on CUDA); weight decay is not applied to biases and norms."""
+
+    lr: float = 2e-5
+    """Peak learning rate of the core."""
+    head_lr: float | None = None
+    """Peak learning rate of the heads (default: lr)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+
+
+@dataclass
+class Schedule:
+    """Linear warm-up, then linear decay to 0 at ``trainer.max_steps``; give at most one of the two lengths."""
+
+    warmup_steps: int | None = None
+    """Warm-up length in optimizer steps."""
+    warmup_fraction: float | None = None
+    """Warm-up length as a fraction of max_steps (default 0.1 when neither is given)."""
+
+    def warmup(self, max_steps: int) -> int:
+        """Warm-up length in steps; raises when both lengths are given."""
+        if self.warmup_steps is not None and self.warmup_fraction is not None:
+            raise ValueError(
+                f"model.schedule.warmup_steps={self.warmup_steps} and model.schedule.warmup_fraction="
+                f"{self.warmup_fraction} are both set: give one and set the other to null"
+            )
+        if self.warmup_steps is not None:
+            return int(self.warmup_steps)
+        fraction = DEFAULT_WARMUP_FRACTION if self.warmup_fraction is None else self.warmup_fraction
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"model.schedule.warmup_fraction={fraction} must be in [0, 1]; for steps use warmup_steps")
+        return int(fraction * max_steps)
+
+
+@dataclass
+class Freezing:
+    """Idempotent freezing of parts of the core (text-only runs also freeze the image side)."""
+
+    vision: bool = False
+    """Freeze the vision tower."""
+    text_embeddings: bool = False
+    """Freeze the text embeddings."""
+    text_layers: int = 0
+    """Freeze the first k text transformer layers."""
+
+
+def _plain(value: Any, kind: type) -> dict[str, Any]:
+    """A group as a plain dict: checkpoints load with ``weights_only=True``, which refuses dataclasses."""
+    if value is None:
+        return asdict(kind())
+    return asdict(value) if not isinstance(value, dict) else asdict(kind(**value))
 
 
 class TransferModule(pl.LightningModule):
@@ -39,21 +105,22 @@ class TransferModule(pl.LightningModule):
         pretrained: bool = True,
         fusion: Literal["single_stream", "fusion_transformer"] = "single_stream",
         attn_implementation: str = "sdpa",
-        tasks: dict[str, dict[str, Any]] | None = None,
-        lr: float = 2e-5,
-        head_lr: float | None = None,
-        weight_decay: float = 0.01,
-        warmup_steps: float = 0.1,
+        tasks: dict[str, TaskInfo] | None = None,
+        evaluation: dict[str, Any] | None = None,
+        optimizer: Optimizer | None = None,
+        schedule: Schedule | None = None,
         max_steps: int = -1,
         init_from: str | None = None,
         init_scope: str | list[str] = "core",
         phase: str = "train",
-        freeze_vision: bool = False,
-        freeze_text_embeddings: bool = False,
-        freeze_text_layers: int = 0,
+        freezing: Freezing | None = None,
         gradient_checkpointing: bool = False,
         compile: bool = False,
         retrieval_layer: int | None = None,
+        text_pretrained: bool | None = None,
+        vision_pretrained: bool | None = None,
+        vision_checkpoint: str | None = None,
+        text_embedding: dict[str, Any] | None = None,
     ) -> None:
         """
         Args:
@@ -67,45 +134,68 @@ class TransferModule(pl.LightningModule):
             fusion: single_stream (image tokens prepended to the text) or fusion_transformer.
             attn_implementation: Attention kernel of the text model (sdpa, eager, flash_attention_2).
             tasks: Per task: label names, whether it trains, loss weight (linked from data.task_info).
-            lr: Peak learning rate of the core.
-            head_lr: Peak learning rate of the heads (default: lr).
-            weight_decay: AdamW weight decay (not applied to biases and norms).
-            warmup_steps: Linear warm-up length: steps, or a fraction of max_steps when < 1.
+            evaluation: The evaluation sets, ``{"val": [[task, lang], ...], "test": [...], "seed": int}``, one
+                per loader in loader order (linked from data.evaluation).
+            optimizer: AdamW settings: lr (core), head_lr (heads; default lr), weight_decay.
+            schedule: Linear warm-up (warmup_steps or warmup_fraction, not both), then linear decay.
             max_steps: Total optimizer steps for the schedule (linked from trainer.max_steps).
             init_from: Checkpoint of an earlier phase to start from (not a resume: see ckpt_path).
             init_scope: What init_from carries over: core, all, or a list of head names.
             phase: Name of this phase (intermediate, target, ...), stored with the lineage.
-            freeze_vision: Freeze the vision tower.
-            freeze_text_embeddings: Freeze the text embeddings.
-            freeze_text_layers: Freeze the first k text transformer layers.
+            freezing: What of the core to freeze: vision, text_embeddings, the first text_layers layers.
             gradient_checkpointing: Recompute activations in backward (large cores).
             compile: torch.compile the core.
             retrieval_layer: Text layer whose mean-pooled states sentence retrieval uses (null: last).
+            text_pretrained: Load the text tower's pretrained weights (null: follow pretrained).
+            vision_pretrained: Load the vision tower's pretrained weights (null: follow pretrained).
+            vision_checkpoint: Local weights for the vision tower: a .safetensors/.pth file or a timm model directory.
+            text_embedding: Aligned two-tower start: {pool: first|last, modules: [dotted paths in the checkpoint],
+                pad_to: fixed text length (SigLIP 64), vision_check: the checkpoint's patch-embedding weight}; timm's
+                pooling and head are kept for the image side and retrieval uses both towers' own embeddings (no
+                fresh projection). Null: first token + a head's projection. See docs/start.md.
         """
         super().__init__()
+        # the groups as plain dicts before save_hyperparameters reads the locals: hparams stay YAML/JSON values
+        # (under LightningCLI the hparams are the config's values, plain already)
+        optimizer, schedule = _plain(optimizer, Optimizer), _plain(schedule, Schedule)
+        freezing = _plain(freezing, Freezing)
         self.save_hyperparameters()
+        self.optimizer_config, self.schedule = Optimizer(**optimizer), Schedule(**schedule)
+        self.freezing = Freezing(**freezing)
+        self.schedule.warmup(max(max_steps, 0))  # both lengths given: fail at construction, not at fit
         if not tasks:
             raise ValueError("model.tasks is empty: it is linked from data.tasks; configure data.tasks")
         self.core = EncoderCore(
             text_model, vision_model, pretrained=pretrained, fusion=fusion, text_tower=text_tower, text_drop=text_drop,
             text_kwargs=text_kwargs, vision_kwargs=vision_kwargs, attn_implementation=attn_implementation,
+            text_pretrained=text_pretrained, vision_pretrained=vision_pretrained, vision_checkpoint=vision_checkpoint,
+            text_embedding=text_embedding,
         )  # fmt: skip
+        warn_if_lr_too_high(self.optimizer_config.lr, self.core.sources)
         self.task_info = tasks
+        evaluation = evaluation or {}
+        self.eval_names: dict[str, list[tuple[str, str]]] = {
+            stage: [(task, lang) for task, lang in evaluation.get(stage, [])] for stage in ("val", "test")
+        }
+        self.seed: int | None = evaluation.get("seed")
         self.specs = {name: get_task(name) for name in tasks}
         self.heads = nn.ModuleDict()
         for name, spec in self.specs.items():
             if spec.head not in self.heads:
-                # a pretrained text model brings its own LM head; random-init runs get a fresh one
-                lm_head = load_lm_head(text_model) if spec.family == "mlm" and pretrained else None
+                # a pretrained text model's LM head where its checkpoint has one (else fresh: one line says so)
+                lm_head = None
+                if spec.family == "mlm" and self.core.sources.text_pretrained:
+                    lm_head = load_lm_head(text_model)
                 self.heads[spec.head] = build_head(
                     spec.family, self.core.hidden_size, label_names=tasks[name]["labels"],
                     vocab_size=self.core.text.config.vocab_size, retrieval_layer=retrieval_layer, lm_head=lm_head,
+                    own_embeddings=self.core.own_embeddings,
                 )  # fmt: skip
         self.metrics = nn.ModuleDict()  # "<stage>|<task>|<lang>" -> task metric; created in setup
         self.counts = nn.ModuleDict()  # same keys -> samples scored (exactness check)
         self._lineage: dict[str, Any] = {}
-        self._test_rows: list[dict[str, Any]] = []
-        self._predictions: list[dict[str, Any]] = []
+        self.test_rows: list[dict[str, Any]] = []  # the last test's rows, read by callbacks.RunReport
+        self.test_outcomes: list[tuple] = []  # the last test's per-sample outcomes, read by callbacks.RunReport
         self._dev_thresholds: dict[tuple[str, str], float] = {}  # BUCC: (task, lang) -> threshold tuned on dev
         self.apply_freezing()
         if gradient_checkpointing:
@@ -118,15 +208,24 @@ class TransferModule(pl.LightningModule):
 
     def apply_freezing(self) -> None:
         """Idempotent freezing; the vision tower is also frozen when no training task has images."""
-        hp = self.hparams
+        freezing = self.freezing
         text_only = all(self.specs[t].modality == "text" for t in self.train_tasks) if self.train_tasks else False
-        self.core.freeze(hp.freeze_vision or text_only, hp.freeze_text_embeddings, hp.freeze_text_layers)
+        self.core.freeze(freezing.vision or text_only, freezing.text_embeddings, freezing.text_layers)
         if text_only and self.core.vision is not None:
             for p in [*self.core.image_proj.parameters(), self.core.image_type]:
                 p.requires_grad_(False)
         if hasattr(self.core, "fuser"):  # only joint image + text encoding runs it: not text, not retrieval
             specs = [self.specs[t] for t in self.train_tasks]
             self.core.fuser.requires_grad_(any(s.modality != "text" and s.family != "retrieval" for s in specs))
+        if self.core.own_embeddings:  # the towers' own pooling/projections vs the fusion path: train what runs
+            specs = [self.specs[t] for t in self.train_tasks]
+            if not any(s.family == "retrieval" for s in specs):  # only freezes: freeze_vision etc. still hold
+                for module in self.core.embedding_heads():
+                    module.requires_grad_(False)
+            joint = any(s.modality != "text" and s.family != "retrieval" for s in specs)  # fusion path runs
+            if self.core.vision is not None and not joint:
+                for p in [*self.core.image_proj.parameters(), self.core.image_type]:
+                    p.requires_grad_(False)
         for name in self.heads:  # heads of evaluation-only tasks (and parameterless ones) do not train
             trains = any(self.specs[t].head == name for t in self.train_tasks)
             for p in self.heads[name].parameters():
@@ -170,9 +269,8 @@ class TransferModule(pl.LightningModule):
         return info
 
     def create_metrics(self) -> None:
-        dm = self.trainer.datamodule
         for stage in ("val", "test"):
-            for task, lang in dm.eval_names(stage):
+            for task, lang in self.eval_names[stage]:
                 key = f"{stage}|{task}|{lang}"
                 if key not in self.metrics:
                     lang_arg = lang if self.specs[task].lang_normalisation else None
@@ -194,8 +292,8 @@ class TransferModule(pl.LightningModule):
             self.log(f"data/skipped/{reason}", float(n), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
         return loss
 
-    def _eval_step(self, stage: Stage, batch: dict[str, Any], dataloader_idx: int) -> HeadOutput:
-        task, lang = self.trainer.datamodule.eval_names(stage)[dataloader_idx]
+    def _eval_step(self, stage: EvalStage, batch: dict[str, Any], dataloader_idx: int) -> HeadOutput:
+        task, lang = self._eval_set(stage, dataloader_idx)
         assert batch["task"] == task, f"loader {dataloader_idx} is {task}/{lang} but yielded a {batch['task']} batch"
         out = self(batch)
         key = f"{stage}|{task}|{lang}"
@@ -204,6 +302,14 @@ class TransferModule(pl.LightningModule):
         self.counts[key].update(len(batch["keys"]))
         return out
 
+    def _eval_set(self, stage: EvalStage, dataloader_idx: int) -> tuple[str, str]:
+        names = self.eval_names[stage]
+        if dataloader_idx >= len(names):
+            raise ValueError(f"model.evaluation lists {len(names)} {stage} set(s) but the data module has a loader "
+                             f"#{dataloader_idx}: pass evaluation=datamodule.evaluation (train.py links "
+                             "data.evaluation -> model.evaluation)")  # fmt: skip
+        return names[dataloader_idx]
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch, dataloader_idx)
 
@@ -211,41 +317,26 @@ class TransferModule(pl.LightningModule):
         self._eval_step("test", batch, dataloader_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        task, lang = self.trainer.datamodule.eval_names("test")[dataloader_idx]
+        """One row per sample (task, key, lang, prediction, label); ``callbacks.PredictionWriter`` writes them."""
+        task, _ = self._eval_set("test", dataloader_idx)
         out = self(batch)
         labels = batch.get("labels", batch.get("references", [None] * len(batch["keys"])))
         labels = labels.tolist() if torch.is_tensor(labels) else labels
-        rows = [
+        return [
             {"task": task, "key": k, "lang": lg, "prediction": p, "label": y}
             for k, lg, p, y in zip(batch["keys"], batch["lang"], out.predictions, labels)
         ]
-        self._predictions += rows
-        return rows
-
-    def on_predict_epoch_end(self) -> None:
-        """``predictions.jsonl`` in the run directory: one line per test sample, for error analysis."""
-        root = Path(self.trainer.default_root_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        part = root / f"predictions.rank{self.global_rank}.jsonl"
-        part.write_text("".join(json.dumps(r, default=str) + "\n" for r in self._predictions))
-        self._predictions = []
-        self.trainer.strategy.barrier()
-        if self.trainer.is_global_zero:  # each sample was predicted by exactly one rank: concatenate
-            parts = sorted(root.glob("predictions.rank*.jsonl"))
-            (root / "predictions.jsonl").write_text("".join(p.read_text() for p in parts))
-            for p in parts:
-                p.unlink()
 
     # -- epoch ends: every rank computes every metric in the same order (each compute syncs) ------------
-    def _compute_all(self, stage: Stage) -> list[dict[str, Any]]:
+    def _compute_all(self, stage: EvalStage) -> list[dict[str, Any]]:
         rows = []
-        for task, lang in self.trainer.datamodule.eval_names(stage):
+        for task, lang in self.eval_names[stage]:
             key = f"{stage}|{task}|{lang}"
             if stage == "test" and isinstance(self.metrics[key], BuccF1):  # XTREME: the dev-tuned threshold
                 self.metrics[key].threshold = self._dev_thresholds.get((task, lang))  # None: tuned on test
             values = self.metrics[key].compute()
             if stage == "test":  # a collective like compute: every rank, same order
-                self._test_outcomes.append((task, lang, self.metrics[key].outcomes(),
+                self.test_outcomes.append((task, lang, self.metrics[key].outcomes(),
                                             self.metrics[key].outcome_formulas()))  # fmt: skip
             if stage == "val" and "bucc_threshold" in values:
                 self._dev_thresholds[(task, lang)] = float(values["bucc_threshold"])
@@ -263,10 +354,13 @@ class TransferModule(pl.LightningModule):
     @property
     def selection_key(self) -> str:
         """The English dev metric that selects checkpoints: the first trained task's primary metric."""
-        names = self.trainer.datamodule.eval_names("val")
+        names = self.eval_names["val"]
         for task in [*self.train_tasks, *self.task_info]:
             if (task, "en") in names:
                 return f"val/{task}/en/{self.specs[task].primary}"
+        if self.hparams.phase == "few_shot" and names:  # IGLUE few-shot: the target language's few-shot dev
+            task, lang = names[0]
+            return f"val/{task}/{lang}/{self.specs[task].primary}"
         return "val/none"
 
     def on_validation_epoch_end(self) -> None:
@@ -276,21 +370,9 @@ class TransferModule(pl.LightningModule):
         self.log("val/selection", value, sync_dist=False, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        self._test_outcomes: list[tuple] = []
-        seed = self.trainer.datamodule.seed
-        self._test_rows = [{"phase": self.hparams.phase, **r, "seed": seed} for r in self._compute_all("test")]
-
-    def on_test_end(self) -> None:
-        if self.trainer.is_global_zero and self._test_rows:
-            from lightning_modules.reports import write_run_report
-
-            wandb = next((lg for lg in self.loggers if isinstance(lg, WandbLogger)), None)
-            rows = [r for r in self._test_rows if r["metric"] != "count"]
-            write_run_report(self.trainer.default_root_dir, rows, selection=self.selection_key, wandb_logger=wandb)
-            counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in self._test_rows if r["metric"] == "count"}
-            Path(self.trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
-            complete = [entry for entry in self._test_outcomes if entry[2] is not None]
-            write_outcomes(self.trainer.default_root_dir, complete, {"seed": self._test_rows[0]["seed"]})
+        self.test_outcomes: list[tuple] = []  # (task, lang, outcomes, formulas), filled by _compute_all
+        rows = self._compute_all("test")
+        self.test_rows = [{"phase": self.hparams.phase, **r, "seed": self.seed} for r in rows]
 
     # -- checkpoint lineage ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -304,18 +386,19 @@ class TransferModule(pl.LightningModule):
         hp = self.hparams
         if hp.max_steps is None or hp.max_steps <= 0:
             raise ValueError("trainer.max_steps must be set (> 0): the learning-rate schedule is built from it")
+        opt = self.optimizer_config
         groups = []
-        for module, lr in ((self.core, hp.lr), (self.heads, hp.head_lr or hp.lr)):
+        for module, lr in ((self.core, opt.lr), (self.heads, opt.head_lr or opt.lr)):
             decay, no_decay = [], []
             for p in module.parameters():
                 if p.requires_grad:
                     (no_decay if p.ndim < 2 else decay).append(p)  # biases, norms, scales
-            groups += [{"params": decay, "lr": lr, "weight_decay": hp.weight_decay},
+            groups += [{"params": decay, "lr": lr, "weight_decay": opt.weight_decay},
                        {"params": no_decay, "lr": lr, "weight_decay": 0.0}]  # fmt: skip
         groups = [g for g in groups if g["params"]]
         fused = all(p.is_cuda for g in groups for p in g["params"])
         optimizer = torch.optim.AdamW(groups, fused=fused or None)
-        warmup = int(hp.warmup_steps * hp.max_steps) if hp.warmup_steps < 1 else int(hp.warmup_steps)
+        warmup = self.schedule.warmup(hp.max_steps)
         total = hp.max_steps
 
         def schedule(step: int) -> float:  # linear warm-up, then linear decay to 0 at max_steps

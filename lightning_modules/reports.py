@@ -54,23 +54,16 @@ AGGREGATE_HELP = {
     GAP: "English minus avg_xling (cross-lingual gap)",
 }
 SELECTION_NOTE = "checkpoint selected on English dev data only; no target-language data was used for selection"
+FEW_SHOT_NOTE = "IGLUE few-shot protocol: checkpoint selected on the target language's few-shot dev split"
 OVERLAP_MARK = "†"
 OVERLAP_LEGEND = (
     f"{OVERLAP_MARK} the condition's intermediate training data overlaps the target's training data "
     "(e.g. SNLI-VE → XVNLI, MNLI → XNLI, SQuAD → XQuAD/MLQA): its gain is not pure intermediate-task transfer."
 )
 
-# Intermediate task -> evaluation tasks whose (English) training data it is or contains.
-KNOWN_OVERLAPS: dict[str, frozenset[str]] = {
-    "snli_ve": frozenset({"xvnli"}),
-    "mnli": frozenset({"xnli"}),
-    "squad_v1": frozenset({"xquad", "mlqa"}),
-    "squad_v2": frozenset({"xquad", "mlqa"}),
-    "gqa": frozenset({"xgqa"}),
-    "nlvr2": frozenset({"marvl"}),
-    "flickr30k": frozenset({"xflickrco"}),
-    "coco": frozenset({"xflickrco"}),
-}
+# Intermediate task -> evaluation tasks whose (English) training data it is or contains: the catalogue's
+# ``overlaps`` field (lightning_modules/tasks.py).
+KNOWN_OVERLAPS: dict[str, frozenset[str]] = {name: frozenset(s.overlaps) for name, s in TASKS.items() if s.overlaps}
 
 _SELECTION_KEY = re.compile(r"^(?:val|validate)/(?P<task>[^/]+)/(?P<lang>[^/]+)/(?P<metric>[^/]+)$")
 
@@ -199,15 +192,18 @@ def write_run_report(
     Returns:
         The written files: keys ``json``, ``csv``, ``md`` and ``png:<task>`` per task.
     """
-    check_selection(selection)
+    rows = aggregate(rows)
+    few_shot = any(r.get("phase") == "few_shot" for r in rows)  # the one protocol that selects on target data
+    if not few_shot:
+        check_selection(selection)
+    data, note = ("few-shot dev split", FEW_SHOT_NOTE) if few_shot else ("English dev only", SELECTION_NOTE)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(rows)
     paths = {"json": run_dir / "results.json", "csv": run_dir / "results.csv", "md": run_dir / "results.md"}
-    payload = {"selection": {"monitor": selection, "data": "English dev only", "note": SELECTION_NOTE}, "rows": rows}
+    payload = {"selection": {"monitor": selection, "data": data, "note": note}, "rows": rows}
     paths["json"].write_text(json.dumps(payload, indent=1) + "\n")
     _write_csv(paths["csv"], rows, ROW_FIELDS)
-    paths["md"].write_text(run_markdown(rows, selection))
+    paths["md"].write_text(run_markdown(rows, selection, note))
     for task in _unique(r["task"] for r in rows):
         chart = plot_languages(rows, task, run_dir / f"results_{task}.png")
         if chart is not None:
@@ -233,9 +229,9 @@ def task_table(rows: Sequence[Row], task: str) -> tuple[list[str], list[list[Any
     return ["lang", *metrics], [[lang, *(value.get((lang, m)) for m in metrics)] for lang in langs]
 
 
-def run_markdown(rows: Sequence[Row], selection: str) -> str:
+def run_markdown(rows: Sequence[Row], selection: str, note: str = SELECTION_NOTE) -> str:
     """``results.md``: per (phase, task, split, seed) a table language × metric, and the selection line."""
-    lines = ["# Results", "", f"Checkpoint selection: `{selection}` — {SELECTION_NOTE}.", ""]
+    lines = ["# Results", "", f"Checkpoint selection: `{selection}` — {note}.", ""]
     lines += [f"- `{a}`: {h}" for a, h in AGGREGATE_HELP.items()] + [""]
     groups: dict[tuple, list[Row]] = defaultdict(list)
     for r in rows:
@@ -475,6 +471,8 @@ def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapp
     lines = [f"# Study `{name}`", "", f"Zero-shot cross-lingual transfer, test split. Target runs: {SELECTION_NOTE}."]
     if meta.get("selection"):
         lines.append("Selection keys: " + ", ".join(f"`{k}`" for k in meta["selection"]) + ".")
+    if meta.get("start"):
+        lines.append(start_note(meta["start"]))
     lines += ["", f"Cells: mean ± std over seeds (Δ = difference of the means from `{baseline}`). "
               f"Std is the sample std; n = number of seeds.", ""]  # fmt: skip
     lines += [f"- `{a}`: {h}" for a, h in AGGREGATE_HELP.items()] + [f"- {OVERLAP_LEGEND}", ""]
@@ -547,6 +545,17 @@ def _power_section(power: Sequence[Mapping[str, Any]]) -> list[str]:
 
     return ["## Seeds needed (power estimate from the baseline)", "", *(f"- {line}" for line in power_lines(power)),
             ""]  # fmt: skip
+
+
+def start_note(start: Mapping[str, Any]) -> str:
+    """Which start every condition had: the model configs and the shared start phase (or none)."""
+    model = ", ".join(f"`{c}`" for c in start.get("base", [])) or "the pretrained checkpoints"
+    if start.get("start"):
+        phase = ", ".join(f"`{c}`" for c in start["start"])
+        return (f"Start of every condition (the same per seed): {model}, then the start phase {phase} "
+                "(`start/seed<k>`); the baseline's targets start from it too.")  # fmt: skip
+    return (f"Start of every condition: {model}, no shared start phase (with unaligned towers the first phase "
+            "that shows images trains the image-text alignment).")  # fmt: skip
 
 
 def _group(table: Sequence[Row], fields: Sequence[str]) -> dict[tuple, list[Row]]:

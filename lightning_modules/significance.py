@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from lightning_modules import stats
-from lightning_modules.metrics.outcomes import OUTCOMES_FILE, read_outcomes
 from lightning_modules.tasks import TASKS
 
 ENGLISH = "en"
@@ -45,8 +44,8 @@ def aggregate_langs(aggregate: str, langs: Sequence[str]) -> list[str]:
 
 
 def _outcomes(result: Result) -> dict[tuple[str, str], dict[str, Any]]:
-    path = Path(result.get("run_dir", "")) / OUTCOMES_FILE
-    return read_outcomes(path) if result.get("run_dir") and path.is_file() else {}
+    path = Path(result.get("run_dir", "")) / stats.OUTCOMES_FILE
+    return stats.read_outcomes(path) if result.get("run_dir") and path.is_file() else {}
 
 
 def _primary(task: str) -> str:

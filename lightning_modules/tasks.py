@@ -16,6 +16,8 @@ A catalogue entry (`TaskSpec`) holds only what code reads:
   may answer "" when the no-answer score (CLS start + end) beats every span.
 - ``lang_normalisation``: span QA only: score answers with MLQA's language-aware normalisation (per-language
   articles, unicode punctuation, character-level CJK) instead of SQuAD v1.1's English one.
+- ``overlaps``: targets whose data this task's data overlaps (SNLI-VE and XVNLI share Flickr30k images,
+  SQuAD's English paragraphs are XQuAD's and MLQA's sources, ...): the study table marks them with †.
 
 Canonical label orders:
 
@@ -35,7 +37,7 @@ Canonical label orders:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Family = Literal[
@@ -99,6 +101,7 @@ class TaskSpec:
     labels: tuple[str, ...] = ()
     unanswerable: bool = False  # span_qa: some questions have no answer (SQuAD v2), so "" is a valid prediction
     lang_normalisation: bool = False  # span_qa: MLQA's language-aware answer normalisation
+    overlaps: tuple[str, ...] = ()  # targets whose data this task's data overlaps (study table: †)
 
 
 def _cls(head: str, modality: Modality, labels: tuple[str, ...], langs: tuple[str, ...] = EN) -> TaskSpec:
@@ -121,19 +124,26 @@ TASKS: dict[str, TaskSpec] = {
     "demo_mlm": TaskSpec("mlm", "mlm", "text", ("mlm_acc",), "mlm_acc", DEMO_LANGS),
     "demo_tatoeba": TaskSpec("sentence_retrieval", "none", "text", ("tatoeba_acc",), "tatoeba_acc", DEMO_LANGS[1:]),
     # --- IGLUE targets and their English training sets ---
-    "snli_ve": _cls("visual_entailment", "image_text", NLI_LABELS),
+    "snli_ve": replace(_cls("visual_entailment", "image_text", NLI_LABELS), overlaps=("xvnli",)),
     "xvnli": _cls("visual_entailment", "image_text", NLI_LABELS, XVNLI_LANGS),
-    "gqa": TaskSpec("vqa", "gqa", "image_text", ("vqa_acc",), "vqa_acc"),
+    "gqa": TaskSpec("vqa", "gqa", "image_text", ("vqa_acc",), "vqa_acc", overlaps=("xgqa",)),
     "xgqa": TaskSpec("vqa", "gqa", "image_text", ("vqa_acc",), "vqa_acc", XGQA_LANGS),
     "vqav2": TaskSpec("vqa", "vqav2", "image_text", ("vqa_acc",), "vqa_acc"),
-    "nlvr2": TaskSpec("image_pair", "nlvr", "image_pair", ("acc",), "acc", EN, BINARY_LABELS),
+    "nlvr2": TaskSpec("image_pair", "nlvr", "image_pair", ("acc",), "acc", EN, BINARY_LABELS, overlaps=("marvl",)),
     "marvl": TaskSpec("image_pair", "nlvr", "image_pair", ("acc",), "acc", MARVL_LANGS, BINARY_LABELS),
-    "flickr30k": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1"),
-    "coco": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1"),
+    "flickr30k": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1",
+                          overlaps=("xflickrco",)),
+    "coco": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1", overlaps=("xflickrco",)),
     "xflickrco": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1", XFLICKRCO_LANGS),
     "wit": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1", WIT_LANGS),
+    # image-caption pairs of the start phase (img2dataset shards: CC3M, COCO/Flickr30k train, ...); any language
+    "captions": TaskSpec("retrieval", "retrieval", "image_text", _RETRIEVAL_METRICS, "mean_r1"),
+    # image-text matching on the same captions (a caption vs another image's, from the stream): trains the fusion
+    "captions_itm": TaskSpec("classification", "itm", "image_text", ("acc",), "acc", EN, ("mismatch", "match")),
+    # parallel sentences of the start phase: translation ranking (a sentence vs its English translation)
+    "parallel": TaskSpec("sentence_retrieval", "none", "text", ("tatoeba_acc",), "tatoeba_acc"),
     # --- text intermediate tasks of Phang et al. 2020 and XTREME targets ---
-    "mnli": _cls("nli", "text", NLI_LABELS),
+    "mnli": replace(_cls("nli", "text", NLI_LABELS), overlaps=("xnli",)),
     "anli": _cls("nli", "text", NLI_LABELS),
     "xnli": _cls("nli", "text", NLI_LABELS, XNLI_LANGS),
     "qqp": _cls("paraphrase", "text", BINARY_LABELS),
@@ -142,8 +152,9 @@ TASKS: dict[str, TaskSpec] = {
     "hellaswag": TaskSpec("multiple_choice", "multiple_choice", "text", ("acc",), "acc"),
     "cosmosqa": TaskSpec("multiple_choice", "multiple_choice", "text", ("acc",), "acc"),
     "commonsenseqa": TaskSpec("multiple_choice", "multiple_choice", "text", ("acc",), "acc"),
-    "squad_v1": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1"),
-    "squad_v2": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", unanswerable=True),
+    "squad_v1": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", overlaps=("xquad", "mlqa")),
+    "squad_v2": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", unanswerable=True,
+                         overlaps=("xquad", "mlqa")),
     "xquad": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", XQUAD_LANGS),
     "mlqa": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", MLQA_LANGS, lang_normalisation=True),
     "tydiqa": TaskSpec("span_qa", "span_qa", "text", _SPAN_METRICS, "f1", TYDIQA_LANGS),

@@ -40,5 +40,6 @@ separators, unique within a directory) with members:
                  "count": 1164, "sha256": "..."}],
      "counts": {"test": {"ar": 1164}},
      "sources": [{"path": "<as given>", "sha256": "..."}],
-     "skipped": [{"key": "...", "reason": "..."}]}
+     "skipped": [{"key": "...", "reason": "..."}],
+     "ignored": [{"path": "<file below --src not read>", "reason": "..."}]}
 """

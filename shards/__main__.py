@@ -1,9 +1,12 @@
-"""``python -m shards {build,inspect,verify}``: build shards from a dataset or the demo world, look, check."""
+"""``python -m shards {build,list,inspect,verify}``: build shards from a dataset or the demo world, list the
+converters, look, check."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -23,6 +26,41 @@ def _converters() -> dict:
     except ImportError as err:
         raise SystemExit(f"Cannot load the dataset converters ({err}); only `build demo` is available.") from err
     return CONVERTERS
+
+
+def _paragraphs(convert: object) -> list[str]:
+    """A converter's docstring as paragraphs, each on one line, without reST markup."""
+    doc = re.sub(r":\w+:`([^`]+)`", r"\1", (getattr(convert, "__doc__", None) or "").replace("``", ""))
+    return [" ".join(p.split()) for p in doc.strip().split("\n\n") if p.strip()]
+
+
+def summary(convert: object) -> str:
+    """A converter's one-line description (the first paragraph of its docstring): the files it reads."""
+    return next(iter(_paragraphs(convert)), "(no description)")
+
+
+def expects(convert: object) -> list[str]:
+    """The rest of the docstring: file layout, images, split names."""
+    return _paragraphs(convert)[1:]
+
+
+def converter_lines() -> str:
+    """``demo`` and every converter, one line each (``build --help``)."""
+    try:
+        converters = _converters()
+    except SystemExit as err:
+        return str(err)
+    lines = ["datasets:", "  demo            the demo world (pictures of shapes, four languages)"]
+    lines += [f"  {name:<15} {summary(convert)}" for name, convert in converters.items()]
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name, convert in _converters().items():
+        print(f"{name}: {summary(convert)}")
+        for paragraph in expects(convert):
+            print(textwrap.fill(paragraph, 116, initial_indent="    ", subsequent_indent="    "))
+    return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -46,6 +84,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         max_per_shard=args.max_per_shard,
         max_side=args.max_side,
     )
+    if args.exclude:  # img2dataset: the xFlickr&CO test set whose images the start phase must not see
+        kwargs["exclude"] = args.exclude
     fields = _parse_fields(args.field)
     if fields:
         kwargs["fields"] = fields
@@ -80,8 +120,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shards", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    build = sub.add_parser("build", help="convert a dataset (or generate the demo world) into tar shards")
-    build.add_argument("dataset", help="'demo' or a converter name (see shards.converters.CONVERTERS)")
+    build = sub.add_parser(
+        "build",
+        help="convert a dataset (or generate the demo world) into tar shards",
+        epilog=converter_lines() + "\n\nThe files each converter expects: python -m shards list; docs/real_data.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    build.add_argument("dataset", help="'demo' or a converter name (listed below)")
     build.add_argument("--out", required=True, help="output directory")
     build.add_argument("--src", help="the dataset's annotation file or directory")
     build.add_argument("--images", help="directory holding the dataset's images")
@@ -92,9 +137,14 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--max-side", type=int, default=384, help="bound on each image's short side in pixels")
     build.add_argument("--allow-missing", action="store_true", help="skip records whose image file is missing")
     build.add_argument("--field", action="append", metavar="NAME=SOURCE", help="field mapping (generic JSONL)")
+    build.add_argument("--exclude", action="append", metavar="XFLICKRCO",
+                       help="img2dataset: drop xFlickr&CO test images (its shard dir or annotation .jsonl; 'none')")
     build.add_argument("--size", choices=["small", "full"], default="full", help="demo world size")
     build.add_argument("--seed", type=int, default=0, help="demo world seed")
     build.set_defaults(func=cmd_build)
+
+    listing = sub.add_parser("list", help="every converter with the source files it expects")
+    listing.set_defaults(func=cmd_list)
 
     for name, func, text in (
         ("inspect", cmd_inspect, "counts, label distribution and one sample of a shard directory"),

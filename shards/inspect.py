@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PIL import Image
 
-from shards.manifest import load_manifest
+from shards.manifest import load_manifest, tar_samples
 
 FIELD_WIDTH = 160  # characters of each sample field shown
 MAX_SAMPLES_PER_SPLIT = 20_000  # label counts read only JSON members, but whole tars still stream past
 
 
 def iter_json(path: Path) -> Iterator[tuple[str, dict]]:
-    """(key, sample json) for every sample in a tar, in order."""
-    with tarfile.open(path, "r|") as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith(".json"):
-                handle = tar.extractfile(member)
-                if handle is not None:
-                    yield member.name[: -len(".json")], json.loads(handle.read())
+    """(key, sample json) for every sample in a tar, in order (only the json members are read)."""
+    for sample in tar_samples(path, keep=lambda name: name.endswith(".json")):
+        if "json" in sample:
+            yield sample["__key__"], json.loads(sample["json"])
 
 
 def _label_names(sample: dict, names: list[str]) -> list[str]:
@@ -63,18 +59,17 @@ def label_distribution(manifest: dict, split: str, limit: int = MAX_SAMPLES_PER_
 
 def first_sample(path: Path) -> dict:
     """The first sample of a tar: key, json and the size of each image member."""
-    sample: dict = {"images": {}}
-    with tarfile.open(path, "r|") as tar:
-        for member in tar:
-            key, _, ext = member.name.partition(".")
-            if sample.setdefault("key", key) != key:
-                break
-            handle = tar.extractfile(member)
-            data = handle.read() if handle is not None else b""
-            if ext == "json":
-                sample["json"] = json.loads(data)
-            else:
-                sample["images"][ext] = Image.open(io.BytesIO(data)).size
+    first = next(tar_samples(path), None)
+    if first is None:
+        return {"images": {}}
+    sample: dict = {"key": first["__key__"], "images": {}}
+    for ext, data in first.items():
+        if ext == "json":
+            sample["json"] = json.loads(data)
+        elif ext == "txt":  # img2dataset's caption
+            sample["txt"] = data.decode("utf-8", errors="replace")
+        elif not ext.startswith("__"):
+            sample["images"][ext] = Image.open(io.BytesIO(data)).size
     return sample
 
 
@@ -100,5 +95,7 @@ def inspect_dir(directory: str | Path, echo: Callable[[str], None] = print) -> N
         for field, value in (sample.get("json") or {}).items():
             text = json.dumps(value, ensure_ascii=False)
             echo(f"     {field}: {text if len(text) <= FIELD_WIDTH else text[: FIELD_WIDTH - 3] + '...'}")
+        if "txt" in sample:
+            echo(f"     txt: {sample['txt'][:FIELD_WIDTH]}")
         for name, (w, h) in sample["images"].items():
             echo(f"     image {name}: {w}x{h}")

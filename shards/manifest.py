@@ -10,15 +10,20 @@ streams its shards from object storage:
   replaces a ``{}`` placeholder (``pipe:aws s3 cp s3://bucket/xvnli/{} -``).
 
 ``manifest.json`` is read through the same mechanism, and :func:`select_shards` returns URL strings that
-:func:`open_shard` (used by the training and evaluation pipelines) opens.
+:func:`open_shard` opens. :func:`tar_samples` is the project's one tar reader (the training and evaluation
+pipelines, ``shards verify``/``inspect``, preflight and the benchmarks all read shards through it), and
+:func:`sha256_file` its one file hash (manifests, verify, checkpoint lineage).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 MANIFEST = "manifest.json"
 SUPPORTED_WRITER_VERSION = 1
@@ -75,6 +80,87 @@ def _read_text(location: str | Path) -> str:
     if not data:  # a pipe whose command wrote nothing
         raise FileNotFoundError(f"{location} (empty)")
     return data.decode("utf-8")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in ``chunk``-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_member(name: str) -> bool:
+    """Only json, JPEG and text members (img2dataset's captions) are read out of a tar at all; anything else never
+    reaches memory."""
+    return name.endswith((".json", ".jpg", ".txt"))
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """``key.img0.jpg`` -> (``key``, ``img0.jpg``): WebDataset's rule, the key ends at the first dot."""
+    base = name.rsplit("/", 1)[-1]
+    prefix = name[: len(name) - len(base)]
+    key, _, ext = base.partition(".")
+    return prefix + key, ext.lower()
+
+
+class TarReadError(OSError):
+    """A shard that cannot be read to its end; ``key`` is the sample being read when it broke ("" if none)."""
+
+    def __init__(self, url: str, key: str, cause: BaseException) -> None:
+        super().__init__(f"{cause}")
+        self.url, self.key, self.cause = url, key, cause
+
+
+def tar_samples(url: str | Path, *, keep: Callable[[str], bool] = safe_member,
+                duplicate: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The samples of one shard in tar order: ``{"__key__", "__url__", "<ext>": bytes, ...}``.
+
+    A sample is the run of adjacent members sharing a key (as TarWriter writes them); only members whose
+    name ``keep`` accepts are read into memory (every member is still streamed past, so a truncated tar is
+    always noticed). The tar is streamed (``r|``), so local files, ``pipe:`` commands and URLs read alike.
+
+    Args:
+        url: A local path or any location :func:`open_shard` opens.
+        keep: Which member names to read (default: json and JPEG only).
+        duplicate: Called with the key of a second group that reuses a key; that group is skipped.
+            Default: duplicates are skipped silently.
+
+    Raises:
+        TarReadError: The tar is unreadable or truncated (the sample being read is dropped).
+    """
+    url = str(url)
+    sample: dict[str, Any] | None = None
+    key, seen, skipping = "", set(), False
+    try:
+        with open_shard(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name_key, ext = split_member_name(member.name)
+                if name_key != key or (sample is not None and ext in sample):  # a new sample starts
+                    if sample is not None:
+                        yield sample
+                    key, sample, skipping = name_key, None, name_key in seen
+                    if skipping:
+                        if duplicate is not None:
+                            duplicate(key)
+                    else:
+                        seen.add(key)
+                        sample = {"__key__": key, "__url__": url}
+                if skipping or not keep(member.name):
+                    continue
+                handle = tar.extractfile(member)
+                data = handle.read() if handle is not None else b""
+                if len(data) != member.size:
+                    raise EOFError(f"member {member.name} is truncated ({len(data)} of {member.size} bytes)")
+                sample[ext] = data
+                tar.members = []  # streaming: do not keep every header in memory
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise TarReadError(url, key, err) from err
+    if sample is not None:
+        yield sample
 
 
 def load_manifest(directory: str | Path) -> dict:

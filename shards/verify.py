@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
-from shards.manifest import load_manifest
-from shards.writer import sha256_file
+from shards.manifest import TarReadError, load_manifest, sha256_file, tar_samples
 
 
 def count_samples(path: str | Path) -> int:
     """Number of distinct sample keys in a tar, reading every member (so truncation is caught).
 
     Raises:
-        tarfile.TarError, EOFError, OSError: The tar is unreadable or truncated.
+        TarReadError: The tar is unreadable or truncated.
     """
-    keys = set()
-    with tarfile.open(path, "r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            handle = tar.extractfile(member)
-            data = handle.read() if handle is not None else b""
-            if len(data) != member.size:
-                raise EOFError(f"member {member.name} is truncated ({len(data)} of {member.size} bytes)")
-            keys.add(member.name.split(".", 1)[0])
-    return len(keys)
+    return sum(1 for _ in tar_samples(path, keep=lambda name: True))
 
 
 def verify_shard(directory: Path, entry: dict) -> list[str]:
@@ -38,7 +26,7 @@ def verify_shard(directory: Path, entry: dict) -> list[str]:
         problems.append(f"{path}: sha256 differs from the manifest (changed after writing); rebuild it")
     try:
         count = count_samples(path)
-    except (tarfile.TarError, EOFError, OSError) as err:
+    except TarReadError as err:
         return [*problems, f"{path}: unreadable or truncated tar ({err}); rebuild it"]
     if count != entry["count"]:
         problems.append(f"{path}: {count} samples, manifest says {entry['count']}")

@@ -27,6 +27,8 @@ import webdataset as wds
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from shards.manifest import sha256_file
+
 WRITER_VERSION = 1
 JPEG_QUALITY = 90
 # A fixed member mtime makes equal inputs give byte-identical tars (the demo world's determinism test).
@@ -37,15 +39,6 @@ MISSING_LISTED = 5
 
 ImageSource = str | Path | bytes | Image.Image
 Plan = list[tuple[str, str, str, str, list[dict]]]  # (file, task, split, lang, records) per shard
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _open_image(src: ImageSource) -> tuple[Image.Image, bytes | None]:
@@ -292,6 +285,7 @@ def build_shards(
     tasks: dict[str, dict],
     sources: Sequence[str | Path] = (),
     skipped: Sequence[dict] = (),
+    ignored: Sequence[dict] = (),
     max_per_shard: int = 2000,
     max_side: int = 384,
     workers: int = 0,
@@ -311,6 +305,8 @@ def build_shards(
         tasks: ``{task: {"label_names": [...], "label_map": {...}}}`` recorded in the manifest.
         sources: Source files whose sha256 goes into the manifest.
         skipped: ``{"key", "reason"}`` entries the converter already dropped.
+        ignored: ``{"path", "reason"}`` for each file below the source folder that was not read; each is
+            printed as ``ignored: <path>: <reason>`` and kept in the manifest.
         max_per_shard: Most samples per shard.
         max_side: Bound on each image's short side in pixels.
         workers: Processes writing shards in parallel; 0 writes in this process.
@@ -322,6 +318,8 @@ def build_shards(
     """
     out = Path(out_dir)
     records = list(records)
+    for entry in ignored:  # printed even without progress output: a build never drops a file silently
+        print(f"{dataset}: ignored: {entry['path']}: {entry['reason']}", file=sys.stderr)
     _validate(records, tasks)
     records, missing = _drop_missing(records, allow_missing)
     plan = _plan(records, max_per_shard)
@@ -336,7 +334,7 @@ def build_shards(
         written = sum(done[f]["bytes"] for f, _, _ in jobs)
         _report(dataset, out, len(plan) - len(jobs), todo, written, time.perf_counter() - start)
     _warn_stale(dataset, out, plan)
-    manifest = _manifest(dataset, tasks, plan, done, sources, [*skipped, *missing])
+    manifest = _manifest(dataset, tasks, plan, done, sources, [*skipped, *missing], ignored)
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, out / "manifest.json")
@@ -381,6 +379,7 @@ def _manifest(
     done: dict[str, dict],
     sources: Sequence[str | Path],
     skipped: list[dict],
+    ignored: Sequence[dict] = (),
 ) -> dict:
     shards, counts = [], {}
     for file, task, split, lang, recs in plan:
@@ -409,4 +408,5 @@ def _manifest(
         "counts": counts,
         "sources": [{"path": str(p), "sha256": sha256_file(p)} for p in sources],
         "skipped": list(skipped),
+        "ignored": [dict(entry) for entry in ignored],
     }

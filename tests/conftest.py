@@ -11,6 +11,8 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
+import signal  # noqa: E402
+import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -71,3 +73,42 @@ def write_task_shards(out: Path, task: str, sizes: dict[tuple[str, str], int], m
 def tiny_model(demo_dir: Path) -> dict[str, str]:
     """The demo world's tiny text model directory and vision spec (paths as strings)."""
     return {"text_model": str(demo_dir / "text_model"), "vision_model": str(demo_dir / "vision.json")}
+
+
+def vision_config(vision_model: str) -> dict:
+    """A vision model's timm data config, as ``train.py`` links it into ``data.image_config``."""
+    from train import image_config
+
+    return image_config(vision_model, {})
+
+
+# -- subprocesses (DDP launches, crash-resume runs): one session each, killed as a group on timeout ------------
+
+
+def start_process_group(cmd: list[str], cwd: Path | str, env: dict[str, str]) -> subprocess.Popen:
+    """``cmd`` in a new session (its ranks and loader workers share its process group); output as text."""
+    return subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the whole group (the launcher, every rank, every worker) if it still runs."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def finish_process_group(proc: subprocess.Popen, timeout: float, what: str) -> subprocess.CompletedProcess:
+    """Wait for ``proc``; past ``timeout`` seconds kill its group and fail the test with the output's tail."""
+    try:
+        out, _ = proc.communicate(timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        kill_process_group(proc)
+        out, _ = proc.communicate()
+        pytest.fail(f"{what} hung (> {timeout:.0f} s), process group killed; output tail:\n{out[-4000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+def run_process_group(cmd: list[str], cwd: Path | str, env: dict[str, str], timeout: float,
+                      what: str) -> subprocess.CompletedProcess:  # fmt: skip
+    """``start_process_group`` + ``finish_process_group``."""
+    return finish_process_group(start_process_group(cmd, cwd, env), timeout, what)

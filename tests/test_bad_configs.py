@@ -119,3 +119,19 @@ def test_parser_typos(world: dict[str, Any], tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert option in err and value in err and valid in err, err[-2000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_warmup_steps_and_fraction_both_given(world: dict[str, Any], tmp_path: Path) -> None:
+    """base.yaml gives warmup_fraction; adding warmup_steps without nulling it is ambiguous, so it fails."""
+    fails(world, tmp_path, "model.schedule.warmup_steps=3", "model.schedule.warmup_fraction=0.1",
+          "give one and set the other to null", model={"schedule": {"warmup_steps": 3}})  # fmt: skip
+
+
+def test_warmup_lengths() -> None:
+    from lightning_modules.module import Schedule
+
+    assert Schedule(warmup_steps=7).warmup(100) == 7  # steps, even below 1 % of the run
+    assert Schedule(warmup_fraction=0.25).warmup(200) == 50
+    assert Schedule().warmup(300) == 30  # neither: 10 % of max_steps
+    with pytest.raises(ValueError, match="warmup_fraction=2.0 must be in \\[0, 1\\]; for steps use warmup_steps"):
+        Schedule(warmup_fraction=2.0).warmup(100)

@@ -20,9 +20,41 @@ def test_run_all_quick_prints_every_table(tmp_path: Path, capsys: pytest.Capture
     printed = capsys.readouterr().out
     for title in ("Loader: batch 32", "Memory:", "Step:", "GPU"):
         assert title in printed, printed
-    assert len([r for r in results["loader"]["rows"]]) == 3 and results["step"]["ratio_wall"] > 0
+    assert "recipe (c)" in printed and "per CPU-s: / (c)" in printed and "with augmentation" in printed
+    rows = results["loader"]["rows"]
+    assert [r["workers"] for r in rows] == [0, 1, 2] and results["step"]["ratio_wall"] > 0
+    assert all(r["recipe_per_cpu_s"] > 0 and r["vs_recipe_cpu"] > 0 and r["vs_naive_cpu"] > 0 for r in rows)
+    assert set(results["loader"]["image_ops"]) == {"pil_limit", "eval_work", "eval_work_eighths", "train_work"}
     assert len(results["memory"]["rows"]) == 3
     assert json.loads(out.read_text())["machine"]["cpus"] >= 1
+
+
+@pytest.mark.slow
+def test_gpu_run_dry_run_rehearses_the_whole_plan_on_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``make bench-gpu``'s plan, tiny and on the CPU: every config ± compile, the 2-process DDP step (gloo)
+    with equal weights on both ranks, loader scaling at 1/2/4/8 workers, one JSON."""
+    out = tmp_path / "gpu_run.json"
+    run_all.main(["--only", "gpu", "loader", "--gpu-run", "--dry-run", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert results["gpu_run"] and results["dry_run"]
+    rows = results["gpu"]["rows"]
+    assert [(r["config"], r["compile"]) for r in rows] == [("base", False), ("base", True), ("large", False),
+                                                           ("large", True)]  # fmt: skip
+    assert all(r["samples_s"] > 0 and r["flops_per_step"] > 0 for r in rows)
+    ddp = results["gpu"]["ddp"]
+    assert ddp["backend"] == "gloo" and ddp["world_size"] == 2 and ddp["weights_equal"], ddp
+    assert [r["workers"] for r in results["loader"]["rows"]] == [1, 2, 4, 8]
+    assert "DDP step, 2 processes on one device" in capsys.readouterr().out
+
+
+def test_gpu_run_flags_are_checked() -> None:
+    with pytest.raises(SystemExit):
+        run_all.main(["--dry-run"])  # rehearses --gpu-run only
+    with pytest.raises(SystemExit):
+        run_all.main(["--gpu-run", "--only", "step"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="add --dry-run"):
+            gpu.gpu_run()
 
 
 def test_photos_are_natural_sized_jpegs(tmp_path: Path) -> None:
@@ -95,14 +127,14 @@ def test_draft_decode_scales_down_to_the_resize_short_side_never_below(size: tup
 
 
 def test_loaders_pin_persist_and_pad_to_multiples_of_8(tmp_path: Path, tiny_model: dict[str, str]) -> None:
-    from conftest import write_task_shards
+    from conftest import vision_config, write_task_shards
 
     from datamodules.datamodule import TaskData, TransferDataModule
 
     write_task_shards(tmp_path, "demo_ve", {("train", "en"): 8}, max_per_shard=4)
     dm = TransferDataModule([TaskData("demo_ve", shards=str(tmp_path), train_split="train")],
-                            tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"], batch_size=3,
-                            num_workers=1, steps_per_epoch=1)  # fmt: skip
+                            tokenizer=tiny_model["text_model"], image_config=vision_config(tiny_model["vision_model"]),
+                            batch_size=3, num_workers=1, steps_per_epoch=1)  # fmt: skip
     loader = dm.train_dataloader().loaders["demo_ve"]
     assert loader.pin_memory and loader.persistent_workers
     assert dm._decoder("demo_ve", strict=False).draft_size == 71  # demo ViT: 64 px / crop_pct 0.9

@@ -73,7 +73,7 @@ def _parse(parser: Any, *paths: Path) -> Any:
 
 def test_every_yaml_is_covered() -> None:
     assert set(ALL_YAML) == {BASE, *STUDIES, *DEMO, *PHASE, CONFIGS / "demo" / "base.yaml"}
-    assert {p.parent.name for p in PHASE} <= {"models", "intermediate", "target"}, [_rel(p) for p in PHASE]
+    assert {p.parent.name for p in PHASE} <= {"models", "start", "intermediate", "target"}, [_rel(p) for p in PHASE]
 
 
 @pytest.mark.parametrize("path", [p for p in ALL_YAML if p not in STUDIES], ids=_rel)
@@ -92,8 +92,8 @@ def test_phase_config_parses(parser: Any, path: Path) -> None:
     if kind == "models":
         assert not tasks and cfg.model.attn_implementation == "sdpa" and cfg.trainer.precision == "bf16-mixed"
         assert cfg.model.pretrained and "/" not in cfg.model.vision_model  # hub / timm names, not local paths
-    elif kind == "intermediate":
-        assert cfg.phase == "intermediate" and any(t.train_split for t in tasks)
+    elif kind in ("start", "intermediate"):
+        assert cfg.phase == kind and any(t.train_split for t in tasks)
         assert not any(t.test_split for t in tasks), "intermediate phases do not test"
     else:
         assert cfg.phase == "target" and any(t.test_split for t in tasks)
@@ -126,8 +126,8 @@ def test_study_loads_and_its_configs_exist(path: Path) -> None:
         assert set(cond.tasks) <= trained, f"{_rel(path)}: condition {name} lists {cond.tasks}; configs train {trained}"
     for name, target in s.targets.items():
         trained = {t["name"] for c in target.configs for t in _tasks(c) if t.get("train_split")}
-        assert set(target.tasks) == trained, (
-            f"{_rel(path)}: target {name} lists {target.tasks}, configs train {trained}"
+        assert set(target.train_tasks) == trained, (
+            f"{_rel(path)}: target {name} lists {target.train_tasks}, configs train {trained}"
         )
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import vision_config
 
 from datamodules.controls import LabelShuffle, permute_targets, shuffled_fields
 from datamodules.datamodule import TaskData, TransferDataModule
@@ -56,9 +57,9 @@ def test_family_without_movable_labels_is_refused() -> None:
 def test_datamodule_shuffles_training_batches_only(demo_dir: Path, tiny_model: dict[str, str], tmp_path: Path) -> None:
     def batches(shuffle: bool) -> list[dict]:
         task = TaskData("demo_ve", str(demo_dir / "demo_ve"), train_split="train", shuffle_labels=shuffle)
-        dm = TransferDataModule([task], tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"],
-                                batch_size=16, num_workers=0, steps_per_epoch=4, shuffle_buffer=8,
-                                pin_memory=False)  # fmt: skip
+        dm = TransferDataModule([task], tokenizer=tiny_model["text_model"],
+                                image_config=vision_config(tiny_model["vision_model"]), batch_size=16, num_workers=0,
+                                steps_per_epoch=4, shuffle_buffer=8, pin_memory=False)  # fmt: skip
         loader = dm.train_dataloader().loaders["demo_ve"]
         it = iter(loader)
         return [next(it) for _ in range(4)], dm

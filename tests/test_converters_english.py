@@ -37,7 +37,11 @@ def test_snli_ve_from_iglue_resplit_reads_only_train_dev_test(tmp_path: Path) ->
     root = images(tmp_path / "img", [f"{i}.jpg" for i in ids])
     manifest = build("snli_ve", tmp_path / "out", src=IGLUE / "XVNLI/annotations/en", images=root)
     assert manifest["counts"] == {"test": {"en": 21}}  # train_1.jsonl is xvnli's few-shot file
-    assert sample_json(tmp_path / "out")["test-en-2424111022_jpg_4r1c"]["label"] == -1
+    assert sample_json(tmp_path / "out")["test-en-4100000043_jpg_1r2n"]["label"] == -1
+    assert {Path(i["path"]).name: i["reason"] for i in manifest["ignored"]} == {
+        "train_1.jsonl": "XVNLI split train_1: build it with `xvnli`",
+        "dev-ar_gmt.jsonl": "XVNLI split translate_dev: build it with `xvnli`",
+    }
 
 
 def test_snli_ve_original_files_skip_unlabelled_training_items(tmp_path: Path) -> None:
@@ -48,18 +52,18 @@ def test_snli_ve_original_files_skip_unlabelled_training_items(tmp_path: Path) -
         {"key": "train-en-1000092795_jpg_0r1n", "reason": "gold_label '-' in a training split"}
     ]
     dev = sample_json(tmp_path / "out")["dev-en-1000268201_jpg_2r1n"]
-    assert (dev["text"], dev["label"]) == ("The child is going to a party.", 1)
+    assert (dev["text"], dev["label"]) == ("The girl is on her way to a birthday.", 1)
 
 
 def test_gqa_lxmert_format_finds_the_vocabulary_below_src(tmp_path: Path) -> None:
     rows = json.loads((IGLUE / "gqa/annotations/testdev.json").read_text())
     root = images(tmp_path / "img", [f"{r['img_id']}.jpg" for r in rows])
     manifest = build("gqa", tmp_path / "out", src=IGLUE / "gqa", images=root)
-    assert manifest["counts"] == {"testdev": {"en": 20}}
+    assert manifest["counts"] == {"testdev": {"en": 4}}
     vocab = manifest["tasks"]["gqa"]["label_names"]
-    first = sample_json(tmp_path / "out")["testdev-en-201307251"]
+    first = sample_json(tmp_path / "out")["testdev-en-700300"]
     assert (first["text"], first["answer"], first["labels"], first["scores"]) == (
-        "Is it overcast?",
+        "Is the fence made of wood?",
         "no",
         [vocab.index("no")],
         [1.0],
@@ -72,8 +76,8 @@ def test_gqa_balanced_questions_keep_out_of_vocabulary_answers(tmp_path: Path) -
     manifest = build("gqa", tmp_path / "out", src=VL / "gqa", images=root, fields=fields)
     assert manifest["counts"] == {"dev": {"en": 2}}
     assert manifest["tasks"]["gqa"]["out_of_vocabulary"] == {"dev": {"en": 1}}
-    oov = sample_json(tmp_path / "out")["dev-en-05451385"]
-    assert (oov["answer"], oov["labels"], oov["scores"]) == ("tangerine shaped lamp", [], [])
+    oov = sample_json(tmp_path / "out")["dev-en-07000002"]
+    assert (oov["answer"], oov["labels"], oov["scores"]) == ("paper lantern", [], [])
 
 
 def test_vqa_score_is_the_official_leave_one_out_accuracy() -> None:
@@ -106,11 +110,27 @@ def test_nlvr2_string_labels_and_image_names_from_identifier(tmp_path: Path) -> 
     pngs = [f"dev/{i.rsplit('-', 1)[0]}-img{k}.png" for i in ids for k in (0, 1)]
     root = images(tmp_path / "nlvr2", pngs, fmt="PNG")
     manifest = build("nlvr2", tmp_path / "out", src=src, images=root)
-    assert manifest["counts"] == {"dev": {"en": 10}}
+    assert manifest["counts"] == {"dev": {"en": 6}}
     assert manifest["tasks"]["nlvr2"]["label_map"] == {"False": 0, "True": 1}
     got = sample_json(tmp_path / "out")
-    assert (got["dev-en-dev-850-0-0"]["label"], got["dev-en-dev-850-2-0"]["label"]) == (0, 1)
-    assert got["dev-en-dev-850-2-0"]["text"].startswith("The right image shows a curving walkway")
+    assert (got["dev-en-dev-910-0-0"]["label"], got["dev-en-dev-910-1-0"]["label"]) == (0, 1)
+    assert got["dev-en-dev-910-1-0"]["text"] == "The left image shows exactly two kites."
+
+
+def test_nlvr2_finds_images_in_the_release_layout(tmp_path: Path) -> None:
+    """IGLUE's test.jsonl is NLVR2's test1 (images in test1/); train images sit in train/<0..99>/, named by the
+    record's ``directory`` or, without one, found among the numbered folders."""
+    row = json.loads((IGLUE / "nlvr2/annotations/dev.jsonl").open().readline())
+    src = tmp_path / "annotations"
+    src.mkdir()
+    test = {**row, "identifier": "test1-5-0-1"}
+    train = [{**row, "identifier": "train-77-1-0", "directory": 42}, {**row, "identifier": "train-78-0-0"}]
+    (src / "test.jsonl").write_text(json.dumps(test) + "\n")
+    (src / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    names = ["test1/test1-5-0", "train/42/train-77-1", "train/9/train-78-0"]
+    root = images(tmp_path / "nlvr2", [f"{n}-img{k}.png" for n in names for k in (0, 1)], fmt="PNG")
+    manifest = build("nlvr2", tmp_path / "out", src=src, images=root)
+    assert manifest["counts"] == {"test1": {"en": 1}, "train": {"en": 2}} and not manifest["skipped"]
 
 
 def test_flickr30k_karpathy_and_iglue_annotations(tmp_path: Path) -> None:
@@ -124,12 +144,9 @@ def test_flickr30k_karpathy_and_iglue_annotations(tmp_path: Path) -> None:
     src = IGLUE / "flickr30k/annotations/test_ann.jsonl"
     root = images(tmp_path / "img2", [json.loads(line)["img_path"] for line in src.open()])
     manifest = build("flickr30k", tmp_path / "out2", src=src, images=root)
-    assert manifest["counts"] == {"test": {"en": 10}}
-    first = sample_json(tmp_path / "out2")["test-en-1007129816"]
-    assert (
-        first["texts"][0] == "The man with pierced ears is wearing glasses and an orange hat."
-        and len(first["texts"]) == 5
-    )
+    assert manifest["counts"] == {"test": {"en": 4}}
+    first = sample_json(tmp_path / "out2")["test-en-4100000001"]
+    assert (first["texts"][0], len(first["texts"])) == ("A painter near the water, view 0.", 5)
 
 
 def test_coco_karpathy_int_ids_and_restval_in_train(tmp_path: Path) -> None:

@@ -34,31 +34,28 @@ CASES = [
         "mnli",
         {"dev_matched": {"en": 3}, "train": {"en": 2}},
         {
-            "dev_matched-en-91383c": {
-                "label": 2,
-                "text_pair": "The Government Executive articles are not on the site.",
-            },
-            "train-en-31193n": {"label": 1, "id": "31193n"},
+            "dev_matched-en-5002c": {"label": 2, "text_pair": "The library lends nothing but books."},
+            "train-en-6001n": {"label": 1, "id": "6001n"},
         },
     ),
     (
         "xnli",
         "xnli",
         {"dev": {"en": 1}, "test": {"en": 1, "de": 2, "ar": 1}},
-        {"test-de-2": {"label": 0, "text": "Und er sagte: Mama, ich bin zu Hause.", "lang": "de"}},
+        {"test-de-2": {"label": 0, "text": "Sie sagte: Ich komme morgen wieder.", "lang": "de"}},
     ),
     (
         "anli",
         "anli",
         {"dev": {"en": 3}},
-        {"dev-en-0a7a5e26-7c0b-4b0b-8e1a-1f1f0e1e0a02": {"label": 2, "text_pair": "Tim is American."}},
+        {"dev-en-0a7a5e26-7c0b-4b0b-8e1a-1f1f0e1e0a02": {"label": 2, "text_pair": "Mara is Canadian."}},
     ),
     (
         "qqp",
         "qqp",
         {"dev": {"en": 2}, "test": {"en": 1}},
         {
-            "dev-en-263843": {"label": 1, "text": "I want to pursue PhD in Computer Science?"},
+            "dev-en-9002": {"label": 1, "text": "How do I learn to play the cello?"},
             "test-en-0": {"label": -1},
         },
     ),
@@ -67,38 +64,38 @@ CASES = [
         "pawsx",
         "pawsx",
         {"test": {"de": 2}, "dev": {"en": 1}},
-        {"test-de-1": {"label": 1, "text_pair": "1972 zog die Familie nach Camp Hill."}},
+        {"test-de-1": {"label": 1, "text_pair": "1985 spielte die Band in Bremen."}},
     ),
     (
         "squad_v1",
         "squad",
         {"train": {"en": 2}},
-        {"train-en-56ddde6b9a695914005b9628": {"answers": {"text": ["France"], "answer_start": [104]}}},
+        {"train-en-p0000000000000000000001": {"answers": {"text": ["Norway"], "answer_start": [94]}}},
     ),
     (
         "squad_v2",
         "squad",
         {"dev": {"en": 2}},
-        {"dev-en-5ad39d53604f3c001a3fe8d1": {"answers": {"text": [], "answer_start": []}}},
+        {"dev-en-p0000000000000000000004": {"answers": {"text": [], "answer_start": []}}},
     ),
     (
         "xquad",
         "xquad",
         {"test": {"de": 1, "en": 1}},
-        {"test-de-56beb4343aeaaa14008c925b": {"answers": {"text": ["10. Jahrhundert"], "answer_start": [37]}}},
+        {"test-de-p0000000000000000000005": {"answers": {"text": ["1871"], "answer_start": [42]}}},
     ),
-    ("mlqa", "mlqa", {"test": {"de": 1}}, {"test-de-a1b2c3": {"text": "Wer gab der Normandie ihren Namen?"}}),
+    ("mlqa", "mlqa", {"test": {"de": 1}}, {"test-de-a1b2c3": {"text": "Wer baute den Leuchtturm?"}}),
     (
         "tydiqa",
         "tydiqa",
         {"dev": {"fi": 1, "id": 1}},
-        {"dev-id-indonesian--3347211436592302125-1": {"context": "Jakarta adalah ibu kota Indonesia."}},
+        {"dev-id-indonesian--1000000000000000002-1": {"context": "Mercusuar Lindholm berwarna merah."}},
     ),
     (
         "hellaswag",
         "hellaswag",
         {"test": {"en": 1}, "dev": {"en": 2}},
-        {"dev-en-24": {"label": 3, "text": "A man is sitting on a roof. he"}, "test-en-14": {"label": -1}},
+        {"dev-en-24": {"label": 3, "text": "A woman kneels beside a muddy bicycle. she"}, "test-en-14": {"label": -1}},
     ),
     (
         "cosmosqa",
@@ -116,9 +113,9 @@ CASES = [
         "commonsenseqa",
         {"dev": {"en": 2}, "test": {"en": 1}},
         {
-            "dev-en-1afa02df02c908a558b4036e80242fac": {
+            "dev-en-c0000000000000000000000000000001": {
                 "label": 2,
-                "choices": ["library", "department store", "bank", "mall", "new york"],
+                "choices": ["kitchen", "garden shed", "hallway", "attic", "rooftop"],
             }
         },
     ),
@@ -127,7 +124,7 @@ CASES = [
         "udpos",
         {"test": {"de": 1, "en": 2}},
         {
-            "test-en-en_ewt_weblog-blogspot_com_zentelligence_20040423000200_ENG_20040423_000200-0002": {
+            "test-en-en_ewt_project-blog-0001-0002": {
                 "tokens": ["I", "do", "n't", "know", "."],  # the "don't" range line and the 4.1 empty node left out
                 "tags": [UPOS.index(t) for t in ("PRON", "AUX", "PART", "VERB", "PUNCT")],
             }
@@ -137,15 +134,15 @@ CASES = [
         "panx",
         "panx",
         {"dev": {"en": 1}, "test": {"de": 2}},
-        {"test-de-0": {"tokens": ["Anton", "Webern", "lebte", "in", "Wien"], "tags": [1, 2, 0, 0, 5]}},
+        {"test-de-0": {"tokens": ["Clara", "Holm", "wohnte", "in", "Bremen"], "tags": [1, 2, 0, 0, 5]}},
     ),
-    ("ccg", "ccg", {"dev": {"en": 2}}, {"dev-en-1": {"tokens": ["It", "rains", "."]}}),
+    ("ccg", "ccg", {"dev": {"en": 2}}, {"dev-en-1": {"tokens": ["It", "snows", "."]}}),
     (
         "bucc",
         "bucc",
         {"dev": {"de": 5}},
         {
-            "dev-de-de-000001": {"side": "src", "gold": "en-000002", "text": "Der Hund bellt."},
+            "dev-de-de-000001": {"side": "src", "gold": "en-000002", "text": "Die Katze schläft."},
             "dev-de-en-000002": {"side": "tgt", "gold": "de-000001"},
             "dev-de-de-000003": {"gold": None},
         },
@@ -154,7 +151,7 @@ CASES = [
         "tatoeba",
         "tatoeba",
         {"test": {"de": 3, "zh": 2}},
-        {"test-zh-1": {"text": "谢谢。", "text_pair": "Thank you.", "id": 1}},
+        {"test-zh-1": {"text": "再见。", "text_pair": "Goodbye.", "id": 1}},
     ),
 ]
 
@@ -172,7 +169,7 @@ def test_text_converter(tmp_path: Path, name: str, src: str, counts: dict, check
 
 def test_unlabelled_nli_items_are_skipped_with_the_reason(tmp_path: Path) -> None:
     manifest = build("mnli", tmp_path / "out", src=TEXT / "mnli" / "multinli_1.0_dev_matched.jsonl")
-    assert manifest["skipped"] == [{"key": "dev_matched-en-755e", "reason": "no gold label ('-')"}]
+    assert manifest["skipped"] == [{"key": "dev_matched-en-5003e", "reason": "no gold label ('-')"}]
     assert manifest["tasks"]["mnli"]["label_map"] == {"entailment": 0, "neutral": 1, "contradiction": 2}
 
 
@@ -263,3 +260,17 @@ def test_hf_disk_maps_splits_and_decoded_images(tmp_path: Path, monkeypatch: pyt
     assert sample_json(tmp_path / "out")["dev-en-p1"]["label"] == 2
     with tarfile.open(next((tmp_path / "out").glob("*.tar"))) as tar:
         assert sorted(tar.getnames()) == ["dev-en-p1.jpg", "dev-en-p1.json"]
+
+
+@pytest.mark.parametrize(
+    ("name", "file", "text"),
+    [
+        ("qqp", "dev.tsv", b"id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t2\t3\tq1\tq\xe92\t1\n"),
+        ("udpos", "en_x-ud-test.conllu", b"# sent_id = s1\n1\tCaf\xe9\tcafe\tNOUN\tNN\t_\t0\troot\t_\t_\n"),
+        ("tatoeba", "tatoeba.deu-eng.deu", b"Hallo.\nStra\xdfe.\n"),
+    ],
+)
+def test_invalid_utf8_names_the_file_and_line(tmp_path: Path, name: str, file: str, text: bytes) -> None:
+    (tmp_path / file).write_bytes(text)
+    with pytest.raises(ValueError, match=rf"{file}:2: invalid UTF-8 .*re-save the file as UTF-8"):
+        build(name, tmp_path / "out", src=tmp_path / file)

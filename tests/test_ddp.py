@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,11 +18,13 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import finish_process_group, kill_process_group, start_process_group
 from lightning.pytorch.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TIMEOUT_S = 240
+pytestmark = pytest.mark.slow  # two DDP fits in subprocesses: minutes on 2 CPU cores
 
 
 class RankRecord(Callback):
@@ -64,17 +65,11 @@ def _start(cwd: Path, demo_dir: Path, data: dict[str, Any], *overrides: str) -> 
         cmd += ["--config", str(c)]
     cmd += ["--trainer.default_root_dir", "runs/ddp", "--trainer.callbacks+=test_ddp.RankRecord", *overrides]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+    return start_process_group(cmd, cwd, env)
 
 
 def _finish(proc: subprocess.Popen, cwd: Path, deadline: float) -> list[dict[str, Any]]:
-    try:
-        out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the rank-1 process it started
-        out, _ = proc.communicate()
-        pytest.fail(f"DDP fit in {cwd} hung (> {TIMEOUT_S} s); last output:\n{out[-3000:]}")
+    out = finish_process_group(proc, deadline - time.monotonic(), f"DDP fit in {cwd}").stdout
     assert proc.returncode == 0, out[-3000:]
     return [json.loads((cwd / "runs" / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
 
@@ -111,8 +106,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> dict[str,
         return {name: _finish(proc, cwd, deadline) for name, (cwd, proc) in procs.items()}
     finally:
         for _, proc in procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+            kill_process_group(proc)
 
 
 def test_multi_task_ddp_fit(ranks: dict[str, list[dict[str, Any]]]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import run_process_group
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -36,11 +36,14 @@ def build_world(out: Path) -> dict[str, str]:
 
 
 def make_datamodule(args: dict[str, Any]) -> Any:
+    from conftest import vision_config
+
     from datamodules.datamodule import TaskData, TransferDataModule
 
     tasks = [TaskData("demo_ve", args["ve"], train_split="train", val_split="dev", test_split="test"),
              TaskData("demo_nli", args["nli"], train_split="train")]  # fmt: skip
-    return TransferDataModule(tasks, tokenizer=args["text_model"], vision_model=args["vision_model"], batch_size=2,
+    return TransferDataModule(tasks, tokenizer=args["text_model"], image_config=vision_config(args["vision_model"]),
+                              batch_size=2,
                               eval_batch_size=2, num_workers=0, steps_per_epoch=STEPS_PER_EPOCH, sampler="uniform",
                               seed=2, shuffle_buffer=4, pin_memory=False)  # fmt: skip
 
@@ -49,7 +52,7 @@ def make_model(args: dict[str, Any], dm: Any) -> Any:
     from lightning_modules.module import TransferModule
 
     return TransferModule(args["text_model"], args["vision_model"], pretrained=False, tasks=dm.task_info,
-                          max_steps=MAX_STEPS, lr=1e-3)  # fmt: skip
+                          evaluation=dm.evaluation, max_steps=MAX_STEPS, optimizer={"lr": 1e-3})  # fmt: skip
 
 
 def trainer(devices: int, callbacks: list, root: str) -> Any:
@@ -86,7 +89,7 @@ def run_ddp(args: dict[str, Any]) -> None:
     names = [f"{task}/{lang}" for task, lang in dm.eval_names("test")]
     result = {
         "rank": tr.global_rank, "world_size": tr.world_size, "global_step": tr.global_step, "tasks": record.tasks,
-        "test_keys": {names[i]: keys for i, keys in record.test_keys.items()}, "rows": model._test_rows,
+        "test_keys": {names[i]: keys for i, keys in record.test_keys.items()}, "rows": model.test_rows,
     }  # fmt: skip
     Path(args["out"], f"rank{tr.global_rank}.json").write_text(json.dumps(result))
     if tr.global_rank == 0:
@@ -95,15 +98,7 @@ def run_ddp(args: dict[str, Any]) -> None:
 
 def run_in_process_group(cmd: list[str], timeout: int, env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run ``cmd`` in a new session; on timeout kill the whole process group (every rank and worker)."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"DDP run hung (> {timeout}s), process group killed. Output tail:\n{out[-4000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+    return run_process_group(cmd, REPO, env, timeout, "DDP run")
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +150,7 @@ def test_ddp_metric_equals_single_process(ddp_run: dict[str, Any], tmp_path: Pat
     model = make_model(args, dm)
     model.load_state_dict(torch.load(Path(args["out"], "model.pt"), weights_only=True))
     trainer(1, [], str(tmp_path)).test(model, datamodule=dm, verbose=False)
-    single = {(r["lang"], r["metric"]): r["value"] for r in model._test_rows}
+    single = {(r["lang"], r["metric"]): r["value"] for r in model.test_rows}
     ddp = {(r["lang"], r["metric"]): r["value"] for r in ddp_run["ranks"][0]["rows"]}
     assert single == pytest.approx(ddp, abs=1e-6)
 

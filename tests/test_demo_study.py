@@ -2,7 +2,9 @@
 intermediate condition, one target, a few steps) with real ``train.py`` runs; the report files; resuming.
 
 "Interrupted after its first runs" is a first invocation restricted to the baseline (``--only none``): the
-start run and the baseline target finish, then the full study runs and must skip exactly those.
+start run and the baseline target finish, then the full study runs and must skip exactly those. The first
+invocation goes through the SLURM executor with submitit's local cluster (one job per run, the target submitted
+after its parent's job), the second through ``local-gpus`` with two fake devices.
 """
 
 from __future__ import annotations
@@ -68,11 +70,14 @@ def test_shipped_demo_study_is_valid() -> None:
     assert all((REPO / c).is_file() for c in study.config_files())
 
 
+@pytest.mark.slow
 def test_tiny_demo_study_reports_and_resumes(tiny_study: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tiny_study.parent / "runs" / "studies" / "demo-tiny"
     # First invocation: the baseline only (start run + none/demo_ve), as if the study had stopped there.
-    assert study_mod.main(["--config", str(tiny_study), "--only", "none", "--heartbeat", "600"]) == 0
+    slurm = ["--executor", "slurm", "--cluster", "local"]
+    assert study_mod.main(["--config", str(tiny_study), "--only", "none", *slurm]) == 0
     first = capsys.readouterr().out
+    assert "submitted start/seed0 (start)" in first and "submitted none/seed0/demo_ve (target)" in first
     done_first = {"start/seed0", "none/seed0/demo_ve"}
     for name in done_first:
         assert (out / name / "finished.json").is_file(), first
@@ -80,8 +85,10 @@ def test_tiny_demo_study_reports_and_resumes(tiny_study: Path, capsys: pytest.Ca
     stamps = {name: (out / name / "finished.json").stat().st_mtime_ns for name in done_first}
 
     # Second invocation: the whole study; the finished runs are skipped, the rest run.
-    assert study_mod.main(["--config", str(tiny_study), "--heartbeat", "600"]) == 0
+    local_gpus = ["--executor", "local-gpus", "--gpus", "2", "--heartbeat", "600"]
+    assert study_mod.main(["--config", str(tiny_study), *local_gpus]) == 0
     second = capsys.readouterr().out
+    assert "nli/seed0/intermediate (intermediate): start on GPU 0" in second
     for name in done_first:
         assert f"{name} " in second and "skip (finished)" in second.split(f"{name} ", 1)[1].splitlines()[0]
         assert (out / name / "finished.json").stat().st_mtime_ns == stamps[name]

@@ -44,6 +44,7 @@ def covering_run(tasks: list[str], max_steps: int = 40) -> tuple[int, int]:
     return best
 
 
+@pytest.mark.slow
 def test_all_families_train_and_test(demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["train.py"])  # the CLI reads args=..., not pytest's command line
     all_tasks = demo_config("all_tasks.yaml", demo_dir, tmp_path)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_process_group
 
+from lightning_modules.families import build_metrics
 from lightning_modules.metrics import (
     Accuracy,
     BuccF1,
@@ -21,7 +21,6 @@ from lightning_modules.metrics import (
     SquadMetric,
     TatoebaAccuracy,
     VQAAccuracy,
-    build_metrics,
     iob2_spans,
     normalize_answer,
     recall_at_k,
@@ -268,22 +267,9 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_ddp_sync_matches_single_process() -> None:
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen(
-        [sys.executable, __file__, str(_free_port())],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))},
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"DDP test timed out:\n{output}")
-    assert proc.returncode == 0, output
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = run_process_group([sys.executable, __file__, str(_free_port())], root, env, 120, "DDP metric sync")
+    assert done.returncode == 0, done.stdout
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
-from transformers import SiglipConfig, XLMRobertaConfig
+from transformers import AltCLIPConfig, BertConfig, Siglip2Config, SiglipConfig, XLMRobertaConfig
 
 import train
 from lightning_modules.checkpoints import load_init_checkpoint, read_checkpoint, sha256_file
-from lightning_modules.module import TransferModule
+from lightning_modules.module import Freezing, TransferModule
 from lightning_modules.tasks import NLI_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_shape_mismatch_fails(chain: dict[str, Any], demo_dir: Path, tmp_path: P
 
 
 def test_freezing_is_idempotent_both_ways(demo_dir: Path) -> None:
-    module = _module(demo_dir, ["demo_ve"], freeze_vision=True, freeze_text_embeddings=True, freeze_text_layers=1)
+    module = _module(demo_dir, ["demo_ve"], freezing=Freezing(vision=True, text_embeddings=True, text_layers=1))
     core = module.core
     layers = core.text.encoder.layer
     assert not any(p.requires_grad for p in [*core.vision.parameters(), *core.text.embeddings.parameters()])
@@ -151,7 +151,7 @@ def test_freezing_is_idempotent_both_ways(demo_dir: Path) -> None:
     )
     module.apply_freezing()  # again: same state
     assert not any(p.requires_grad for p in layers[0].parameters())
-    module.hparams.update(freeze_vision=False, freeze_text_embeddings=False, freeze_text_layers=0)  # a later phase
+    module.freezing = Freezing()  # a later phase: nothing frozen
     module.apply_freezing()
     assert all(p.requires_grad for p in module.parameters())
 
@@ -160,6 +160,7 @@ def test_freezing_is_idempotent_both_ways(demo_dir: Path) -> None:
 TINY_TEXT = {
     "xlm-roberta-base": lambda: XLMRobertaConfig(**TEXT_DIMS, max_position_embeddings=40, type_vocab_size=1),
     "xlm-roberta-large": lambda: XLMRobertaConfig(**TEXT_DIMS, max_position_embeddings=40, type_vocab_size=1),
+    "intfloat/multilingual-e5-small": lambda: BertConfig(**TEXT_DIMS, max_position_embeddings=40),
     "google/siglip-base-patch16-256-multilingual": lambda: SiglipConfig(
         text_config={**TEXT_DIMS, "max_position_embeddings": 16},
         vision_config={
@@ -171,7 +172,15 @@ TINY_TEXT = {
             "patch_size": 8,
         },  # fmt: skip
     ),
+    "google/siglip2-base-patch16-256": lambda: Siglip2Config(
+        text_config={**TEXT_DIMS, "max_position_embeddings": 64}, vision_config=TINY_HF_VISION
+    ),
+    "BAAI/AltCLIP-m18": lambda: AltCLIPConfig(
+        text_config={**TEXT_DIMS, "max_position_embeddings": 40, "project_dim": 20}, vision_config=TINY_HF_VISION,
+        projection_dim=24,
+    ),
 }
+TINY_HF_VISION = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 20}
 TEXT_DIMS = {
     "vocab_size": 99,
     "hidden_size": 32,
@@ -198,6 +207,7 @@ def test_starting_point_trains_one_step(config: Path, tmp_path: Path) -> None:
         str(tmp_path), arch, vision_kwargs=TINY_VISION, text_kwargs=model.get("text_kwargs"), pretrained=False,
         text_tower=model.get("text_tower"), text_drop=model.get("text_drop"), fusion=model["fusion"],
         attn_implementation=model["attn_implementation"], tasks=tasks, max_steps=1,
+        text_embedding=model.get("text_embedding"),
     )  # fmt: skip
     optimizer = module.configure_optimizers()["optimizer"]
     b, t = 3, 7

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import jpeg_bytes, write_task_shards
+from conftest import jpeg_bytes, vision_config, write_task_shards
 
 from datamodules.datamodule import TaskData, TransferDataModule
-from datamodules.preflight import main, preflight
+from datamodules.preflight import PreflightReport
+from lightning_modules.module import TransferModule
 from shards.manifest import select_shards
 from shards.writer import build_shards
+from train import full_preflight, preflight_main
 
 
 @pytest.fixture
@@ -24,8 +26,26 @@ def ve_dir(tmp_path: Path) -> Path:
 
 
 def datamodule(tiny_model: dict[str, str], tasks: list[TaskData], **kwargs) -> TransferDataModule:
-    return TransferDataModule(tasks, tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"],
+    return TransferDataModule(tasks, tokenizer=tiny_model["text_model"],
+                              image_config=vision_config(tiny_model["vision_model"]),
                               num_workers=kwargs.pop("num_workers", 1), pin_memory=False, **kwargs)  # fmt: skip
+
+
+def preflight(dm: TransferDataModule, world: int, model: TransferModule | None = None, *, full: bool = False
+              ) -> PreflightReport:  # fmt: skip
+    """Both halves, data and model, as ``train.py`` runs them; a tiny model for the data's tasks by default."""
+    if model is None:
+        model = TransferModule(dm.tokenizer_name, TINY["vision_model"], pretrained=False, tasks=dm.task_info,
+                               max_steps=10)  # fmt: skip
+    return full_preflight(dm, world, model, full=full)
+
+
+TINY: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _tiny(tiny_model: dict[str, str]) -> None:
+    TINY.update(tiny_model)
 
 
 def ve_task(directory: Path) -> TaskData:
@@ -108,8 +128,6 @@ def test_vqa_vocabulary_agreement_and_coverage(tmp_path: Path, tiny_model: dict[
 
 
 def test_init_scope_and_label_order_across_phases(ve_dir: Path, tiny_model: dict[str, str], tmp_path: Path) -> None:
-    from lightning_modules.module import TransferModule
-
     dm = datamodule(tiny_model, [ve_task(ve_dir)])
     parent = tmp_path / "parent.ckpt"
     flipped = ["contradiction", "neutral", "entailment"]
@@ -136,8 +154,8 @@ def test_command(ve_dir: Path, tiny_model: dict[str, str], tmp_path: Path, capsy
         "trainer": {"default_root_dir": str(tmp_path / "run"), "logger": False},
     }))  # fmt: skip
     args = ["--config", "configs/base.yaml", "--config", "configs/demo/base.yaml", "--config", str(config)]
-    assert main([*args, "--full"]) == 0
+    assert preflight_main([*args, "--full"]) == 0
     assert "preflight: 0 problem(s)" in capsys.readouterr().out
     select_shards(ve_dir, "dev")[0].unlink()
-    assert main(args) == 1
+    assert preflight_main(args) == 1
     assert "dev-en-000000.tar is missing" in capsys.readouterr().out

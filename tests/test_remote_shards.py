@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_task_shards
+from conftest import run_process_group, vision_config, write_task_shards
 
 from datamodules.datamodule import TaskData, TransferDataModule
 from shards.manifest import load_manifest, sample_count, select_shards
@@ -32,7 +30,7 @@ def ve_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def data_module(shards: str, tiny_model: dict[str, str], workers: int = 0) -> TransferDataModule:
     return TransferDataModule(
         [TaskData("demo_ve", shards=shards, train_split="train", test_split="test")],
-        tokenizer=tiny_model["text_model"], vision_model=tiny_model["vision_model"], batch_size=4,
+        tokenizer=tiny_model["text_model"], image_config=vision_config(tiny_model["vision_model"]), batch_size=4,
         eval_batch_size=2, num_workers=workers, steps_per_epoch=2, pin_memory=False,
     )  # fmt: skip
 
@@ -106,15 +104,9 @@ def test_torchrun_two_processes_on_cpu(demo_dir: Path, tmp_path: Path) -> None:
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
            os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        output, _ = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"torchrun launch timed out:\n{output[-4000:]}")
-    assert proc.returncode == 0, output[-4000:]
+    done = run_process_group(cmd, REPO, env, 180, "torchrun launch")
+    output = done.stdout
+    assert done.returncode == 0, output[-4000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output, output[-4000:]
     assert json.loads((root / "finished.json").read_text())["subcommand"] == "fit"
     assert "file://" in next(root.glob("config-fit-*.yaml")).read_text()

@@ -15,7 +15,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import write_task_shards
+from conftest import run_process_group, write_task_shards
 
 REPO = Path(__file__).resolve().parents[1]
 KILL_ENV = "MMSTILTS_TEST_KILL_AT"
@@ -48,15 +48,7 @@ class RecordAndKill(pl.Callback):
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([sys.executable, "train.py", "fit", *args], cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"train.py hung (> {TIMEOUT_S}s), process group killed:\n{out[-4000:]}")
-    return subprocess.CompletedProcess(args, proc.returncode, out, "")
+    return run_process_group([sys.executable, "train.py", "fit", *args], REPO, env, TIMEOUT_S, "train.py")
 
 
 def run_config(tmp_path: Path, tiny_model: dict[str, str]) -> Path:

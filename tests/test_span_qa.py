@@ -7,7 +7,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from lightning_modules.span_qa import postprocess, prepare_features
+from datamodules.span_qa import prepare_features
+from lightning_modules.span_qa import postprocess
 
 WORDS = "the red square is left of a blue circle near green triangle under yellow star".split()
 LONG_CONTEXT = " ".join(WORDS[i % len(WORDS)] for i in range(41)) + " ."

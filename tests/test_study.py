@@ -6,92 +6,21 @@ import csv
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
+from study_fakes import make_fake_study
 
 import study as study_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A stand-in for train.py: writes what a finished run leaves behind. Scores are a known function of the run:
-# 50 + language offset + seed + condition offset, so the study's means and deltas are exact.
-FAKE_TRAIN = textwrap.dedent("""
-    import argparse, json, os, sys
-    from pathlib import Path
-
-    p = argparse.ArgumentParser()
-    p.add_argument("command")
-    p.add_argument("--config", action="append", default=[])
-    p.add_argument("--trainer.default_root_dir", dest="run_dir", required=True)
-    p.add_argument("--seed_everything", type=int, required=True)
-    p.add_argument("--phase", required=True)
-    p.add_argument("--model.init_from", dest="init_from")
-    p.add_argument("--test_after_fit", default="false")
-    args, rest = p.parse_known_args()
-    calls = Path(os.environ["FAKE_CALLS"])
-    with calls.open("a") as f:
-        f.write(args.run_dir + "\\n")
-    n_calls = len(calls.read_text().splitlines())
-    print("fake training", args.run_dir)
-    if os.environ.get("FAKE_FAIL_AT") == str(n_calls):
-        print("simulated crash", file=sys.stderr)
-        sys.exit(3)
-    run = Path(args.run_dir)
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for name in ("best", "last"):
-        (run / "checkpoints" / f"{name}.ckpt").write_text(args.run_dir)
-    env = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
-    (run / "args.json").write_text(json.dumps({**vars(args), "rest": rest, "env": env}))
-    if args.test_after_fit == "true":
-        condition, task = run.parts[-3], run.parts[-1]
-        offset = {"none": 0.0, "nli": 1.0, "ve": 3.0}[condition] + args.seed_everything
-        langs = {"en": 10.0, "de": 0.0, "es": 2.0, "ru": -2.0}
-        rows = [dict(phase="target", task=task, lang=lang, split="test", metric="acc", value=50 + d + offset,
-                     seed=args.seed_everything) for lang, d in langs.items()]
-        rows.append(dict(phase="target", task=task, lang="en", split="val", metric="acc", value=70.0,
-                         seed=args.seed_everything))
-        sel = {"monitor": f"val/{task}/en/acc", "data": "English dev only"}
-        (run / "results.json").write_text(json.dumps({"selection": sel, "rows": rows}))
-    ckpts = {"best_ckpt": str(run / "checkpoints/best.ckpt"), "last_ckpt": str(run / "checkpoints/last.ckpt")}
-    (run / "finished.json").write_text(json.dumps({"phase": args.phase, **ckpts}))
-""")
-
 
 @pytest.fixture()
 def fake_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A demo-like study (start phase, baseline + 2 conditions, 2 targets, 2 seeds) run by the fake trainer."""
-    fake = tmp_path / "fake_train.py"
-    fake.write_text(FAKE_TRAIN)
-    configs = tmp_path / "configs"
-    configs.mkdir()
-    for name in ("base", "pretrain", "intermediate_nli", "intermediate_ve", "target_ve", "target_vqa"):
-        (configs / f"{name}.yaml").write_text("{}\n")
-    spec = {
-        "name": "fake",
-        "out": str(tmp_path / "out"),
-        "base": [str(configs / "base.yaml")],
-        "overrides": ["--trainer.max_steps=3"],
-        "seeds": [0, 1],
-        "start": {"configs": [str(configs / "pretrain.yaml")]},
-        "conditions": {
-            "none": {},
-            "nli": {"configs": [str(configs / "intermediate_nli.yaml")], "tasks": ["demo_nli"]},
-            "ve": {"configs": [str(configs / "intermediate_ve.yaml")], "tasks": ["demo_ve"]},
-        },
-        "targets": {
-            "demo_ve": {"configs": [str(configs / "target_ve.yaml")]},
-            "demo_vqa": {"configs": [str(configs / "target_vqa.yaml")], "overrides": ["--trainer.max_steps=4"]},
-        },
-    }
-    path = tmp_path / "fake.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    monkeypatch.setenv(study_mod.TRAIN_CMD_ENV, f"{sys.executable} {fake}")
-    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.txt"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    return path
+    return make_fake_study(tmp_path, monkeypatch)
 
 
 def _calls(cfg: Path) -> list[str]:
@@ -177,7 +106,11 @@ def test_crashed_study_resumes_and_skips_finished_runs(fake_study: Path, monkeyp
     assert study_mod.finished(first) and not study_mod.finished(second)
 
     monkeypatch.delenv("FAKE_FAIL_AT")
-    assert study_mod.main(["--config", str(fake_study)]) == 0
+    assert study_mod.main(["--config", str(fake_study)]) == 1  # a failed run waits for --retry-failed
+    out, err = capsys.readouterr()
+    assert f"{second.name} (start): skip (failed earlier" in out and "--retry-failed" in err
+    assert _calls(fake_study).count(str(second.run_dir)) == 1
+    assert study_mod.main(["--config", str(fake_study), "--retry-failed"]) == 0
     out = capsys.readouterr().out
     assert f"{first.name} (start): skip (finished)" in out
     calls = _calls(fake_study)
@@ -200,7 +133,11 @@ def test_partial_study_reports_missing_runs(fake_study: Path) -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"bogus": 1}, "Unknown key(s) 'bogus'"),
+        ({"bogus": 1}, "does not accept option 'bogus'"),
+        ({"conditions": {"none": {}, "x": {"configs": ["a.yaml"], "tasks": ["demo_nli"], "bogus": 1}}}, "'bogus'"),
+        ({"retention": {"keep": "most"}}, "retention.keep"),
+        ({"resources": {"targett": {"gpus": 2}}}, "unknown phase"),
+        ({"targets": {"demo_ve": {"configs": ["a.yaml"], "few_shot": {"shots": [1], "langs": []}}}}, "few_shot"),
         ({"baseline": "zero"}, "Baseline condition 'zero'"),
         ({"seeds": []}, "`seeds` must be a non-empty list"),
         ({"conditions": {"none": {}, "x": {"configs": ["a.yaml"], "tasks": ["no_such_task"]}}}, "Unknown task"),
@@ -224,8 +161,8 @@ def test_missing_config_files_fail_before_training(fake_study: Path, capsys) -> 
 
 
 def test_cli_dry_run(fake_study: Path) -> None:
-    proc = subprocess.run([sys.executable, "study.py", "--config", str(fake_study), "--dry-run"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run([sys.executable, "study.py", "--config", str(fake_study), "--dry-run", "--verbose"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "[18/18] ve/seed1/demo_vqa (target, to run)" in proc.stdout
     assert "overlap marks (†): ve -> demo_ve" in proc.stdout
@@ -236,6 +173,16 @@ def test_cli_dry_run(fake_study: Path) -> None:
 def test_shipped_studies_parse(name: str) -> None:
     study = study_mod.load_study(ROOT / "configs" / "studies" / f"{name}.yaml")
     assert study.baseline in study.conditions and study.seeds
-    runs = study_mod.plan(study)
+    runs = study_mod.plan(study, protocols=["zero_shot"])
     n_intermediate = sum(1 for c in study.conditions.values() if c.configs)
-    assert len(runs) == len(study.seeds) * (n_intermediate + len(study.conditions) * len(study.targets))
+    n_start = 1 if study.start else 0  # one shared start run per seed
+    n_targets = len(study.conditions) * len(study.targets)
+    assert len(runs) == len(study.seeds) * (n_start + n_intermediate + n_targets)
+    if name == "iglue":
+        # 1 start + 21 intermediates + 22 x 6 targets (5 IGLUE tasks + the start's zero-shot xFlickr&CO row), 3 seeds
+        assert len(runs) == 3 * (1 + 21 + 22 * 6)
+        every = study_mod.plan(study)
+        assert sum(r.phase == "translate_test" for r in every) == 3 * 22 * 5  # every target has translate_test
+        fs = study.targets["xvnli"].few_shot
+        n_fs = sum(r.phase == "few_shot" and r.target == "xvnli" for r in every)
+        assert n_fs == 3 * len(fs.conditions) * len(fs.shots) * len(fs.langs)

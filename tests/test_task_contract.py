@@ -12,7 +12,6 @@ import json
 import math
 import random
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,13 +24,21 @@ from transformers import AutoTokenizer, ViTConfig, XLMRobertaConfig, XLMRobertaF
 
 from datamodules.collate import Collator
 from lightning_modules.core import load_vision_spec, vision_data_config
+from lightning_modules.families import build_metrics
 from lightning_modules.heads import HeadOutput, load_lm_head
-from lightning_modules.metrics import build_metrics
 from lightning_modules.module import TransferModule
 from lightning_modules.tasks import TASKS, TaskSpec, get_task
 
-B = 3  # samples per batch; hidden 64, vision width 48, image 64 px, sequence lengths vary per batch
+# Pairwise-distinct sizes, so a transposed or swapped axis fails: 5 samples per batch, 3 NLI labels, 4 choices,
+# 7 VQA answers, hidden 64, vision width 48, image 80 px, at most 56 tokens (lengths vary per batch).
+B = 5
 VISION_WIDTH = 48
+IMAGE = 80
+MAX_LENGTH = 56
+CHOICES = 4
+CAPTIONS = (2, 1, 3, 1, 2)  # retrieval: captions per image
+TAG_WORDS = (4, 7, 5, 3, 6)  # tagging: words per sentence
+BUCC_SIDES = ("src", "tgt", "tgt", "src", "tgt")
 VQA_ANSWERS = ("red", "blue", "green", "1", "2", "yes", "no")
 IOB_TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 WORDS = "red blue green circle square triangle left right middle the a shows is".split()
@@ -41,7 +48,7 @@ WORDS = "red blue green circle square triangle left right middle the a shows is"
 def world(demo_dir: Path) -> dict[str, Any]:
     """Tokenizer, vision spec (narrower than the text width, so a swapped axis fails) and image transform."""
     name, kwargs = load_vision_spec(demo_dir / "vision.json")
-    kwargs = {**kwargs, "embed_dim": VISION_WIDTH}
+    kwargs = {**kwargs, "embed_dim": VISION_WIDTH, "img_size": IMAGE}
     config = vision_data_config(name, kwargs)
     return {
         "text_model": str(demo_dir / "text_model"),
@@ -68,7 +75,7 @@ def sentence(rng: random.Random, n: int) -> str:
 
 
 def image(rng: random.Random, transform: Any) -> torch.Tensor:
-    return transform(Image.frombytes("RGB", (96, 80), rng.randbytes(96 * 80 * 3)))  # (3, 64, 64)
+    return transform(Image.frombytes("RGB", (96, 80), rng.randbytes(96 * 80 * 3)))  # (3, IMAGE, IMAGE)
 
 
 def make_records(spec: TaskSpec, n_labels: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -78,26 +85,27 @@ def make_records(spec: TaskSpec, n_labels: int, rng: random.Random) -> list[dict
     if f == "classification":
         pair = spec.modality == "text"
         return [{"text": s(3 + i), "text_pair": s(5 - i) if pair else None, "label": y}
-                for i, y in enumerate((0, n_labels - 1, -1))]  # fmt: skip
+                for i, y in enumerate((0, n_labels - 1, -1, 1, 0))]  # fmt: skip
     if f == "image_pair":
         return [{"text": s(4 + i), "label": i % 2} for i in range(B)]
     if f == "vqa":  # sample 2: answer outside the vocabulary (no labels): scored as wrong, never dropped
-        targets = (([1, 2], [1.0, 0.3]), ([0], [1.0]), ([], []))
+        targets = (([1, 2], [1.0, 0.3]), ([0], [1.0]), ([], []), ([6], [1.0]), ([3, 4, 5], [0.3, 0.6, 1.0]))
         return [{"text": s(3 + i), "answer": "x", "labels": y, "scores": sc} for i, (y, sc) in enumerate(targets)]
-    if f == "retrieval":  # 2, 1 and 3 captions per image
-        return [{"texts": [s(3 + j) for j in range(n)], "image_id": f"img{i}"} for i, n in enumerate((2, 1, 3))]
+    if f == "retrieval":  # 2, 1, 3, 1 and 2 captions per image
+        return [{"texts": [s(3 + j) for j in range(n)], "image_id": f"img{i}"} for i, n in enumerate(CAPTIONS)]
     if f == "multiple_choice":
-        return [{"text": s(6 + i), "choices": [s(2 + j) for j in range(4)], "label": i} for i in range(B)]
+        return [{"text": s(6 + i), "choices": [s(2 + j) for j in range(CHOICES)], "label": i % CHOICES}
+                for i in range(B)]  # fmt: skip
     if f == "span_qa":
-        return [span_record(s(3), s(n), i == 1) for i, n in enumerate((8, 40, 12))]  # 40 words: several windows
+        return [span_record(s(3), s(n), i == 1) for i, n in enumerate((8, 40, 12, 6, 10))]  # 40 words: several windows
     if f == "tagging":
-        return [{"tokens": s(n).split(), "tags": [rng.randrange(n_labels) for _ in range(n)]} for n in (4, 7, 5)]
+        return [{"tokens": s(n).split(), "tags": [rng.randrange(n_labels) for _ in range(n)]} for n in TAG_WORDS]
     if f == "mlm":
-        return [{"text": s(n)} for n in (6, 9, 7)]
-    if "bucc_f1" in spec.metrics:  # one sentence per sample: src0 <-> tgt2 gold, tgt1 without a partner
-        sides, gold = ("src", "tgt", "tgt"), ("t2", None, "s0")
+        return [{"text": s(n)} for n in (6, 9, 7, 5, 8)]
+    if "bucc_f1" in spec.metrics:  # one sentence per sample: s0 <-> t2 and s3 <-> t4 gold, t1 without a partner
+        sides, gold = BUCC_SIDES, ("t2", None, "s0", "t4", "s3")
         return [{"text": s(4 + i), "side": sd, "gold": g, "id": i_}
-                for i, (sd, g, i_) in enumerate(zip(sides, gold, ("s0", "t1", "t2")))]  # fmt: skip
+                for i, (sd, g, i_) in enumerate(zip(sides, gold, ("s0", "t1", "t2", "s3", "t4")))]  # fmt: skip
     return [{"text": s(4 + i), "text_pair": s(5 + i)} for i in range(B)]
 
 
@@ -122,7 +130,7 @@ def make_batch(name: str, world: dict[str, Any], labels: list[str], train: bool)
         }
         for i, record in enumerate(make_records(spec, len(labels), rng))
     ]
-    max_length = 32 if spec.family == "span_qa" else 64  # span QA: short windows, so one context needs several
+    max_length = 32 if spec.family == "span_qa" else MAX_LENGTH  # span QA: short windows, so one context needs several
     collate = Collator(name, world["tokenizer"], max_length=max_length, num_labels=len(labels), train=train,
                        mlm_probability=0.4, seed=1)  # fmt: skip
     return collate(samples)
@@ -143,27 +151,27 @@ def check_shapes(spec: TaskSpec, batch: dict[str, Any], out: HeadOutput, hidden:
     if f in ("classification", "image_pair", "multiple_choice"):
         assert m["preds"].shape == m["labels"].shape == (B,)
         if f == "multiple_choice":
-            assert batch["input_ids"].shape[:2] == (B, 4), batch["input_ids"].shape
+            assert batch["input_ids"].shape[:2] == (B, CHOICES), batch["input_ids"].shape
         if f == "image_pair":
-            assert batch["pixel_values"].shape == (B, 2, 3, 64, 64), batch["pixel_values"].shape
+            assert batch["pixel_values"].shape == (B, 2, 3, IMAGE, IMAGE), batch["pixel_values"].shape
     elif f == "vqa":
         assert m["preds"].shape == (B,) and m["targets"].shape == (B, len(VQA_ANSWERS)), m["targets"].shape
         assert m["targets"][2].sum() == 0, "the out-of-vocabulary answer must stay in the batch as all-zero targets"
     elif f == "retrieval":
-        n_texts = 6  # evaluation keeps every caption: 2 + 1 + 3
+        n_texts = sum(CAPTIONS)  # evaluation keeps every caption
         assert m["text_emb"].shape[0] == len(m["text_image_ids"]) == n_texts, m["text_emb"].shape
         assert m["image_emb"].shape == (B, m["text_emb"].shape[1]), m["image_emb"].shape
-        assert m["text_image_ids"] == ["img0", "img0", "img1", "img2", "img2", "img2"]
+        assert m["text_image_ids"] == [f"img{i}" for i, n in enumerate(CAPTIONS) for _ in range(n)]
     elif f == "span_qa":
         assert batch["input_ids"].shape[0] > B, "the 40-word context must span several stride windows"
         assert len(m["predictions"]) == len(m["references"]) == B
     elif f == "tagging":
-        assert [len(p) for p in m["preds"]] == [len(g) for g in m["labels"]] == [4, 7, 5]
+        assert [len(p) for p in m["preds"]] == [len(g) for g in m["labels"]] == list(TAG_WORDS)
     elif f == "mlm":
         n_masked = int((batch["labels"] != -100).sum())
         assert n_masked > 0 and m["preds"].shape == m["labels"].shape == (n_masked,)
     elif "bucc_f1" in spec.metrics:
-        assert m["emb"].shape == (B, hidden) and m["sides"] == ["src", "tgt", "tgt"]
+        assert m["emb"].shape == (B, hidden) and m["sides"] == list(BUCC_SIDES)
     else:
         assert m["src_emb"].shape == m["tgt_emb"].shape == (B, hidden)
 
@@ -252,7 +260,7 @@ def test_span_qa_null_answer_only_where_the_task_has_unanswerable_questions(worl
     with torch.no_grad():
         v2 = head(module.core, make_batch("squad_v2", world, [], train=False)).predictions
         v1 = head(module.core, make_batch("squad_v1", world, [], train=False)).predictions
-    assert v2 == ["", "", ""], v2
+    assert v2 == [""] * B, v2
     assert all(v1), f"SQuAD v1 must always answer with a span: {v1}"
 
 
@@ -263,10 +271,9 @@ def test_mlm_evaluation_masks_are_reproducible(world: dict[str, Any]) -> None:
 
 def test_bucc_test_threshold_is_the_one_tuned_on_dev(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """XTREME scores BUCC test data with the margin threshold that maximised F1 on the dev ("sample") data."""
-    module = TransferModule(world["text_model"], None, pretrained=False, tasks={"bucc": {"labels": [], "train": False}})
+    module = TransferModule(world["text_model"], None, pretrained=False, tasks={"bucc": {"labels": [], "train": False}},
+                            evaluation={"val": [["bucc", "de"]], "test": [["bucc", "de"]], "seed": 0})  # fmt: skip
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
-    datamodule = SimpleNamespace(eval_names=lambda stage: [("bucc", "de")])
-    monkeypatch.setattr(module, "_trainer", SimpleNamespace(datamodule=datamodule))
     gen = torch.Generator().manual_seed(0)
     ids, sides = ["s0", "s1", "s2", "t0", "t1", "t2"], ["src"] * 3 + ["tgt"] * 3
     gold = ["t0", "t1", None, "s0", "s1", None]  # s2 and t2 have no partner
@@ -290,3 +297,10 @@ def test_mlm_head_of_a_model_without_one_names_the_fix(tmp_path: Path) -> None:
     ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=9).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no masked-LM head .* model.pretrained=false"):
         load_lm_head(str(tmp_path))
+
+
+def test_evaluation_sets_must_arrive_at_construction(world: dict[str, Any]) -> None:
+    """The module never asks the data module which loader is which: a missing link fails with the fix."""
+    module = TransferModule(world["text_model"], None, pretrained=False, tasks={"bucc": {"labels": [], "train": False}})
+    with pytest.raises(ValueError, match=r"lists 0 test set\(s\).*data.evaluation -> model.evaluation"):
+        module.test_step({"task": "bucc"}, 0, dataloader_idx=0)

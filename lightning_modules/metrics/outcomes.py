@@ -36,8 +36,7 @@ import torch
 from torch import Tensor
 
 from lightning_modules.metrics.sync import cat_state, hash_ids
-
-OUTCOMES_FILE = "outcomes.jsonl"
+from lightning_modules.stats import OUTCOMES_FILE, read_outcomes  # noqa: F401  (re-exported: the file's reader)
 
 
 @contextlib.contextmanager
@@ -128,21 +127,3 @@ def write_outcomes(run_dir: str | Path, per_set: Iterable[tuple[str, str, Mappin
             for line in outcome_lines(task, lang, outcomes, formulas):
                 f.write(json.dumps({**line, **(extra or {})}) + "\n")
     return path
-
-
-def read_outcomes(path: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """``{(task, lang): {"rows": {key_hash: {column: value}}, "formulas": {...}}}`` from ``outcomes.jsonl``."""
-    sets: dict[tuple[str, str], dict[str, Any]] = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            entry = sets.setdefault((row["task"], row["lang"]), {"rows": {}, "formulas": {}})
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}:{n}: not an outcomes line ({err}); rerun the test to rewrite it") from None
-        if "formulas" in row:
-            entry["formulas"] = {k: tuple(v) for k, v in row["formulas"].items()}
-            continue
-        entry["rows"][row["key_hash"]] = {k: v for k, v in row.items() if k not in ("task", "lang", "key")}
-    return sets

@@ -7,7 +7,7 @@ Where each dataset comes from and the exact build command: ``docs/real_data.md``
 
 from __future__ import annotations
 
-from . import generic, iglue, text_cls, text_mc, text_qa, text_retrieval, text_tagging, vl_english
+from . import generic, iglue, img2dataset, text_cls, text_mc, text_qa, text_retrieval, text_tagging, vl_english
 from .common import Converter
 
 CONVERTERS: dict[str, Converter] = {
@@ -51,4 +51,5 @@ CONVERTERS: dict[str, Converter] = {
     # generic
     "jsonl": generic.jsonl,
     "hf_disk": generic.hf_disk,
+    "img2dataset": img2dataset.img2dataset,  # indexes img2dataset's tars in place (start-phase captions)
 }

@@ -15,10 +15,12 @@ import csv
 import json
 import re
 import sys
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lightning_modules.tasks import get_task
 
@@ -71,6 +73,9 @@ class Conversion:
     tasks: dict[str, dict]
     sources: list[Path]
     skipped: list[dict] = field(default_factory=list)
+    ignored: dict[Path, str] = field(default_factory=dict)
+    """Files below ``--src`` the reader leaves out on purpose, with the reason (every other unread file gets
+    a generic one in :func:`ignored_files`)."""
 
 
 Reader = Callable[[Options], Conversion]
@@ -99,6 +104,7 @@ def converter(dataset: str, read: Reader) -> Converter:
             tasks=conv.tasks,
             sources=conv.sources,
             skipped=conv.skipped,
+            ignored=ignored_files(dataset, opts, conv),
             max_per_shard=opts.max_per_shard,
             max_side=opts.max_side,
             workers=opts.workers,
@@ -109,6 +115,34 @@ def converter(dataset: str, read: Reader) -> Converter:
     convert.__name__ = convert.__qualname__ = dataset
     convert.__doc__ = read.__doc__
     return convert
+
+
+PICKLE_REASON = "pickle: data files are never unpickled (use the .json file of the same data)"
+
+
+def ignored_files(dataset: str, opts: Options, conv: Conversion) -> list[dict]:
+    """``{"path", "reason"}`` for every file below a ``--src`` folder that the reader did not read, so that a
+    build never drops a file without saying so (printed by the writer, kept in the manifest). Files below
+    ``--images`` or ``--out`` (when those lie inside ``--src``) are not annotation files and are not listed."""
+    src = opts.src
+    if src is None or not src.is_dir():
+        return []
+    read = {Path(p).resolve() for p in conv.sources}
+    reasons = {Path(p).resolve(): why for p, why in conv.ignored.items()}
+    other = [d.resolve() for d in (opts.images, opts.out) if d is not None]
+    ignored = []
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        full = path.resolve()
+        if full in read or any(full.is_relative_to(d) for d in other):
+            continue
+        if full in reasons:
+            reason = reasons[full]
+        elif ".pkl" in path.suffixes:
+            reason = PICKLE_REASON
+        else:
+            reason = f"not a file the {dataset} converter reads (see `python -m shards list`)"
+        ignored.append({"path": str(path), "reason": reason})
+    return ignored
 
 
 def _selected(record: dict, opts: Options) -> bool:
@@ -166,22 +200,74 @@ def need(obj: dict, where: str, *names: str) -> Any:
     raise ValueError(f"{where}: missing field {spelled} (fields present: {sorted(obj)[:12]}).")
 
 
-def read_json(path: Path) -> Any:
-    """A whole JSON file; a syntax error names the file, line and column."""
+ZIP_SUFFIX = ".zip"
+NEWLINE = b"\n"
+
+
+def _zip_member(path: Path, archive: zipfile.ZipFile) -> str:
+    """The one data file inside a zipped annotation file (``train.jsonl.zip`` holds ``train.jsonl``)."""
+    names = [n for n in archive.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+    inner = path.name.removesuffix(ZIP_SUFFIX)
+    named = [n for n in names if Path(n).name == inner]
+    if len(named) == 1 or len(names) == 1:
+        return (named or names)[0]
+    raise ValueError(f"{path}: expected one file (or one named {inner}) in the zip archive, found {names[:5]}.")
+
+
+@contextmanager
+def open_binary(path: Path) -> Iterator[IO[bytes]]:
+    """A file opened for reading bytes; a ``.zip`` (IGLUE's ``train.jsonl.zip``) is read through :mod:`zipfile`
+    as a stream, never unpacked to disk."""
+    if path.suffix != ZIP_SUFFIX:
+        with open(path, "rb") as f:
+            yield f
+        return
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"{path}: not a readable zip archive ({err}); download it again.") from None
+    with archive, archive.open(_zip_member(path, archive)) as f:
+        yield f
+
+
+def _decode(data: bytes, where: str, whole_file: bool = False) -> str:
+    """UTF-8 text; invalid bytes fail naming ``where`` (for a whole file, with the line) and the fix."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = f":{data.count(NEWLINE, 0, err.start) + 1}" if whole_file else ""
+        raise ValueError(
+            f"{where}{line}: invalid UTF-8 (byte {data[err.start : err.start + 1]!r}); re-save the file as UTF-8."
+        ) from None
+
+
+def read_json(path: Path) -> Any:
+    """A whole JSON file (or ``.json.zip``); invalid UTF-8 or a syntax error names the file and line."""
+    with open_binary(path) as f:
+        text = _decode(f.read(), str(path), whole_file=True)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}:{err.lineno}: malformed JSON at column {err.colno}: {err.msg}") from None
 
 
+def text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (or its ``.zip``), line endings kept; invalid UTF-8 fails naming the file,
+    the line and the fix (a text-mode read would fail somewhere in an 8 KiB block, naming neither)."""
+    with open_binary(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            yield _decode(raw, f"{path}:{lineno}")
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    """``(where, object)`` per non-empty line, ``where`` being ``"<file>:<line>"`` for error messages."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    """``(where, object)`` per non-empty line of a ``.jsonl`` (or ``.jsonl.zip``) file, ``where`` being
+    ``"<file>:<line>"`` for error messages (invalid UTF-8 and malformed JSON name it too)."""
+    with open_binary(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            line = _decode(raw, where)
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
@@ -199,19 +285,19 @@ def read_table(path: Path, header: Sequence[str] | None = None) -> Iterator[tupl
         header: Column names for a file without a header line; ``None`` reads them from the first line.
     """
     csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8", newline="") as f:
-        if path.suffix == ".csv":
-            rows = csv.reader(f)
-        else:
-            rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        names = list(header) if header is not None else next(rows, [])
-        for row in rows:
-            where = f"{path}:{rows.line_num}"
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(names):
-                raise ValueError(f"{where}: {len(row)} columns, expected {len(names)} ({', '.join(names)}).")
-            yield where, dict(zip(names, row))
+    lines = text_lines(path)  # csv reads the decoded lines as from a file opened with newline=""
+    if path.suffix == ".csv":
+        rows = csv.reader(lines)
+    else:
+        rows = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    names = list(header) if header is not None else next(rows, [])
+    for row in rows:
+        where = f"{path}:{rows.line_num}"
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(names):
+            raise ValueError(f"{where}: {len(row)} columns, expected {len(names)} ({', '.join(names)}).")
+        yield where, dict(zip(names, row))
 
 
 def read_rows(path: Path) -> Iterator[tuple[str, dict]]:
@@ -279,8 +365,19 @@ def canonical_split(name: str) -> str:
 
 
 def stem(path: Path) -> str:
-    """The file name up to its first dot (``test.head10.jsonl`` → ``test``)."""
+    """The file name up to its first dot (``test.head10.jsonl`` → ``test``, ``train.jsonl.zip`` → ``train``)."""
     return path.name.split(".")[0]
+
+
+_GMT = re.compile(r"(\w+?)-([a-z]{2,3})_gmt")
+
+
+def gmt_name(name: str) -> tuple[str, str] | None:
+    """IGLUE's English sets machine-translated *into* a language for translate-train (``dev-ar_gmt`` in
+    ``XVNLI/annotations/en``, ``nlvr2/annotations``; ``valid-de_gmt`` in ``flickr30k``):
+    ``(translate_<split>, <lang>)``, the text being in ``<lang>``; None for other names."""
+    match = _GMT.fullmatch(name)
+    return (f"translate_{canonical_split(match.group(1))}", match.group(2)) if match else None
 
 
 def iglue_split(path: Path, name: str) -> str:

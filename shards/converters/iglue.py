@@ -22,6 +22,7 @@ from .common import (
     converter,
     find_files,
     first_existing,
+    gmt_name,
     iglue_split,
     lang_from_path,
     make_key,
@@ -41,9 +42,27 @@ MARVL_MAP = {"false": 0, "true": 1}  # the JSON booleans false / true
 # ------------------------------------------------------------------------------------------- XVNLI / SNLI-VE
 
 
+VE_FILES = ("*.jsonl", "*.jsonl.zip")
+
+
+def ve_name(path: Path, lang: str | None) -> tuple[str, str | None]:
+    """(split, language) of a visual-entailment file; ``lang`` is the folder's (``annotations/<lang>/``).
+
+    ``test``, ``train_1``, ``dev``, ``train`` (also ``train.jsonl.zip``); ``snli_ve_train`` → ``train``;
+    translate-test ``annotations_machine-translate/<lang>/test.jsonl`` → (translate_test, lang: the English
+    translation of that language's test set); ``en/dev-ar_gmt.jsonl`` → (translate_dev, ar: English dev
+    machine-translated into Arabic, for translate-train), as for NLVR2's ``dev-<lang>_gmt``.
+    """
+    translated = gmt_name(stem(path))
+    if translated:
+        return translated
+    return ve_split(path), lang
+
+
 def ve_split(path: Path) -> str:
     """``test``, ``train_1``, ``dev``; ``snli_ve_train`` → ``train``; translate-test files → ``translate_<split>``."""
-    return iglue_split(path, stem(path).removeprefix("snli_ve_"))
+    translated = gmt_name(stem(path))
+    return translated[0] if translated else iglue_split(path, stem(path).removeprefix("snli_ve_"))
 
 
 def ve_records(task: str, path: Path, split: str, lang: str, images: Path, skipped: list[dict]) -> list[dict]:
@@ -66,16 +85,19 @@ def ve_records(task: str, path: Path, split: str, lang: str, images: Path, skipp
 
 
 def read_xvnli(opts: Options) -> Conversion:
-    """XVNLI: ``XVNLI/annotations/<lang>/{test,train_N,dev,train}.jsonl`` and ``annotations_machine-translate``.
+    """XVNLI: ``annotations/<lang>/{test,train_N}.jsonl``, ``annotations_machine-translate/<lang>/test.jsonl``.
 
-    Images: Flickr30k, ``<images>/<Flikr30kID>.jpg``.
+    Also IGLUE's English ``annotations/en/{train.jsonl.zip,dev.jsonl,dev-<lang>_gmt.jsonl}``.
+    Images: Flickr30k, ``<images>/<Flikr30kID>.jpg``. Splits: test, train_N, dev, train, translate_test
+    (``annotations_machine-translate``: English translations of <lang>'s test set), translate_dev
+    (``en/dev-<lang>_gmt.jsonl``: English dev machine-translated into <lang>).
     """
     src = opts.need_src("the XVNLI annotations folder (or one of its .jsonl files)")
     images = opts.need_images("the Flickr30k images (<Flikr30kID>.jpg)")
-    files, skipped, records = find_files(src, "*.jsonl"), [], []
+    files, skipped, records = find_files(src, *VE_FILES), [], []
     for path in files:
-        lang = lang_from_path(path, XVNLI_LANGS, opts.lang)
-        records += ve_records("xvnli", path, ve_split(path), lang, images, skipped)
+        split, lang = ve_name(path, lang_from_path(path, XVNLI_LANGS, opts.lang))
+        records += ve_records("xvnli", path, split, lang, images, skipped)
     return Conversion(records, task_entry("xvnli", NLI_MAP), files, skipped)
 
 
@@ -88,8 +110,9 @@ def find_vocab(opts: Options, src: Path) -> Path:
     if path is None:
         raise FileNotFoundError(
             f"No trainval_label2ans.json below {src}: pass --field vocab=<path to trainval_label2ans.json>, the "
-            "1,842-answer GQA vocabulary as a JSON list (LXMERT's data/gqa/trainval_label2ans.json; IGLUE ships the "
-            "same list as a .pkl, which is not read: data files are never unpickled)."
+            "1,842-answer GQA vocabulary as a JSON list (IGLUE's datasets/gqa/annotations/trainval_label2ans.json, "
+            "or LXMERT's data/gqa/trainval_label2ans.json; the .pkl copies are not read: data files are never "
+            "unpickled)."
         )
     return path
 
@@ -151,41 +174,80 @@ def gqa_records(
     return records
 
 
+GQA_FILES = ("*.json", "*.json.zip")
+VOCAB_REASON = "answer vocabulary: trainval_label2ans.json (or --field vocab) is the one read"
+
+
+def gqa_files(task: str, files: list[Path], name_of: Callable[[Path], tuple[str, str]]) -> tuple[dict, dict]:
+    """``{(split, lang): file}`` to read and ``{file: reason}`` left out.
+
+    IGLUE's ``gqa/annotations`` holds ``testdev`` twice, as LXMERT's ``testdev.json`` (soft answer scores) and
+    GQA's original ``testdev_balanced_questions.json``: the LXMERT file is read and the other listed as ignored.
+    Any other two files for one split are refused, naming both.
+    """
+    chosen: dict[tuple[str, str], Path] = {}
+    ignored: dict[Path, str] = {}
+    for path in files:
+        if path.name.startswith("trainval_"):
+            ignored[path] = VOCAB_REASON
+            continue
+        split, lang = name_of(path)
+        other = chosen.get((split, lang))
+        if other is None:
+            chosen[split, lang] = path
+            continue
+        original = [p for p in (path, other) if "_balanced_questions" in p.name]
+        if len(original) != 1:
+            raise ValueError(f"{path} and {other} both hold {task} split {split!r} ({lang}); give one as --src.")
+        kept = other if original[0] is path else path
+        chosen[split, lang] = kept
+        ignored[original[0]] = f"the same {split} questions as {kept.name} (LXMERT format, read instead)"
+    return chosen, ignored
+
+
 def gqa_conversion(task: str, opts: Options, name_of: Callable[[Path], tuple[str, str]]) -> Conversion:
-    """GQA and xGQA: every ``*.json`` below ``--src`` except the vocabulary files; ``name_of`` gives (split, lang)."""
+    """GQA and xGQA: every ``*.json`` (or ``*.json.zip``) below ``--src`` except the vocabulary files;
+    ``name_of`` gives (split, lang)."""
     src = opts.need_src(f"the {task} question files (.json) or their folder")
     images = opts.need_images("the GQA images (<imageId>.jpg)")
     vocab_path = find_vocab(opts, src)
     vocab = load_label2ans(vocab_path)
     ans2label = {a: i for i, a in enumerate(vocab)}
-    files = [p for p in find_files(src, "*.json") if not p.name.startswith("trainval_")]
-    records, oov, read = [], {}, {}
-    for path in files:
-        split, lang = name_of(path)
-        if (split, lang) in read:  # IGLUE's gqa folder holds testdev in both formats
-            raise ValueError(
-                f"{path} and {read[split, lang]} both hold {task} split {split!r} ({lang}); give one as --src."
-            )
-        read[split, lang] = path
+    chosen, ignored = gqa_files(task, find_files(src, *GQA_FILES), name_of)
+    records, oov = [], {}
+    for (split, lang), path in chosen.items():
         records += gqa_records(task, path, split, lang, images, ans2label, oov)
     tasks = task_entry(task, label_names=vocab)
     tasks[task]["out_of_vocabulary"] = oov  # kept in the shards with empty labels, scored as wrong
-    return Conversion(records, tasks, [vocab_path, *files])
+    return Conversion(records, tasks, [vocab_path, *chosen.values()], ignored=ignored)
 
 
 def xgqa_name(path: Path, lang: str | None) -> tuple[str, str]:
-    """``testdev_balanced_questions_<lang>.json`` → (test, lang); ``few_shot/<lang>/train_N.json`` → (train_N, lang)."""
+    """(split, lang) of an xGQA file; every file of the release gets its own split name.
+
+    - zero-shot ``testdev_balanced_questions_<lang>.json`` → ``test``;
+    - few-shot ``few_shot/<lang>/{train_N,dev,test}.json`` → ``train_N``, ``dev``, ``fs_test`` (the few-shot test
+      set is a subset of the zero-shot one: kept apart so that both can be built from one folder);
+    - ``annotations_machine-translate/``: the same names prefixed with ``translate_`` (``translate_test``,
+      ``translate_fs_test``: questions machine-translated into English).
+    """
     zero_shot = re.fullmatch(r"testdev_balanced_questions(?:_([a-z]{2}))?", stem(path))
     if zero_shot:
-        return "test", zero_shot.group(1) or lang_from_path(path, XGQA_LANGS, lang or "en")
-    return canonical_split(stem(path)), lang_from_path(path, XGQA_LANGS, lang)
+        split, lang = "test", zero_shot.group(1) or lang_from_path(path, XGQA_LANGS, lang or "en")
+    else:
+        split, lang = canonical_split(stem(path)), lang_from_path(path, XGQA_LANGS, lang)
+        if split == "test" and "few_shot" in path.parts:
+            split = "fs_test"
+    return (f"translate_{split}" if "annotations_machine-translate" in path.parts else split), lang
 
 
 def read_xgqa(opts: Options) -> Conversion:
     """xGQA: zero-shot ``testdev_balanced_questions_<lang>.json``, few-shot ``few_shot/<lang>/{train_N,dev,test}.json``.
 
-    Answers stay English and map onto GQA's 1,842 answers (``trainval_label2ans.json``: found below ``--src`` or
-    given as ``--field vocab=PATH``). Images: ``<images>/<imageId>.jpg``.
+    Splits: test (zero-shot), train_N, dev, fs_test (few-shot test), translate_test / translate_fs_test
+    (``annotations_machine-translate``). Answers stay English and map onto GQA's 1,842 answers
+    (``trainval_label2ans.json``: found below ``--src`` or given as ``--field vocab=PATH``).
+    Images: ``<images>/<imageId>.jpg``.
     """
     return gqa_conversion("xgqa", opts, lambda p: xgqa_name(p, opts.lang))
 
@@ -261,9 +323,11 @@ def flickr_coco_image(opts: Options, images: Path) -> Callable[[str], Path]:
 
 
 def read_xflickrco(opts: Options) -> Conversion:
-    """xFlickr&CO: ``xFlickrCO/annotations/<lang>/test.jsonl`` (also few-shot ``train_N.jsonl`` if present).
+    """xFlickr&CO: ``xFlickrCO/annotations/<lang>/{test,train_N,train}.jsonl``, ``de/train_ann.jsonl``,
+    ``annotations_machine-translate/<lang>/test_gmt.jsonl``.
 
-    Flickr30k ids stay strings, COCO ids ints (``img_path`` ``COCO_val2014_<12 digits>.jpg``).
+    Splits: ``test``, ``train_N`` (few-shot, ``train_100x5``), ``train`` (``train.jsonl``, ``train_ann.jsonl``),
+    ``translate_test``. Flickr30k ids stay strings, COCO ids ints (``img_path`` ``COCO_val2014_<12 digits>.jpg``).
     """
     src = opts.need_src("the xFlickrCO annotations folder (or one <lang>/test.jsonl)")
     images = opts.need_images("the Flickr30k and COCO val2014 images (see --field flickr_images/coco_images)")
@@ -271,7 +335,8 @@ def read_xflickrco(opts: Options) -> Conversion:
     files, records = find_files(src, "*.jsonl"), []
     for path in files:
         lang = lang_from_path(path, XFLICKRCO_LANGS, opts.lang)
-        records += caption_records("xflickrco", path, iglue_split(path, stem(path)), lang, image_of)
+        split = iglue_split(path, stem(path).removesuffix("_ann"))
+        records += caption_records("xflickrco", path, split, lang, image_of)
     return Conversion(records, task_entry("xflickrco"), files)
 
 
@@ -306,28 +371,31 @@ def wit_image(images: Path, obj: dict, mapping: dict[str, str]) -> Path:
 
 
 def read_wit(opts: Options) -> Conversion:
-    """WIT (IGLUE's subset): ``test_<lang>.jsonl``, ``train_en.jsonl``; text ``caption_reference_description``.
+    """WIT (IGLUE's subset): ``test_<lang>.jsonl``, ``val_en.jsonl``, ``train_en.jsonl.zip``, translate-test
+    ``annotations_machine-translate/test_<lang>_gmt.jsonl``; text ``caption_reference_description``.
 
-    Rows sharing an ``image_url`` become one sample with all their captions. Images: ``--images`` holding the
-    files named as in their URL, or ``--field image_map=PATH`` (wit_ix or image_url → file name).
+    Images are identified as IGLUE scores them (volta's retrieval dataset): by ``wit_ix``. Rows sharing a
+    ``wit_ix`` become one sample with all their captions; ``image_idx`` is not an identity (the release reuses
+    it for different images in one file). Images: ``--images`` holding the files named as in their URL, or
+    ``--field image_map=PATH`` (wit_ix or image_url → file name).
     """
     src = opts.need_src("the WIT annotation .jsonl files or their folder")
     images = opts.need_images("the WIT images")
     mapping = load_image_map(Path(opts.fields["image_map"])) if "image_map" in opts.fields else {}
-    files, records = find_files(src, "*.jsonl"), []
+    files, records = find_files(src, "*.jsonl", "*.jsonl.zip"), []
     for path in files:
         split, lang = wit_name(path, opts.lang)
-        by_url: dict[str, dict] = {}
+        by_ix: dict[str, dict] = {}
         for where, obj in read_jsonl(path):
             caption = need(obj, where, "caption_reference_description")
-            url = need(obj, where, "image_url")
-            if url in by_url:
-                by_url[url]["json"]["texts"].append(caption)
+            ix = str(need(obj, where, "wit_ix"))
+            if ix in by_ix:
+                by_ix[ix]["json"]["texts"].append(caption)
                 continue
-            id_ = need(obj, where, "wit_ix")
-            fields = retrieval_fields([caption], obj.get("image_idx", id_))
-            by_url[url] = record("wit", split, lang, id_, fields, {"jpg": wit_image(images, obj, mapping)})
-        records += by_url.values()
+            need(obj, where, "image_url")
+            fields = retrieval_fields([caption], ix)
+            by_ix[ix] = record("wit", split, lang, ix, fields, {"jpg": wit_image(images, obj, mapping)})
+        records += by_ix.values()
     sources = [*files, Path(opts.fields["image_map"])] if mapping else files
     return Conversion(records, task_entry("wit"), sources)
 

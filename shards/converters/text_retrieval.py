@@ -6,7 +6,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from .common import Conversion, Options, converter, find_files, record, task_entry
+from .common import Conversion, Options, converter, find_files, record, task_entry, text_lines
 
 # Tatoeba file names use ISO 639-3 (XTREME's 36 languages); the catalogue uses ISO 639-1.
 TATOEBA_CODES = {
@@ -21,8 +21,7 @@ BUCC_SPLITS = {"sample": "dev", "training": "test", "dev": "dev", "test": "test"
 
 
 def read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    return [line.rstrip("\r\n") for line in text_lines(path)]
 
 
 def read_id_tsv(path: Path) -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ from .common import (
     record,
     split_from_name,
     task_entry,
+    text_lines,
     vocab_file,
 )
 
@@ -50,26 +51,25 @@ def tag_record(task: str, split: str, lang: str, sentence: Sentence, index: dict
 def conllu_sentences(path: Path) -> Iterator[Sentence]:
     """Sentences of a CoNLL-U file (FORM, UPOS); multi-word token ranges and empty nodes are left out."""
     tokens, tags, sent_id, start = [], [], None, 1
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                if tokens:
-                    yield f"{path}:{start}", sent_id or f"{path.stem}:{start}", tokens, tags
-                tokens, tags, sent_id, start = [], [], None, lineno + 1
-            elif line.startswith("#"):
-                if line.startswith("# sent_id"):
-                    sent_id = line.split("=", 1)[-1].strip()
-            else:
-                cols = line.split("\t")
-                if len(cols) != 10:
-                    raise ValueError(
-                        f"{path}:{lineno}: a CoNLL-U token line has 10 tab-separated columns, got {len(cols)}."
-                    )
-                if "-" in cols[0] or "." in cols[0]:
-                    continue
-                tokens.append(cols[1])
-                tags.append(cols[3])
+    for lineno, line in enumerate(text_lines(path), 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            if tokens:
+                yield f"{path}:{start}", sent_id or f"{path.stem}:{start}", tokens, tags
+            tokens, tags, sent_id, start = [], [], None, lineno + 1
+        elif line.startswith("#"):
+            if line.startswith("# sent_id"):
+                sent_id = line.split("=", 1)[-1].strip()
+        else:
+            cols = line.split("\t")
+            if len(cols) != 10:
+                raise ValueError(
+                    f"{path}:{lineno}: a CoNLL-U token line has 10 tab-separated columns, got {len(cols)}."
+                )
+            if "-" in cols[0] or "." in cols[0]:
+                continue
+            tokens.append(cols[1])
+            tags.append(cols[3])
     if tokens:
         yield f"{path}:{start}", sent_id or f"{path.stem}:{start}", tokens, tags
 
@@ -98,19 +98,18 @@ def read_udpos(opts: Options) -> Conversion:
 def column_sentences(path: Path) -> Iterator[Sentence]:
     """Blank-line separated ``token<TAB>tag`` lines (PAN-X); ids are sentence numbers in the file."""
     tokens, tags, n, start = [], [], 0, 1
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                if tokens:
-                    yield f"{path}:{start}", n, tokens, tags
-                    n += 1
-                tokens, tags, start = [], [], lineno + 1
-                continue
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) != 2:
-                raise ValueError(f"{path}:{lineno}: expected 'token<TAB>tag', got {len(cols)} column(s).")
-            tokens.append(cols[0])
-            tags.append(cols[1])
+    for lineno, line in enumerate(text_lines(path), 1):
+        if not line.strip():
+            if tokens:
+                yield f"{path}:{start}", n, tokens, tags
+                n += 1
+            tokens, tags, start = [], [], lineno + 1
+            continue
+        cols = line.rstrip("\r\n").split("\t")
+        if len(cols) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'token<TAB>tag', got {len(cols)} column(s).")
+        tokens.append(cols[0])
+        tags.append(cols[1])
     if tokens:
         yield f"{path}:{start}", n, tokens, tags
 
@@ -155,13 +154,12 @@ def _words(value: str | list[str]) -> list[str]:
 
 
 def _tab_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                cols = line.rstrip("\n").split("\t")
-                if len(cols) != 2:
-                    raise ValueError(f"{path}:{lineno}: expected 'tokens<TAB>tags', got {len(cols)} column(s).")
-                yield f"{path}:{lineno}", {"text": cols[0], "tags": cols[1]}
+    for lineno, line in enumerate(text_lines(path), 1):
+        if line.strip():
+            cols = line.rstrip("\r\n").split("\t")
+            if len(cols) != 2:
+                raise ValueError(f"{path}:{lineno}: expected 'tokens<TAB>tags', got {len(cols)} column(s).")
+            yield f"{path}:{lineno}", {"text": cols[0], "tags": cols[1]}
 
 
 def read_ccg(opts: Options) -> Conversion:

@@ -14,6 +14,7 @@ from .common import (
     converter,
     find_files,
     first_existing,
+    gmt_name,
     map_label,
     need,
     read_json,
@@ -23,6 +24,7 @@ from .common import (
     task_entry,
 )
 from .iglue import (
+    VE_FILES,
     caption_records,
     flickr_coco_image,
     gqa_conversion,
@@ -39,18 +41,20 @@ NLVR2_FILES = ("train.json", "dev.json", "test1.json", "test2.json", "*.jsonl")
 
 
 def read_snli_ve(opts: Options) -> Conversion:
-    """SNLI-VE: the original ``snli_ve_{train,dev,test}.jsonl`` or IGLUE's re-split ``XVNLI/annotations/en``.
+    """SNLI-VE: ``snli_ve_{train,dev,test}.jsonl`` or IGLUE's ``XVNLI/annotations/en/{train.jsonl.zip,dev,test}``.
 
     Only the ``train``/``dev``/``test`` files are read (IGLUE's few-shot and translated files belong to xvnli).
     Images: Flickr30k, ``<images>/<Flickr30K_ID>.jpg``.
     """
     src = opts.need_src("the snli_ve_*.jsonl files or IGLUE's XVNLI/annotations/en folder")
     images = opts.need_images("the Flickr30k images (<Flickr30K_ID>.jpg)")
-    files = [p for p in find_files(src, "*.jsonl") if ve_split(p) in ("train", "dev", "test")]
+    found = find_files(src, *VE_FILES)
+    files = [p for p in found if ve_split(p) in ("train", "dev", "test")]
+    ignored = {p: f"XVNLI split {ve_split(p)}: build it with `xvnli`" for p in found if p not in files}
     skipped, records = [], []
     for path in files:
         records += ve_records("snli_ve", path, ve_split(path), "en", images, skipped)
-    return Conversion(records, task_entry("snli_ve", NLI_MAP), files, skipped)
+    return Conversion(records, task_entry("snli_ve", NLI_MAP), files, skipped, ignored)
 
 
 def gqa_name(path: Path) -> tuple[str, str]:
@@ -140,30 +144,55 @@ def read_vqav2(opts: Options) -> Conversion:
 
 
 def nlvr2_name(path: Path) -> tuple[str, str]:
-    """``dev.json`` → (dev, en); IGLUE's machine-translated ``dev-id_gmt.jsonl`` → (translate_dev, id)."""
-    translated = re.fullmatch(r"(\w+?)-([a-z]{2})_gmt", stem(path))
+    """``dev.json`` → (dev, en); IGLUE's ``test.jsonl`` → (test1, en): it is NLVR2's public test set (identifiers
+    ``test1-…``); machine-translated ``dev-id_gmt.jsonl`` → (translate_dev, id)."""
+    translated = gmt_name(stem(path))
     if translated:
-        return f"translate_{translated.group(1)}", translated.group(2)
+        return translated
+    if stem(path) == "test" and path.suffix == ".jsonl":
+        return "test1", "en"
     return stem(path), "en"
 
 
-def nlvr2_images(images: Path, split: str, obj: dict, where: str) -> dict[str, Path]:
-    """``dev-850-0-0`` → ``dev-850-0-img0.png`` / ``-img1.png``, flat, in ``<split>/`` or ``<split>/<directory>/``."""
-    identifier = need(obj, where, "identifier")
-    base = identifier.rsplit("-", 1)[0]
-    folders = [images, images / split]
-    if "directory" in obj:
-        folders.append(images / split / str(obj["directory"]))
-    return {f"img{i}.jpg": first_existing([d / f"{base}-img{i}.png" for d in folders]) for i in (0, 1)}
+class Nlvr2Images:
+    """Finds NLVR2 image files in the release's layout: ``train/<0..99>/``, ``dev/``, ``test1/`` (the folder is
+    the identifier's first part), or flat in ``--images``.
+
+    ``<split>/<directory>/`` comes from a record's ``directory`` field; train records without one (IGLUE's
+    copies) are looked up in an index of the numbered sub-folders, built once.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._index: dict[str, dict[str, Path]] = {}
+
+    def pair(self, obj: dict, where: str) -> dict[str, Path]:
+        """``dev-850-0-0`` → ``dev-850-0-img0.png`` / ``-img1.png`` as ``img0.jpg`` / ``img1.jpg``."""
+        identifier = need(obj, where, "identifier")
+        base, folder = identifier.rsplit("-", 1)[0], self.root / identifier.split("-", 1)[0]
+        dirs = [self.root, folder] + ([folder / str(obj["directory"])] if "directory" in obj else [])
+        pair = {}
+        for i in (0, 1):
+            name = f"{base}-img{i}.png"
+            found = next((d / name for d in dirs if (d / name).is_file()), None)
+            pair[f"img{i}.jpg"] = found or self._nested(folder).get(name, folder / name)
+        return pair
+
+    def _nested(self, folder: Path) -> dict[str, Path]:
+        key = str(folder)
+        if key not in self._index:
+            self._index[key] = {p.name: p for p in folder.glob("*/*.png")} if folder.is_dir() else {}
+        return self._index[key]
 
 
 def read_nlvr2(opts: Options) -> Conversion:
     """NLVR2: ``{train,dev,test1}.json`` (one JSON object a line, the original release) or IGLUE's ``.jsonl``.
 
-    Labels are the strings "True"/"False" (→ 1/0). Images: ``<images>/[<split>/[<directory>/]]<base>-img{0,1}.png``.
+    Labels are the strings "True"/"False" (→ 1/0). Images: :class:`Nlvr2Images` (``train/<0..99>/``, ``dev/``,
+    ``test1/`` below ``--images``).
     """
     src = opts.need_src("the NLVR2 data files (train.json, dev.json, test1.json) or their folder")
-    images = opts.need_images("the NLVR2 images (train/<directory>/, dev/, test1/)")
+    images = Nlvr2Images(opts.need_images("the NLVR2 images (train/<0..99>/, dev/, test1/)"))
     files, records = find_files(src, *NLVR2_FILES), []
     for path in files:
         split, lang = nlvr2_name(path)
@@ -172,8 +201,7 @@ def read_nlvr2(opts: Options) -> Conversion:
                 "text": need(obj, where, "sentence"),
                 "label": map_label(need(obj, where, "label"), NLVR2_MAP, where),
             }
-            pair = nlvr2_images(images, split.removeprefix("translate_"), obj, where)
-            records.append(record("nlvr2", split, lang, obj["identifier"], fields, pair))
+            records.append(record("nlvr2", split, lang, obj["identifier"], fields, images.pair(obj, where)))
     return Conversion(records, task_entry("nlvr2", NLVR2_MAP), files)
 
 
@@ -201,18 +229,19 @@ def retrieval_conversion(task: str, opts: Options) -> Conversion:
     src = opts.need_src(f"Karpathy's dataset_{task}.json or IGLUE's {task}/annotations/*_ann.jsonl")
     images = opts.need_images(f"the {task} images")
     image_of = flickr_coco_image(opts, images)
-    files, records = find_files(src, "dataset_*.json", "*_ann.jsonl"), []
+    files, records = find_files(src, "dataset_*.json", "*_ann.jsonl", "*_gmt.jsonl"), []
     for path in files:
         if path.suffix == ".json":
             records += karpathy_records(task, path, images)
         else:
-            split = stem(path).removesuffix("_ann")
-            records += caption_records(task, path, canonical_split(split), "en", image_of)
+            split, lang = gmt_name(stem(path)) or (canonical_split(stem(path).removesuffix("_ann")), "en")
+            records += caption_records(task, path, split, lang, image_of)
     return Conversion(records, task_entry(task), files)
 
 
 def read_flickr30k(opts: Options) -> Conversion:
-    """Flickr30k retrieval: Karpathy ``dataset_flickr30k.json`` or IGLUE ``flickr30k/annotations/*_ann.jsonl``.
+    """Flickr30k retrieval: Karpathy ``dataset_flickr30k.json`` or IGLUE ``flickr30k/annotations/*_ann.jsonl``
+    (+ ``annotations_machine-translate/valid-<lang>_gmt.jsonl`` → ``translate_dev``).
 
     Splits train (with restval), dev, test (1,000 images, 5 captions each). Images: ``<images>/<id>.jpg``.
     """
