@@ -65,7 +65,7 @@ def test_shipped_demo_study_is_valid() -> None:
     assert set(study.targets) == {"demo_ve", "demo_vqa"}
     assert {n: c.control for n, c in study.conditions.items() if c.control} == {"targets": "positive",
                                                                                "nlvr_shuffled": "negative"}
-    assert study.budget == {"intermediate_steps": 150, "batch_size": 32}
+    assert (study.budget.intermediate_steps, study.budget.batch_size) == (150, 32)
     assert study.start is not None and len(study.seeds) == 2
     assert all((REPO / c).is_file() for c in study.config_files())
 
