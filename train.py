@@ -14,26 +14,31 @@ config, ``finished.json`` once the command completed, and the results report aft
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.datamodule import TransferDataModule
 from datamodules.preflight import PreflightReport, preflight
+from lightning_modules import run_setup
 from lightning_modules.callbacks import PredictionWriter, RunReport
 from lightning_modules.checks import model_checks
 from lightning_modules.core import vision_data_config
+from lightning_modules.ddp import DEFAULT_TIMEOUT_S, register_ddp_strategies
 from lightning_modules.module import TransferModule
+from lightning_modules.protocol import ProtocolRecord, append_finished
+from lightning_modules.reports import compact_table, rows_from_metrics
 from lightning_modules.weights import exit_if_weights_unreachable
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# per-task fields (datamodules.datamodule.TaskData) are documented by attribute docstrings: --data.tasks.help
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -58,6 +63,8 @@ class MMStiltsCLI(LightningCLI):
         parser.add_argument("--phase", type=str, default="train", help="Phase name stored with the lineage.")
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="After fit, test the checkpoint best on English dev on every test set.")  # fmt: skip
+        parser.add_argument("--collective_timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                            help="Seconds a DDP collective may wait for other ranks before the run fails.")  # fmt: skip
         parser.link_arguments("model.text_model", "data.tokenizer")
         parser.link_arguments(("model.vision_model", "model.vision_kwargs"), "data.image_config",
                               compute_fn=image_config)  # fmt: skip
@@ -72,14 +79,16 @@ class MMStiltsCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         root = cfg.trainer.default_root_dir or os.path.join("runs", cfg.name)
         cfg.trainer.default_root_dir = root
+        register_ddp_strategies(cfg.collective_timeout)  # `ddp` (also `auto` on several devices) cannot hang
+        run_setup.drop_lr_monitor_without_logger(cfg)
+        run_setup.evaluate_checkpoint_alone(cfg, self.subcommand)
         for logger in _as_list(cfg.trainer.logger):
             args = logger.init_args
             if "save_dir" in args and args.save_dir in (None, ".", "runs"):
                 args.save_dir = root
             if logger.class_path.endswith("WandbLogger"):
                 args.name = args.name or os.environ.get("WANDB_NAME") or cfg.name
-                args.id = args.id or _wandb_id(root)
-                args.resume = "allow"
+                run_setup.eval_wandb_run(logger, self.subcommand, root)
         for callback in _as_list(cfg.trainer.callbacks):
             if callback.class_path.endswith("ModelCheckpoint") and callback.init_args.dirpath is None:
                 callback.init_args.dirpath = os.path.join(root, "checkpoints")
@@ -102,11 +111,25 @@ class MMStiltsCLI(LightningCLI):
             self.trainer.validate(model, datamodule=datamodule, verbose=False)
         self.trainer.test(model, datamodule=datamodule, verbose=False)
 
+    def test(self, model: TransferModule, **kwargs: Any) -> None:
+        """``trainer.test`` without Lightning's per-DataLoader dump: ``after_test`` prints one compact table."""
+        self.trainer.test(model, **{**kwargs, "verbose": False})
+
+    def validate(self, model: TransferModule, **kwargs: Any) -> None:
+        """``trainer.validate``; ``after_validate`` prints one compact table."""
+        self.trainer.validate(model, **{**kwargs, "verbose": False})
+
     def before_fit(self) -> None:
         """Preflight (``run_preflight``): shards, vocabularies, lengths; fails before any training."""
         run_preflight(self.datamodule, self.trainer, self.model)
 
     def after_fit(self) -> None:
+        if self.datamodule.train_tasks and self.trainer.global_step == 0:
+            raise RuntimeError(
+                f"Nothing was trained (global step 0 after fit; trainer.max_steps={self.trainer.max_steps}, "
+                f"data.steps_per_epoch={self.datamodule.steps_per_epoch}): nothing to test or hand on. Check the "
+                "run length settings."
+            )
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         if self.config.fit.test_after_fit and not getattr(self, "_evaluation_only", False):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False)
@@ -117,16 +140,24 @@ class MMStiltsCLI(LightningCLI):
         self._finish({"best_ckpt": best, "last_ckpt": last})
 
     def after_test(self) -> None:
+        self._print_table("test")
         self._finish({})
 
     def after_validate(self) -> None:
+        self._print_table("val")
         self._finish({})
+
+    def _print_table(self, split: str) -> None:
+        rows = rows_from_metrics(self.trainer.callback_metrics, split)
+        if self.trainer.is_global_zero and rows:
+            print(compact_table(rows), flush=True)
 
     def _finish(self, extra: dict[str, Any]) -> None:
         """``finished.json`` is written last: the study runner skips runs that have it."""
         if self.trainer.is_global_zero:
-            info = {"subcommand": self.subcommand, "phase": self.model.hparams.phase, **extra}
-            Path(self.trainer.default_root_dir, "finished.json").write_text(json.dumps(info, indent=1) + "\n")
+            ckpt = self.config[self.subcommand].get("ckpt_path")
+            info = {"subcommand": self.subcommand, "phase": self.model.hparams.phase, "ckpt_path": ckpt, **extra}
+            append_finished(self.trainer.default_root_dir, info)
         if any(isinstance(logger, WandbLogger) for logger in self.trainer.loggers):
             import wandb
 
@@ -137,15 +168,6 @@ def _as_list(value: Any) -> list[Any]:
     if value is None or isinstance(value, bool):
         return []
     return list(value) if isinstance(value, list) else [value]
-
-
-def _wandb_id(root: str) -> str:
-    """One W&B run id per run directory, so a resumed run continues the same W&B run."""
-    path = Path(root, "wandb_id.txt")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(uuid.uuid4().hex[:12])
-    return path.read_text().strip()
 
 
 def image_config(vision_model: str | None, vision_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -187,7 +209,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
         TransferModule,
         TransferDataModule,
         save_config_callback=RunConfigCallback,
-        trainer_defaults={"callbacks": [PredictionWriter(), RunReport()]},  # appended to the config's callbacks
+        trainer_defaults={"callbacks": [PredictionWriter(), RunReport(), ProtocolRecord()]},  # after the config's
         parser_kwargs={"parser_mode": "yaml"},
         args=args,
         run=run,

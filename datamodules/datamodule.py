@@ -18,6 +18,7 @@ from datamodules.controls import LabelShuffle, shuffled_fields
 from datamodules.img2dataset import adapt_decoder
 from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
 from datamodules.pipeline import EvalImageTransform, SafeDecoder, TrainImageTransform, eval_pipeline, train_pipeline
+from lightning_modules.settings import DATA_RANGES, TASK_RANGES, check_max_length, check_ranges
 from lightning_modules.tasks import get_task
 from shards.manifest import load_manifest, sample_count, select_shards, shard_location
 
@@ -105,6 +106,10 @@ class TransferDataModule(pl.LightningDataModule):
         super().__init__()
         if not tasks:
             raise ValueError("data.tasks is empty: name at least one task with its shards directory")
+        check_ranges("data.", locals(), DATA_RANGES)
+        check_max_length(max_length)
+        for t in tasks:
+            check_ranges(f"data.tasks[{t.name}].", vars(t), TASK_RANGES)
         self.tasks = {t.name: t for t in tasks}
         if len(self.tasks) != len(tasks):
             raise ValueError(f"data.tasks names a task twice: {[t.name for t in tasks]}")
@@ -345,7 +350,8 @@ class TransferDataModule(pl.LightningDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state.get("sampler") or {}
         current = TaskSampler(self.weights(), self.seed).state_dict() if self.train_tasks else {}
-        if saved and saved != current:  # the task sequence could not continue where it stopped
+        resuming = self.trainer is None or self.trainer.state.fn == "fit"  # evaluating a checkpoint draws no tasks
+        if saved and saved != current and resuming:  # the task sequence could not continue where it stopped
             raise ValueError(
                 f"The checkpoint's task sampler {saved} differs from this run's {current}: resume with the same "
                 "data.tasks, data.sampler and seed, or start a new phase from it with model.init_from."

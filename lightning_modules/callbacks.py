@@ -3,10 +3,11 @@
 ``train.py`` registers both by default (``trainer_defaults``), for every subcommand:
 
 - ``PredictionWriter``: ``predict`` -> ``predictions.jsonl`` in the run directory, one line per test sample
-  (task, key, lang, prediction, label), for error analysis.
-- ``RunReport``: after ``test`` -> ``results.json/csv/md`` + charts (``reports.write_run_report``),
-  ``test_counts.json`` (samples scored per task/language: the exactness check) and ``outcomes.jsonl`` (per-sample
-  outcomes, so two runs on one test set can be paired: ``metrics/outcomes.py``).
+  (task, key, lang, prediction, label, prediction_name, label_name), for error analysis; prints where.
+- ``RunReport``: after ``test`` -> ``results.json/csv/md`` + charts (``reports.write_run_report``, with the
+  test's protocol record: ``protocol.test_protocol``), ``test_counts.json`` (samples scored per task/language:
+  the exactness check) and ``outcomes.jsonl`` (per-sample outcomes, so two runs on one test set can be paired:
+  ``metrics/outcomes.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class PredictionWriter(BasePredictionWriter):
             (root / "predictions.jsonl").write_text("".join(p.read_text() for p in parts))
             for p in parts:
                 p.unlink()
+            print(f"predictions: {root / 'predictions.jsonl'} ({trainer.world_size} rank(s))", flush=True)
 
 
 class RunReport(Callback):
@@ -56,11 +58,15 @@ class RunReport(Callback):
         rows = getattr(pl_module, "test_rows", None)
         if not trainer.is_global_zero or not rows:
             return
+        from lightning_modules.protocol import test_protocol
         from lightning_modules.reports import write_run_report  # matplotlib: only when a report is written
 
         wandb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         scores = [r for r in rows if r["metric"] != "count"]
-        write_run_report(trainer.default_root_dir, scores, selection=pl_module.selection_key, wandb_logger=wandb)
+        labels = {task: len(info["labels"]) for task, info in pl_module.task_info.items()}
+        write_run_report(trainer.default_root_dir, scores, selection=pl_module.selection_key,
+                         protocol=test_protocol(trainer, pl_module), label_counts=labels,
+                         wandb_logger=wandb)  # fmt: skip
         counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in rows if r["metric"] == "count"}
         Path(trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
         complete = [entry for entry in getattr(pl_module, "test_outcomes", []) if entry[2] is not None]

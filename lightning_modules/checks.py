@@ -73,7 +73,7 @@ def positions(model: Any, max_length: int) -> Lines:
         errors.append(
             f"data.max_length={max_length} + {image_tokens} image tokens needs {need} positions but the text "
             f"model has {limit - offset} (max_position_embeddings {limit} - offset {offset}); lower data.max_length "
-            f"to {limit - offset - image_tokens}"
+            f"to {(limit - offset - image_tokens) // 8 * 8}"  # a multiple of 8 (lightning_modules/settings.py)
         )
     return errors, [f"positions: {need} of {limit - offset} used ({image_tokens} image tokens)"]
 

@@ -18,6 +18,8 @@ from lightning_modules.core import EncoderCore
 from lightning_modules.families import build_head, build_metrics
 from lightning_modules.heads import HeadOutput, load_lm_head
 from lightning_modules.metrics import BuccF1
+from lightning_modules.reports import label_name
+from lightning_modules.settings import check_model_groups, check_warmup
 from lightning_modules.tasks import get_task
 from lightning_modules.weights import warn_if_lr_too_high
 
@@ -160,9 +162,11 @@ class TransferModule(pl.LightningModule):
         optimizer, schedule = _plain(optimizer, Optimizer), _plain(schedule, Schedule)
         freezing = _plain(freezing, Freezing)
         self.save_hyperparameters()
+        check_model_groups({"optimizer": optimizer, "schedule": schedule, "freezing": freezing})
         self.optimizer_config, self.schedule = Optimizer(**optimizer), Schedule(**schedule)
         self.freezing = Freezing(**freezing)
-        self.schedule.warmup(max(max_steps, 0))  # both lengths given: fail at construction, not at fit
+        # both lengths given, or a warm-up as long as the run: fail at construction, not at fit
+        check_warmup(self.schedule.warmup(max(max_steps, 0)), max_steps)
         if not tasks:
             raise ValueError("model.tasks is empty: it is linked from data.tasks; configure data.tasks")
         self.core = EncoderCore(
@@ -317,15 +321,18 @@ class TransferModule(pl.LightningModule):
         self._eval_step("test", batch, dataloader_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        """One row per sample (task, key, lang, prediction, label); ``callbacks.PredictionWriter`` writes them."""
+        """One row per sample (task, key, lang, prediction, label and their label names);
+        ``callbacks.PredictionWriter`` writes them."""
         task, _ = self._eval_set("test", dataloader_idx)
         out = self(batch)
         labels = batch.get("labels", batch.get("references", [None] * len(batch["keys"])))
         labels = labels.tolist() if torch.is_tensor(labels) else labels
+        names = self.task_info[task]["labels"]
         return [
-            {"task": task, "key": k, "lang": lg, "prediction": p, "label": y}
+            {"task": task, "key": k, "lang": lg, "prediction": p, "label": y,
+             "prediction_name": label_name(names, p), "label_name": label_name(names, y)}
             for k, lg, p, y in zip(batch["keys"], batch["lang"], out.predictions, labels)
-        ]
+        ]  # fmt: skip
 
     # -- epoch ends: every rank computes every metric in the same order (each compute syncs) ------------
     def _compute_all(self, stage: EvalStage) -> list[dict[str, Any]]:

@@ -14,12 +14,13 @@ Aggregates (``aggregate``) are extra rows whose ``lang`` is one of:
 
 Run report (``write_run_report``), written into the run directory:
 
-- ``results.json``: ``{"selection": {"monitor": KEY, "data": "English dev only", "note": ...}, "rows": [...]}``;
-  rows include the aggregates.
+- ``results.json``: ``{"protocol": {...}, "selection": {"monitor": KEY or null, "data": ...}, "rows": [...]}``;
+  ``protocol`` (``lightning_modules/protocol.py``) says which weights were tested, what they were trained and
+  selected on, and whether that breaks the zero-shot protocol; rows include the aggregates.
 - ``results.csv``: the same rows, columns ``ROW_FIELDS``.
-- ``results.md``: per task a table language × metric (English, other languages, then the aggregates) and the
-  line saying which key selected the checkpoint, on English dev data only.
-- ``results_<task>.png``: per-language bars of the task's primary metric.
+- ``results.md``: first line the protocol headline (a break is named there), the protocol lines, then per task a
+  table language × metric (English, other languages, then the aggregates).
+- ``results_<task>.png``: per-language bars of the task's primary metric (%), chance level, run and seed.
 
 Study report (``study_table`` + ``write_study_report``), written into the study directory: ``study.json``,
 ``study.csv``, ``study.md`` (per target: conditions × languages, cells "mean ± std (Δ)") and ``study_heatmap.png``
@@ -178,14 +179,23 @@ def check_selection(selection: str) -> None:
 
 
 def write_run_report(
-    run_dir: str | Path, rows: Iterable[Row], *, selection: str, wandb_logger: Any = None
+    run_dir: str | Path,
+    rows: Iterable[Row],
+    *,
+    selection: str,
+    protocol: Mapping[str, Any] | None = None,
+    label_counts: Mapping[str, int] | None = None,
+    wandb_logger: Any = None,
 ) -> dict[str, Path]:
     """Write results.json/.csv/.md and one per-language chart per task into ``run_dir``.
 
     Args:
         run_dir: the run directory (``trainer.default_root_dir``); created if missing.
         rows: result rows (see the module docstring); aggregates are (re)computed here.
-        selection: the monitored key that selected the checkpoint, e.g. ``val/xvnli/en/acc``.
+        selection: the key that selects checkpoints in this run, e.g. ``val/xvnli/en/acc``.
+        protocol: what actually happened (``lightning_modules.protocol.run_protocol``); without it the report says
+            that the tested weights' training and selection data were not recorded.
+        label_counts: task -> number of labels, for the chance level drawn on classification charts.
         wandb_logger: a ``lightning.pytorch.loggers.WandbLogger``; if given, the tables are logged with
             ``log_table``, the aggregates with ``log_metrics`` and the charts with ``log_image``.
 
@@ -196,21 +206,45 @@ def write_run_report(
     few_shot = any(r.get("phase") == "few_shot" for r in rows)  # the one protocol that selects on target data
     if not few_shot:
         check_selection(selection)
-    data, note = ("few-shot dev split", FEW_SHOT_NOTE) if few_shot else ("English dev only", SELECTION_NOTE)
+    data, note = ("few-shot dev split", FEW_SHOT_NOTE) if few_shot else (None, None)  # without a protocol record
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": run_dir / "results.json", "csv": run_dir / "results.csv", "md": run_dir / "results.md"}
-    payload = {"selection": {"monitor": selection, "data": data, "note": note}, "rows": rows}
+    payload = {"protocol": dict(protocol) if protocol else None,
+               "selection": selection_entry(selection, protocol, data, note), "rows": rows}  # fmt: skip
     paths["json"].write_text(json.dumps(payload, indent=1) + "\n")
     _write_csv(paths["csv"], rows, ROW_FIELDS)
-    paths["md"].write_text(run_markdown(rows, selection, note))
+    paths["md"].write_text(run_markdown(rows, selection, protocol, note))
+    chance = chance_levels(label_counts or {})
     for task in _unique(r["task"] for r in rows):
-        chart = plot_languages(rows, task, run_dir / f"results_{task}.png")
+        chart = plot_languages(rows, task, run_dir / f"results_{task}.png", chance=chance.get(task),
+                               run=run_dir.name)  # fmt: skip
         if chart is not None:
             paths[f"png:{task}"] = chart
     if wandb_logger is not None:
         log_run_report(wandb_logger, rows, {k[4:]: p for k, p in paths.items() if k.startswith("png:")})
     return paths
+
+
+def selection_entry(
+    selection: str, protocol: Mapping[str, Any] | None, data: str | None = None, note: str | None = None
+) -> dict[str, Any]:
+    """results.json's ``selection``: the key that actually selected the tested weights (null: none did); without a
+    protocol record, the run's key and, if known, ``data`` (what it selects on) and ``note``."""
+    if protocol is None:
+        return {"monitor": selection, "data": data or "not recorded", **({"note": note} if note else {})}
+    selected = protocol.get("selected_on")
+    if not selected:
+        return {"monitor": None, "data": "no checkpoint selection: " + str(protocol.get("weights"))}
+    langs = ", ".join(selected["langs"])
+    return {"monitor": selected["monitor"], "data": f"{selected['task']} {selected['split']} [{langs}]"}
+
+
+def chance_levels(label_counts: Mapping[str, int]) -> dict[str, float]:
+    """Task -> accuracy (%) of a uniform guess, for single-label tasks whose primary metric is ``acc``."""
+    return {task: 100.0 / n for task, n in label_counts.items()
+            if n > 1 and task in TASKS and TASKS[task].family in ("classification", "image_pair")
+            and TASKS[task].primary == "acc"}  # fmt: skip
 
 
 def _write_csv(path: Path, rows: Sequence[Row], fields: Sequence[str]) -> None:
@@ -229,9 +263,22 @@ def task_table(rows: Sequence[Row], task: str) -> tuple[list[str], list[list[Any
     return ["lang", *metrics], [[lang, *(value.get((lang, m)) for m in metrics)] for lang in langs]
 
 
-def run_markdown(rows: Sequence[Row], selection: str, note: str = SELECTION_NOTE) -> str:
-    """``results.md``: per (phase, task, split, seed) a table language × metric, and the selection line."""
-    lines = ["# Results", "", f"Checkpoint selection: `{selection}` — {note}.", ""]
+def run_markdown(
+    rows: Sequence[Row], selection: str, protocol: Mapping[str, Any] | None = None, note: str | None = None
+) -> str:
+    """``results.md``: the protocol headline first, the protocol lines, then per (phase, task, split, seed) a table.
+
+    Without a protocol record: the selection key and ``note`` (what selected it), or that it was not recorded.
+    """
+    from lightning_modules.protocol import protocol_lines
+
+    if protocol is not None:
+        lines = [f"# Results — {protocol['headline']}", "", *protocol_lines(protocol), ""]
+    elif note:
+        lines = ["# Results", "", f"Checkpoint selection: `{selection}` — {note}.", ""]
+    else:
+        lines = ["# Results", "", f"Selection key of this run: `{selection}`; which weights were tested and what they "
+                 "were trained and selected on was not recorded.", ""]  # fmt: skip
     lines += [f"- `{a}`: {h}" for a, h in AGGREGATE_HELP.items()] + [""]
     groups: dict[tuple, list[Row]] = defaultdict(list)
     for r in rows:
@@ -243,8 +290,60 @@ def run_markdown(rows: Sequence[Row], selection: str, note: str = SELECTION_NOTE
     return "\n".join(lines)
 
 
-def plot_languages(rows: Sequence[Row], task: str, path: Path) -> Path | None:
-    """Bar chart of the primary metric (else the first present) per language, test split if present."""
+def label_name(names: Sequence[str], value: Any) -> Any:
+    """The label name of an index (a list of indices: a list of names); other values (spans, ids) unchanged."""
+    if isinstance(value, list):
+        return [label_name(names, v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        return names[value]
+    return None
+
+
+def rows_from_metrics(metrics: Mapping[str, Any], split: str) -> list[Row]:
+    """Result rows from logged ``<split>/<task>/<lang>/<metric>`` values (``trainer.callback_metrics``), no counts."""
+    rows = []
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 4 and parts[0] == split and parts[3] != "count" and parts[2] not in AGGREGATE_LANGS:
+            rows.append({"phase": "", "task": parts[1], "lang": parts[2], "split": split, "metric": parts[3],
+                         "value": float(value), "seed": None})  # fmt: skip
+    return rows
+
+
+def compact_table(rows: Sequence[Row]) -> str:
+    """One terminal table for a whole evaluation: a row per language, a column per (task, primary metric)."""
+    rows = aggregate(rows)
+    columns = _unique((r["task"], r["split"]) for r in rows)
+    metric = {(t, sp): primary_metric(t, {r["metric"] for r in rows if r["task"] == t}) for t, sp in columns}
+    value = {(r["task"], r["split"], r["lang"]): r["value"] for r in rows
+             if r["metric"] == metric[(r["task"], r["split"])]}  # fmt: skip
+    langs = order_languages("", {r["lang"] for r in rows})
+    header = ["lang", *(f"{t} {sp} {metric[(t, sp)]}" for t, sp in columns)]
+    body = [[lang, *(_fmt(value.get((t, sp, lang))) for t, sp in columns)] for lang in langs]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
+    fmt_row = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in  # noqa: E731
+                                      enumerate(zip(cells, widths)))  # fmt: skip
+    return "\n".join([fmt_row(header), *(fmt_row(b) for b in body)])
+
+
+def plot_languages(
+    rows: Sequence[Row], task: str, path: Path, *, chance: float | None = None, run: str | None = None
+) -> Path | None:
+    """Save ``language_chart`` to ``path``; None (nothing written) when the task has no per-language values."""
+    fig = language_chart(rows, task, chance=chance, run=run)
+    if fig is None:
+        return None
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def language_chart(rows: Sequence[Row], task: str, *, chance: float | None = None, run: str | None = None) -> Any:
+    """Bar chart of the primary metric (else the first present) per language, test split if present.
+
+    The y axis is in % (every metric is a percentage), ``chance`` (%) is drawn as a dotted line, and the subtitle
+    names the run and the seed(s). Returns the matplotlib figure, or None without per-language values.
+    """
     mine = [r for r in rows if r["task"] == task]
     split = "test" if any(r["split"] == "test" for r in mine) else "val"
     present = {r["metric"] for r in mine if r["split"] == split}
@@ -259,25 +358,33 @@ def plot_languages(rows: Sequence[Row], task: str, path: Path) -> Path | None:
     if not langs:
         return None
     means = {lang: statistics.fmean(v) for lang, v in values.items()}
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(langs) + 1.5), 3.2))
+    seeds = sorted({str(r["seed"]) for r in mine})
+    fig, ax = _pyplot().subplots(figsize=(max(4.0, 0.45 * len(langs) + 1.5), 3.4))
     colors = ["#d95f02" if lang == ENGLISH else "#1b9e77" for lang in langs]
     bars = ax.bar(langs, [means[lang] for lang in langs], color=colors)
     ax.bar_label(bars, fmt="%.1f", fontsize=7)
     title = f"{task} — {metric} ({split})"
     if AVG_XLING in means:
         ax.axhline(means[AVG_XLING], color="#444444", linestyle="--", linewidth=1, label="avg_xling (non-English)")
-        ax.legend(fontsize=7, loc="lower right")
         title += f"  avg_xling {means[AVG_XLING]:.2f}"
+    if chance is not None:
+        ax.axhline(chance, color="#b2182b", linestyle=":", linewidth=1.2, label=f"chance {chance:.1f}%")
+    if AVG_XLING in means or chance is not None:
+        ax.legend(fontsize=7, loc="lower right")
     if GAP in means:
         title += f"  gap {means[GAP]:.2f}"
-    ax.set_title(title, fontsize=9)
-    ax.set_ylabel(metric)
+    ax.set_title(f"{title}\nrun {run or '?'}, seed {', '.join(seeds)}", fontsize=9)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.yaxis.set_major_formatter(_percent_formatter())
     ax.tick_params(axis="x", labelsize=8, rotation=90 if len(langs) > 12 else 0)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def _percent_formatter() -> Any:
+    from matplotlib.ticker import PercentFormatter
+
+    return PercentFormatter(xmax=100, decimals=0)
 
 
 def log_run_report(wandb_logger: Any, rows: Sequence[Row], charts: Mapping[str, Path]) -> None:

@@ -101,7 +101,7 @@ def test_sampler_weight_for_a_task_not_trained(world: dict[str, Any], tmp_path: 
 
 
 def test_max_length_beyond_position_limit(world: dict[str, Any], tmp_path: Path) -> None:
-    fails(world, tmp_path, "data.max_length=300", "lower data.max_length to 239", extra=("--data.max_length", "300"))
+    fails(world, tmp_path, "data.max_length=304", "lower data.max_length to 232", extra=("--data.max_length", "304"))
 
 
 @pytest.mark.parametrize(

@@ -98,9 +98,9 @@ def test_empty_eval_set(ve_dir: Path, tiny_model: dict[str, str]) -> None:
 
 
 def test_max_length_beyond_positions(ve_dir: Path, tiny_model: dict[str, str]) -> None:
-    dm = datamodule(tiny_model, [ve_task(ve_dir)], max_length=250)
+    dm = datamodule(tiny_model, [ve_task(ve_dir)], max_length=248)
     errors = preflight(dm, 1).errors
-    assert any("data.max_length=250 + 17 image tokens" in e and "lower data.max_length to 239" in e
+    assert any("data.max_length=248 + 17 image tokens" in e and "lower data.max_length to 232" in e
                for e in errors), errors  # fmt: skip
 
 

@@ -145,13 +145,13 @@ def test_write_run_report(tmp_path: Path) -> None:
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
 
     data = json.loads(paths["json"].read_text())
-    assert data["selection"]["monitor"] == "val/demo_ve/en/acc" and data["selection"]["data"] == "English dev only"
+    assert data["selection"] == {"monitor": "val/demo_ve/en/acc", "data": "not recorded"} and data["protocol"] is None
     gap = [r for r in data["rows"] if r["lang"] == "gap" and r["task"] == "demo_ve"]
     assert gap == [dict(phase="target", task="demo_ve", lang="gap", split="test", metric="acc", value=20.0, seed=0)]
     with paths["csv"].open() as f:
         assert len(list(csv.DictReader(f))) == len(data["rows"])
     md = paths["md"].read_text()
-    assert "`val/demo_ve/en/acc`" in md and "English dev data only" in md
+    assert "`val/demo_ve/en/acc`" in md and "was not recorded" in md and "English dev data only" not in md
     assert "| lang | ir_r1 | tr_r1 |" in md and "| avg_xling | 60.00 |" in md
     lines = md.splitlines()
     table = lines[lines.index("| lang | acc |") :]

@@ -85,7 +85,7 @@ def test_predict_writes_one_line_per_test_sample(demo_cwd: Path) -> None:
     lines = [json.loads(line) for line in (root / "predictions.jsonl").read_text().splitlines()]
     manifest = load_manifest(demo_cwd / "data" / "demo" / "demo_ve")
     assert len(lines) == sample_count(manifest, "test")
-    assert {k for k in lines[0]} == {"task", "key", "lang", "prediction", "label"}
+    assert {k for k in lines[0]} == {"task", "key", "lang", "prediction", "label", "prediction_name", "label_name"}
     assert len({r["key"] for r in lines}) == len(lines)
 
 
