@@ -36,10 +36,11 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser, Namespace
 
+from lightning_modules import significance
 from studies.executors import queued_slurm_jobs, run_local, submit_slurm, visible_gpus
 from studies.plan import PROTOCOLS, TRAIN_CMD_ENV, Run, plan, run_args, run_env, summary_lines, train_command
 from studies.probe import measure
-from studies.report import collect, write_report
+from studies.report import collect, power, write_report
 from studies.runs import apply_retention, finished, parent_weights, run_status
 from studies.spec import Study, StudyError, load_study, parse_study
 
@@ -93,6 +94,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--executor", default="local", choices=["local", "local-gpus", "slurm"],
                         help="local: one run at a time; local-gpus: one run per GPU; slurm: submitit jobs")  # fmt: skip
     parser.add_argument("--gpus", default=None, help="local-gpus: N or a list of ids; default: the visible GPUs")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="local: runs at once (CPU runs, e.g. one per core with OMP_NUM_THREADS=1)")  # fmt: skip
     parser.add_argument("--cluster", default="slurm", choices=["slurm", "local", "debug"],
                         help="slurm executor: submitit's cluster (local/debug: jobs on this machine)")  # fmt: skip
     parser.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, then write the report")
@@ -114,7 +117,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, Namespace]:
 def _execute(study: Study, runs: list[Run], args: Namespace) -> list[str]:
     if args.executor == "slurm":
         return submit_slurm(study, runs, cluster=args.cluster, retry_failed=args.retry_failed, wait_jobs=args.wait)
-    devices = visible_gpus(args.gpus) if args.executor == "local-gpus" else [None]
+    if args.jobs < 1:
+        raise StudyError(f"--jobs {args.jobs}: must be >= 1 (runs at once with --executor local)")
+    devices = visible_gpus(args.gpus) if args.executor == "local-gpus" else [None] * args.jobs
     every_run = plan(study)  # retention looks at every dependent in the study, not only the selected runs
     return run_local(study, runs, devices, args.heartbeat, args.keep_going, args.retry_failed,
                      on_done=lambda: apply_retention(study, every_run))  # fmt: skip
@@ -147,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyError as err:
         print(f"study: {err}", file=sys.stderr)
         return 2
+    estimate = power(study, collect(study)[0].get("test", []))
+    if estimate and not args.report_only:
+        print("power (from the baseline's finished runs):\n  " + "\n  ".join(significance.power_lines(estimate)))
     try:
         failures = [] if args.report_only else _execute(study, runs, args)
     except StudyError as err:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -12,6 +14,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from datamodules.collate import FAMILY_DATA, Collator
+from datamodules.controls import LabelShuffle, shuffled_fields
 from datamodules.img2dataset import adapt_decoder
 from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
 from datamodules.pipeline import EvalImageTransform, SafeDecoder, TrainImageTransform, eval_pipeline, train_pipeline
@@ -50,6 +53,9 @@ class TaskData:
     """Multiplies this task's loss."""
     augment: bool = False
     """Training images get a random resized crop + horizontal flip (evaluation keeps the centre crop)."""
+    shuffle_labels: bool = False
+    """Negative control: permute the training targets among the samples of each batch (fixed per seed; keeps
+    the label distribution, breaks the pairing; ``datamodules/controls.py``)."""
 
 
 class TransferDataModule(pl.LightningDataModule):
@@ -128,6 +134,8 @@ class TransferDataModule(pl.LightningDataModule):
             get_task(t.name)
         except KeyError as err:
             raise ValueError(f"data.tasks[*].name: {err.args[0]}") from None
+        if t.shuffle_labels:
+            shuffled_fields(t.name, get_task(t.name).family)  # fails now for a family without movable labels
         if t.weight is not None and t.train_split is None:
             raise ValueError(f"data.tasks[{t.name}].weight is set but the task has no train_split, so it is never "
                              "sampled: remove the weight or set train_split")  # fmt: skip
@@ -181,6 +189,20 @@ class TransferDataModule(pl.LightningDataModule):
             name: {"labels": self.label_names[name], "train": t.train_split is not None, "loss_weight": t.loss_weight}
             for name, t in self.tasks.items()
         }
+
+    def setup(self, stage: str) -> None:
+        """Record the run's controls (``controls.json`` in the run directory), so its results say what was shuffled."""
+        trainer = self.trainer
+        if self.controls and trainer is not None and trainer.is_global_zero and stage == "fit":
+            root = Path(trainer.default_root_dir)
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "controls.json").write_text(json.dumps(self.controls, indent=1) + "\n")
+
+    @property
+    def controls(self) -> dict[str, dict[str, Any]]:
+        """Per task with a control: what it changes (recorded next to the run's results)."""
+        return {name: {"shuffle_labels": True, "fields": list(shuffled_fields(name, get_task(name).family)),
+                       "seed": self.seed} for name, t in self.tasks.items() if t.shuffle_labels}  # fmt: skip
 
     @property
     def train_tasks(self) -> list[str]:
@@ -252,8 +274,11 @@ class TransferDataModule(pl.LightningDataModule):
         loaders = {}
         for name in self.train_tasks:
             urls = self._train_urls(name)
+            collate: Any = self._collator(name, train=True)
+            if self.tasks[name].shuffle_labels:
+                collate = LabelShuffle(collate, shuffled_fields(name, get_task(name).family), self.seed)
             pipeline = train_pipeline(
-                urls, collate=self._collator(name, train=True), decoder=self._decoder(name, strict=False),
+                urls, collate=collate, decoder=self._decoder(name, strict=False),
                 batch_size=self.tasks[name].batch_size or self.batch_size, seed=seed, rank=rank, world_size=world,
                 shuffle_buffer=self.shuffle_buffer,
             )  # fmt: skip

@@ -5,8 +5,9 @@
 - ``PredictionWriter``: ``predict`` -> ``predictions.jsonl`` in the run directory, one line per test sample
   (task, key, lang, prediction, label, prediction_name, label_name), for error analysis; prints where.
 - ``RunReport``: after ``test`` -> ``results.json/csv/md`` + charts (``reports.write_run_report``, with the
-  test's protocol record: ``protocol.test_protocol``) and
-  ``test_counts.json`` (samples scored per task/language: the exactness check).
+  test's protocol record: ``protocol.test_protocol``), ``test_counts.json`` (samples scored per task/language:
+  the exactness check) and ``outcomes.jsonl`` (per-sample outcomes, so two runs on one test set can be paired:
+  ``metrics/outcomes.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import WandbLogger
+
+from lightning_modules.metrics.outcomes import write_outcomes
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -66,3 +69,5 @@ class RunReport(Callback):
                          wandb_logger=wandb)  # fmt: skip
         counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in rows if r["metric"] == "count"}
         Path(trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
+        complete = [entry for entry in getattr(pl_module, "test_outcomes", []) if entry[2] is not None]
+        write_outcomes(trainer.default_root_dir, complete, {"seed": rows[0]["seed"]})

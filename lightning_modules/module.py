@@ -213,6 +213,7 @@ class TransferModule(pl.LightningModule):
         self.counts = nn.ModuleDict()  # same keys -> samples scored (exactness check)
         self._lineage: dict[str, Any] = {}
         self.test_rows: list[dict[str, Any]] = []  # the last test's rows, read by callbacks.RunReport
+        self.test_outcomes: list[tuple] = []  # the last test's per-sample outcomes, read by callbacks.RunReport
         self._dev_thresholds: dict[tuple[str, str], float] = {}  # BUCC: (task, lang) -> threshold tuned on dev
         self.apply_freezing()
         if core.gradient_checkpointing:
@@ -314,7 +315,8 @@ class TransferModule(pl.LightningModule):
         assert batch["task"] == task, f"loader {dataloader_idx} is {task}/{lang} but yielded a {batch['task']} batch"
         out = self(batch)
         key = f"{stage}|{task}|{lang}"
-        self.metrics[key].update(**out.metric_inputs)
+        # test keys: per-sample outcomes (outcomes.jsonl) so runs on one test set can be paired item by item
+        self.metrics[key].update(**out.metric_inputs, keys=batch["keys"] if stage == "test" else None)
         self.counts[key].update(len(batch["keys"]))
         return out
 
@@ -354,6 +356,9 @@ class TransferModule(pl.LightningModule):
             if stage == "test" and isinstance(self.metrics[key], BuccF1):  # XTREME: the dev-tuned threshold
                 self.metrics[key].threshold = self._dev_thresholds.get((task, lang))  # None: tuned on test
             values = self.metrics[key].compute()
+            if stage == "test":  # a collective like compute: every rank, same order
+                self.test_outcomes.append((task, lang, self.metrics[key].outcomes(),
+                                            self.metrics[key].outcome_formulas()))  # fmt: skip
             if stage == "val" and "bucc_threshold" in values:
                 self._dev_thresholds[(task, lang)] = float(values["bucc_threshold"])
             count = int(self.counts[key].compute().item())
@@ -386,6 +391,7 @@ class TransferModule(pl.LightningModule):
         self.log("val/selection", value, sync_dist=False, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
+        self.test_outcomes: list[tuple] = []  # (task, lang, outcomes, formulas), filled by _compute_all
         rows = self._compute_all("test")
         self.test_rows = [{"phase": self.hparams.phase, **r, "seed": self.seed} for r in rows]
 

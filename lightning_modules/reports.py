@@ -495,7 +495,24 @@ def _sort_table(table: list[Row], baseline: str) -> list[Row]:
 
 
 STUDY_CSV_FIELDS = ("target", "task", "lang", "metric", "primary", "condition", "mean", "std", "n", "delta", "overlap",
-                    "seeds", "values")  # fmt: skip
+                    "seeds", "values", "control", "ci_low", "ci_high", "p", "p_adj", "correction",
+                    "significant")  # fmt: skip
+SIGNIFICANCE_KEYS = ("control", "ci_low", "ci_high", "p", "p_adj", "correction", "significant")
+
+
+def attach_significance(table: Sequence[Row], tests: Sequence[Mapping[str, Any]]) -> list[Row]:
+    """The study table with each tested cell's paired-bootstrap interval, p, adjusted p, correction and
+    whether it survives (``significance.significance_rows``); untested cells get empty values."""
+    by_cell = {(t["target"], t["task"], t["metric"], t["lang"], t["condition"]): t for t in tests}
+    out = []
+    for r in table:
+        t = by_cell.get((r["target"], r["task"], r["metric"], r["lang"], r["condition"]))
+        extra = dict.fromkeys(SIGNIFICANCE_KEYS)
+        if t is not None:
+            extra.update(control=t["control"], ci_low=t["low"], ci_high=t["high"], p=t["p"], p_adj=t["p_adj"],
+                         correction=t["correction"], significant=t["significant"])  # fmt: skip
+        out.append({**r, **extra})
+    return out
 
 
 def write_study_report(
@@ -526,7 +543,8 @@ def write_study_report(
     payload = {"name": name, "baseline": baseline, "split": "test", "selection_note": SELECTION_NOTE,
                "overlap_legend": OVERLAP_LEGEND, **meta, "rows": list(table)}  # fmt: skip
     paths["json"].write_text(json.dumps(payload, indent=1) + "\n")
-    csv_rows = [r | {"seeds": ";".join(map(str, r["seeds"])), "values": ";".join(map(str, r["values"]))} for r in table]
+    joined = [{"seeds": ";".join(map(str, r["seeds"])), "values": ";".join(map(str, r["values"]))} for r in table]
+    csv_rows = [dict.fromkeys(SIGNIFICANCE_KEYS) | r | j for r, j in zip(table, joined)]
     _write_csv(paths["csv"], csv_rows, STUDY_CSV_FIELDS)
     paths["md"].write_text(study_markdown(table, name=name, baseline=baseline, meta=meta))
     plot_study_heatmap(table, paths["png"], baseline=baseline, title=f"{name}: Δ avg_xling vs {baseline}")
@@ -568,9 +586,72 @@ def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapp
     if meta.get("missing"):
         lines += ["Missing (not finished) target runs: " + ", ".join(f"`{m}`" for m in meta["missing"]), ""]
     lines += _summary_section(table, baseline, AVG_XLING) + _summary_section(table, baseline, AVG_ALL)
+    lines += _significance_sections(meta.get("significance") or [], baseline)
+    lines += _budget_section(meta.get("budgets") or {}) + _power_section(meta.get("power") or [])
     for (target, task, metric), rows in _group(table, ("target", "task", "metric")).items():
         lines += _metric_section(target, task, metric, rows, baseline)
     return "\n".join(lines) + "\n"
+
+
+CORRECTION_TEXT = {
+    "holm": "Holm–Bonferroni (family-wise error rate)",
+    "bh": "Benjamini–Hochberg (false discovery rate)",
+}
+
+
+def _significance_sections(tests: Sequence[Mapping[str, Any]], baseline: str) -> list[str]:
+    """Paired-bootstrap deltas of the primary metric vs the baseline: the grid, then the controls block."""
+    if not tests:
+        return ["No paired test yet: it needs `outcomes.jsonl` in the baseline's and a condition's target runs.", ""]
+    correction = CORRECTION_TEXT.get(tests[0]["correction"], tests[0]["correction"])
+    lines = [f"## Significance: Δ of the primary metric vs `{baseline}`, paired bootstrap", "",
+             f"Paired over test items (same keys) and seeds (seed k of both conditions), {tests[0]['resamples']} "
+             f"resamples; 95 % percentile interval; two-sided p; p_adj: {correction} over all "
+             f"{len(tests)} deltas of the grid (controls included). ✓ = p_adj < 0.05.", ""]  # fmt: skip
+    lines += _test_table([t for t in tests if not t["control"]])
+    controls = [t for t in tests if t["control"]]
+    if controls:
+        lines += ["## Controls", "",
+                  "A **positive** control must show an interval above 0 (the instrument can see an effect); a "
+                  "**negative** control (labels shuffled: same images and texts, no task signal) separates "
+                  "what seeing the data does from what learning the task does.", ""]  # fmt: skip
+        lines += _test_table(controls)
+    return lines
+
+
+def _test_table(tests: Sequence[Mapping[str, Any]]) -> list[str]:
+    body = [[t["condition"] + (f" ({t['control']})" if t["control"] else ""), t["target"], t["metric"], t["lang"],
+             f"{t['delta']:+.2f}", f"[{t['low']:+.2f}, {t['high']:+.2f}]", f"{t['p']:.4f}", f"{t['p_adj']:.4f}",
+             "✓" if t["significant"] else "", str(t["n_seeds"]), str(t["n_items"])] for t in tests]  # fmt: skip
+    header = ["condition", "target", "metric", "langs", "Δ", "95 % CI", "p", "p_adj", "survives", "seeds", "items"]
+    return [*_md_table(header, body), ""] if body else []
+
+
+def _budget_section(budgets: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    if not budgets:
+        return []
+    body = []
+    for condition, b in budgets.items():
+        device = b.get("device") or "device"
+        body.append([condition, str(b["steps"]), str(b["examples"]), _seconds(b["intermediate_device_seconds"]),
+                     _seconds(b["target_device_seconds"]), device])  # fmt: skip
+    return ["## Budgets", "", "Per intermediate run: optimizer steps and training examples seen; mean device time "
+            "(wall × devices) per intermediate and per target run.", "",
+            *_md_table(["condition", "steps", "examples", "intermediate time", "target time", "device"], body),
+            ""]  # fmt: skip
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f} s"
+
+
+def _power_section(power: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not power:
+        return []
+    from lightning_modules.significance import power_lines
+
+    return ["## Seeds needed (power estimate from the baseline)", "", *(f"- {line}" for line in power_lines(power)),
+            ""]  # fmt: skip
 
 
 def start_note(start: Mapping[str, Any]) -> str:

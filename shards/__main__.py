@@ -67,7 +67,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.dataset == "demo":
         from shards.demo import build_demo
 
-        out = build_demo(Path(args.out), size=args.size, seed=args.seed, workers=args.workers)
+        out = build_demo(Path(args.out), size=args.size, seed=args.seed, workers=args.workers, progress=True)
         print(f"demo world written to {out}")
         return 0
     converters = _converters()

@@ -157,6 +157,11 @@ def run_args(study: Study, run: Run, init_from: str | None) -> list[str]:
     if run.data_tasks is not None:  # a later --config replaces the whole list (jsonargparse merges CLI lists)
         args += ["--config", json.dumps({"data": {"tasks": list(run.data_tasks)}})]
     args += [*study.overrides, *run.overrides]
+    if run.phase == "intermediate":  # equal budgets: last, so no condition config can differ
+        if study.budget.intermediate_steps:
+            args += ["--trainer.max_steps", str(study.budget.intermediate_steps)]
+        if study.budget.batch_size:
+            args += ["--data.batch_size", str(study.budget.batch_size)]
     args += ["--trainer.default_root_dir", str(run.run_dir), "--seed_everything", str(run.seed), "--phase", run.phase]
     if run.subcommand == "test":
         return args + (["--ckpt_path", init_from] if init_from else [])

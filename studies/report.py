@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_modules import reports
+from lightning_modules import budgets, reports, significance
 from studies.plan import Run, plan
 from studies.runs import finished
 from studies.spec import Study
@@ -56,6 +56,8 @@ def collect(study: Study, runs: Sequence[Run] | None = None) -> tuple[dict[str, 
         key = (run.condition, column(run), run.seed)
         entry = by_split[split].setdefault(key, {"condition": run.condition, "target": column(run), "seed": run.seed,
                                                  "rows": []})  # fmt: skip
+        if run.phase == "target":  # its outcomes.jsonl pairs it with the baseline (significance)
+            entry["run_dir"] = str(run.run_dir)
         entry["rows"] += [r for r in rows if r.get("split") == split]
     return {split: list(entries.values()) for split, entries in by_split.items()}, missing, selection
 
@@ -108,14 +110,39 @@ def protocols_markdown(study: Study, table: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def significance_tests(study: Study, results: Sequence[dict], controls: dict[str, str]) -> list[dict]:
+    """Paired-bootstrap rows of every zero-shot (condition, target, aggregate) delta vs the baseline."""
+    zero_shot = [r for r in results if r["target"] in study.targets]
+    return significance.significance_rows(zero_shot, study.baseline, controls=controls,
+                                          target_tasks={n: t.task for n, t in study.targets.items()},
+                                          correction=study.significance.correction,
+                                          resamples=study.significance.resamples)  # fmt: skip
+
+
+def power(study: Study, results: Sequence[dict]) -> list[dict]:
+    """Seeds the grid needs per target, from the baseline's finished runs (empty before any has run)."""
+    comparisons = (len(study.conditions) - 1) * len(study.targets) * len(significance.TESTED_AGGREGATES)
+    zero_shot = [r for r in results if r["target"] in study.targets]
+    return significance.power_estimate(zero_shot, study.baseline, comparisons=comparisons,
+                                       effects=study.significance.effects)  # fmt: skip
+
+
 def write_report(study: Study) -> dict[str, Path]:
     """Collect the finished runs and write the study report into ``study.out``; study.md ends with the
     protocols side by side when translate-test or few-shot runs exist."""
     results, missing, selection = collect(study)
     table = study_rows(study, results)
+    controls = {n: c.control for n, c in study.conditions.items() if c.control}
+    tests = significance_tests(study, results.get("test", []), controls)
+    table = reports.attach_significance(table, tests)
     meta = {
         "seeds": list(study.seeds),
-        "conditions": {n: {"configs": c.configs, "tasks": c.tasks, **c.meta} for n, c in study.conditions.items()},
+        "conditions": {n: {"configs": c.configs, "tasks": c.tasks, "control": c.control, **c.meta}
+                       for n, c in study.conditions.items()},
+        "significance": tests,
+        "controls": controls,
+        "budgets": budgets.condition_budgets(plan(study)),
+        "power": power(study, results.get("test", [])),
         "targets": {n: {"task": t.task, "train_tasks": t.train_tasks, "configs": t.configs,
                         "translate_test": t.translate_test.split if t.translate_test else None,
                         "few_shot": t.few_shot.shots if t.few_shot else None} for n, t in study.targets.items()},

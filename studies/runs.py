@@ -23,6 +23,8 @@ from studies.plan import Run, run_args, run_env, train_command
 from studies.spec import Study, StudyError
 
 LOCK_NAME = "run.lock"
+TIME_FILE = "study_time.json"  # lightning_modules.budgets reads it (not imported here: keep the runner light)
+EPOCH_PREFIX = "epoch "  # lightning_modules.progress.EpochLine's lines (not imported: it would load Lightning)
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 LIVE: set[subprocess.Popen] = set()
@@ -251,7 +253,13 @@ def execute(study: Study, run: Run, heartbeat: float = 60.0, env: Mapping[str, s
                              f"--- last lines of {log} ---\n{log_tail(log)}\n"
                              "Fix the cause, then run the same command with --retry-failed.")  # fmt: skip
         write_state(study, run, "done", seconds=round(time.monotonic() - t0, 1))
+        (run.run_dir / TIME_FILE).write_text(json.dumps({"seconds": time.monotonic() - t0}) + "\n")
     return time.monotonic() - t0
+
+
+def _last_epoch_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith(EPOCH_PREFIX)]
+    return f": {lines[-1]}" if lines else ""
 
 
 def _train(cmd: list[str], log: Path, env: dict[str, str], lock_fd: int, heartbeat: float, name: str,
@@ -269,7 +277,8 @@ def _train(cmd: list[str], log: Path, env: dict[str, str], lock_fd: int, heartbe
                 try:
                     return proc.wait(timeout=heartbeat)
                 except subprocess.TimeoutExpired:
-                    print(f"    ... {name} running for {duration(time.monotonic() - t0)}", flush=True)
+                    latest = _last_epoch_line(log)  # the run's own progress (EpochLine), if any yet
+                    print(f"    ... {name} running for {duration(time.monotonic() - t0)}{latest}", flush=True)
         except BaseException:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait()

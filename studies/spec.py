@@ -45,6 +45,8 @@ class ConditionSpec:
     """Its intermediate tasks (catalogue names): the overlap marks."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Free per-condition metadata, passed through to study.json (e.g. ``control: negative``)."""
+    control: str = ""
+    """``positive`` or ``negative`` marks a control condition: its own block in study.md."""
 
 
 @dataclass
@@ -121,6 +123,28 @@ class Retention:
 
 
 @dataclass
+class Significance:
+    """How study deltas are tested: paired bootstrap over items and seeds, then a correction over the grid."""
+
+    correction: str = "holm"
+    """``holm`` (Holm–Bonferroni) or ``bh`` (Benjamini–Hochberg)."""
+    resamples: int = 2000
+    """Bootstrap resamples per delta."""
+    effects: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0])
+    """Deltas (points) the power estimate sizes the seeds for."""
+
+
+@dataclass
+class Budget:
+    """Equal budgets: appended to every intermediate run after all other overrides."""
+
+    intermediate_steps: int | None = None
+    """``trainer.max_steps`` of every intermediate run."""
+    batch_size: int | None = None
+    """``data.batch_size`` of every intermediate run."""
+
+
+@dataclass
 class Study:
     """A study YAML."""
 
@@ -139,6 +163,10 @@ class Study:
     resources: dict[str, Resources] = field(default_factory=dict)
     """Per phase (``start``, ``intermediate``, ``target``, ``translate_test``, ``few_shot``) or ``default``."""
     retention: Retention = field(default_factory=Retention)
+    significance: Significance = field(default_factory=lambda: Significance())
+    """Paired-bootstrap settings of the report (``lightning_modules/significance.py``)."""
+    budget: Budget = field(default_factory=lambda: Budget())
+    """Equal budgets for every intermediate phase."""
 
     @property
     def out_dir(self) -> Path:
@@ -219,6 +247,8 @@ def validate(study: Study) -> None:
     for name, cond in study.conditions.items():
         _check_name("condition", name, "start")
         _check_tasks(cond.tasks, f"conditions.{name}.tasks")
+        if cond.control not in ("", "positive", "negative"):
+            raise StudyError(f"`conditions.{name}.control` must be positive or negative, got {cond.control!r}")
         if cond.configs and not cond.tasks:
             raise StudyError(f"`conditions.{name}` has configs but no `tasks`: list its intermediate tasks "
                              "(overlap marks).")  # fmt: skip
@@ -241,6 +271,8 @@ def validate(study: Study) -> None:
         names = ", ".join(study.conditions)
         raise StudyError(f"Baseline condition {study.baseline!r} is not under `conditions` ({names}); "
                          f"add `{study.baseline}: {{}}` or set `baseline:`.")  # fmt: skip
+    if study.significance.correction not in ("holm", "bh"):
+        raise StudyError(f"`significance.correction` must be holm or bh, got {study.significance.correction!r}")
     if not study.seeds:
         raise StudyError("`seeds` must be a non-empty list of integers")
     if len(set(study.seeds)) != len(study.seeds):

@@ -69,6 +69,15 @@ def write_task_shards(out: Path, task: str, sizes: dict[tuple[str, str], int], m
     return build_shards(out, records, dataset=task, tasks=meta, max_per_shard=max_per_shard, progress=False)
 
 
+@pytest.fixture
+def demo_cwd(demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory where the demo configs' ``data/demo/...`` paths resolve to the small demo world."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "demo").symlink_to(demo_dir, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def tiny_model(demo_dir: Path) -> dict[str, str]:
     """The demo world's tiny text model directory and vision spec (paths as strings)."""

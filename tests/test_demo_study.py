@@ -61,7 +61,11 @@ def tiny_study(tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_shipped_demo_study_is_valid() -> None:
     study = study_mod.load_study(REPO / "configs" / "studies" / "demo.yaml")
-    assert set(study.conditions) == {"none", "nli", "nlvr"} and set(study.targets) == {"demo_ve", "demo_vqa"}
+    assert set(study.conditions) == {"none", "nli", "nlvr", "targets", "nlvr_shuffled"}
+    assert set(study.targets) == {"demo_ve", "demo_vqa"}
+    assert {n: c.control for n, c in study.conditions.items() if c.control} == {"targets": "positive",
+                                                                               "nlvr_shuffled": "negative"}
+    assert (study.budget.intermediate_steps, study.budget.batch_size) == (150, 32)
     assert study.start is not None and len(study.seeds) == 2
     assert all((REPO / c).is_file() for c in study.config_files())
 
@@ -105,4 +109,9 @@ def test_tiny_demo_study_reports_and_resumes(tiny_study: Path, capsys: pytest.Ca
     assert {r["condition"] for r in rows} == {"none", "nli"} and {r["target"] for r in rows} == {"demo_ve"}
     md = (out / "study.md").read_text()
     assert "nli" in md and "demo_ve" in md and md in second
+    # per-sample outcomes of the real runs pair up: nli vs none tested on en, avg_xling, avg_all
+    assert {(t["condition"], t["lang"]) for t in payload["significance"]} == {
+        ("nli", "en"), ("nli", "avg_xling"), ("nli", "avg_all")}  # fmt: skip
+    assert all(t["n_items"] > 0 and t["correction"] == "holm" for t in payload["significance"])
+    assert "## Significance" in md and second.index("power (from the baseline") < second.index("[1/")
     assert (out / "study_heatmap.png").stat().st_size > 0

@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from datamodules.mixing import TaskSampler
+from lightning_modules.metrics.outcomes import read_outcomes
+from lightning_modules.stats import reaggregate
 from lightning_modules.tasks import get_task
 from train import cli_main
 
@@ -83,3 +85,14 @@ def test_all_families_train_and_test(demo_dir: Path, tmp_path: Path, monkeypatch
                 assert not math.isnan(reported[key]), f"{key} is NaN"
     assert counts == expected_counts
     assert json.loads((root / "finished.json").read_text())["subcommand"] == "fit"
+
+    # per-sample outcomes next to results.json give every reported metric back (MLM has no per-sample rows)
+    sets = read_outcomes(root / "outcomes.jsonl")
+    assert {task for task, _ in sets} == set(names) - {"demo_mlm"}
+    for (task, lang), entry in sets.items():
+        if get_task(task).family != "retrieval":  # retrieval: one row per query, texts and images
+            assert len(entry["rows"]) == counts[f"{task}/{lang}"], (task, lang)
+        columns = {c: [r[c] for r in entry["rows"].values()] for c in next(iter(entry["rows"].values()))}
+        for metric, formula in entry["formulas"].items():
+            value = reported[f"test/{task}/{lang}/{metric}"]
+            assert reaggregate(columns, formula) == pytest.approx(value, abs=1e-3), (task, lang, metric)

@@ -22,14 +22,6 @@ CONFIGS = [REPO / "configs/base.yaml", REPO / "configs/demo/base.yaml", REPO / "
 FAST = ["--data.num_workers=0", "--data.eval_num_workers=0"]
 
 
-@pytest.fixture
-def demo_cwd(demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "demo").symlink_to(demo_dir, target_is_directory=True)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def run_train(*overrides: str, subcommand: str = "fit", configs: list[Path] = CONFIGS, run: bool = True):
     args = [subcommand] if run else []  # run=False parses without a subcommand
     for config in configs:

@@ -179,10 +179,11 @@ def test_shipped_studies_parse(name: str) -> None:
     n_targets = len(study.conditions) * len(study.targets)
     assert len(runs) == len(study.seeds) * (n_start + n_intermediate + n_targets)
     if name == "iglue":
-        # 1 start + 21 intermediates + 22 x 6 targets (5 IGLUE tasks + the start's zero-shot xFlickr&CO row), 3 seeds
-        assert len(runs) == 3 * (1 + 21 + 22 * 6)
+        # 1 start + 27 intermediates (6 label-shuffled controls) + 28 x 6 targets (5 IGLUE tasks + the start's
+        # zero-shot xFlickr&CO row), 3 seeds
+        assert len(runs) == 3 * (1 + 27 + 28 * 6)
         every = study_mod.plan(study)
-        assert sum(r.phase == "translate_test" for r in every) == 3 * 22 * 5  # every target has translate_test
+        assert sum(r.phase == "translate_test" for r in every) == 3 * 28 * 5  # every target has translate_test
         fs = study.targets["xvnli"].few_shot
         n_fs = sum(r.phase == "few_shot" and r.target == "xvnli" for r in every)
         assert n_fs == 3 * len(fs.conditions) * len(fs.shots) * len(fs.langs)

@@ -74,6 +74,21 @@ def test_local_executor_runs_one_at_a_time(fake_study: Path, monkeypatch) -> Non
     assert all(_args(r)["devices"] is None for r in runs)  # the environment is left alone
 
 
+def test_local_jobs_run_cpu_runs_side_by_side(fake_study: Path, monkeypatch, capsys) -> None:
+    """make demo: --jobs 2 runs two CPU runs at once (the environment untouched), parents still first."""
+    _small(fake_study)
+    monkeypatch.setenv("FAKE_RENDEZVOUS", "seed0,seed1")  # both start runs must be running at the same time
+    assert study_mod.main(["--config", str(fake_study), "--jobs", "2"]) == 0
+    runs = study_mod.plan(study_mod.load_study(fake_study))
+    for run in runs:
+        assert _args(run)["devices"] is None
+        if run.parent is not None:
+            assert _args(run)["t_start"] >= _args(run.parent)["t_end"], run.name
+    capsys.readouterr()
+    assert study_mod.main(["--config", str(fake_study), "--jobs", "0"]) != 0
+    assert "--jobs 0: must be >= 1" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_slurm_executor_with_submitit_local_cluster(fake_study: Path, monkeypatch, capsys) -> None:
     _small(fake_study)

@@ -14,15 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = [REPO / "configs/base.yaml", REPO / "configs/demo/base.yaml", REPO / "configs/demo/target_ve.yaml"]
 
 
-@pytest.fixture
-def demo_cwd(demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory where the demo configs' ``data/demo/...`` paths resolve to the small demo world."""
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "demo").symlink_to(demo_dir, target_is_directory=True)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def run_train(*overrides: str, subcommand: str = "fit", configs: list[Path] = CONFIGS) -> None:
     args = [subcommand]
     for config in configs:

@@ -10,11 +10,15 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_modules.metrics.sync import percent
+from lightning_modules.metrics.outcomes import OutcomeStates
+from lightning_modules.metrics.sync import gather_ragged, percent
 
 
-class Accuracy(Metric):
+class Accuracy(OutcomeStates, Metric):
     """Accuracy (%). A label that no prediction can equal (XVNLI's unlabelled ``-1``) counts as wrong.
+
+    Per-sample outcomes (``keys`` given): ``correct`` and ``total`` per row of ``preds`` (one sample; for
+    tagging one sentence and its words).
 
     Args:
         ignore_index: label value dropped from numerator and denominator (``-100`` for word-level tagging
@@ -25,27 +29,46 @@ class Accuracy(Metric):
     full_state_update = False
 
     def __init__(self, ignore_index: int | None = None, name: str = "acc", **kwargs: Any) -> None:
+        kwargs.setdefault("dist_sync_fn", gather_ragged)  # list states (outcomes) may be empty on a rank
         super().__init__(**kwargs)
         self.ignore_index = ignore_index
         self.names = (name,)
         self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+        self._init_outcomes(("correct", "total"))
 
-    def update(self, preds: Tensor | Sequence[Sequence[int]], labels: Tensor | Sequence[Sequence[int]]) -> None:
+    def update(
+        self,
+        preds: Tensor | Sequence[Sequence[int]],
+        labels: Tensor | Sequence[Sequence[int]],
+        keys: Sequence[str] | None = None,
+    ) -> None:
         """Args: preds, labels: integer tensors of one shape ((B,), (B, W), ...), or per-sentence lists of
-        word tags (tagging), flattened either way."""
+        word tags (tagging), flattened either way; keys: one per row (sample), for the outcomes."""
         if not isinstance(preds, Tensor):
+            lengths = [len(p) for p in preds]
             preds, labels = torch.tensor(_flat(preds)), torch.tensor(_flat(labels))
+        else:
+            lengths = [int(preds[0].numel())] * len(preds) if preds.ndim else []
         assert preds.shape == labels.shape, f"preds {tuple(preds.shape)} vs labels {tuple(labels.shape)}"
         preds, labels = preds.reshape(-1), labels.reshape(-1)
-        if self.ignore_index is not None:
-            keep = labels != self.ignore_index
-            preds, labels = preds[keep], labels[keep]
-        self.correct += (preds == labels).sum()
-        self.total += labels.numel()
+        keep = labels != self.ignore_index if self.ignore_index is not None else torch.ones_like(labels, dtype=bool)
+        hit = (preds == labels) & keep
+        self.correct += hit.sum()
+        self.total += keep.sum()
+        if keys is not None and len(keys) == len(lengths):  # per row: one sample (a sentence for tagging)
+            rows = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths, dtype=torch.long))
+            zeros = torch.zeros(len(lengths), dtype=torch.float64)
+            correct = zeros.index_add(0, rows, hit.cpu().double())
+            self._record(keys, correct=correct, total=zeros.index_add(0, rows, keep.cpu().double()))
+        else:
+            self._record(None)  # no per-row keys (MLM's flattened masked tokens): outcomes incomplete
 
     def compute(self) -> dict[str, Tensor]:
         return {self.names[0]: percent(self.correct, self.total)}
+
+    def outcome_formulas(self) -> dict[str, tuple]:
+        return {self.names[0]: ("ratio", "correct", "total")}
 
 
 def vqa_soft_score(num_matching_humans: int) -> float:
@@ -65,26 +88,35 @@ def vqa_official_score(answers: Sequence[str], pred: str) -> float:
     return sum(scores) / len(scores)
 
 
-class VQAAccuracy(Metric):
+class VQAAccuracy(OutcomeStates, Metric):
     """VQA accuracy (%): the soft score of the predicted answer, averaged over questions. A question whose
-    answer is outside the vocabulary (all-zero targets) scores 0 and still counts."""
+    answer is outside the vocabulary (all-zero targets) scores 0 and still counts. Outcomes: ``score``
+    (the soft score) and ``total`` (1) per question."""
 
     full_state_update = False
     names = ("vqa_acc",)
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("dist_sync_fn", gather_ragged)
         super().__init__(**kwargs)
         self.add_state("score", torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+        self._init_outcomes(("score", "total"))
 
-    def update(self, preds: Tensor, targets: Tensor) -> None:
-        """Args: preds: answer indices (B,); targets: soft scores (B, num_answers), 0 where not given."""
+    def update(self, preds: Tensor, targets: Tensor, keys: Sequence[str] | None = None) -> None:
+        """Args: preds: answer indices (B,); targets: soft scores (B, num_answers), 0 where not given;
+        keys: one per question, for the outcomes."""
         assert preds.shape == targets.shape[:1], f"preds {tuple(preds.shape)} vs targets {tuple(targets.shape)}"
-        self.score += targets.float().gather(1, preds.long()[:, None]).sum()
+        scores = targets.float().gather(1, preds.long()[:, None])[:, 0]
+        self.score += scores.sum()
         self.total += preds.numel()
+        self._record(keys, score=scores, total=torch.ones_like(scores))
 
     def compute(self) -> dict[str, Tensor]:
         return {"vqa_acc": percent(self.score, self.total)}
+
+    def outcome_formulas(self) -> dict[str, tuple]:
+        return {"vqa_acc": ("ratio", "score", "total")}
 
 
 def iob2_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
@@ -102,8 +134,9 @@ def iob2_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     return spans
 
 
-class SpanF1(Metric):
-    """Entity-level micro F1 (%) over IOB2 spans, as seqeval's default (conlleval) mode.
+class SpanF1(OutcomeStates, Metric):
+    """Entity-level micro F1 (%) over IOB2 spans, as seqeval's default (conlleval) mode. Outcomes: ``tp``,
+    ``n_pred``, ``n_gold`` per sentence.
 
     Args:
         label_names: tag names by index (``O``, ``B-PER``, ``I-PER``, ...).
@@ -113,23 +146,33 @@ class SpanF1(Metric):
     names = ("span_f1", "span_precision", "span_recall")
 
     def __init__(self, label_names: Sequence[str], **kwargs: Any) -> None:
+        kwargs.setdefault("dist_sync_fn", gather_ragged)
         super().__init__(**kwargs)
         assert label_names, "SpanF1 needs the tag names (label_names), e.g. from the shards' manifest"
         self.label_names = list(label_names)
         for state in ("tp", "n_pred", "n_gold"):
             self.add_state(state, torch.tensor(0), dist_reduce_fx="sum")
+        self._init_outcomes(("tp", "n_pred", "n_gold"))
 
-    def update(self, preds: Sequence[Sequence[int]] | Tensor, labels: Sequence[Sequence[int]] | Tensor) -> None:
+    def update(
+        self,
+        preds: Sequence[Sequence[int]] | Tensor,
+        labels: Sequence[Sequence[int]] | Tensor,
+        keys: Sequence[str] | None = None,
+    ) -> None:
         """Args: preds, labels: word-level tag indices per sentence, lists or (B, W) tensors; positions
-        whose label is -100 (padding) are dropped from both."""
+        whose label is -100 (padding) are dropped from both; keys: one per sentence, for the outcomes."""
+        counts = []
         for pred, gold in zip(_rows(preds), _rows(labels)):
             assert len(pred) == len(gold), f"sentence lengths differ: {len(pred)} preds vs {len(gold)} labels"
             kept = [(p, g) for p, g in zip(pred, gold) if g != -100]
             pred_spans = iob2_spans([self.label_names[p] for p, _ in kept])
             gold_spans = iob2_spans([self.label_names[g] for _, g in kept])
-            self.tp += len(pred_spans & gold_spans)
-            self.n_pred += len(pred_spans)
-            self.n_gold += len(gold_spans)
+            counts.append((len(pred_spans & gold_spans), len(pred_spans), len(gold_spans)))
+            self.tp += counts[-1][0]
+            self.n_pred += counts[-1][1]
+            self.n_gold += counts[-1][2]
+        self._record(keys, **{name: [c[i] for c in counts] for i, name in enumerate(("tp", "n_pred", "n_gold"))})
 
     def compute(self) -> dict[str, Tensor]:
         tp, n_pred, n_gold = self.tp.item(), self.n_pred.item(), self.n_gold.item()
@@ -137,6 +180,10 @@ class SpanF1(Metric):
         recall = tp / n_gold if n_gold else 0.0
         f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
         return {k: torch.tensor(100.0 * v) for k, v in zip(self.names, (f1, precision, recall))}
+
+    def outcome_formulas(self) -> dict[str, tuple]:
+        return {"span_f1": ("f1", "tp", "n_pred", "n_gold"), "span_precision": ("ratio", "tp", "n_pred"),
+                "span_recall": ("ratio", "tp", "n_gold")}  # fmt: skip
 
 
 def _flat(rows: Sequence[Sequence[int]]) -> list[int]:

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_modules.metrics.outcomes import synced
 from lightning_modules.metrics.sync import NAN, RaggedMetric, cat_state, cosine_blocks, hash_ids, percent
 
 
@@ -19,7 +21,8 @@ def knn(queries: Tensor, keys: Tensor, k: int, chunk: int = 4096) -> tuple[Tenso
 
 class TatoebaAccuracy(RaggedMetric):
     """Tatoeba accuracy (%): how often a source sentence's nearest target (cosine, over all targets) is its
-    own translation. Pairs are aligned by row."""
+    own translation. Pairs are aligned by row. Outcomes: per source sentence ``correct``, ``total`` (1) and
+    ``rank`` (targets strictly more similar than its translation)."""
 
     names = ("tatoeba_acc",)
 
@@ -27,12 +30,29 @@ class TatoebaAccuracy(RaggedMetric):
         super().__init__(**kwargs)
         self.add_state("src_emb", [], dist_reduce_fx="cat")
         self.add_state("tgt_emb", [], dist_reduce_fx="cat")
+        self.add_state("keys", [], dist_reduce_fx="cat")
+        self.add_state("missing_keys", torch.tensor(0), dist_reduce_fx="sum")
+        self._names: dict[int, str] = {}
 
-    def update(self, src_emb: Tensor, tgt_emb: Tensor) -> None:
-        """Args: src_emb (N, D), tgt_emb (N, D): row i of each is one translation pair."""
+    def update(self, src_emb: Tensor, tgt_emb: Tensor, keys: Sequence[str] | None = None) -> None:
+        """Args: src_emb (N, D), tgt_emb (N, D): row i of each is one translation pair; keys: one per pair."""
         assert src_emb.shape == tgt_emb.shape, f"src {tuple(src_emb.shape)} vs tgt {tuple(tgt_emb.shape)}"
         self.src_emb.append(src_emb.detach().float())
         self.tgt_emb.append(tgt_emb.detach().float())
+        if keys is None or len(keys) != len(src_emb):
+            self.missing_keys += 1
+            return
+        hashes = hash_ids(keys)
+        self._names.update(zip(hashes.tolist(), map(str, keys)))
+        self.keys.append(hashes.to(self.device))
+
+    def _ranks(self) -> Tensor | None:
+        empty = torch.empty(0, device=self.device)
+        src, tgt = cat_state(self.src_emb, empty), cat_state(self.tgt_emb, empty)
+        if src.numel() == 0:
+            return None
+        own = (F.normalize(src, dim=-1) * F.normalize(tgt, dim=-1)).sum(-1)  # (N,)
+        return torch.cat([(sim > own[s : s + len(sim), None]).sum(1) for s, sim in cosine_blocks(src, tgt)()])
 
     def compute(self) -> dict[str, Tensor]:
         empty = torch.empty(0, device=self.device)
@@ -42,6 +62,27 @@ class TatoebaAccuracy(RaggedMetric):
         _, nearest = knn(src, tgt, k=1)  # (N, 1)
         hits = (nearest[:, 0] == torch.arange(len(src), device=nearest.device)).sum()
         return {"tatoeba_acc": percent(hits, torch.tensor(len(src)))}
+
+    def reset(self) -> None:
+        super().reset()
+        self._names = {}
+
+    def outcomes(self) -> dict[str, list] | None:
+        """Per source sentence: ``key``, ``key_hash``, ``correct`` (its nearest target is its own), ``rank``."""
+        with synced(self):
+            if int(self.missing_keys) > 0:
+                return None
+            ranks = self._ranks()
+            hashes = cat_state(self.keys, torch.empty(0, dtype=torch.long, device=self.device)).tolist()
+            if ranks is None:
+                return {"key": [], "key_hash": [], "correct": [], "total": [], "rank": []}
+            nearest = knn(*(cat_state(s, torch.empty(0)) for s in (self.src_emb, self.tgt_emb)), k=1)[1][:, 0]
+            correct = (nearest == torch.arange(len(nearest), device=nearest.device)).long().tolist()
+            return {"key": [self._names.get(h) for h in hashes], "key_hash": hashes, "correct": correct,
+                    "total": [1] * len(correct), "rank": ranks.tolist()}  # fmt: skip
+
+    def outcome_formulas(self) -> dict[str, tuple]:
+        return {"tatoeba_acc": ("ratio", "correct", "total")}
 
 
 def margin_candidates(src: Tensor, tgt: Tensor, k: int = 4) -> tuple[Tensor, Tensor]:
@@ -104,8 +145,20 @@ class BuccF1(RaggedMetric):
         self.threshold, self.k = threshold, k
         for state in ("emb", "ids", "is_tgt", "gold"):
             self.add_state(state, [], dist_reduce_fx="cat")
+        self._names: dict[int, str] = {}
 
-    def update(self, emb: Tensor, ids: Sequence[str], sides: Sequence[str], gold: Sequence[str | None]) -> None:
+    def reset(self) -> None:
+        super().reset()
+        self._names = {}
+
+    def update(
+        self,
+        emb: Tensor,
+        ids: Sequence[str],
+        sides: Sequence[str],
+        gold: Sequence[str | None],
+        keys: Sequence[str] | None = None,
+    ) -> None:
         """One sentence per sample, as BUCC shards hold them.
 
         Args:
@@ -114,21 +167,25 @@ class BuccF1(RaggedMetric):
             sides: ``"src"`` (the non-English side) or ``"tgt"`` (English) per sentence.
             gold: each sentence's gold partner id, None if it has none. A pair named by both of its
                 sentences (or on several ranks) counts once.
+            keys: unused (outcomes are keyed by sentence id); accepted so every metric takes the batch keys.
         """
         assert len(emb) == len(ids) == len(sides) == len(gold), f"{len(emb)} embeddings, {len(ids)} ids, ..."
         assert set(sides) <= {"src", "tgt"}, f"sides must be 'src' or 'tgt', got {sorted(set(sides))}"
         pairs = [(i, g) if s == "src" else (g, i) for i, s, g in zip(ids, sides, gold) if g is not None]
         self.emb.append(emb.detach().float())
-        self.ids.append(hash_ids(ids).to(self.device))
+        hashes = hash_ids(ids)
+        self._names.update(zip(hashes.tolist(), map(str, ids)))
+        self.ids.append(hashes.to(self.device))
         self.is_tgt.append(torch.tensor([s == "tgt" for s in sides], dtype=torch.long, device=self.device))
         self.gold.append(hash_ids([i for pair in pairs for i in pair]).reshape(-1, 2).to(self.device))  # (G, 2)
 
-    def compute(self) -> dict[str, Tensor]:
+    def _mine(self) -> tuple[Tensor, list[tuple[int, int]], list[bool], list[float], set, float] | None:
+        """(source ids, predicted pairs, correct flags, scores, gold pairs, threshold); None without both sides."""
         none = torch.empty(0, dtype=torch.long, device=self.device)
         ids, is_tgt, gold = (cat_state(s, none) for s in (self.ids, self.is_tgt, self.gold))
         src, tgt = is_tgt == 0, is_tgt == 1
         if not src.any() or not tgt.any():
-            return dict.fromkeys(self.names, torch.tensor(NAN))
+            return None
         emb = cat_state(self.emb, none)  # (N, D)
         src_ids, tgt_ids = ids[src], ids[tgt]
         pairs, scores = margin_candidates(emb[src], emb[tgt], self.k)
@@ -139,6 +196,13 @@ class BuccF1(RaggedMetric):
         threshold = self.threshold
         if threshold is None:
             threshold = best_f1_threshold(scores_list, correct, len(gold_set))
+        return src_ids, predicted, correct, scores_list, gold_set, threshold
+
+    def compute(self) -> dict[str, Tensor]:
+        mined = self._mine()
+        if mined is None:
+            return dict.fromkeys(self.names, torch.tensor(NAN))
+        _, _, correct, scores_list, gold_set, threshold = mined
         n_pred = sum(s >= threshold for s in scores_list)
         n_correct = sum(ok for ok, s in zip(correct, scores_list) if s >= threshold)
         precision = n_correct / n_pred if n_pred else 0.0
@@ -146,3 +210,29 @@ class BuccF1(RaggedMetric):
         f1 = 2 * precision * recall / (precision + recall) if n_correct else 0.0
         values = (100 * f1, 100 * precision, 100 * recall, threshold)
         return {k: torch.tensor(float(v)) for k, v in zip(self.names, values)}
+
+    def outcomes(self) -> dict[str, list] | None:
+        """Per source sentence: ``tp`` (its kept candidate is a gold pair), ``n_pred`` (it has a kept
+        candidate: at most one, candidates never share a source), ``n_gold`` (its gold pairs), at the
+        threshold ``compute`` uses (set ``threshold`` first, as the module does for test data)."""
+        with synced(self):
+            mined = self._mine()
+            if mined is None:
+                return {"key": [], "key_hash": [], "tp": [], "n_pred": [], "n_gold": []}
+            src_ids, predicted, correct, scores, gold_set, threshold = mined
+        hashes = src_ids.tolist()
+        row = {h: i for i, h in enumerate(hashes)}
+        tp, n_pred, n_gold = ([0] * len(hashes) for _ in range(3))
+        for (s, _), ok, score in zip(predicted, correct, scores):
+            if score >= threshold:
+                n_pred[row[s]] += 1
+                tp[row[s]] += int(ok)
+        for s, _ in gold_set:
+            if s in row:
+                n_gold[row[s]] += 1
+        return {"key": [self._names.get(h) for h in hashes], "key_hash": hashes, "tp": tp, "n_pred": n_pred,
+                "n_gold": n_gold}  # fmt: skip
+
+    def outcome_formulas(self) -> dict[str, tuple]:
+        return {"bucc_f1": ("f1", "tp", "n_pred", "n_gold"), "bucc_precision": ("ratio", "tp", "n_pred"),
+                "bucc_recall": ("ratio", "tp", "n_gold")}  # fmt: skip

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_modules.metrics.sync import percent
+from lightning_modules.metrics.outcomes import OutcomeStates
+from lightning_modules.metrics.sync import gather_ragged, percent
 
 # MLQA's evaluation script (mlqa_evaluation_v1.py): unicode punctuation, per-language articles.
 _MLQA_ARTICLES = {
@@ -79,8 +80,9 @@ def _em_f1(pred: list[str], gold: list[str]) -> tuple[float, float]:
     return float(pred == gold), 2 * precision * recall / (precision + recall)
 
 
-class SquadMetric(Metric):
-    """Exact match and token F1 (%) of extractive QA, max over the reference answers.
+class SquadMetric(OutcomeStates, Metric):
+    """Exact match and token F1 (%) of extractive QA, max over the reference answers. Outcomes: ``em``,
+    ``f1`` (0-1) and ``total`` (1) per question.
 
     Args:
         lang: MLQA normalisation language (MLQA's own script). None: SQuAD v1.1 normalisation, which XTREME
@@ -91,21 +93,30 @@ class SquadMetric(Metric):
     names = ("em", "f1")
 
     def __init__(self, lang: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("dist_sync_fn", gather_ragged)
         super().__init__(**kwargs)
         normalize_answer("", lang)  # fail now on an unknown language
         self.lang = lang
         self.add_state("em", torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("f1", torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+        self._init_outcomes(("em", "f1", "total"))
 
-    def update(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> None:
-        """Args: predictions: one answer string per question; references: its gold answers ([] = none)."""
+    def update(
+        self, predictions: Sequence[str], references: Sequence[Sequence[str]], keys: Sequence[str] | None = None
+    ) -> None:
+        """Args: predictions: one answer string per question; references: its gold answers ([] = none);
+        keys: one per question, for the outcomes."""
         assert len(predictions) == len(references), f"{len(predictions)} predictions, {len(references)} refs"
-        for pred, refs in zip(predictions, references):
-            em, f1 = squad_em_f1(pred, refs, self.lang)
+        scores = [squad_em_f1(pred, refs, self.lang) for pred, refs in zip(predictions, references)]
+        for em, f1 in scores:
             self.em += em
             self.f1 += f1
         self.total += len(predictions)
+        self._record(keys, em=[e for e, _ in scores], f1=[f for _, f in scores], total=[1.0] * len(scores))
 
     def compute(self) -> dict[str, Tensor]:
         return {"em": percent(self.em, self.total), "f1": percent(self.f1, self.total)}
+
+    def outcome_formulas(self) -> dict[str, tuple]:
+        return {"em": ("ratio", "em", "total"), "f1": ("ratio", "f1", "total")}

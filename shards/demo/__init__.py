@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from tqdm import tqdm
+
 from shards.demo.tasks import DEMO_TASKS, DemoTask
 from shards.demo.text_model import sample_texts, save_text_model, save_vision
 from shards.writer import build_shards
@@ -46,7 +48,9 @@ def demo_records(task: DemoTask, size: Literal["small", "full"], seed: int) -> l
     return records
 
 
-def build_demo(out: Path, size: Literal["small", "full"] = "full", seed: int = 0, workers: int = 0) -> Path:
+def build_demo(
+    out: Path, size: Literal["small", "full"] = "full", seed: int = 0, workers: int = 0, progress: bool = False
+) -> Path:
     """Write the demo world to ``out`` and return ``out``.
 
     Args:
@@ -54,13 +58,14 @@ def build_demo(out: Path, size: Literal["small", "full"] = "full", seed: int = 0
         size: ``small`` (64 train / 24 dev / 24 test items per language: tests) or ``full`` (2000 / 200 / 200).
         seed: Seed of every random choice.
         workers: Processes writing shards (0: this process).
+        progress: Show a progress bar over the tasks (the ``python -m shards build demo`` CLI does).
     """
     if size not in SIZES:
         raise ValueError(f"Unknown demo size {size!r}; choose one of {sorted(SIZES)}.")
     out = Path(out)
     start = time.perf_counter()
     texts: list[str] = []
-    for task in DEMO_TASKS.values():
+    for task in tqdm(list(DEMO_TASKS.values()), desc="demo world", unit="task", disable=not progress):
         records = demo_records(task, size, seed)
         build_shards(
             out / task.name,

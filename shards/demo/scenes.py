@@ -11,11 +11,17 @@ from PIL import Image, ImageDraw
 
 from shards.demo.lexicon import COLOURS, SHAPES, SIZES, SLOTS, Obj
 
-# Square pictures: any resize or centre crop to the vision tower's 64 px keeps all three slots visible.
+# Square pictures drawn for the tiny ViT (64 px input, 16 px patches, after timm's eval transform: resize to
+# 71 px, centre crop 64). Each shape is drawn so that after that transform it lies inside ONE patch (columns 0,
+# 1 and 3 of row 1): a linear patch embedding then sees a whole shape, its colour and, by the patch's
+# position, its slot. With shapes straddling patch borders (the first version) the 150-step model could not
+# read the pictures: English demo_ve stayed within a few points of the picture-free rule.
 SIDE = 64
 RGB = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30)}
-SLOT_X = {"left": 11, "middle": 32, "right": 53}
-RADIUS = {"big": 10, "small": 6}
+SLOT_X = {"left": 10, "middle": 25, "right": 54}  # -> about 8, 24 and 56 px after resize + crop: patch centres
+ROW_Y = 25  # -> about 24 px: the centre of patch row 1
+JITTER = 1  # +- px of vertical jitter, small enough to stay inside the patch
+RADIUS = {"big": 7, "small": 4}  # -> at most 8 px after the resize: within half a patch
 NOISE = 6  # +- grey levels of pixel noise, so no two pictures of one scene are identical
 
 
@@ -50,7 +56,7 @@ def draw_scene(scene: Scene) -> bytes:
     draw = ImageDraw.Draw(img)
     for obj in scene.objects:
         x = SLOT_X[obj.slot]
-        y = SIDE // 2 + int(noise_rng.integers(-10, 11))
+        y = ROW_Y + int(noise_rng.integers(-JITTER, JITTER + 1))
         r = RADIUS[obj.size]
         box = (x - r, y - r, x + r, y + r)
         if obj.shape == "circle":

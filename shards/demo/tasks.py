@@ -92,11 +92,37 @@ def _picture(rng: random.Random) -> tuple[Scene, bytes]:
 
 # ------------------------------------------------------------------------------- entailment (ve, nli)
 
+# Visual-entailment hypotheses: claims about one shape's colour or position. The same sentence is true of
+# some pictures (entailment), false of others (the shape is there with another colour or place:
+# contradiction) and undecidable of the rest (the shape is not in the picture: neutral). The sentence is
+# drawn first and its label uniformly after it, so the text alone predicts nothing (see `reference_rules`).
+VE_FRAMES = ("hyp_colour", "hyp_pos")
+
+
+def ve_label(scene: Scene, frame: str, args: dict) -> str:
+    """The NLI label of a colour or position claim about ``scene``."""
+    obj = scene.get(args["shape"])
+    if obj is None:
+        return "neutral"
+    said = args["colour"] if frame == "hyp_colour" else args["slot"]
+    return "entailment" if said == (obj.colour if frame == "hyp_colour" else obj.slot) else "contradiction"
+
+
+def scene_where(rng: random.Random, holds: Callable[[Scene], bool]) -> Scene:
+    """A random scene for which ``holds`` is true (rejection sampling: every condition used is common)."""
+    while True:
+        scene = random_scene(rng)
+        if holds(scene):
+            return scene
+
 
 def make_entailment(rng: random.Random) -> dict:
-    scene, jpg = _picture(rng)
+    frame, shape = rng.choice(VE_FRAMES), rng.choice(SHAPES)
+    args = {"shape": shape, "colour": rng.choice(COLOURS)} if frame == "hyp_colour" else {"shape": shape,
+                                                                                          "slot": rng.choice(SLOTS)}
     label = rng.randrange(len(NLI_LABELS))
-    return {"scene": scene, "jpg": jpg, "hyp": hypothesis(rng, scene, NLI_LABELS[label]), "label": label}
+    scene = scene_where(rng, lambda s: ve_label(s, frame, args) == NLI_LABELS[label])
+    return {"scene": scene, "jpg": draw_scene(scene), "hyp": (frame, args), "label": label}
 
 
 def render_ve(item: dict, lang: str) -> tuple[dict, dict]:
@@ -142,7 +168,7 @@ def render_nlvr(item: dict, lang: str) -> tuple[dict, dict]:
 
 
 def _vqa_question(rng: random.Random, scene: Scene) -> tuple[Frame, str, tuple[str, ...]]:
-    """(question, answer, plausible wrong answers a careless annotator might give)."""
+    """A question about ``scene``: (question, answer, plausible wrong answers a careless annotator might give)."""
     kind = rng.choice(("colour", "count", "exists", "which"))
     obj = rng.choice(scene.objects)
     if kind == "colour":
@@ -157,14 +183,35 @@ def _vqa_question(rng: random.Random, scene: Scene) -> tuple[Frame, str, tuple[s
     return ("q_which", {"slot": obj.slot}), obj.shape, tuple(s for s in SHAPES if s != obj.shape)
 
 
+def _balanced_vqa(rng: random.Random) -> tuple[Scene, Frame, str, tuple[str, ...]]:
+    """Question first, then its answer uniformly among those the question allows, then a scene that answers
+    it so: each question sentence has every answer equally often, and only the picture tells which."""
+    kind = rng.choice(("colour", "count", "exists", "which"))
+    if kind == "colour":
+        shape, colour = rng.choice(SHAPES), rng.choice(COLOURS)
+        scene = scene_where(rng, lambda s: (o := s.get(shape)) is not None and o.colour == colour)
+        return scene, ("q_colour", {"shape": shape}), colour, tuple(c for c in COLOURS if c != colour)
+    if kind == "count":
+        n = rng.choice((1, 2, 3))
+        scene = scene_where(rng, lambda s: len(s.objects) == n)
+        return scene, ("q_count", {}), str(n), tuple(str(m) for m in (n - 1, n + 1) if 1 <= m <= 3)
+    if kind == "exists":
+        shape, there = rng.choice(SHAPES), rng.random() < 0.5
+        scene = scene_where(rng, lambda s: (shape in s.shapes) == there)
+        answer = "yes" if there else "no"
+        return scene, ("q_exists", {"shape": shape}), answer, ("no" if there else "yes",)
+    slot, shape = rng.choice(SLOTS), rng.choice(SHAPES)
+    scene = scene_where(rng, lambda s: (o := s.get(shape)) is not None and o.slot == slot)
+    return scene, ("q_which", {"slot": slot}), shape, tuple(s for s in SHAPES if s != shape)
+
+
 def make_vqa(rng: random.Random) -> dict:
-    scene, jpg = _picture(rng)
-    question, answer, wrong = _vqa_question(rng, scene)
+    scene, question, answer, wrong = _balanced_vqa(rng)
     votes = {answer: VQA_ANNOTATORS}
     if rng.random() < 0.3:  # one or two of ten annotators disagree: VQAv2-style soft targets
         k = rng.choice((1, 2))
         votes = {answer: VQA_ANNOTATORS - k, rng.choice(wrong): k}
-    return {"jpg": jpg, "question": question, "answer": answer, "votes": votes}
+    return {"jpg": draw_scene(scene), "question": question, "answer": answer, "votes": votes}
 
 
 def make_vqa_items(rng: random.Random, n: int, split: str) -> list[dict]:

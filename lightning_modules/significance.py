@@ -1,0 +1,217 @@
+"""Study-level significance: each condition's delta against the baseline, tested on paired test items.
+
+For every (condition, target, language aggregate) the runs' ``outcomes.jsonl`` are paired by item key (the
+items every compared run scored) and by seed (seed k of a condition and of the baseline share their start
+weights), and ``stats.paired_bootstrap`` gives the delta of the target's primary metric, its 95 % interval
+and p-value. The aggregates are those of the study table: ``en``, ``avg_xling`` (mean over the non-English
+languages) and ``avg_all``; an aggregate's bootstrap resamples the items of each language separately and
+averages the per-language metrics, as the table does. The p-values of the whole grid are then adjusted
+(Holm–Bonferroni by default, or Benjamini–Hochberg) and a delta *survives* when its adjusted p < alpha.
+
+``power_estimate`` reads the baseline's finished runs and says how many seeds the grid would need to
+detect a given effect (``stats.seeds_needed``, at Holm's worst-case alpha / number of comparisons).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_modules import stats
+from lightning_modules.tasks import TASKS
+
+ENGLISH = "en"
+TESTED_AGGREGATES = (ENGLISH, "avg_xling", "avg_all")
+ALPHA = 0.05
+SIGNIFICANCE_FIELDS = ("target", "task", "metric", "lang", "condition", "control", "delta", "low", "high", "p",
+                       "p_adj", "correction", "significant", "n_items", "n_seeds", "resamples")  # fmt: skip
+
+Result = Mapping[str, Any]  # {"condition", "target", "seed", "rows", "run_dir"}
+
+
+def aggregate_langs(aggregate: str, langs: Sequence[str]) -> list[str]:
+    """The languages an aggregate averages: ``en`` alone, the non-English ones, or all of them."""
+    if aggregate == ENGLISH:
+        return [ENGLISH] if ENGLISH in langs else []
+    if aggregate == "avg_xling":
+        return [lang for lang in langs if lang != ENGLISH]
+    return list(langs)
+
+
+def _outcomes(result: Result) -> dict[tuple[str, str], dict[str, Any]]:
+    path = Path(result.get("run_dir", "")) / stats.OUTCOMES_FILE
+    return stats.read_outcomes(path) if result.get("run_dir") and path.is_file() else {}
+
+
+def _primary(task: str) -> str:
+    return TASKS[task].primary if task in TASKS else ""
+
+
+def _block(
+    runs: Sequence[dict[tuple[str, str], dict[str, Any]]], task: str, lang: str, formula: tuple
+) -> np.ndarray | None:
+    """Components (runs, common items, K) of one (task, language) over ``runs``; None when one lacks it."""
+    entries = [r.get((task, lang)) for r in runs]
+    if any(e is None or not e["rows"] for e in entries):
+        return None
+    common = sorted(set.intersection(*(set(e["rows"]) for e in entries)))
+    if not common:
+        return None
+    arrays = []
+    for e in entries:
+        columns = {c: [e["rows"][k][c] for k in common] for c in e["rows"][common[0]] if c not in ("key_hash", "seed")}
+        arrays.append(stats.components(columns, formula))
+    return np.stack(arrays)
+
+
+def significance_rows(
+    results: Sequence[Result],
+    baseline: str,
+    *,
+    controls: Mapping[str, str] | None = None,
+    target_tasks: Mapping[str, str] | None = None,
+    correction: str = "holm",
+    resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = ALPHA,
+) -> list[dict[str, Any]]:
+    """Paired-bootstrap rows for every (target, condition != baseline, aggregate) with outcomes on both sides.
+
+    Args:
+        results: finished target runs with their ``run_dir`` (``study.collect``).
+        baseline: the reference condition.
+        controls: condition -> ``positive`` / ``negative`` (shown in their own block; still corrected with the
+            grid, so the family of tests is every delta the report shows).
+        target_tasks: target -> its evaluated task (default: the target's name if its runs tested it, else
+            the first task in its outcomes).
+        correction: ``holm`` or ``bh``.
+        resamples: bootstrap resamples per delta.
+        seed: resampling seed.
+        alpha: level at which an adjusted p-value counts as significant.
+    """
+    controls = dict(controls or {})
+    loaded: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)  # (condition, target) -> seed -> outcomes
+    tasks: dict[str, str] = {}
+    for res in results:
+        outcomes = _outcomes(res)
+        if outcomes:
+            loaded[(res["condition"], res["target"])][res["seed"]] = outcomes
+            tested = sorted({t for t, _ in outcomes})
+            wanted = (target_tasks or {}).get(res["target"], res["target"])
+            tasks.setdefault(res["target"], wanted if wanted in tested else tested[0])
+    rows = []
+    for target, task in tasks.items():
+        metric = _primary(task)
+        base = loaded.get((baseline, target), {})
+        for (condition, tgt), by_seed in loaded.items():
+            if tgt != target or condition == baseline:
+                continue
+            seeds = sorted(set(by_seed) & set(base))
+            if not seeds:
+                continue
+            sample = by_seed[seeds[0]]
+            formula = next((e["formulas"].get(metric) for (t, _), e in sample.items() if t == task), None)
+            if formula is None:
+                continue
+            langs = sorted({lang for t, lang in sample if t == task}, key=lambda lg: (lg != ENGLISH, lg))
+            for agg in TESTED_AGGREGATES:
+                row = _test(task, aggregate_langs(agg, langs), formula, [base[s] for s in seeds],
+                            [by_seed[s] for s in seeds], resamples, seed)  # fmt: skip
+                if row is not None:
+                    rows.append({"target": target, "task": task, "metric": metric, "lang": agg, "condition": condition,
+                                 "control": controls.get(condition, ""), **row})  # fmt: skip
+    adjusted = stats.adjust([r["p"] for r in rows], correction)
+    for r, p_adj in zip(rows, adjusted):
+        r.update(p_adj=p_adj, correction=correction, significant=bool(p_adj < alpha))
+    return rows
+
+
+def _test(task: str, langs: Sequence[str], formula: tuple, base: Sequence[dict], cond: Sequence[dict],
+          resamples: int, seed: int) -> dict[str, Any] | None:  # fmt: skip
+    blocks_b, blocks_c = [], []
+    for lang in langs:
+        block = _block([*base, *cond], task, lang, formula)
+        if block is None:
+            return None
+        blocks_b.append(block[: len(base)])
+        blocks_c.append(block[len(base) :])
+    if not blocks_b:
+        return None
+    result = stats.paired_bootstrap(blocks_b, blocks_c, formula, resamples=resamples, seed=seed)
+    return result.as_dict()
+
+
+def power_estimate(
+    results: Sequence[Result],
+    baseline: str,
+    *,
+    comparisons: int,
+    effects: Sequence[float] = (1.0, 2.0, 5.0),
+    alpha: float = ALPHA,
+) -> list[dict[str, Any]]:
+    """Seeds needed per target (``avg_xling`` of the primary metric) from the baseline's finished runs.
+
+    Args:
+        results: finished target runs (the baseline's are used).
+        baseline: the baseline condition.
+        comparisons: deltas in the grid (Holm's worst case tests the smallest p at alpha / comparisons).
+        effects: deltas (points) to detect.
+        alpha: family-wise level.
+    """
+    out = []
+    by_target: dict[str, list[Result]] = defaultdict(list)
+    for res in results:
+        if res["condition"] == baseline:
+            by_target[res["target"]].append(res)
+    for target, runs in by_target.items():
+        outcomes = [_outcomes(r) for r in runs]
+        outcomes = [o for o in outcomes if o]
+        if not outcomes:
+            continue
+        task = next(iter({t for t, _ in outcomes[0]}))
+        metric = _primary(task)
+        langs = aggregate_langs("avg_xling", sorted({lang for t, lang in outcomes[0] if t == task}))
+        scores: list[float] = []
+        for lang in langs:
+            entry = outcomes[0].get((task, lang))
+            formula = entry["formulas"].get(metric) if entry else None
+            if formula is None or formula[0] not in ("ratio", "recall"):
+                continue
+            comp = stats.components(_all_columns(entry), formula)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_item = 100.0 * comp[:, 0] / comp[:, 1]
+            scores += [float(v) for v in per_item if not math.isnan(v)]
+        seed_values = [r["value"] for res in runs for r in res["rows"] if r.get("split") == "test"
+                       and r.get("metric") == metric and r.get("lang") == "avg_xling"]  # fmt: skip
+        if not scores:
+            continue
+        level = alpha / max(comparisons, 1)
+        for effect in effects:
+            power = stats.seeds_needed(np.array(scores), effect, seed_values=seed_values, alpha=level)
+            out.append({"target": target, "metric": metric, "lang": "avg_xling", **power.as_dict(),
+                        "comparisons": comparisons})  # fmt: skip
+    return out
+
+
+def _all_columns(entry: Mapping[str, Any]) -> dict[str, list]:
+    rows = list(entry["rows"].values())
+    return {c: [r[c] for r in rows] for c in rows[0] if c not in ("key_hash", "seed")} if rows else {}
+
+
+def power_lines(estimates: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Human-readable lines for the study runner and study.md."""
+    lines = []
+    for e in estimates:
+        seed_sd = "seed sd unknown (one baseline seed)" if e["seed_sd"] is None else f"seed sd {e['seed_sd']:.2f}"
+        lines.append(
+            f"{e['target']} ({e['metric']}, {e['lang']}): to detect Δ = {e['effect']:g} points with power "
+            f"{e['power']:.0%} at alpha {e['alpha']:.2g} (0.05 / {e['comparisons']} comparisons): {e['seeds']} "
+            f"seed(s) per condition (item sd {e['item_sd']:.1f} over {e['n_items']} items, {seed_sd})"
+        )
+    return lines
+
