@@ -575,7 +575,14 @@ def summary_matrix(
 
 def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapping[str, Any]) -> str:
     """``study.md``: a summary (Δ avg_xling per condition × target), then per target and metric a table."""
-    lines = [f"# Study `{name}`", "", f"Zero-shot cross-lingual transfer, test split. Target runs: {SELECTION_NOTE}."]
+    breaks = meta.get("protocol_breaks") or []
+    if breaks:  # said first, as each run's own report does: the study's claim holds only for the other runs
+        lines = [f"# Study `{name}`", "", f"**ZERO-SHOT PROTOCOL BROKEN in {len(breaks)} target run(s)** "
+                 "(their cells are not zero-shot results):", *[f"- {b}" for b in breaks], "",
+                 f"Zero-shot cross-lingual transfer, test split. Other target runs: {SELECTION_NOTE}."]  # fmt: skip
+    else:
+        head = f"Zero-shot cross-lingual transfer, test split. Target runs: {SELECTION_NOTE}."
+        lines = [f"# Study `{name}`", "", head]
     if meta.get("selection"):
         lines.append("Selection keys: " + ", ".join(f"`{k}`" for k in meta["selection"]) + ".")
     if meta.get("start"):

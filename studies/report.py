@@ -62,6 +62,22 @@ def collect(study: Study, runs: Sequence[Run] | None = None) -> tuple[dict[str, 
     return {split: list(entries.values()) for split, entries in by_split.items()}, missing, selection
 
 
+def protocol_breaks(study: Study) -> list[str]:
+    """Finished zero-shot target runs whose own protocol record (results.json ``protocol``) says they were not
+    zero-shot with English-only selection: "<run>: <headline>" each. Runs evaluated without selection
+    (evaluation-only targets) count only when their record lists a break."""
+    breaks = []
+    for run in plan(study):
+        path = run.run_dir / "results.json"
+        if run.phase != "target" or finished(run) is None or not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        record = data.get("protocol") if isinstance(data, dict) else None
+        if record and (record.get("breaks") or not record.get("zero_shot", True)):
+            breaks.append(f"{run.name}: {record.get('headline', 'zero-shot protocol broken')}")
+    return breaks
+
+
 def study_rows(study: Study, results: dict[str, list[dict]]) -> list[dict]:
     """One study table over every protocol (its ``target`` column names the protocol)."""
     overlaps = {c: [col for t in targets for col in _columns(study, t)] for c, targets in study.overlaps().items()}
@@ -149,6 +165,7 @@ def write_report(study: Study) -> dict[str, Path]:
         "overlaps": study.overlaps(),
         "start": {"base": list(study.base), "start": list(study.start.configs) if study.start else []},
         "selection": selection,
+        "protocol_breaks": protocol_breaks(study),
         "missing": missing,
     }  # fmt: skip
     paths = reports.write_study_report(study.out_dir, table, name=study.name, baseline=study.baseline, meta=meta)

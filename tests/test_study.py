@@ -96,6 +96,26 @@ def test_study_runs_reuses_checkpoints_and_writes_report(fake_study: Path, capsy
     assert (out_dir / "study_heatmap.png").stat().st_size > 0
 
 
+def test_study_md_says_first_which_target_runs_broke_the_protocol(fake_study: Path) -> None:
+    """A target run whose own protocol record lists a break (e.g. selected on target-language dev) is named in
+    study.md's first lines; the English-dev claim is kept only for the other runs."""
+    assert study_mod.main(["--config", str(fake_study)]) == 0
+    study = study_mod.load_study(fake_study)
+    md = (study.out_dir / "study.md").read_text()
+    assert "PROTOCOL BROKEN" not in md and "Target runs: checkpoint selected on English dev data only" in md
+    run = next(r for r in study_mod.plan(study) if r.phase == "target" and r.condition == "nli")
+    path = run.run_dir / "results.json"
+    data = json.loads(path.read_text())
+    headline = "ZERO-SHOT PROTOCOL BROKEN: selected on val/demo_ve/de/acc (non-English dev)"
+    data["protocol"] = {"breaks": ["selected on non-English dev"], "zero_shot": False, "headline": headline}
+    path.write_text(json.dumps(data))
+    md = study_mod.write_report(study)["md"].read_text()
+    first = md.split("\n\n")[1]
+    assert first.startswith("**ZERO-SHOT PROTOCOL BROKEN in 1 target run(s)**") and f"{run.name}: {headline}" in md
+    assert "Other target runs: checkpoint selected on English dev data only" in md
+    assert json.loads((study.out_dir / "study.json").read_text())["protocol_breaks"] == [f"{run.name}: {headline}"]
+
+
 def test_crashed_study_resumes_and_skips_finished_runs(fake_study: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("FAKE_FAIL_AT", "2")  # the second run crashes
     assert study_mod.main(["--config", str(fake_study)]) == 1
