@@ -94,6 +94,15 @@ def vision_config(vision_model: str) -> dict:
 # -- subprocesses (DDP launches, crash-resume runs): one session each, killed as a group on timeout ------------
 
 
+def free_port() -> int:
+    """A free TCP port on the loopback interface (a rendezvous for a multi-process test)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_process_group(cmd: list[str], cwd: Path | str, env: dict[str, str]) -> subprocess.Popen:
     """``cmd`` in a new session (its ranks and loader workers share its process group); output as text."""
     return subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.PIPE,

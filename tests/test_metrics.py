@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_process_group
+from conftest import free_port, run_process_group
 
 from lightning_modules.families import build_metrics
 from lightning_modules.metrics import (
@@ -258,17 +257,11 @@ def _ddp_worker(rank: int, port: int) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ddp_sync_matches_single_process() -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    done = run_process_group([sys.executable, __file__, str(_free_port())], root, env, 120, "DDP metric sync")
+    done = run_process_group([sys.executable, __file__, str(free_port())], root, env, 120, "DDP metric sync")
     assert done.returncode == 0, done.stdout
 
 

@@ -4,15 +4,13 @@ survive outcomes.jsonl, and a 2-rank DDP sync gathers every item exactly once.""
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import free_port, run_process_group
 
 from lightning_modules.metrics import (
     Accuracy,
@@ -167,25 +165,12 @@ def _ddp_worker(rank: int, port: int) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ddp_outcomes_gather_every_item_once() -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, __file__, str(_free_port())], cwd=root, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        output, _ = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"DDP test timed out:\n{output}")
-    assert proc.returncode == 0, output
+    done = run_process_group([sys.executable, __file__, str(free_port())], root, env, 120, "DDP outcomes gather")
+    assert done.returncode == 0, done.stdout
 
 
 if __name__ == "__main__":

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_process_group, vision_config, write_task_shards
+from conftest import free_port, run_process_group, vision_config, write_task_shards
 
 from datamodules.datamodule import TaskData, TransferDataModule
 from shards.manifest import load_manifest, sample_count, select_shards
@@ -81,19 +80,13 @@ def test_missing_fsspec_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> N
 # -- launching: torchrun and SLURM -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(demo_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "run"
     # shards through a file:// URL: the object-storage code path, end to end on both ranks
     tasks = f"[{{name: demo_ve, shards: '{(demo_dir / 'demo_ve').as_uri()}', train_split: train, val_split: dev}}]"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
         "train.py", "fit", "--config", "configs/base.yaml", "--config", "configs/demo/base.yaml",
         f"--data.tasks={tasks}", f"--model.core.text_model={demo_dir / 'text_model'}",
         f"--model.core.vision_model={demo_dir / 'vision.json'}", "--trainer.accelerator=cpu", "--trainer.devices=2",
