@@ -31,6 +31,7 @@ class InitReport:
     dropped_heads: list[str] = field(default_factory=list)  # heads of the checkpoint left behind (out of scope)
     parent_hparams: dict[str, Any] = field(default_factory=dict)
     parent_lineage: dict[str, Any] = field(default_factory=dict)
+    parent_trained_on: list[dict[str, Any]] | None = None  # the checkpoint's protocol record: what its run trained on
 
     def summary(self) -> str:
         return (
@@ -97,7 +98,7 @@ def load_init_checkpoint(module: nn.Module, path: str | Path, scope: str | list[
     fresh = sorted(k for k in own if not k.startswith(prefixes))
     dropped = sorted(_head_names(state) - set(heads))
     return InitReport(str(path), len(chosen), fresh, [], dropped, dict(ckpt.get("hyper_parameters", {})),
-                      dict(ckpt.get("lineage") or {}))  # fmt: skip
+                      dict(ckpt.get("lineage") or {}), (ckpt.get("protocol") or {}).get("trained_on"))  # fmt: skip
 
 
 def lineage(
@@ -105,11 +106,13 @@ def lineage(
     parent_hparams: dict[str, Any] | None,
     phase: str,
     parent_lineage: dict[str, Any] | None = None,
+    parent_trained_on: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Where this phase's weights came from: stored in its checkpoints and in the W&B run config.
 
     ``parent.lineage`` is the parent checkpoint's own lineage, so a chain start -> intermediate -> target
-    stays traceable from its last checkpoint.
+    stays traceable from its last checkpoint; ``parent.trained_on`` is what the parent's run trained on (task,
+    split, languages: its protocol record), so a test report can tell when an earlier phase broke zero-shot.
     """
     if path is None:
         return {"phase": phase, "parent": None}
@@ -123,6 +126,7 @@ def lineage(
             "phase": parent.get("phase"),
             "tasks": sorted(tasks),
             "config": parent,
+            "trained_on": parent_trained_on,
             "lineage": dict(parent_lineage or {}),
         },  # fmt: skip
     }

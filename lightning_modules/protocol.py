@@ -6,8 +6,9 @@ data. A report therefore states, from what happened rather than from intent:
 - which weights were tested: a checkpoint (selected on validation, or the last one), the weights at the end of
   this fit (no validation ran), or the starting weights (nothing trained in this command);
 - what those weights were trained on (task, split, languages) and selected on (monitor, split, languages);
-- the **breaks**: training on a test split, training on non-English data of a task the run tests, or selecting
-  on non-English or test data. A report with breaks says so in its first line.
+- the **breaks**: training on a test split, training on non-English data of a task the run tests (in this run or
+  in any earlier phase of its ``init_from`` chain), or selecting on non-English or test data. A report with breaks
+  says so in its first line.
 
 Each checkpoint carries its own record (``checkpoint["protocol"]``, written by the ``ProtocolRecord`` callback
 that ``train.py`` adds to every run), so re-evaluating a checkpoint later reports what that checkpoint was
@@ -119,17 +120,38 @@ def tested_weights(
             "trained_on": [], "selected_on": None}  # fmt: skip
 
 
-def protocol_breaks(weights: dict[str, Any], tested: list[dict[str, Any]]) -> list[str]:
-    """The ways the tested weights' training and selection break zero-shot transfer to the tested languages."""
-    breaks = []
-    tested_tasks = {t["task"] for t in tested}
-    for use in weights.get("trained_on") or []:
+def earlier_phases(lineage: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The phases before this one, nearest first: ``{path, phase, trained_on}`` from the lineage chain that every
+    checkpoint carries (``trained_on`` None: a checkpoint saved before the chain recorded it)."""
+    phases, parent = [], (lineage or {}).get("parent")
+    while parent:
+        phases.append({k: parent.get(k) for k in ("path", "phase", "trained_on")})
+        parent = (parent.get("lineage") or {}).get("parent")
+    return phases
+
+
+def _training_breaks(uses: list[dict[str, Any]], tested: list[dict[str, Any]], where: str = "") -> list[str]:
+    breaks, tested_tasks = [], {t["task"] for t in tested}
+    for use in uses:
         if use["split"] in TEST_SPLITS or any(use["task"] == t["task"] and use["split"] == t["split"] for t in tested):
-            breaks.append(f"trained on test data ({use['task']} {use['split']})")
+            breaks.append(f"trained on test data ({use['task']} {use['split']}){where}")
         foreign = [lang for lang in use["langs"] if lang != ENGLISH]
         if foreign and use["task"] in tested_tasks:
             breaks.append(f"trained on non-English data of a tested task ({use['task']} {use['split']}: "
-                          f"{', '.join(foreign)})")  # fmt: skip
+                          f"{', '.join(foreign)}){where}")  # fmt: skip
+    return breaks
+
+
+def protocol_breaks(
+    weights: dict[str, Any], tested: list[dict[str, Any]], earlier: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """The ways the tested weights' training and selection break zero-shot transfer to the tested languages:
+    this run's own training and selection, and the training of every ``earlier`` phase (``earlier_phases``) —
+    an intermediate phase on the target's translated training data breaks it as much as the target phase would."""
+    breaks = _training_breaks(weights.get("trained_on") or [], tested)
+    for phase in earlier or []:
+        where = f" in an earlier phase ({phase['phase']}: {phase['path']})"
+        breaks += _training_breaks(phase["trained_on"] or [], tested, where)
     selected = weights.get("selected_on")
     if selected:
         if selected["split"] in TEST_SPLITS or any(selected["task"] == t["task"] and selected["split"] == t["split"]
@@ -149,9 +171,11 @@ def run_protocol(
     ``few_shot``: an IGLUE few-shot run (phase ``few_shot``), which trains and selects on target-language data by
     design; its headline names that protocol and the target-language data instead of calling it broken.
     """
-    breaks = protocol_breaks(weights, tested)
+    earlier = earlier_phases(lineage)
+    breaks = protocol_breaks(weights, tested, earlier)
     parent = (lineage or {}).get("parent") or None
     record = {**weights, "tested_on": tested, "breaks": breaks, "zero_shot": not breaks and not few_shot,
+              "earlier_phases": earlier,
               "protocol": FEW_SHOT_PHASE if few_shot else "zero_shot",
               "parent": {"path": parent["path"], "phase": parent.get("phase"), "tasks": parent.get("tasks")}
               if parent else None}  # fmt: skip
@@ -187,6 +211,8 @@ def protocol_lines(record: dict[str, Any]) -> list[str]:
     if record.get("parent"):
         p = record["parent"]
         lines.append(f"- Started from: {p['path']} (phase {p.get('phase')}, tasks {', '.join(p.get('tasks') or [])}).")
+    for phase in record.get("earlier_phases") or []:
+        lines.append(f"- Earlier phase {phase['phase']} trained on: {_uses(phase['trained_on'])}.")
     return lines
 
 

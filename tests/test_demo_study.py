@@ -61,9 +61,9 @@ def tiny_study(tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_shipped_demo_study_is_valid() -> None:
     study = study_mod.load_study(REPO / "configs" / "studies" / "demo.yaml")
-    assert set(study.conditions) == {"none", "nli", "nlvr", "targets", "nlvr_shuffled"}
+    assert set(study.conditions) == {"none", "nli", "nlvr", "translate_train", "nlvr_shuffled"}
     assert set(study.targets) == {"demo_ve", "demo_vqa"}
-    assert {n: c.control for n, c in study.conditions.items() if c.control} == {"targets": "positive",
+    assert {n: c.control for n, c in study.conditions.items() if c.control} == {"translate_train": "positive",
                                                                                "nlvr_shuffled": "negative"}
     assert (study.budget.intermediate_steps, study.budget.batch_size) == (150, 32)
     assert study.start is not None and len(study.seeds) == 2

@@ -25,6 +25,9 @@ DEMO_TASK_NAMES = [name for name in TASKS if name.startswith("demo_")]
 EXPECTED_LANGS = {
     "demo_mlm": {"train": DEMO_LANGS, "dev": DEMO_LANGS, "test": DEMO_LANGS},
     "demo_tatoeba": {"train": DEMO_LANGS[1:], "dev": DEMO_LANGS[1:], "test": DEMO_LANGS[1:]},
+    # the visual targets' training items translated (the positive control's data; no zero-shot run reads them)
+    "demo_ve": {"train": ("en",), "dev": ("en",), "test": DEMO_LANGS, "translate_train": DEMO_LANGS[1:]},
+    "demo_vqa": {"train": ("en",), "dev": ("en",), "test": DEMO_LANGS, "translate_train": DEMO_LANGS[1:]},
 }
 
 
@@ -101,6 +104,39 @@ def test_test_sets_are_parallel(demo_dir: Path) -> None:
     assert len({tuple((s["id"], s["label"]) for s in samples) for samples in by_lang.values()}) == 1
     assert len({samples[0]["text"] for samples in by_lang.values()}) == len(DEMO_LANGS)
     assert any("\u0400" <= ch <= "\u04ff" for ch in by_lang["ru"][0]["text"])  # Russian is Cyrillic
+
+
+def _pictures(directory: Path, split: str, lang: str) -> list[bytes]:
+    urls = [str(p) for p in select_shards(directory, split, lang=lang)]
+    return [s["jpg"] for s in wds.WebDataset(urls, shardshuffle=False)]
+
+
+@pytest.mark.parametrize("task", ["demo_ve", "demo_vqa"])
+def test_translate_train_translates_the_english_train_items(demo_dir: Path, task: str) -> None:
+    """Same ids, pictures and labels as English train, in every other language; only the text is translated."""
+    english, label = _samples(demo_dir / task, "train", "en"), "label" if task == "demo_ve" else "answer"
+    for lang in DEMO_LANGS[1:]:
+        translated = _samples(demo_dir / task, "translate_train", lang)
+        assert [s["id"] for s in translated] == [s["id"] for s in english]
+        assert [s[label] for s in translated] == [s[label] for s in english]
+        assert all(t["lang"] == lang and t["text"] != e["text"] for t, e in zip(translated, english)), lang
+        assert _pictures(demo_dir / task, "translate_train", lang) == _pictures(demo_dir / task, "train", "en")
+
+
+def test_captions_leave_colours_out_in_every_language(demo_dir: Path) -> None:
+    """About half the retrieval captions name no colour (so the start must tell shapes apart), the same items in
+    every language."""
+
+    def names_a_colour(sample: dict, lang: str) -> bool:
+        return any(w in t.lower() for t in sample["texts"] for w in WORDS[lang]["colour"].values())
+
+    by_lang = {lang: _samples(demo_dir / "demo_retrieval", "test", lang) for lang in DEMO_LANGS}
+    english = [names_a_colour(s, "en") for s in by_lang["en"]]
+    assert 0 < sum(english) < len(english)
+    for lang, samples in by_lang.items():
+        assert [names_a_colour(s, lang) for s in samples] == english, lang
+    train = _samples(demo_dir / "demo_retrieval", "train", "en")
+    assert 0.25 * len(train) < sum(not names_a_colour(s, "en") for s in train) < 0.75 * len(train)
 
 
 def test_entailment_labels_follow_the_scene() -> None:

@@ -76,6 +76,44 @@ def test_training_on_test_data_is_a_protocol_break_in_the_first_line(demo_cwd: P
     assert data["protocol"]["zero_shot"] is False
 
 
+def test_an_earlier_phase_on_translated_target_data_breaks_the_targets_protocol(demo_cwd: Path) -> None:
+    """intermediate on demo_ve translate_train (de, es, ru) -> English-only demo_ve target: the target's own run is
+    clean, but its weights saw non-English demo_ve data; the report says so (the demo's positive control)."""
+    inter, target = demo_cwd / "runs" / "tt", demo_cwd / "runs" / "tt_target"
+    tasks = "[{name: demo_ve, shards: data/demo/demo_ve, train_split: translate_train}]"
+    run_train("--trainer.max_steps=2", "--data.steps_per_epoch=2", "--phase=intermediate", f"--data.tasks={tasks}",
+              f"--trainer.default_root_dir={inter}", configs=CONFIGS[:2])  # fmt: skip
+    run_train("--trainer.max_steps=2", "--data.steps_per_epoch=2", "--test_after_fit=true",
+              f"--model.init_from={inter / 'checkpoints' / 'last.ckpt'}", f"--trainer.default_root_dir={target}")
+    data, md = results(target)
+    proto = data["protocol"]
+    assert proto["trained_on"] == [{"task": "demo_ve", "split": "train", "langs": ["en"]}]  # this run: English only
+    assert proto["earlier_phases"][0]["trained_on"] == [
+        {"task": "demo_ve", "split": "translate_train", "langs": ["de", "es", "ru"]}]  # fmt: skip
+    assert len(proto["earlier_phases"]) == 1  # the intermediate phase started from fresh weights
+    first = md.splitlines()[0]
+    assert first.startswith("# Results — **ZERO-SHOT PROTOCOL BROKEN**: trained on non-English data of a tested task "
+                            "(demo_ve translate_train: de, es, ru) in an earlier phase (intermediate: "), first
+    assert proto["zero_shot"] is False
+    assert "- Earlier phase intermediate trained on: demo_ve translate_train [de, es, ru]." in md
+
+
+def test_earlier_phases_follow_the_lineage_chain() -> None:
+    tested = [{"task": "xvnli", "split": "test", "langs": ["en", "ar"]}]
+    grandparent = {"path": "start.ckpt", "phase": "start", "trained_on": [
+        {"task": "captions", "split": "train", "langs": ["en", "ar"]}], "lineage": {"phase": "start", "parent": None}}
+    parent = {"path": "inter.ckpt", "phase": "intermediate", "trained_on": None,  # saved before records existed
+              "lineage": {"phase": "intermediate", "parent": grandparent}}  # fmt: skip
+    earlier = protocol.earlier_phases({"phase": "target", "parent": parent})
+    assert [(p["path"], p["phase"]) for p in earlier] == [("inter.ckpt", "intermediate"), ("start.ckpt", "start")]
+    english = {"trained_on": [{"task": "xvnli", "split": "train", "langs": ["en"]}], "selected_on": None}
+    assert protocol.protocol_breaks(english, tested, earlier) == []  # captions in Arabic: not a tested task
+    grandparent["trained_on"].append({"task": "xvnli", "split": "test", "langs": ["ar"]})
+    assert protocol.protocol_breaks(english, tested, protocol.earlier_phases({"parent": parent})) == [
+        "trained on test data (xvnli test) in an earlier phase (start: start.ckpt)",
+        "trained on non-English data of a tested task (xvnli test: ar) in an earlier phase (start: start.ckpt)"]
+
+
 def test_selection_on_test_or_non_english_data_is_a_break() -> None:
     tested = [{"task": "xvnli", "split": "test", "langs": ["en", "ar"]}]
     english = [{"task": "xvnli", "split": "train", "langs": ["en"]}]

@@ -21,7 +21,7 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from shards.demo.tasks import DEMO_TASKS, DemoTask
+from shards.demo.tasks import DEMO_TASKS, TRANSLATED_SPLITS, DemoTask
 from shards.demo.text_model import sample_texts, save_text_model, save_vision
 from shards.writer import build_shards
 
@@ -37,7 +37,8 @@ def demo_records(task: DemoTask, size: Literal["small", "full"], seed: int) -> l
     records = []
     for split, langs in task.splits.items():
         # A string seed goes through sha512 in `random`: stable across runs, unlike hash().
-        items = task.make_items(random.Random(f"{seed}/{task.name}/{split}"), counts[split], split)
+        source = TRANSLATED_SPLITS.get(split, split)  # translate_train: the train items, rendered in other languages
+        items = task.make_items(random.Random(f"{seed}/{task.name}/{source}"), counts[source], split)
         for lang in langs:
             for i, item in enumerate(items):
                 fields, images = task.render(item, lang)

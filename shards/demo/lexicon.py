@@ -170,20 +170,24 @@ AND = {"en": "and", "de": "und", "es": "y", "ru": "и"}
 GERMAN_NEUTER = {"square", "triangle"}
 
 
-def noun_phrase(lang: str, obj: Obj, accusative: bool = False) -> str:
-    """'a big red circle on the left' in ``lang`` (German inflects for gender and case)."""
+def noun_phrase(lang: str, obj: Obj, accusative: bool = False, colour: bool = True) -> str:
+    """'a big red circle on the left' in ``lang`` (German inflects for gender and case); without ``colour``:
+    'a big circle on the left'."""
     words = WORDS[lang]
-    size, colour, shape, pos = (words[k][v] for k, v in zip(("size", "colour", "shape", "pos"), astuple(obj)))
-    if lang == "en":
-        return f"a {size} {colour} {shape} {pos}"
+    size, col, shape, pos = (words[k][v] for k, v in zip(("size", "colour", "shape", "pos"), astuple(obj)))
     if lang == "de":
         # Mixed declension after "ein": -er/-es in the nominative, -en/-es in the accusative.
         neuter = obj.shape in GERMAN_NEUTER
         article, ending = ("ein", "es") if neuter else ("einen", "en") if accusative else ("ein", "er")
-        return f"{article} {size}{ending} {colour}{ending} {shape} {pos}"
+        size, col = f"{size}{ending}", f"{col}{ending}"
+    adjectives = f"{size} {col}" if colour else size
+    if lang == "en":
+        return f"a {adjectives} {shape} {pos}"
+    if lang == "de":
+        return f"{article} {adjectives} {shape} {pos}"
     if lang == "es":
-        return f"un {shape} {colour} {size} {pos}"
-    return f"{size} {colour} {shape} {pos}"
+        return f"un {shape} {col} {size} {pos}" if colour else f"un {shape} {size} {pos}"
+    return f"{adjectives} {shape} {pos}"
 
 
 def astuple(obj: Obj) -> tuple[str, str, str, str]:
@@ -198,7 +202,8 @@ def join_list(lang: str, items: list[str]) -> str:
 
 
 def render(lang: str, frame: str, args: dict, switch: random.Random | None = None, p_switch: float = 0.5) -> str:
-    """Fill ``frame`` in ``lang`` with the inflected forms of ``args`` (shape, colour, slot, prop, objects).
+    """Fill ``frame`` in ``lang`` with the inflected forms of ``args`` (shape, colour, slot, prop, objects; a
+    caption's ``colours: False`` leaves the objects' colours out).
 
     With ``switch``, code-switched text (CoSDA-ML, Qin et al. 2020): each filler (a shape, colour, position,
     property or listed object) is, with probability ``p_switch``, taken from another language, drawn by
@@ -222,10 +227,10 @@ def render(lang: str, frame: str, args: dict, switch: random.Random | None = Non
     if "prop" in args:
         fields["prop"] = WORDS[source()]["prop"][args["prop"]]
     if "objects" in args:
-        sources = [source() for _ in args["objects"]]
-        fields["objs"] = join_list(lang, [noun_phrase(s, o) for s, o in zip(sources, args["objects"])])
+        sources, colour = [source() for _ in args["objects"]], args.get("colours", True)
+        fields["objs"] = join_list(lang, [noun_phrase(s, o, colour=colour) for s, o in zip(sources, args["objects"])])
         fields["objs_acc"] = join_list(
-            lang, [noun_phrase(s, o, accusative=True) for s, o in zip(sources, args["objects"])]
+            lang, [noun_phrase(s, o, accusative=True, colour=colour) for s, o in zip(sources, args["objects"])]
         )
     text = FRAMES[lang][frame].format(**fields)
     return text[0].upper() + text[1:]
