@@ -103,6 +103,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TESTS = Path(__file__).resolve().parent
+DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK")
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a test's child Python (a DDP launcher, a script run of a test file): the repository and
+    tests/ importable, one intra-op thread, offline, and no torch.distributed variables inherited from a launcher."""
+    paths = [str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths)), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}  # fmt: skip
+    for var in DIST_VARS:
+        env.pop(var, None)
+    return env
+
+
 def start_process_group(cmd: list[str], cwd: Path | str, env: dict[str, str]) -> subprocess.Popen:
     """``cmd`` in a new session (its ranks and loader workers share its process group); output as text."""
     return subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.PIPE,

@@ -8,15 +8,13 @@ The 2-process run is this file executed as a script, in its own process group un
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import run_process_group
+from conftest import run_process_group, subprocess_env
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -96,20 +94,12 @@ def run_ddp(args: dict[str, Any]) -> None:
         torch.save(model.state_dict(), Path(args["out"], "model.pt"))
 
 
-def run_in_process_group(cmd: list[str], timeout: int, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run ``cmd`` in a new session; on timeout kill the whole process group (every rank and worker)."""
-    return run_process_group(cmd, REPO, env, timeout, "DDP run")
-
-
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: dict[str, str]) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("ddp")
     args = {**build_world(out), **tiny_model, "out": str(out)}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE.parent)]), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}  # fmt: skip
-    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    done = run_in_process_group([sys.executable, str(HERE), json.dumps(args)], TIMEOUT_S, env)
+    cmd = [sys.executable, str(HERE), json.dumps(args)]
+    done = run_process_group(cmd, REPO, subprocess_env(), TIMEOUT_S, "DDP run")
     assert done.returncode == 0, done.stdout[-4000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     return {"args": args, "ranks": ranks}

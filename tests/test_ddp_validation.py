@@ -2,7 +2,7 @@
 a collective timeout that names the stage and the rank, and SIGTERM that ends every rank.
 
 Each 2-process run is a subprocess in its own session under a hard timeout that kills the process group
-(``run_in_process_group``); the DDP runs with a Trainer are this file executed as a script.
+(conftest's ``run_process_group``); the DDP runs with a Trainer are this file executed as a script.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import kill_process_group, run_process_group, start_process_group, subprocess_env
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -24,27 +24,6 @@ TIMEOUT_S = 420
 MAX_STEPS, STEPS_PER_EPOCH = 4, 2
 # dev sets with 1, 2 and 3 shards (4 samples per shard): on 2 ranks, rank 1 has no "en" dev shard
 DEV_SIZES = {"en": 3, "de": 7, "es": 11}
-
-
-def subprocess_env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE.parent)]), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}  # fmt: skip
-    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
-        env.pop(var, None)
-    return env
-
-
-def run_in_process_group(cmd: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
-    """Run ``cmd`` in a new session; on timeout kill the whole process group (every rank and worker)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=subprocess_env(), start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"DDP run hung (> {timeout}s), process group killed. Output tail:\n{out[-4000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
 # -- the script side (one process per rank) -----------------------------------------------------------------
@@ -131,7 +110,7 @@ def test_fit_validates_with_a_rank_without_dev_shards(world: dict[str, str], tmp
     import torch
 
     args = {**world, "out": str(tmp_path), "val_langs": val_langs}
-    done = run_in_process_group(script("fit", args), REPO, TIMEOUT_S)
+    done = run_process_group(script("fit", args), REPO, subprocess_env(), TIMEOUT_S, "DDP fit")
     assert done.returncode == 0, done.stdout[-4000:]
     ddp = [json.loads((tmp_path / f"val{r}.json").read_text()) for r in range(2)]
     assert ddp[0] == ddp[1], "ranks logged different validation scores"
@@ -162,7 +141,7 @@ def test_demo_fit_on_two_ranks_with_one_dev_shard_ends(world: dict[str, str], tm
            f"--data.tasks={tasks}", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
            "--trainer.max_steps=20", "--data.steps_per_epoch=10", "--test_after_fit=true", "--data.num_workers=0",
            "--data.batch_size=4"]  # fmt: skip
-    done = run_in_process_group(cmd, tmp_path, TIMEOUT_S)
+    done = run_process_group(cmd, tmp_path, subprocess_env(), TIMEOUT_S, "2-rank demo fit")
     assert done.returncode == 0, done.stdout[-4000:]
     root = tmp_path / "runs" / "demo-target-ve"
     assert (root / "checkpoints" / "best.ckpt").is_file()
@@ -174,7 +153,7 @@ def test_demo_fit_on_two_ranks_with_one_dev_shard_ends(world: dict[str, str], tm
 @pytest.mark.slow
 def test_collective_timeout_names_stage_and_rank(world: dict[str, str], tmp_path: Path) -> None:
     args = {**world, "out": str(tmp_path), "timeout_s": 60, "val_langs": list(DEV_SIZES)}
-    done = run_in_process_group(script("hang", args), REPO, TIMEOUT_S)
+    done = run_process_group(script("hang", args), REPO, subprocess_env(), TIMEOUT_S, "collective timeout run")
     assert done.returncode != 0
     assert "rank 0 of 2: a collective operation timed out after 60 s during stage 'validate'" in done.stdout, (
         done.stdout[-4000:])
@@ -184,8 +163,7 @@ def test_collective_timeout_names_stage_and_rank(world: dict[str, str], tmp_path
 def test_sigterm_ends_every_rank(world: dict[str, str], tmp_path: Path) -> None:
     """Rank 0 blocked in a collective (rank 1 silent) still ends on SIGTERM, and takes rank 1 with it."""
     args = {**world, "out": str(tmp_path), "timeout_s": 3600, "val_langs": list(DEV_SIZES)}
-    proc = subprocess.Popen(script("sigterm", args), cwd=REPO, env=subprocess_env(), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = start_process_group(script("sigterm", args), REPO, subprocess_env())
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while not all((tmp_path / f"pid{r}").exists() for r in range(2)) and time.monotonic() < deadline:
@@ -196,8 +174,7 @@ def test_sigterm_ends_every_rank(world: dict[str, str], tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)  # rank 0 only, as a scheduler or `kill` would
         out, _ = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_process_group(proc)
     assert proc.returncode != 0
     assert "SIGTERM, ending this rank" in out, out[-4000:]
     for _ in range(30):  # rank 1 got SIGTERM from rank 0 and ends within the grace period

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import free_port, run_process_group
+from conftest import TESTS, free_port, run_process_group, subprocess_env
 
 from lightning_modules.families import build_metrics
 from lightning_modules.metrics import (
@@ -259,9 +257,8 @@ def _ddp_worker(rank: int, port: int) -> None:
 
 @pytest.mark.slow
 def test_ddp_sync_matches_single_process() -> None:
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    done = run_process_group([sys.executable, __file__, str(free_port())], root, env, 120, "DDP metric sync")
+    done = run_process_group([sys.executable, __file__, str(free_port())], TESTS.parent, subprocess_env(), 120,
+                             "DDP metric sync")
     assert done.returncode == 0, done.stdout
 
 

@@ -3,14 +3,13 @@ survive outcomes.jsonl, and a 2-rank DDP sync gathers every item exactly once.""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import free_port, run_process_group
+from conftest import TESTS, free_port, run_process_group, subprocess_env
 
 from lightning_modules.metrics import (
     Accuracy,
@@ -167,9 +166,8 @@ def _ddp_worker(rank: int, port: int) -> None:
 
 @pytest.mark.slow
 def test_ddp_outcomes_gather_every_item_once() -> None:
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    done = run_process_group([sys.executable, __file__, str(free_port())], root, env, 120, "DDP outcomes gather")
+    done = run_process_group([sys.executable, __file__, str(free_port())], TESTS.parent, subprocess_env(), 120,
+                             "DDP outcomes gather")
     assert done.returncode == 0, done.stdout
 
 

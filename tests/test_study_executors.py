@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -142,14 +143,20 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_killed_runner_leaves_no_orphan_and_one_writer(fake_study: Path, capsys) -> None:
+def _hanging_study(fake_study: Path) -> tuple[Any, Any, list[str], dict[str, str]]:
+    """One seed, small; its intermediate run's fake train.py hangs. Returns (study, that run, the runner's command,
+    its environment)."""
     _small(fake_study)
     _edit(fake_study, seeds=[0])
     study = study_mod.load_study(fake_study)
     hung = next(r for r in study_mod.plan(study) if r.phase == "intermediate")
     cmd = [sys.executable, str(ROOT / "study.py"), "--config", str(fake_study)]
-    env = dict(os.environ, FAKE_HANG=hung.name, PYTHONPATH=str(ROOT))
+    return study, hung, cmd, dict(os.environ, FAKE_HANG=hung.name, PYTHONPATH=str(ROOT))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_killed_runner_leaves_no_orphan_and_one_writer(fake_study: Path, capsys) -> None:
+    study, hung, cmd, env = _hanging_study(fake_study)
     runner = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for(hung.run_dir / "pid")
@@ -288,12 +295,7 @@ def test_translate_test_and_few_shot_protocols(fake_study: Path, capsys) -> None
 
 
 def test_interrupted_runner_stops_its_run_which_reruns_without_retry(fake_study: Path, capsys) -> None:
-    _small(fake_study)
-    _edit(fake_study, seeds=[0])
-    study = study_mod.load_study(fake_study)
-    hung = next(r for r in study_mod.plan(study) if r.phase == "intermediate")
-    cmd = [sys.executable, str(ROOT / "study.py"), "--config", str(fake_study)]
-    env = dict(os.environ, FAKE_HANG=hung.name, PYTHONPATH=str(ROOT))
+    study, hung, cmd, env = _hanging_study(fake_study)
     runner = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(hung.run_dir / "pid")
     child = int((hung.run_dir / "pid").read_text())
