@@ -38,7 +38,7 @@ def demo_records(task: DemoTask, size: Literal["small", "full"], seed: int) -> l
     for split, langs in task.splits.items():
         # A string seed goes through sha512 in `random`: stable across runs, unlike hash().
         source = TRANSLATED_SPLITS.get(split, split)  # translate_train: the train items, rendered in other languages
-        items = task.make_items(random.Random(f"{seed}/{task.name}/{source}"), counts[source], split)
+        items = task.make_items(random.Random(f"{seed}/{task.name}/{source}"), counts[source], source)
         for lang in langs:
             for i, item in enumerate(items):
                 fields, images = task.render(item, lang)

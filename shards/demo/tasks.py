@@ -47,7 +47,6 @@ class DemoTask:
 
     def make_items(self, rng: random.Random, n: int, split: str) -> list[dict]:
         """``n`` items of ``split``, each with its ``uid`` (the sample id, shared by its translations)."""
-        split = TRANSLATED_SPLITS.get(split, split)  # a translated split has its source's items and ids
         items = self.make_many(rng, n, split) if self.make_many else [self.make(rng) for _ in range(n)]
         for i, item in enumerate(items):
             item["uid"] = f"{split}-{i:06d}"
