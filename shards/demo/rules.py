@@ -6,14 +6,21 @@ task's own metric: accuracy for ``demo_ve``, VQA accuracy (soft scores) for ``de
 beats these by a wide margin must be reading the pictures.
 
     python -m shards.demo.rules            # full world, seed 0: prints both rules
+    python -m shards.demo.rules --outcomes runs/studies/demo/none/seed0/demo_vqa/outcomes.jsonl
+                                           # a run's English test score per kind of item (what it reads)
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Literal
 
+from lightning_modules.metrics.outcomes import read_outcomes
+from lightning_modules.metrics.sync import hash_ids
+from lightning_modules.tasks import NLI_LABELS
 from shards.demo import SIZES
 from shards.demo.tasks import DEMO_TASKS
 
@@ -50,6 +57,47 @@ def reference_rule(task: str, size: Literal["small", "full"] = "full", seed: int
     return 100.0 * hits / len(test)
 
 
+def item_kind(task: str, item: dict) -> str:
+    """demo_vqa: the question's frame (q_count, q_exists, q_colour, q_which); demo_ve: the claim's frame and label."""
+    if task == "demo_vqa":
+        return item["question"][0]
+    return f"{item['hyp'][0]}/{NLI_LABELS[item['label']]}"
+
+
+def scores_by_kind(outcomes: str | Path, size: Literal["small", "full"] = "full", seed: int = 0) -> dict[str, tuple]:
+    """A run's English test score (%) per kind of item, from its ``outcomes.jsonl``: {kind: (score, items)}.
+    The items are re-drawn as ``demo_records`` drew them (same size and seed as the world the run was tested on)."""
+    sets = {task: entry for (task, lang), entry in read_outcomes(outcomes).items() if lang == "en"}
+    task = next((t for t in RULE_TASKS if t in sets), None)
+    if task is None:
+        raise ValueError(f"{outcomes}: no English demo_ve or demo_vqa test outcomes")
+    items = DEMO_TASKS[task].make_items(random.Random(f"{seed}/{task}/test"), SIZES[size][0]["test"], "test")
+    hashes = hash_ids([f"test-en-{i:06d}" for i in range(len(items))]).tolist()  # the keys demo_records writes
+    kind_of = {h: item_kind(task, item) for h, item in zip(hashes, items)}
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for key_hash, row in sets[task]["rows"].items():
+        if key_hash not in kind_of:
+            raise ValueError(f"{outcomes}: an item key the {size} demo world does not have: pass the --size and "
+                             "--seed of the world the run was tested on")  # fmt: skip
+        sums[kind_of[key_hash]][0] += row.get("score", row.get("correct", 0.0))
+        sums[kind_of[key_hash]][1] += row["total"]
+    return {kind: (100.0 * got / n, int(n)) for kind, (got, n) in sorted(sums.items())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m shards.demo.rules", description=__doc__.splitlines()[0])
+    parser.add_argument("--outcomes", nargs="*", default=[], help="outcomes.jsonl of demo_ve / demo_vqa test runs")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--seed", type=int, default=0, help="the demo world's seed")
+    args = parser.parse_args(argv)
+    if not args.outcomes:
+        for name in RULE_TASKS:
+            print(f"{name}: picture-free rule {reference_rule(name, args.size, args.seed):.1f}% "
+                  f"(English test, {args.size} world, seed {args.seed})")  # fmt: skip
+    for path in args.outcomes:
+        kinds = scores_by_kind(path, args.size, args.seed)
+        print(f"{path}: " + ", ".join(f"{kind} {score:.1f} ({n})" for kind, (score, n) in kinds.items()))
+
+
 if __name__ == "__main__":
-    for name in RULE_TASKS:
-        print(f"{name}: picture-free rule {reference_rule(name):.1f}% (English test, full world, seed 0)")
+    main()
