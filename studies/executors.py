@@ -260,5 +260,7 @@ def _wait_job(job: Any, run: Run, failures: list[str]) -> bool:
     except Exception as err:  # submitit raises FailedJobError / UncompletedJobError with the job's stderr
         if not any(run.name in f for f in failures):
             tail = log_tail(run.run_dir / "train.log") or str(err)[-2000:]
-            failures.append(f"Run {run.name} (job {job.job_id}) failed.\n  log: {run.run_dir / 'train.log'}\n{tail}")
+            why = (str(err).strip().splitlines() or [""])[0][:300]  # the job's own error, when train.log looks fine
+            failures.append(f"Run {run.name} (job {job.job_id}) failed: {type(err).__name__}: {why}\n"
+                            f"  log: {run.run_dir / 'train.log'}\n{tail}")  # fmt: skip
         return False

@@ -66,6 +66,18 @@ def test_local_gpus_runs_two_at_once_in_dependency_order(fake_study: Path, monke
     assert "start on GPU 0" in out and "start on GPU 1" in out
 
 
+@pytest.mark.slow
+def test_failed_slurm_job_names_the_jobs_error(fake_study: Path, monkeypatch, capsys) -> None:
+    """A job that fails says submitit's error next to the run's log tail (a log may end without the reason)."""
+    _small(fake_study)
+    _edit(fake_study, seeds=[0])
+    monkeypatch.setenv("FAKE_FAIL_AT", "1")  # the start run crashes
+    assert study_mod.main(["--config", str(fake_study), "--executor", "slurm", "--cluster", "local"]) == 1
+    err = capsys.readouterr().err
+    assert "Run start/seed0 (job " in err and ") failed: FailedJobError: " in err, err
+    assert "simulated crash" in err  # the log tail
+
+
 def test_local_executor_runs_one_at_a_time(fake_study: Path, monkeypatch) -> None:
     _small(fake_study)
     assert study_mod.main(["--config", str(fake_study)]) == 0

@@ -13,13 +13,12 @@ beats these by a wide margin must be reading the pictures.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Literal
 
-from lightning_modules.metrics.outcomes import read_outcomes
-from lightning_modules.metrics.sync import hash_ids
 from lightning_modules.tasks import NLI_LABELS
 from shards.demo import SIZES
 from shards.demo.tasks import DEMO_TASKS
@@ -67,20 +66,21 @@ def item_kind(task: str, item: dict) -> str:
 def scores_by_kind(outcomes: str | Path, size: Literal["small", "full"] = "full", seed: int = 0) -> dict[str, tuple]:
     """A run's English test score (%) per kind of item, from its ``outcomes.jsonl``: {kind: (score, items)}.
     The items are re-drawn as ``demo_records`` drew them (same size and seed as the world the run was tested on)."""
-    sets = {task: entry for (task, lang), entry in read_outcomes(outcomes).items() if lang == "en"}
-    task = next((t for t in RULE_TASKS if t in sets), None)
-    if task is None:
+    rows = [json.loads(line) for line in Path(outcomes).read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("lang") == "en" and r.get("task") in RULE_TASKS and "key" in r]  # items only
+    if not rows:
         raise ValueError(f"{outcomes}: no English demo_ve or demo_vqa test outcomes")
+    task = rows[0]["task"]
     items = DEMO_TASKS[task].make_items(random.Random(f"{seed}/{task}/test"), SIZES[size][0]["test"], "test")
-    hashes = hash_ids([f"test-en-{i:06d}" for i in range(len(items))]).tolist()  # the keys demo_records writes
-    kind_of = {h: item_kind(task, item) for h, item in zip(hashes, items)}
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for key_hash, row in sets[task]["rows"].items():
-        if key_hash not in kind_of:
-            raise ValueError(f"{outcomes}: an item key the {size} demo world does not have: pass the --size and "
+    for row in rows:
+        index = int(row["key"].rsplit("-", 1)[1])  # demo_records' keys: test-en-<index>
+        if index >= len(items):
+            raise ValueError(f"{outcomes}: item {row['key']} is not in the {size} demo world: pass the --size and "
                              "--seed of the world the run was tested on")  # fmt: skip
-        sums[kind_of[key_hash]][0] += row.get("score", row.get("correct", 0.0))
-        sums[kind_of[key_hash]][1] += row["total"]
+        kind = item_kind(task, items[index])
+        sums[kind][0] += row.get("score", row.get("correct", 0.0))
+        sums[kind][1] += row["total"]
     return {kind: (100.0 * got / n, int(n)) for kind, (got, n) in sorted(sums.items())}
 
 
