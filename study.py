@@ -37,6 +37,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser, Namespace
 
 from lightning_modules import significance
+from studies import rehearsal
 from studies.executors import queued_slurm_jobs, run_local, submit_slurm, visible_gpus
 from studies.plan import PROTOCOLS, TRAIN_CMD_ENV, Run, plan, run_args, run_env, summary_lines, train_command
 from studies.probe import measure
@@ -102,6 +103,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--keep-going", action="store_true", help="after a failure, run what does not depend on it")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs whose last attempt failed")
     parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between 'still running' lines")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="run this study file at toy scale on this machine (configs/rehearsal.yaml says how)")
+    parser.add_argument("--workspace", default=None,
+                        help="with --rehearse: where data, models and runs go (default: configs/rehearsal.yaml's)")
     return parser
 
 
@@ -130,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command, args = parse_args(argv)
         study = load_study(args.config)
+        if args.rehearse:  # from here on the working directory is the rehearsal's workspace
+            study = rehearsal.prepare(study, args.workspace)
         runs = plan(study, args.only, args.targets, args.protocols)
         if command == "status":
             return 1 if print_status(study, runs).get("failed") else 0
@@ -174,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = write_report(study)
     print(paths["md"].read_text())
     print("report: " + ", ".join(str(p) for p in paths.values()), flush=True)
+    if args.rehearse:
+        gaps = rehearsal.verdict(study)
+        print("rehearsal: " + ("; ".join(gaps) if gaps else "every target and protocol has numbers, no run missing"))
+        return 1 if gaps else 0
     return 0
 
 

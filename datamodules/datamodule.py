@@ -282,13 +282,18 @@ class TransferDataModule(pl.LightningDataModule):
                 batch_size=self.tasks[name].batch_size or self.batch_size, seed=seed, rank=rank, world_size=world,
                 shuffle_buffer=self.shuffle_buffer,
             )  # fmt: skip
-            loaders[name] = self._loader(pipeline, self.num_workers, persistent=True)
+            loaders[name] = self._loader(pipeline, self.train_workers(name, world), persistent=True)
         accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         self._train_loader = MultiTaskLoader(
             loaders, TaskSampler(self.weights(), self.seed), self.steps_per_epoch, accumulate
         )
         self._train_loader.batch_index = self._resume_batch_index
         return self._train_loader
+
+    def train_workers(self, name: str, world: int) -> int:
+        """Loader workers of a training task: ``num_workers``, at most its shards per rank (a few-shot split of one
+        shard per language is read by one worker; more would start and read nothing)."""
+        return min(self.num_workers, max(1, len(self._train_urls(name)) // max(1, world)))
 
     def _train_urls(self, name: str) -> list[str]:
         t = self.tasks[name]

@@ -11,7 +11,8 @@ run; info lines are reported):
 
 - every shard the run reads exists and looks like a whole tar (fast: size > 0 and a multiple of 512
   bytes); ``--full`` also compares sha256 and sample counts with the manifest (``shards.verify``);
-- every training stream has at least ``data.num_workers × ranks`` shards (otherwise workers share shards);
+- every training task has a shard per rank in the languages it reads (workers beyond its shards stay idle
+  and are not started);
 - every evaluation set has samples;
 - tasks sharing a head have the same label vocabulary in this run;
 - VQA answer-vocabulary coverage per test language (xGQA: answers outside the GQA vocabulary score 0).
@@ -106,20 +107,31 @@ def _shards(dm: TransferDataModule, world: int, full: bool, report: PreflightRep
 
 
 def _train_streams(dm: TransferDataModule, world: int, full: bool, report: PreflightReport) -> None:
-    streams = max(1, dm.num_workers) * world
+    """Each training task's shards, those of the languages the run reads (``train_langs``): at least one per rank;
+    fewer than ``data.num_workers`` per rank are read by as many workers as there are shards (``train_workers``)."""
     for name in dm.train_tasks:
-        split = dm.tasks[name].train_split
-        n = sum(1 for s in dm.manifests[name]["shards"] if s["split"] == split and s["task"] == name)
-        if n == 0:
+        t = dm.tasks[name]
+        split = t.train_split
+        if not any(s["split"] == split and s["task"] == name for s in dm.manifests[name]["shards"]):
             have = sorted(dm.manifests[name]["counts"])
-            report.errors.append(f"data.tasks[{name}].train_split={split!r}: no such split in {dm.tasks[name].shards}; "
+            report.errors.append(f"data.tasks[{name}].train_split={split!r}: no such split in {t.shards}; "
                                  f"it has {have}")  # fmt: skip
-        elif n < streams:
+            continue
+        try:
+            n = len(dm._train_urls(name))
+        except ValueError as err:  # a train_langs language without shards: the message names the split and language
+            report.errors.append(f"data.tasks[{name}].train_langs: {err}")
+            continue
+        langs = f" ({', '.join(t.train_langs)})" if t.train_langs else ""
+        if n < world:
             report.errors.append(
-                f"data.tasks[{name}]: the train split {split!r} has {n} shard(s) but data.num_workers="
-                f"{dm.num_workers} × {world} rank(s) read {streams} streams; lower data.num_workers to "
-                f"{max(0, n // world)} or rebuild with a smaller --max-per-shard"
+                f"data.tasks[{name}]: the train split {split!r}{langs} has {n} shard(s) for {world} ranks: every rank "
+                "needs one; rebuild with a smaller --max-per-shard, or train on fewer devices"
             )
+        elif dm.train_workers(name, world) < dm.num_workers:
+            report.info.append(f"data.tasks[{name}]: the train split {split!r}{langs} has {n} shard(s): read by "
+                               f"{dm.train_workers(name, world)} worker(s) per rank (data.num_workers="
+                               f"{dm.num_workers})")  # fmt: skip
 
 
 def _eval_sets(dm: TransferDataModule, world: int, full: bool, report: PreflightReport) -> None:

@@ -591,7 +591,8 @@ def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapp
               f"Std is the sample std; n = number of seeds.", ""]  # fmt: skip
     lines += [f"- `{a}`: {h}" for a, h in AGGREGATE_HELP.items()] + [f"- {OVERLAP_LEGEND}", ""]
     if meta.get("missing"):
-        lines += ["Missing (not finished) target runs: " + ", ".join(f"`{m}`" for m in meta["missing"]), ""]
+        missing = ", ".join(f"`{m}`" for m in meta["missing"])
+        lines += [f"Runs without results (not finished, or finished without test rows): {missing}", ""]
     lines += _summary_section(table, baseline, AVG_XLING) + _summary_section(table, baseline, AVG_ALL)
     lines += _significance_sections(meta.get("significance") or [], baseline)
     lines += _budget_section(meta.get("budgets") or {}) + _power_section(meta.get("power") or [])

@@ -121,7 +121,7 @@ def protocol_runs(study: Study, target_run: Run, protocols: Sequence[str]) -> li
         for shots in few.shots:
             for lang in few.langs:
                 data = [{"name": task, "shards": shards, "train_split": few.train_split.format(shots=shots),
-                         "train_langs": [lang], "val_split": few.val_split, "val_langs": [lang],
+                         "train_langs": [lang], "val_split": few.val_split, "val_langs": [few.val_lang or lang],
                          "test_split": few.test_split, "test_langs": [lang]}]  # fmt: skip
                 name = f"{target_run.name}.fs{shots}.{lang}"
                 runs.append(Run(name, "few_shot", overrides=(*target_run.overrides, *few.overrides),
@@ -149,6 +149,18 @@ def train_command(study: Study) -> list[str]:
     return [sys.executable, str(REPO / "train.py")]
 
 
+def run_overrides(study: Study, run: Run) -> list[str]:
+    """A run's CLI overrides in order: the study's, the run's, the equal budget (intermediate runs), then the
+    rehearsal's scale. The dry run's plan reads the same list (``run_config``)."""
+    args = [*study.overrides, *run.overrides]
+    if run.phase == "intermediate":  # equal budgets: after the configs' and overrides' values
+        if study.budget.intermediate_steps:
+            args += ["--trainer.max_steps", str(study.budget.intermediate_steps)]
+        if study.budget.batch_size:
+            args += ["--data.batch_size", str(study.budget.batch_size)]
+    return args + list(study.scale)
+
+
 def run_args(study: Study, run: Run, init_from: str | None) -> list[str]:
     """The arguments of one run: subcommand, stacked configs, overrides, then the run's own settings."""
     args = [run.subcommand]
@@ -156,12 +168,7 @@ def run_args(study: Study, run: Run, init_from: str | None) -> list[str]:
         args += ["--config", config]
     if run.data_tasks is not None:  # a later --config replaces the whole list (jsonargparse merges CLI lists)
         args += ["--config", json.dumps({"data": {"tasks": list(run.data_tasks)}})]
-    args += [*study.overrides, *run.overrides]
-    if run.phase == "intermediate":  # equal budgets: last, so no condition config can differ
-        if study.budget.intermediate_steps:
-            args += ["--trainer.max_steps", str(study.budget.intermediate_steps)]
-        if study.budget.batch_size:
-            args += ["--data.batch_size", str(study.budget.batch_size)]
+    args += run_overrides(study, run)
     args += ["--trainer.default_root_dir", str(run.run_dir), "--seed_everything", str(run.seed), "--phase", run.phase]
     if run.subcommand == "test":
         return args + (["--ckpt_path", init_from] if init_from else [])
@@ -241,7 +248,7 @@ def run_config(study: Study, run: Run) -> dict[str, Any]:
     files = [f for f in (*study.base, *run.configs) if Path(f).is_file()]
     if run.data_tasks is not None:
         files.append(json.dumps({"data": {"tasks": list(run.data_tasks)}}))
-    return resolved(files, [*study.overrides, *run.overrides])
+    return resolved(files, run_overrides(study, run))
 
 
 # ----------------------------------------------------------------------------------------------- cost plan

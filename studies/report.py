@@ -36,7 +36,10 @@ def _split(study: Study, run: Run) -> str:
 def collect(study: Study, runs: Sequence[Run] | None = None) -> tuple[dict[str, list[dict]], list[str], list[str]]:
     """Results per tabulated split of every finished evaluated run, the missing run names and selection keys.
 
-    Few-shot runs of one (condition, seed, target, shots) are one result: each tested one language.
+    A run's rows are those of its own test (split ``test`` in its results.json, whatever split its data came from),
+    filed under its protocol's split: ``test`` (zero-shot), the translate-test split, the few-shot test split.
+    Few-shot runs of one (condition, seed, target, shots) are one result: each tested one language. A finished
+    run that contributes no row is listed in ``missing`` as ``<run> (finished, no test rows)``.
     """
     by_split: dict[str, dict[tuple, dict[str, Any]]] = defaultdict(dict)
     missing, selection = [], []
@@ -51,14 +54,17 @@ def collect(study: Study, runs: Sequence[Run] | None = None) -> tuple[dict[str, 
         monitor = (data.get("selection") or {}).get("monitor") if isinstance(data, dict) else None
         if monitor and run.phase == "target" and monitor not in selection:
             selection.append(monitor)
-        rows = data["rows"] if isinstance(data, dict) else data
-        split = _split(study, run)
+        rows = [dict(r, split=_split(study, run)) for r in (data["rows"] if isinstance(data, dict) else data)
+                if r.get("split") == "test"]  # fmt: skip
+        if not rows:
+            missing.append(f"{run.name} (finished, no test rows)")
+            continue
         key = (run.condition, column(run), run.seed)
-        entry = by_split[split].setdefault(key, {"condition": run.condition, "target": column(run), "seed": run.seed,
-                                                 "rows": []})  # fmt: skip
+        entry = by_split[_split(study, run)].setdefault(
+            key, {"condition": run.condition, "target": column(run), "seed": run.seed, "rows": []})
         if run.phase == "target":  # its outcomes.jsonl pairs it with the baseline (significance)
             entry["run_dir"] = str(run.run_dir)
-        entry["rows"] += [r for r in rows if r.get("split") == split]
+        entry["rows"] += rows
     return {split: list(entries.values()) for split, entries in by_split.items()}, missing, selection
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from studies import warm
 from studies.plan import Run, run_args, run_env, train_command
 from studies.spec import Study, StudyError
 
@@ -268,8 +269,11 @@ def _train(cmd: list[str], log: Path, env: dict[str, str], lock_fd: int, heartbe
         out.write("$ " + shlex.join(cmd) + "\n")
         out.flush()
         runner = os.getpid()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=(lock_fd,),
-                                start_new_session=True, preexec_fn=lambda: _die_with_parent(runner))  # fmt: skip
+        if warm.usable(cmd):  # train.py itself: a child forked from a process that imported it once
+            proc: Any = warm.start(cmd[2:], out.fileno(), env, lock_fd)
+        else:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=(lock_fd,),
+                                    start_new_session=True, preexec_fn=lambda: _die_with_parent(runner))  # fmt: skip
         with _LIVE_LOCK:
             LIVE.add(proc)
         try:

@@ -69,7 +69,9 @@ class FewShot:
     train_split: str = "train_{shots}"
     """Split name of the N-shot training data; ``{shots}`` is replaced by N."""
     val_split: str = "dev"
-    """The few-shot dev split (in the target language) the checkpoint is selected on."""
+    """The dev split the checkpoint is selected on (IGLUE: XVNLI ``translate_dev``, xGQA ``dev``)."""
+    val_lang: str | None = None
+    """Language of that dev split; default: the shot language (``en`` selects on English dev)."""
     test_split: str = "test"
     task: str | None = None
     """The task whose shards hold the few-shot splits; default: the target's task."""
@@ -167,6 +169,8 @@ class Study:
     """Paired-bootstrap settings of the report (``lightning_modules/significance.py``)."""
     budget: Budget = field(default_factory=lambda: Budget())
     """Equal budgets for every intermediate phase."""
+    scale: list[str] = field(default_factory=list)
+    """Arguments appended last to every run: set by ``--rehearse`` from configs/rehearsal.yaml, not in a study."""
 
     @property
     def out_dir(self) -> Path:

@@ -271,7 +271,8 @@ def test_gqa_reads_lxmert_testdev_and_ignores_the_original_copy(tmp_path: Path) 
     assert manifest["ignored"] == [
         {
             "path": str(tmp_path / "testdev_balanced_questions.json"),
-            "reason": "the same testdev questions as testdev.json (LXMERT format, read instead)",
+            "reason": "GQA's original testdev file (1 questions); testdev.json (LXMERT format, 4 questions) is read "
+            "instead",
         }
     ]
     (tmp_path / "more").mkdir()

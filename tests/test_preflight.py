@@ -79,11 +79,27 @@ def test_full_mode_hashes(ve_dir: Path, tiny_model: dict[str, str]) -> None:
     assert any(str(shard) in e and "sha256" in e for e in errors), errors
 
 
-def test_train_streams_need_workers_times_ranks_shards(ve_dir: Path, tiny_model: dict[str, str]) -> None:
+def test_train_streams_count_the_shards_of_the_languages_read(tmp_path: Path, tiny_model: dict[str, str]) -> None:
+    """IGLUE's few-shot shape: ``train_1`` is one shard per language; a run reads one language with the shipped
+    6 workers. It used to fail ("5 shard(s) but data.num_workers=6 x 1 rank(s)", counting every language)."""
+    langs = ("ar", "en", "es", "fr", "ru")
+    write_task_shards(tmp_path / "xvnli", "demo_ve", {**{("train_1", lang): 3 for lang in langs},
+                                                      **{("test", lang): 4 for lang in langs}})  # fmt: skip
+    task = TaskData("demo_ve", str(tmp_path / "xvnli"), train_split="train_1", train_langs=["ar"], test_split="test")
+    dm = datamodule(tiny_model, [task], num_workers=6)
+    report = preflight(dm, 1)
+    assert report.ok, report.text()
+    assert any("'train_1' (ar) has 1 shard(s): read by 1 worker(s) per rank (data.num_workers=6)" in line
+               for line in report.info), report.info  # fmt: skip
+    assert dm.train_workers("demo_ve", 1) == 1
+    errors = preflight(dm, 2).errors  # two ranks, one shard: a rank would read nothing
+    assert any("'train_1' (ar) has 1 shard(s) for 2 ranks" in e for e in errors), errors
+
+
+def test_train_workers_follow_the_shards_per_rank(ve_dir: Path, tiny_model: dict[str, str]) -> None:
     dm = datamodule(tiny_model, [ve_task(ve_dir)], num_workers=2)  # 3 train shards
-    assert preflight(dm, 1).ok
-    errors = preflight(dm, 2).errors
-    assert any("data.num_workers=2 × 2 rank(s)" in e and "lower data.num_workers to 1" in e for e in errors), errors
+    assert preflight(dm, 1).ok and dm.train_workers("demo_ve", 1) == 2
+    assert preflight(dm, 2).ok and dm.train_workers("demo_ve", 2) == 1
 
 
 def test_empty_eval_set(ve_dir: Path, tiny_model: dict[str, str]) -> None:

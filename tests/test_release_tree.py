@@ -13,16 +13,12 @@ import os
 import re
 import shlex
 import tarfile
-import zipfile
-from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import pytest
-from PIL import Image
 
 from shards.__main__ import main as shards_main
+from shards.standins import iglue_images
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "real_data.md"
@@ -56,6 +52,7 @@ IMAGE_ROOTS = ("flickr30k/flickr30k_images", "coco/val2014", "gqa/images", "marv
 # their one "-" item in XVNLI; WIT's test_en.jsonl holds two images with two captions each).
 XVNLI_FEW = {lang: 4 for lang in ("ar", "en", "es", "fr", "ru")}
 XGQA_ALL = {lang: 4 for lang in ("bn", "de", "en", "id", "ko", "pt", "ru", "zh")}
+XGQA_XLING = {lang: n for lang, n in XGQA_ALL.items() if lang != "en"}
 XFLICKR_ALL = {lang: 5 for lang in ("de", "es", "id", "ja", "ru", "tr", "zh")}
 XFLICKR_DEJA = {"de": 5, "ja": 5}
 MARVL_FEW = {"id": 4, "tr": 4, "zh": 4}
@@ -72,7 +69,12 @@ TREE_COUNTS = {
         "translate_dev": {lang: 5 for lang in ("ar", "es", "fr", "ru")},
     },
     "snli_ve": {"train": {"en": 4}, "dev": {"en": 5}, "test": {"en": 5}},
-    "xgqa": {split: XGQA_ALL for split in ("test", "fs_test", "dev", *(f"train_{n}" for n in (1, 5, 10, 20, 25, 48)))},
+    "xgqa": {
+        **{split: XGQA_ALL for split in ("test", "fs_test", "dev", *(f"train_{n}" for n in (1, 5, 10, 20, 25, 48)))},
+        # annotations_machine-translate/ (the docs' command reads the xGQA folder, not only annotations/)
+        "translate_test": XGQA_XLING,
+        "translate_fs_test": XGQA_XLING,
+    },
     "gqa": {"testdev": {"en": 4}},
     "marvl": {
         "test": MARVL_ALL,
@@ -134,63 +136,9 @@ def localize(command: str, tmp: Path) -> list[str]:
     return out
 
 
-def placeholder(path: Path, png: bool = False) -> None:
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = BytesIO()
-    Image.new("RGB", (8, 6), (40, 90, 160)).save(buf, format="PNG" if png else "JPEG")
-    path.write_bytes(buf.getvalue())
-
-
-def open_text(path: Path) -> str:
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(archive.namelist()[0]).decode("utf-8")
-    return path.read_text(encoding="utf-8")
-
-
-def jsonl_rows(folder: Path, *patterns: str) -> Iterator[dict]:
-    for pattern in patterns:
-        for path in sorted(folder.rglob(pattern)):
-            yield from (json.loads(line) for line in open_text(path).splitlines() if line.strip())
-
-
 def write_images(tmp: Path) -> None:
     """Placeholder images for every image the tree's annotations name, in each source's own layout."""
-    flickr, coco = tmp / "flickr30k/flickr30k_images", tmp / "coco/val2014"
-    for row in jsonl_rows(ROOT / "XVNLI", "*.jsonl", "*.jsonl.zip"):
-        placeholder(flickr / f"{row['Flikr30kID']}.jpg")
-    for folder in (ROOT / "xFlickrCO", ROOT / "flickr30k"):
-        for row in jsonl_rows(folder, "*.jsonl"):
-            placeholder((coco if row["img_path"].startswith("COCO_") else flickr) / row["img_path"])
-    for path in [
-        *(ROOT / "xGQA").rglob("*.json"),
-        *(ROOT / "gqa").rglob("*.json"),
-        *(ROOT / "gqa").rglob("*.json.zip"),
-    ]:
-        if path.name.startswith("trainval_"):
-            continue
-        data = json.loads(open_text(path))
-        ids = [q["imageId"] for q in data.values()] if isinstance(data, dict) else [q["img_id"] for q in data]
-        for image_id in ids:
-            placeholder(tmp / "gqa/images" / f"{image_id}.jpg")
-    for row in jsonl_rows(ROOT / "marvl", "*.jsonl"):
-        lang_root = tmp / "marvl-images" / row["language"] / "images"
-        for side in ("left_img", "right_img"):
-            name = row[side]  # few-shot names carry their concept folder, zero-shot ones do not
-            placeholder(lang_root / (name if "/" in name else f"{row['concept']}/{name}"))
-    for row in jsonl_rows(ROOT / "nlvr2", "*.jsonl"):
-        identifier = row["identifier"]
-        folder = tmp / "nlvr2/images" / identifier.split("-")[0]
-        if identifier.startswith("train"):  # the release spreads train over train/0 .. train/99
-            folder = folder / str(row.get("directory", sum(map(ord, identifier)) % 100))
-        for i in (0, 1):
-            placeholder(folder / f"{identifier.rsplit('-', 1)[0]}-img{i}.png", png=True)
-    for row in jsonl_rows(ROOT / "wit", "*.jsonl", "*.jsonl.zip"):
-        name = unquote(Path(urlparse(row["image_url"]).path).name)
-        is_jpeg = name.lower().endswith((".jpg", ".jpeg"))
-        placeholder(tmp / "wit/images" / (name if is_jpeg else Path(name).stem + ".png"), png=not is_jpeg)
+    iglue_images(ROOT, tmp)
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +187,7 @@ def test_every_unread_file_is_listed_as_ignored_with_a_reason(built: dict[str, d
     roots = {
         "xvnli": "XVNLI",
         "snli_ve": "XVNLI/annotations/en",
-        "xgqa": "xGQA/annotations",
+        "xgqa": "xGQA",
         "gqa": "gqa/annotations",
         "marvl": "marvl",
         "nlvr2": "nlvr2/annotations",
@@ -282,8 +230,11 @@ def test_wit_identifies_images_by_wit_ix_as_iglue_does(built: dict[str, dict]) -
 
 
 def test_xgqa_zero_shot_few_shot_and_translated_files_get_distinct_splits(built: dict[str, dict]) -> None:
+    """Regression: the documented command read only ``xGQA/annotations``; the translate-test splits that
+    study's translate_test protocol needs (``annotations_machine-translate/``) were never built."""
     counts = built["xgqa"]["counts"]
-    assert {"test", "fs_test", "dev", "train_1"} <= set(counts)
+    assert {"test", "fs_test", "dev", "train_1", "translate_test", "translate_fs_test"} <= set(counts)
+    assert set(counts["translate_test"]) == set(counts["translate_fs_test"]) == set(XGQA_XLING)
     assert set(counts["test"]) == set(counts["fs_test"]) == set(XGQA_ALL)
     assert len(built["xgqa"]["tasks"]["xgqa"]["label_names"]) == 1842  # IGLUE's gqa/annotations vocabulary
 

@@ -1,0 +1,112 @@
+"""Warm starts for a study's ``train.py`` runs: one process imports train.py's dependencies once (torch,
+Lightning, transformers, timm: ~7 s of every run's start-up), and each run is a child forked from it.
+
+Python's own ``forkserver`` does the work: the server is started on first use with ``train`` preloaded, and every
+run is a ``Process`` whose child puts itself in a new session (the runner stops a run by signalling its process
+group, as it does a ``subprocess``), writes to the run's ``train.log``, takes the run's environment and
+arguments, and executes ``train.py`` as ``__main__`` — the same code path as ``python train.py ...``. Each run
+stays a process of its own: nothing one run changes reaches another. When the runner dies, the server exits and
+its children are killed (``PR_SET_PDEATHSIG``), so no run trains on alone.
+
+Used only for the default train command (``python train.py`` beside study.py) on Linux; ``MMSTILTS_WARM=0``
+falls back to one fresh interpreter per run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import multiprocessing as mp
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+TRAIN = Path(__file__).resolve().parents[1] / "train.py"
+ENV = "MMSTILTS_WARM"
+PRELOAD = ["train", "wandb", "wandb.sdk.launch", "matplotlib.pyplot"]
+"""Imported once by the server: train.py's own imports, and what every run imports later (W&B's run start
+imports its ``launch`` package, the reports import pyplot)."""
+_LOCK = threading.Lock()
+_CONTEXT: Any = None
+
+
+def usable(cmd: Sequence[str]) -> bool:
+    """Whether ``cmd`` is the default ``[python, train.py]`` command and warm starts are on."""
+    return (
+        os.environ.get(ENV, "1") != "0"
+        and sys.platform.startswith("linux")
+        and len(cmd) >= 2
+        and cmd[0] == sys.executable
+        and Path(cmd[1]).resolve() == TRAIN
+    )
+
+
+def _context() -> Any:
+    global _CONTEXT
+    with _LOCK:
+        if _CONTEXT is None:
+            context = mp.get_context("forkserver")
+            context.set_forkserver_preload(PRELOAD)
+            _CONTEXT = context
+    return _CONTEXT
+
+
+class WarmRun:
+    """The ``subprocess.Popen`` surface the runner uses (``pid``, ``wait``) over a forked ``Process``."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.pid = process.pid
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired("train.py", timeout)
+        return self.process.exitcode
+
+
+def start(args: Sequence[str], log_fd: int, env: Mapping[str, str], lock_fd: int | None = None) -> WarmRun:
+    """Fork one ``train.py`` run (``args`` after ``train.py``) writing to the log open at ``log_fd``.
+
+    The runner's lock on the run folder stays with the runner (the child cannot outlive it, see above).
+    """
+    del lock_fd
+    log = os.readlink(f"/proc/self/fd/{log_fd}")
+    process = _context().Process(target=_child, args=(list(args), log, dict(env), os.getcwd()), daemon=False)
+    process.start()
+    return WarmRun(process)
+
+
+def _child(args: list[str], log: str, env: dict[str, str], cwd: str) -> None:
+    """In the forked child: own session, die with the server, the run's log, environment, directory, argv."""
+    os.setsid()
+    mp.set_start_method(None, force=True)  # the platform's default, as in `python train.py` (not forkserver)
+    atexit._clear()  # the server's exit functions are the server's (W&B's media folder, shared by every child)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    if env.get("OMP_NUM_THREADS", "").isdigit():  # the server's OpenMP read its own environment at import
+        import torch
+
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    sys.argv = [str(TRAIN), *args]
+    try:
+        runpy.run_path(str(TRAIN), run_name="__main__")
+    finally:
+        atexit._run_exitfuncs()  # what this run registered, as a fresh interpreter would at exit
+        sys.stdout.flush()
+        sys.stderr.flush()
