@@ -11,10 +11,17 @@ Values that flow between data and model are linked once here:
 
 Each run lives in ``trainer.default_root_dir`` (default ``runs/<name>``): checkpoints/, logs, the resolved
 config, ``finished.json`` once the command completed, and the results report after a test.
+
+Errors users cause (a setting out of range, an unreadable checkpoint, a read-only or full disk, no W&B login)
+end as ``train.py: <what, where, the fix>`` on stderr with exit code 2 (config) or 1 (runtime), no traceback
+(``main``); ``MMSTILTS_DEBUG=1`` or ``--debug`` shows it. The optimizer is ``model.optimizer`` (AdamW) and
+``model.schedule``: LightningCLI's ``--optimizer`` / ``--lr_scheduler``, which would replace both, are refused.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import re
 import sys
@@ -23,11 +30,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jsonargparse import set_parsing_settings
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.datamodule import TransferDataModule
+from datamodules.pipeline import DataError
 from datamodules.preflight import PreflightReport, preflight
 from lightning_modules import run_setup
 from lightning_modules.callbacks import PredictionWriter, RunReport
@@ -37,7 +46,12 @@ from lightning_modules.ddp import DEFAULT_TIMEOUT_S, register_ddp_strategies
 from lightning_modules.module import CoreConfig, TransferModule
 from lightning_modules.protocol import ProtocolRecord, append_finished
 from lightning_modules.reports import compact_table, rows_from_metrics
-from lightning_modules.weights import exit_if_weights_unreachable
+from lightning_modules.weights import (
+    CheckpointFileError,
+    WeightSourceError,
+    check_checkpoint_file,
+    exit_if_weights_unreachable,
+)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # per-task fields (datamodules.datamodule.TaskData) and the grouped model settings (module.CoreConfig, Optimizer,
@@ -60,11 +74,20 @@ def moved_keys_hint(message: str) -> str:
     return f" ({'; '.join(moves)})" if moves else ""
 
 
+def optimizer_hint(message: str) -> str:
+    """LightningCLI's ``--optimizer`` / ``--lr_scheduler`` would silently replace AdamW and the schedule: refused
+    (``auto_configure_optimizers=False``); the error says where the optimizer is set."""
+    if not re.search(r"(?<![\w.])(optimizer|lr_scheduler)\b", message):
+        return ""
+    return (" (the optimizer is AdamW, set by model.optimizer.{lr, head_lr, weight_decay}, and the learning-rate "
+            "schedule by model.schedule.*; --optimizer and --lr_scheduler are not supported)")  # fmt: skip
+
+
 class MMStiltsArgumentParser(LightningArgumentParser):
     """LightningCLI's parser; an error naming a model key from before the grouping also says where it moved."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        super().error(message + moved_keys_hint(message), ex)
+        super().error(message + moved_keys_hint(message) + optimizer_hint(message), ex)
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -122,8 +145,16 @@ class MMStiltsCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """Checks that every pretrained weight source can be reached before the tokenizer or any weights load:
         an unreachable one exits with advice instead of a download trace (``lightning_modules/weights.py``)."""
-        exit_if_weights_unreachable((self.config[self.subcommand] if self.subcommand else self.config).model.core)
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        exit_if_weights_unreachable(cfg.model.core)
+        if cfg.model.get("init_from"):  # after evaluate_checkpoint_alone, which drops it where it is not loaded
+            check_checkpoint_file(cfg.model.init_from, "model.init_from")
         super().instantiate_classes()
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parses, then checks ``--ckpt_path`` before LightningCLI reads its hyperparameters (``check_resume_file``)."""
+        super().parse_arguments(parser, args)
+        check_resume_file(self.config)
 
     def fit(self, model: TransferModule, **kwargs: Any) -> None:
         """``trainer.fit``; a run with no training task (BUCC, Tatoeba: no training data) only tests."""
@@ -190,6 +221,19 @@ class MMStiltsCLI(LightningCLI):
             wandb.finish()  # one W&B run per command, also when several run in one process
 
 
+def check_resume_file(config: Any) -> None:
+    """A truncated or missing ``--ckpt_path`` fails naming the key and the path (``weights.check_checkpoint_file``),
+    not as torch's zip-reader error; ``last`` is the newest ``last*.ckpt`` of the run's checkpoint folder."""
+    cfg = config[config.subcommand] if config.get("subcommand") else config
+    ckpt = cfg.get("ckpt_path")
+    if ckpt == "last":
+        root = cfg.trainer.default_root_dir or os.path.join("runs", cfg.name)
+        found = sorted(Path(root, "checkpoints").glob("last*.ckpt"), key=os.path.getmtime)
+        ckpt = found[-1] if found else None  # none: Lightning starts afresh, with its own warning
+    if ckpt and ckpt not in ("best", "hpc") and not str(ckpt).startswith("registry") and "://" not in str(ckpt):
+        check_checkpoint_file(ckpt, "ckpt_path")
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None or isinstance(value, bool):
         return []
@@ -238,12 +282,94 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
         parser_class=MMStiltsArgumentParser,
         trainer_defaults={"callbacks": [PredictionWriter(), RunReport(), ProtocolRecord()]},  # after the config's
         parser_kwargs={"parser_mode": "yaml"},
+        auto_configure_optimizers=False,  # model.optimizer / model.schedule only (optimizer_hint)
         args=args,
         run=run,
     )
 
 
+# -- the error boundary ----------------------------------------------------------------------------------------
+DEBUG_ENV = "MMSTILTS_DEBUG"
+CONFIG_ERROR, RUNTIME_ERROR = 2, 1
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+RUN_DIR_FIX = "--trainer.default_root_dir DIR (or --name NAME: runs/NAME)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python train.py ...`` (``argv``: the command line after ``train.py``; None: ``sys.argv``) inside one error
+    boundary: an error ``explain`` knows prints ``train.py: <message>`` (what, where, the fix) on stderr and returns
+    its exit code; with ``MMSTILTS_DEBUG=1`` (``--debug`` sets it) it is raised with its traceback."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if args[:1] == ["preflight"]:
+            return preflight_main(args[1:])
+        cli_main(argv)
+    except Exception as err:
+        known = None if os.environ.get(DEBUG_ENV, "") not in ("", "0") else explain(err)
+        if known is None:
+            raise
+        message, code = known
+        print(f"train.py: {message}\n  (rerun with {DEBUG_ENV}=1 or --debug for the traceback)", file=sys.stderr)
+        return code
+    return 0
+
+
+def explain(err: Exception) -> tuple[str, int] | None:
+    """(message, exit code) for an error a user can fix; None for anything else (a bug: its traceback is shown)."""
+    if type(err).__module__.split(".")[0] == "wandb":
+        return wandb_message(err), RUNTIME_ERROR
+    if isinstance(err, OSError):
+        return os_message(err), RUNTIME_ERROR
+    if isinstance(err, (DataError, CheckpointFileError, WeightSourceError)):
+        return str(err), RUNTIME_ERROR
+    if isinstance(err, RuntimeError) and "PytorchStream" in str(err):  # torch.save / torch.load on a bad file
+        where = file_in_traceback(err)
+        return (f"{str(err).strip().splitlines()[0]}{f' ({where})' if where else ''}: is the disk full, or the "
+                "checkpoint cut off? Free space (df -h) or copy the checkpoint again"), RUNTIME_ERROR  # fmt: skip
+    if isinstance(err, (ValueError, MisconfigurationException)):
+        return str(err), CONFIG_ERROR
+    return None
+
+
+def os_message(err: OSError) -> str:
+    """What failed, on which path (from the traceback when the OS gives none: a write past a full disk) and the fix."""
+    path = err.filename or file_in_traceback(err)
+    what = f"{err.strerror or err} (errno {err.errno})" if err.errno else str(err)
+    where = f"{path}: " if path else "writing a file (the OS names none): "
+    if err.errno in NOT_WRITABLE:
+        fix = f"the run folder must be writable: fix its permissions, or write the run elsewhere with {RUN_DIR_FIX}"
+    elif err.errno in DISK_FULL:
+        fix = (f"the disk, your quota or your file-size limit (ulimit -f) is full: free space (df -h {path or '.'}) "
+               f"or write the run elsewhere with {RUN_DIR_FIX}")  # fmt: skip
+    else:
+        fix = "check the path and its permissions"
+    return f"{where}{what}; {fix}"
+
+
+def file_in_traceback(err: BaseException) -> str | None:
+    """The file being read or written where ``err`` was raised: the innermost frame holding an open file object."""
+    frames, tb = [], err.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if isinstance(value, io.IOBase):
+                name = getattr(value, "path", None) or getattr(value, "name", None)  # fsspec: target, not temp file
+                if isinstance(name, str):
+                    return name
+    return None
+
+
+def wandb_message(err: Exception) -> str:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+    return (f"W&B: {reason}. Log offline with WANDB_MODE=offline (sync later with `wandb sync`), log in with "
+            "`wandb login` (or set WANDB_API_KEY), or run without W&B: --trainer.logger false")  # fmt: skip
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["preflight"]:
-        sys.exit(preflight_main(sys.argv[2:]))
-    cli_main()
+    if "--debug" in sys.argv:  # through the environment, so DDP ranks (re-run from sys.argv) inherit it
+        sys.argv.remove("--debug")
+        os.environ[DEBUG_ENV] = "1"
+    sys.exit(main())

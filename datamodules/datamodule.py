@@ -1,4 +1,8 @@
-"""The LightningDataModule: per-task WebDataset streams, multi-task mixing, named evaluation loaders."""
+"""The LightningDataModule: per-task WebDataset streams, multi-task mixing, named evaluation loaders.
+
+Evaluation reads only shards whose sha256 matches the manifest (``changed_shard``): a test score is never of data
+that changed after the shards were written (cheap at evaluation sizes; once per shard and data module).
+"""
 
 from __future__ import annotations
 
@@ -17,12 +21,31 @@ from datamodules.collate import FAMILY_DATA, Collator
 from datamodules.controls import LabelShuffle, shuffled_fields
 from datamodules.img2dataset import adapt_decoder
 from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
-from datamodules.pipeline import EvalImageTransform, SafeDecoder, TrainImageTransform, eval_pipeline, train_pipeline
+from datamodules.pipeline import (
+    DataError,
+    EvalImageTransform,
+    SafeDecoder,
+    TrainImageTransform,
+    eval_pipeline,
+    train_pipeline,
+)
 from lightning_modules.settings import DATA_RANGES, TASK_RANGES, check_max_length, check_ranges
 from lightning_modules.tasks import get_task
-from shards.manifest import load_manifest, sample_count, select_shards, shard_location
+from shards.manifest import is_url, load_manifest, sample_count, select_shards, sha256_file, shard_location
 
 NUM_IMAGES = {"text": 0, "image_text": 1, "image_pair": 2}
+
+
+def changed_shard(path: str, entry: dict[str, Any] | None) -> str | None:
+    """Why the local shard ``path`` must not be scored (its sha256 differs from its manifest ``entry``), else None;
+    a URL, or an entry without a hash, is not checked here (reading it checks its sample count)."""
+    if entry is None or not entry.get("sha256") or is_url(path) or not Path(path).is_file():
+        return None  # a missing file fails when it is read, naming it
+    if sha256_file(path) == entry["sha256"]:
+        return None
+    return (f"{path}: sha256 differs from the manifest: the shard changed after it was written, so its scores would "
+            f"be of other data. Rebuild the shards, or see what changed with `python -m shards verify "
+            f"{Path(path).parent}`")  # fmt: skip
 
 
 @dataclass
@@ -127,6 +150,7 @@ class TransferDataModule(pl.LightningDataModule):
         self.eval_sets = {"val": self._eval_sets("val"), "test": self._eval_sets("test")}
         self._train_loader: MultiTaskLoader | None = None
         self._resume_batch_index = 0
+        self._hashed: set[str] = set()  # evaluation shards whose sha256 matched the manifest
 
     # -- configuration checks (run at construction: before any training) -------------------------------
     def _manifest(self, t: TaskData) -> dict:
@@ -311,7 +335,20 @@ class TransferDataModule(pl.LightningDataModule):
         return task_weights(self.sampler_kind, sizes, temperature=self.temperature, example_cap=self.example_cap,
                             fixed=fixed)  # fmt: skip
 
+    def _check_eval_shards(self, stage: str) -> None:
+        """Raises ``DataError`` naming the first evaluation shard of ``stage`` that changed (``changed_shard``)."""
+        for task, _, urls in self.eval_sets[stage]:
+            manifest = self.manifests[task]
+            entries = {str(shard_location(manifest["_dir"], s["file"])): s for s in manifest["shards"]}
+            for url in urls:
+                if url not in self._hashed:
+                    problem = changed_shard(url, entries.get(url))
+                    if problem:
+                        raise DataError(f"data.tasks[{task}]: {problem}")
+                    self._hashed.add(url)
+
     def _eval_loaders(self, stage: str) -> list[DataLoader]:
+        self._check_eval_shards(stage)
         rank, world = self._rank()
         return [
             self._loader(

@@ -24,7 +24,9 @@ train the same transformer. ``fusion_transformer`` serves text models that canno
 Vision backbones: a ViT-style model's tokens are used as they are; a CNN's final feature map (ResNet, ConvNeXt,
 EfficientNet, ...) is flattened to H*W tokens of its pre-logits width. Weights: ``pretrained`` for both
 towers, ``text_pretrained`` / ``vision_pretrained`` per tower, ``vision_checkpoint`` for a local timm file
-(``lightning_modules/weights.py`` checks every source before anything is built).
+(``lightning_modules/weights.py`` checks every source before anything is built). Once built, the core prints
+where each tower's weights came from and how many tensors loaded (``load_report``); a pretrained load that
+supplies under 90 % of a tower's tensors, or other shapes, is refused.
 """
 
 from __future__ import annotations
@@ -42,9 +44,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 
 from lightning_modules.weights import (  # load_vision_spec lives there: the source check reads vision.json too
+    TowerLoad,
     WeightSources,
+    check_loaded_share,
     check_weight_sources,
+    checked_timm_load,
     load_vision_spec,
+    print_load_report,
+    random_tower,
     timm_checkpoint_overlay,
 )
 
@@ -62,15 +69,19 @@ class CoreOutput:
 
 def build_text_encoder(
     name: str, pretrained: bool, tower: str | None, attn_implementation: str, kwargs: dict[str, Any]
-) -> tuple[nn.Module, dict[str, list[str]]]:
+) -> tuple[nn.Module, dict[str, Any]]:
     """A Hugging Face encoder from a hub name or a local directory (random init unless ``pretrained``), and its
-    load report: the checkpoint keys ``missing`` from it, ``unexpected`` by the model, shape-``mismatched``."""
+    load report: the checkpoint keys ``missing`` from it, ``unexpected`` by the model, shape-``mismatched``, and
+    the model's ``total`` tensors. A load that supplies under 90 % of them is refused (``check_loaded_share``)."""
     kwargs = {"attn_implementation": attn_implementation, **kwargs}
-    report: dict[str, list[str]] = {"missing": [], "unexpected": [], "mismatched": []}
+    report: dict[str, Any] = {"missing": [], "unexpected": [], "mismatched": [], "total": 0}
     if pretrained:
         model, info = AutoModel.from_pretrained(name, output_loading_info=True, **kwargs)
         model.train()  # from_pretrained returns eval mode (no dropout), and Lightning keeps the modes it finds
-        report = {k: sorted(map(str, info[f"{k}_keys"])) for k in report}
+        report = {k: sorted(map(str, info[f"{k}_keys"])) for k in ("missing", "unexpected", "mismatched")}
+        report["total"] = total = len(model.state_dict())
+        check_loaded_share("model.core.text_model", name, f"the text model ({type(model).__name__})",
+                           total - len(report["missing"]), total, report["missing"], report["unexpected"])  # fmt: skip
     else:
         model = AutoModel.from_config(AutoConfig.from_pretrained(name), **kwargs)
     if tower is not None:
@@ -89,7 +100,16 @@ def build_vision_encoder(
     (``pretrained_cfg_overlay`` ``file``), so timm's key filtering (classifier dropped) and resizing (position
     embeddings to ``img_size``) apply as they do for hub weights. ``keep_head``: keep timm's own pooling and
     head (SigLIP's attention pooling, CLIP's projection) for the two-tower embedding path (``embed_image``).
+    A pretrained load is checked (``weights.checked_timm_load``): under 90 % of the tensors, or other shapes, or an
+    unreadable file, is refused naming the key and the file.
     """
+    return build_vision_tower(name, pretrained, kwargs, checkpoint, keep_head)[0]
+
+
+def build_vision_tower(
+    name: str, pretrained: bool, kwargs: dict[str, Any], checkpoint: str | Path | None = None, keep_head: bool = False
+) -> tuple[nn.Module, TowerLoad | None]:
+    """``build_vision_encoder`` and what its pretrained load supplied (None: nothing was loaded)."""
     if name.endswith(".json"):
         name, file_kwargs = load_vision_spec(name)
         kwargs = {**file_kwargs, **kwargs}
@@ -107,11 +127,14 @@ def build_vision_encoder(
     if overlay:
         kwargs["pretrained_cfg_overlay"] = overlay
     pretrained = pretrained or checkpoint is not None
-    if keep_head:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    # global_pool="" : heads pool for themselves, so no timm pooling module sits unused (DDP needs every
-    # trainable parameter to receive a gradient).
-    return timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs)
+    if not keep_head:
+        # global_pool="" : heads pool for themselves, so no timm pooling module sits unused (DDP needs every
+        # trainable parameter to receive a gradient).
+        kwargs = {"num_classes": 0, "global_pool": "", **kwargs}
+    key = "model.core.vision_checkpoint" if checkpoint is not None else "model.core.vision_model"
+    with checked_timm_load(key) as loads:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    return model, (loads[0] if loads else None)
 
 
 def _submodule(model: nn.Module, path: str, key: str) -> nn.Module:
@@ -128,7 +151,7 @@ def _submodule(model: nn.Module, path: str, key: str) -> nn.Module:
 def build_text_tower_with_embedding(
     name: str, pretrained: bool, tower: str | None, attn_implementation: str, kwargs: dict[str, Any],
     modules: Sequence[str], vision_check: str | None = None,
-) -> tuple[nn.Module, dict[str, list[str]], nn.ModuleList, torch.Tensor | None]:  # fmt: skip
+) -> tuple[nn.Module, dict[str, Any], nn.ModuleList, torch.Tensor | None]:  # fmt: skip
     """The text tower of a two-tower checkpoint (with its load report) plus the modules that turn its pooled token
     into the checkpoint's own text embedding; paths (``tower`` too) are dotted and relative to the whole checkpoint.
 
@@ -250,6 +273,7 @@ class EncoderCore(nn.Module):
             vision_pretrained=vision_pretrained, vision_checkpoint=vision_checkpoint,
         )  # fmt: skip
         check_weight_sources(self.sources)  # a few lines of advice instead of a download trace
+        self.load_report: list[TowerLoad] = []  # where each tower's weights came from: printed once built
         # tokens one image adds to the sequence (position budget: preflight); refuses unusable backbones early
         self.num_image_tokens = vision_token_count(vision_model, vision_kwargs or {}) if vision_model else 0
         self.own_embeddings = text_embedding is not None  # the towers' own pooling + projections (embed_*)
@@ -262,6 +286,7 @@ class EncoderCore(nn.Module):
             self.text, self.text_load_report = build_text_encoder(
                 text_model, self.sources.text_pretrained, text_tower, attn_implementation, text_kwargs or {}
             )
+        self.load_report.append(self._text_load(text_model, pretrained, text_pretrained))
         for name in text_drop or ():  # e.g. SigLIP's text projection: computed in forward, used by no head
             if not isinstance(getattr(self.text, name, None), nn.Module):
                 raise ValueError(f"model.core.text_drop: {type(self.text).__name__} has no submodule {name!r}")
@@ -270,10 +295,11 @@ class EncoderCore(nn.Module):
         self.fusion = fusion
         self.vision = None
         if vision_model:
-            self.vision = build_vision_encoder(
+            self.vision, loaded = build_vision_tower(
                 vision_model, self.sources.vision_pretrained, vision_kwargs or {}, vision_checkpoint,
                 keep_head=self.own_embeddings,
             )
+            self.load_report.append(loaded or self._unloaded_vision(vision_model, pretrained, vision_pretrained))
             if self.own_embeddings and aligned_patches is not None and self.sources.vision_pretrained:
                 _check_aligned_image_tower(aligned_patches, self.vision, vision_model, text_model)
             self._vision_fmt: str = getattr(self.vision, "output_fmt", "NCHW")  # Swin: NHWC maps
@@ -291,6 +317,18 @@ class EncoderCore(nn.Module):
             self.fuser = nn.TransformerEncoder(layer, fusion_layers)
         elif fusion != "single_stream":
             raise ValueError(f"model.core.fusion={fusion!r}; valid: single_stream, fusion_transformer")
+        print_load_report(self.load_report)
+
+    def _text_load(self, text_model: str, pretrained: bool, text_pretrained: bool | None) -> TowerLoad:
+        if not self.sources.text_pretrained:
+            return random_tower("text", text_model, pretrained, text_pretrained)
+        total = self.text_load_report["total"]
+        return TowerLoad("text", text_model, total - len(self.text_load_report["missing"]), total)
+
+    def _unloaded_vision(self, vision_model: str, pretrained: bool, vision_pretrained: bool | None) -> TowerLoad:
+        if self.sources.vision_pretrained:  # timm loaded through its own method (a .npz file): no count
+            return TowerLoad("vision", vision_model, note="loaded by the model's own method, tensors not counted")
+        return random_tower("vision", vision_model, pretrained, vision_pretrained)
 
     # -- towers --------------------------------------------------------------------------------------
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -357,7 +395,7 @@ class EncoderCore(nn.Module):
     # -- dual-encoder embeddings: the towers' own (aligned two-tower start) or the tokens, for a head to project --
     def _own_text_embedding(
         self, text_model: str, tower: str | None, attn: str, kwargs: dict[str, Any], spec: dict[str, Any]
-    ) -> tuple[nn.Module, dict[str, list[str]], nn.ModuleList, Pool, torch.Tensor | None]:
+    ) -> tuple[nn.Module, dict[str, Any], nn.ModuleList, Pool, torch.Tensor | None]:
         unknown = sorted(set(spec) - {"pool", "modules", "vision_check", "pad_to"})
         pool = spec.get("pool", "first")
         if unknown or pool not in ("first", "last") or not spec.get("modules"):

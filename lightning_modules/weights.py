@@ -8,6 +8,12 @@ a local path that does not exist, or a hub name that the Hugging Face cache does
 offline or does not answer. Each problem is a few lines naming the model, the cache (``HF_HOME``), how to
 pre-fetch it on a connected machine and the local-path alternative: printed instead of a download trace.
 
+Once built, each tower says where its weights came from and how many of its tensors they supplied
+(``TowerLoad``, printed by the core); a pretrained load that supplies fewer than ``MIN_LOADED_SHARE`` of a tower's
+tensors, or tensors of other shapes, or a file that cannot be read as weights, is refused (``WeightLoadError``)
+naming the key, the file and the counts. ``check_checkpoint_file`` refuses a truncated Lightning checkpoint
+(``--ckpt_path``, ``model.init_from``) before anything is built.
+
 Also here: the learning-rate check for pretrained cores and the quiet load of a masked-LM checkpoint whose
 LM head may be missing (embedding models such as all-MiniLM-L6-v2 or multilingual-e5).
 """
@@ -18,14 +24,18 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import sys
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import timm
 import timm.models
+import timm.models._builder
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
@@ -48,10 +58,17 @@ HF_WEIGHT_FILES = (
 # What timm's pretrained-file mechanism loads (timm.models.load_state_dict / load_state_dict_from_path).
 TIMM_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pth.tar", ".bin", ".pt")
 SOURCE_KEYS = ("file", "url", "hf_hub_id", "state_dict")  # timm pretrained_cfg keys that say where weights are
+# A pretrained load must supply at least this share of a tower's tensors: a ResNet file given to a ViT supplies none,
+# and timm (non-strict once the classifier is dropped) would train a random ViT without a word.
+MIN_LOADED_SHARE = 0.9
 
 
 class WeightSourceError(RuntimeError):
     """A weight source cannot be reached; the message says what to do (printed without a traceback)."""
+
+
+class WeightLoadError(ValueError):
+    """Weights were reached but do not fit the tower, or cannot be read; the message names key, file and counts."""
 
 
 @dataclass(frozen=True)
@@ -330,3 +347,157 @@ def exit_if_weights_unreachable(core_config: Mapping[str, Any]) -> None:
         check_weight_sources(WeightSources.from_config(core_config))
     except (WeightSourceError, ValueError) as err:
         sys.exit(f"error: {err}")
+
+
+# -- what each tower loaded -------------------------------------------------------------------------------------
+@dataclass
+class TowerLoad:
+    """Where one tower's weights came from (a file, directory or hub name, or ``random``) and how many of the
+    tower's tensors they supplied (None: random weights, nothing loaded)."""
+
+    tower: str
+    source: str
+    loaded: int | None = None
+    total: int | None = None
+    note: str = ""
+
+    def line(self) -> str:
+        counts = f": {self.loaded} of {self.total} tensors loaded" if self.loaded is not None else ""
+        return f"weights: {self.tower} tower: {self.source}{counts}" + (f"; {self.note}" if self.note else "")
+
+
+def random_tower(tower: str, name: str, pretrained: bool, tower_switch: bool | None) -> TowerLoad:
+    """The report of a tower built with random weights: which switch said so, and, loudly, when the local
+    directory it was built from holds weights that were not loaded."""
+    switch = f"model.core.{tower}_pretrained" if tower_switch is not None else "model.core.pretrained"
+    path = Path(name).expanduser() if tower == "text" else None
+    held = [f for f in HF_WEIGHT_FILES if path is not None and (path / f).is_file()]
+    if held:
+        return TowerLoad(tower, f"RANDOM, {name} holds weights ({held[0]}) that are NOT loaded ({switch} false); "
+                                f"set model.core.{tower}_pretrained true to load them")  # fmt: skip
+    return TowerLoad(tower, f"random ({switch} false)")
+
+
+def check_loaded_share(key: str, source: str, what: str, loaded: int, total: int, missing: list[str],
+                       unused: list[str]) -> None:  # fmt: skip
+    """Refuses a load that supplied fewer than ``MIN_LOADED_SHARE`` of the ``total`` tensors of ``what``."""
+    if total and loaded >= MIN_LOADED_SHARE * total:
+        return
+    extra = f"; the file's own tensors are named e.g. {unused[0]!r}" if unused else ""
+    raise WeightLoadError(
+        f"{key}={source!r} supplies {loaded} of the {total} tensors of {what}; at least {MIN_LOADED_SHARE:.0%} "
+        f"must load. Missing e.g. {missing[0] if missing else '?'!r}{extra}. Is it a checkpoint of this "
+        "architecture? Name the matching one, or drop the weights source for random weights."
+    )
+
+
+def _checked_state_dict(model: torch.nn.Module, state: Mapping[str, Any], key: str, source: str) -> TowerLoad:
+    """What ``state`` (after timm's filter) supplies of ``model``; refuses other shapes and a low share."""
+    own = model.state_dict()
+    what = f"the vision tower ({type(model).__name__}, {getattr(model, 'pretrained_cfg', {}).get('architecture')})"
+    mismatched = [k for k, v in state.items() if k in own and tuple(getattr(v, "shape", ())) != tuple(own[k].shape)]
+    if mismatched:
+        k = mismatched[0]
+        raise WeightLoadError(
+            f"{key}={source!r}: {len(mismatched)} of its {len(state)} tensors have other shapes than {what}, e.g. "
+            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}. The file is for another size of "
+            "this architecture: name the matching one in model.core.vision_model (and its vision_kwargs)."
+        )
+    loaded = sum(1 for k in state if k in own)
+    check_loaded_share(key, source, what, loaded, len(own), [k for k in own if k not in state],
+                       [k for k in state if k not in own])  # fmt: skip
+    return TowerLoad("vision", source, loaded, len(own))
+
+
+def _unreadable(key: str, source: str, err: Exception) -> str:
+    reason = f"{type(err).__name__}: " + (str(err).strip().splitlines() or [""])[0][:200]
+    head = _file_head(source)
+    if head is not None and not source.endswith(".safetensors") and head[:2] != b"PK" and head[:1] != b"\x80":
+        reason = f"not a file written by torch.save: it starts with {head!r}"
+    elif isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err):
+        reason = "not a file of plain tensors; torch.load(weights_only=True) refuses it"  # never 'weights_only=False'
+    return (
+        f"{key}={source!r} cannot be read as weights ({reason}). Expected a state dict written "
+        "by safetensors.torch.save_file(model.state_dict(), PATH) or torch.save(model.state_dict(), PATH); if it "
+        "is one, it may be incomplete: copy it again."
+    )
+
+
+def _file_head(source: str) -> bytes | None:
+    """The first 8 bytes of ``source`` when it is a local file, else None."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        return f.read(8)
+
+
+@contextlib.contextmanager
+def checked_timm_load(key: str) -> Iterator[list[TowerLoad]]:
+    """Inside the block, a timm pretrained load (any source) is checked (``_checked_state_dict``) and reported:
+    the list yielded receives its ``TowerLoad``; unreadable files raise ``WeightLoadError`` instead of a trace.
+
+    timm's ``load_pretrained`` is wrapped for the block, and the model's ``load_state_dict`` for that one call:
+    the check sees the state dict after timm's own filter (classifier dropped, position embeddings resized)."""
+    report: list[TowerLoad] = []
+    original = timm.models._builder.load_pretrained
+
+    def load_pretrained(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any] | None = None, *args: Any,
+                        **kwargs: Any) -> None:  # fmt: skip
+        cfg = dict(pretrained_cfg or getattr(model, "pretrained_cfg", {}) or {})
+        source = str(cfg.get("file") or cfg.get("hf_hub_id") or cfg.get("url") or "timm state_dict")
+
+        def load_state_dict(state: Mapping[str, Any], strict: bool = True, **kw: Any) -> Any:
+            report.append(_checked_state_dict(model, state, key, source))
+            return type(model).load_state_dict(model, state, strict=False, **kw)
+
+        model.load_state_dict = load_state_dict
+        try:
+            original(model, pretrained_cfg, *args, **kwargs)
+        except WeightLoadError:
+            raise
+        except Exception as err:  # a file timm cannot read: the key and the file instead of a long trace
+            raise WeightLoadError(_unreadable(key, source, err)) from None
+        finally:
+            del model.load_state_dict
+
+    with mock.patch.object(timm.models._builder, "load_pretrained", load_pretrained):
+        yield report
+
+
+def print_load_report(report: list[TowerLoad]) -> None:
+    """One line per tower on stderr, on the first process only (every DDP rank builds the core)."""
+    if any(os.environ.get(var, "0") != "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return
+    for tower in report:
+        print(tower.line(), file=sys.stderr, flush=True)
+
+
+# -- Lightning checkpoints (resume, init_from) -------------------------------------------------------------------
+class CheckpointFileError(RuntimeError):
+    """A checkpoint file is missing, truncated or not a checkpoint; the message names the key and the path."""
+
+
+def check_checkpoint_file(path: str | Path, key: str) -> None:
+    """Refuses a missing, empty or truncated checkpoint (``torch.save``'s zip format ends in its central directory,
+    which a cut-off copy lacks) before anything is built, naming ``key`` and the path; cheap: reads the zip index."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointFileError(f"{key}={path}: no such file")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(4)
+    fix = "it was cut off (a copy or a save interrupted, or a full disk): copy it again, or use an earlier checkpoint"
+    if head == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                ends = max((i.header_offset + i.compress_size for i in archive.infolist()), default=0)
+        except (zipfile.BadZipFile, OSError) as err:
+            raise CheckpointFileError(f"{key}={path}: truncated checkpoint ({size} bytes; {err}): {fix}") from None
+        if ends > size:
+            raise CheckpointFileError(f"{key}={path}: truncated checkpoint ({size} bytes, its index says "
+                                      f"> {ends}): {fix}")  # fmt: skip
+    elif size == 0:
+        raise CheckpointFileError(f"{key}={path}: empty file (0 bytes): {fix}")
+    elif head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle stream
+        raise CheckpointFileError(f"{key}={path}: not a checkpoint written by torch.save (starts with {head!r})")
