@@ -72,6 +72,7 @@ def print_status(study: Study, runs: Sequence[Run]) -> dict[str, int]:
         state = info["state"]
         counts[state] = counts.get(state, 0) + 1
         extra = "".join(f" {k}={info[k]}" for k in ("job", "by", "rc") if info.get(k) is not None)
+        extra += f" ({info['why']})" if info.get("why") else ""
         print(f"{state:<12} {run.name}  log: {info['log']}{extra}")
         if info.get("tail"):
             print("    | " + info["tail"].replace("\n", "\n    | "))

@@ -65,7 +65,7 @@ def eval_wandb_run(logger: Any, subcommand: str | None, root: str | Path) -> Non
     fit_id = (root / "wandb_id.txt").read_text().strip() if (root / "wandb_id.txt").exists() else None
     args.id = args.id if args.id and args.id != fit_id else uuid.uuid4().hex[:12]
     args.name = f"{args.name}-{subcommand}" if args.name else subcommand
-    extra.setdefault("job_type", "eval")
+    extra.setdefault("job_type", os.environ.get("WANDB_JOB_TYPE") or "eval")  # a study's phase (translate_test)
     recorded = group_file.read_text().strip() if group_file.exists() else None
     extra["group"] = os.environ.get("WANDB_RUN_GROUP") or extra.get("group") or recorded or root.name
     extra["config"] = {**dict(extra.get("config") or {}), "fit_run_id": fit_id, "eval_subcommand": subcommand}

@@ -25,6 +25,7 @@ from studies.runs import (
     log_tail,
     parent_weights,
     read_state,
+    redo_parents,
     write_state,
 )
 from studies.spec import Study, StudyError
@@ -66,7 +67,9 @@ def run_local(study: Study, runs: Sequence[Run], devices: Sequence[str | None] =
     t0 = time.monotonic()
     head = {r.name: f"[{i}/{len(runs)}] {r.name} ({r.phase})" for i, r in enumerate(runs, 1)}
     failed_before = skipped_failed(study, runs, retry_failed)
-    pending = _unfinished(runs, failed_before, head)
+    redo = redo_parents(runs)
+    head.update({r.name: f"[redo] {r.name} ({r.phase})" for r in redo})
+    pending = redo + [r for r in _unfinished(runs, failed_before, head) if r not in redo]
     free, failures, dropped = list(devices), [], set(failed_before)
     running: dict[Future, tuple[Run, list[str | None]]] = {}
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
@@ -221,6 +224,8 @@ def submit_slurm(study: Study, runs: Sequence[Run], cluster: str = "slurm", fold
     folder = folder or study.out_dir / ".slurm"
     failed_before = skipped_failed(study, runs, retry_failed)
     in_queue = queued_slurm_jobs() if cluster == "slurm" else None
+    redo = redo_parents(runs)
+    runs = [*redo, *(r for r in runs if r not in redo)]
     job_ids: dict[str, str] = {}
     jobs: dict[str, Any] = {}
     failures: list[str] = []

@@ -285,7 +285,10 @@ def cost_plan(study: Study, runs: Sequence[Run], done: Mapping[str, bool]) -> tu
         cost.runs += 1
         left = not done.get(run.name)
         cost.to_run += left
-        max_steps = (cfg.get("trainer") or {}).get("max_steps") if run.subcommand == "fit" else 0
+        tasks = [t for t in (cfg.get("data") or {}).get("tasks") or [] if isinstance(t, dict)]
+        trains = not tasks or any(t.get("train_split") for t in tasks)  # no tasks known: assume it trains
+        evaluates_only = run.subcommand == "test" or not trains  # translate-test; a target without training data
+        max_steps = 0 if evaluates_only else (cfg.get("trainer") or {}).get("max_steps")
         steps = int(max_steps) if isinstance(max_steps, int) and max_steps >= 0 else None  # -1/None: epochs
         cost.steps += (steps or 0) * left
         if left and steps is None:
@@ -294,7 +297,7 @@ def cost_plan(study: Study, runs: Sequence[Run], done: Mapping[str, bool]) -> tu
             cost.gpu_hours = None
         elif left and cost.gpu_hours is not None:
             cost.gpu_hours += steps * res.seconds_per_step * res.gpus * res.nodes / 3600 if steps else 0.0
-        files = 0 if run.subcommand == "test" else 2  # best + last while the run and its dependents go
+        files = 0 if evaluates_only else 2  # best + last while the run and its dependents go
         for key, kept in (("disk_peak_gb", files), ("disk_kept_gb", min(files, _kept_files(study, run.phase)))):
             value = getattr(cost, key)
             if res.checkpoint_gb is None:

@@ -60,6 +60,38 @@ def parent_weights(run: Run) -> str | None:
                      "hand, or retention `keep` dropped it): rerun that run (delete its folder) first.")  # fmt: skip
 
 
+def weights_gone(run: Run) -> bool:
+    """The run's parent finished, but the checkpoint it hands on is gone (retention deleted it, or by hand)."""
+    if run.parent is None or finished(run.parent) is None:
+        return False
+    try:
+        parent_weights(run)
+    except StudyError:
+        return True
+    return False
+
+
+def redo_parents(runs: Sequence[Run]) -> list[Run]:
+    """The runs to redo before ``runs`` can start: a finished parent whose handed-on checkpoint is gone is moved
+    aside to ``<run dir>.superseded`` and run again (its own parent too, when its checkpoint is gone as well).
+    Prints each, with the reason. Returns them, farthest ancestor first."""
+    redo: list[Run] = []
+    todo = [r for r in runs if finished(r) is None]
+    while todo:
+        run = todo.pop(0)
+        parent = run.parent
+        if parent is None or parent in redo or not weights_gone(run):
+            continue
+        aside = parent.run_dir.with_name(parent.run_dir.name + ".superseded")
+        shutil.rmtree(aside, ignore_errors=True)
+        parent.run_dir.rename(aside)
+        print(f"redo {parent.name}: the checkpoint {run.name} starts from was deleted (retention or by hand); "
+              f"rerunning it (the finished run is kept in {aside})", flush=True)  # fmt: skip
+        redo.insert(0, parent)
+        todo.append(parent)
+    return redo
+
+
 # ----------------------------------------------------------------------------------------------- state
 
 
@@ -114,6 +146,8 @@ def run_status(study: Study, run: Run) -> dict[str, Any]:
     state = info.get("state", "pending")
     if state == "running":  # its process is gone without finishing: killed runner, node failure, scancel
         state = "interrupted"
+    if state == "done":  # recorded as done, but its finished.json is gone: the folder was deleted or moved
+        return {"state": "pending", "log": str(log), "why": f"{run.run_dir} was deleted after it finished"}
     out = {**info, "state": state, "log": str(log)}
     if state in ("failed", "interrupted"):
         out["tail"] = log_tail(Path(info.get("log", log)), 8)

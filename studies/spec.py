@@ -6,6 +6,7 @@ directory-safe names) follow in ``validate``.
 
 from __future__ import annotations
 
+import copy
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +184,8 @@ class Study:
         return list(self.train_cmd or [])
 
     def resources_for(self, phase: str) -> Resources:
-        """The phase's resources, else ``default``, else the defaults."""
+        """The phase's resources (merged over ``default`` when parsed from YAML), else ``default``, else the
+        defaults."""
         return self.resources.get(phase) or self.resources.get("default") or Resources()
 
     def config_files(self) -> list[str]:
@@ -210,6 +212,7 @@ def parse_study(data: dict[str, Any], default_name: str = "study", where: str = 
         raise StudyError(f"{where}: a study is a mapping with `conditions` and `targets`, got {data!r}")
     if not data.get("conditions") or not data.get("targets"):
         raise StudyError(f"{where}: a study needs `conditions` and `targets` (mappings of name -> entry).")
+    raw_resources = copy.deepcopy(data.get("resources")) or {}  # as written: the parser fills every default in
     for key in ("conditions", "targets"):  # `none:` alone (null) is the natural YAML for an empty entry
         if isinstance(data[key], dict):
             data = {**data, key: {k: ({} if v is None else v) for k, v in data[key].items()}}
@@ -219,8 +222,24 @@ def parse_study(data: dict[str, Any], default_name: str = "study", where: str = 
     except Exception as err:  # jsonargparse's ArgumentError names the key; keep its text, drop the traceback
         raise StudyError(f"{where}: {err}".replace("study.", "")) from None
     study.name = study.name or default_name
+    study.resources = merged_resources(raw_resources, study.resources)
     validate(study)
     return study
+
+
+def merged_resources(raw: dict[str, Any], parsed: dict[str, Resources]) -> dict[str, Resources]:
+    """Each phase's entry on top of ``default``: a phase overrides the keys it names (``sbatch`` key by key) and
+    takes every other key (partition, account, memory, ...) from ``default``. ``raw``: the YAML's mapping."""
+    if not isinstance(raw, dict) or not raw:
+        return parsed
+    default = dict(raw.get("default") or {})
+    merged = {}
+    for phase, entry in raw.items():
+        entry = dict(entry or {})
+        sbatch = {**(default.get("sbatch") or {}), **(entry.get("sbatch") or {})}
+        values = {**default, **entry, "sbatch": sbatch}
+        merged[phase] = Resources(**{k: v for k, v in values.items() if k in Resources.__dataclass_fields__})
+    return merged
 
 
 def load_study(path: str | Path) -> Study:

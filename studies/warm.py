@@ -8,6 +8,9 @@ arguments, and executes ``train.py`` as ``__main__`` — the same code path as `
 stays a process of its own: nothing one run changes reaches another. When the runner dies, the server exits and
 its children are killed (``PR_SET_PDEATHSIG``), so no run trains on alone.
 
+A run whose code changed after the server imported it (an edit or a pull during a study) is started as a fresh
+``python train.py`` instead, so no run mixes old modules with new files.
+
 Used only for the default train command (``python train.py`` beside study.py) on Linux; ``MMSTILTS_WARM=0``
 falls back to one fresh interpreter per run.
 """
@@ -23,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,8 +36,17 @@ ENV = "MMSTILTS_WARM"
 PRELOAD = ["train", "wandb", "wandb.sdk.launch", "matplotlib.pyplot"]
 """Imported once by the server: train.py's own imports, and what every run imports later (W&B's run start
 imports its ``launch`` package, the reports import pyplot)."""
+PACKAGES = ("lightning_modules", "datamodules", "shards", "studies")
 _LOCK = threading.Lock()
 _CONTEXT: Any = None
+_LOADED_AT = time.time()
+"""When this module was imported: in the server's children, when the server imported the project's code."""
+
+
+def _code_changed_since(moment: float) -> bool:
+    """Whether train.py or a project module was written after ``moment`` (an edit or a pull during a study)."""
+    files = [TRAIN, *(p for pkg in PACKAGES for p in (TRAIN.parent / pkg).rglob("*.py"))]
+    return any(f.stat().st_mtime > moment for f in files if f.exists())
 
 
 def usable(cmd: Sequence[str]) -> bool:
@@ -103,6 +116,8 @@ def _child(args: list[str], log: str, env: dict[str, str], cwd: str) -> None:
         import torch
 
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    if _code_changed_since(_LOADED_AT):  # the server holds the old code: this run starts afresh, all new
+        os.execv(sys.executable, [sys.executable, str(TRAIN), *args])
     sys.argv = [str(TRAIN), *args]
     try:
         runpy.run_path(str(TRAIN), run_name="__main__")

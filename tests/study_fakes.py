@@ -63,7 +63,7 @@ FAKE_TRAIN = textwrap.dedent("""
         condition, task = run.parts[-3], run.parts[-1].split(".")[0]
         offset = {"none": 0.0, "nli": 1.0, "ve": 3.0}[condition] + args.seed_everything
         langs = {"en": 10.0, "de": 0.0, "es": 2.0, "ru": -2.0}
-        split = "translate_test" if args.phase == "translate_test" else "test"
+        split = "test"  # as train.py: the rows of a test are split "test", whatever data split was tested
         inline = [json.loads(c) for c in args.config if c.startswith("{")]
         if args.phase == "few_shot":  # one language per few-shot run; N shots add N points
             test_langs = inline[-1]["data"]["tasks"][0]["test_langs"]
