@@ -8,17 +8,24 @@
   test's protocol record: ``protocol.test_protocol``), ``test_counts.json`` (samples scored per task/language:
   the exactness check) and ``outcomes.jsonl`` (per-sample outcomes, so two runs on one test set can be paired:
   ``metrics/outcomes.py``).
+
+and, for ``fit``, one that guards what a fit hands on:
+
+- ``FinalCheckpoint``: saves the weights of the fit's last optimizer step as the checkpoint callback's ``last.ckpt``
+  (Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint is saved, i.e. when the monitored score improved,
+  so it can lag the end of training); ``train.py`` names it ``final_ckpt`` in ``finished.json``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
 from lightning_modules.metrics.outcomes import write_outcomes
@@ -71,3 +78,35 @@ class RunReport(Callback):
         Path(trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
         complete = [entry for entry in getattr(pl_module, "test_outcomes", []) if entry[2] is not None]
         write_outcomes(trainer.default_root_dir, complete, {"seed": rows[0]["seed"]})
+
+
+class FinalCheckpoint(Callback):
+    """At the end of fit, saves the weights of the last optimizer step as ``last.ckpt``: the file of the checkpoint
+    callback's ``last_model_path`` (``<dirpath>/last.ckpt`` when it has saved none; ``<root>/checkpoints/last.ckpt``
+    without a checkpoint callback). The file's protocol record says ``final: true``; ``path`` and ``step`` are what
+    ``train.py`` writes into ``finished.json``. Nothing is saved when no step was taken."""
+
+    def __init__(self) -> None:
+        self.path = ""
+        self.step = 0
+        self._saving = False
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step == 0:
+            return
+        callback = trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            name = f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+            path = callback.last_model_path or os.path.join(callback.dirpath, name)
+            callback.last_model_path = path  # set before saving: the state stored in the file names it
+        else:
+            path = os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")
+        self._saving = True
+        try:
+            trainer.save_checkpoint(path)  # every rank (a collective); rank 0 writes
+        finally:
+            self._saving = False
+        self.path, self.step = str(path), trainer.global_step
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint.setdefault("protocol", {})["final"] = self._saving
