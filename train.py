@@ -31,7 +31,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from datamodules.datamodule import TransferDataModule
 from datamodules.preflight import PreflightReport, preflight
 from lightning_modules import run_setup
-from lightning_modules.callbacks import FinalCheckpoint, PredictionWriter, RunReport
+from lightning_modules.callbacks import DivergenceGuard, FinalCheckpoint, PredictionWriter, RunReport
 from lightning_modules.checks import model_checks
 from lightning_modules.core import vision_data_config
 from lightning_modules.ddp import DEFAULT_TIMEOUT_S, register_ddp_strategies
@@ -252,8 +252,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
         TransferDataModule,
         save_config_callback=RunConfigCallback,
         parser_class=MMStiltsArgumentParser,
-        # after the config's
-        trainer_defaults={"callbacks": [PredictionWriter(), RunReport(), ProtocolRecord(), FinalCheckpoint()]},
+        # after the config's; DivergenceGuard before FinalCheckpoint: non-finite weights are never saved as final
+        trainer_defaults={
+            "callbacks": [PredictionWriter(), RunReport(), ProtocolRecord(), DivergenceGuard(), FinalCheckpoint()]
+        },
         parser_kwargs={"parser_mode": "yaml"},
         args=args,
         run=run,
