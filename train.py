@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
 import re
 import sys
@@ -39,12 +40,12 @@ from datamodules.datamodule import TransferDataModule
 from datamodules.pipeline import DataError
 from datamodules.preflight import PreflightReport, preflight
 from lightning_modules import run_setup
-from lightning_modules.callbacks import PredictionWriter, RunReport
+from lightning_modules.callbacks import DivergenceGuard, FinalCheckpoint, PredictionWriter, RunReport
 from lightning_modules.checks import model_checks
 from lightning_modules.core import vision_data_config
 from lightning_modules.ddp import DEFAULT_TIMEOUT_S, register_ddp_strategies
 from lightning_modules.module import CoreConfig, TransferModule
-from lightning_modules.protocol import ProtocolRecord, append_finished
+from lightning_modules.protocol import ProtocolRecord, append_finished, read_record
 from lightning_modules.reports import compact_table, rows_from_metrics
 from lightning_modules.weights import (
     CheckpointFileError,
@@ -187,14 +188,17 @@ class MMStiltsCLI(LightningCLI):
                 f"data.steps_per_epoch={self.datamodule.steps_per_epoch}): nothing to test or hand on. Check the "
                 "run length settings."
             )
-        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        best = selected_checkpoint(self.trainer)  # before the test, which loads that file's callback states
+        final = next((cb for cb in self.trainer.callbacks if isinstance(cb, FinalCheckpoint)), None)
+        ckpts = {"best_ckpt": best["path"], "best_step": best["step"], "best_score": best["score"],
+                 "final_ckpt": final.path if final else "", "final_step": final.step if final else 0}  # fmt: skip
         if self.config.fit.test_after_fit and not getattr(self, "_evaluation_only", False):
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False)
+            # the selected checkpoint; with none (no validation, or only NaN scores) the weights at the end of fit
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best["path"] or None, verbose=False)
             report = Path(self.trainer.default_root_dir, "results.md")
             if self.trainer.is_global_zero and report.exists():
                 print(report.read_text())
-        last = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
-        self._finish({"best_ckpt": best, "last_ckpt": last})
+        self._finish({**ckpts, "last_ckpt": ckpts["final_ckpt"]})  # last_ckpt: the name study runners read
 
     def after_test(self) -> None:
         self._print_table("test")
@@ -232,6 +236,18 @@ def check_resume_file(config: Any) -> None:
         ckpt = found[-1] if found else None  # none: Lightning starts afresh, with its own warning
     if ckpt and ckpt not in ("best", "hpc") and not str(ckpt).startswith("registry") and "://" not in str(ckpt):
         check_checkpoint_file(ckpt, "ckpt_path")
+
+
+def selected_checkpoint(trainer: Any) -> dict[str, Any]:
+    """The checkpoint validation selected: ``{path, step, score}``; path "" when none was (no validation ran, or
+    every score was NaN, which Lightning keeps as -inf: a file kept on such a score is not a selection). The same
+    on every rank; ``step`` (read from the file) on rank 0 only, which writes finished.json."""
+    callback = trainer.checkpoint_callback
+    path, score = getattr(callback, "best_model_path", ""), getattr(callback, "best_model_score", None)
+    if not path or score is None or not math.isfinite(float(score)):
+        return {"path": "", "step": None, "score": None}
+    step = (read_record(path)["record"] or {}).get("global_step") if trainer.is_global_zero else None
+    return {"path": path, "step": step, "score": float(score)}
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -280,7 +296,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> MMStiltsCLI:
         TransferDataModule,
         save_config_callback=RunConfigCallback,
         parser_class=MMStiltsArgumentParser,
-        trainer_defaults={"callbacks": [PredictionWriter(), RunReport(), ProtocolRecord()]},  # after the config's
+        # after the config's; DivergenceGuard before FinalCheckpoint: non-finite weights are never saved as final
+        trainer_defaults={
+            "callbacks": [PredictionWriter(), RunReport(), ProtocolRecord(), DivergenceGuard(), FinalCheckpoint()]
+        },
         parser_kwargs={"parser_mode": "yaml"},
         auto_configure_optimizers=False,  # model.optimizer / model.schedule only (optimizer_hint)
         args=args,

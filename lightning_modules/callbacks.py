@@ -8,17 +8,28 @@
   test's protocol record: ``protocol.test_protocol``), ``test_counts.json`` (samples scored per task/language:
   the exactness check) and ``outcomes.jsonl`` (per-sample outcomes, so two runs on one test set can be paired:
   ``metrics/outcomes.py``).
+
+and, for ``fit``, two that guard what a fit hands on:
+
+- ``DivergenceGuard``: a non-finite training loss (checked every step, on every rank) or non-finite weights at the
+  end of fit stop the run with ``TrainingDiverged`` (step, task, learning rate) and write ``diverged.json``; nothing
+  is tested and ``finished.json`` is not written, so the study runner sees a failed run.
+- ``FinalCheckpoint``: saves the weights of the fit's last optimizer step as the checkpoint callback's ``last.ckpt``
+  (Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint is saved, i.e. when the monitored score improved,
+  so it can lag the end of training); ``train.py`` names it ``final_ckpt`` in ``finished.json``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
 from lightning_modules.metrics.outcomes import write_outcomes
@@ -71,3 +82,100 @@ class RunReport(Callback):
         Path(trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
         complete = [entry for entry in getattr(pl_module, "test_outcomes", []) if entry[2] is not None]
         write_outcomes(trainer.default_root_dir, complete, {"seed": rows[0]["seed"]})
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss or the weights stopped being finite: the run failed, it has no result."""
+
+
+DIVERGED_FILE = "diverged.json"
+
+
+class DivergenceGuard(Callback):
+    """Stops a fit whose training loss (every step) or weights (at the end of fit) are not finite.
+
+    The loss check costs one scalar read per step and, under DDP, one boolean all-reduce, so every rank stops at the
+    same step. Rank 0 writes ``diverged.json`` (step, task, learning rates, message) into the run directory, then
+    every rank raises ``TrainingDiverged``: the command exits non-zero before any test, and without ``finished.json``.
+    Must come before ``FinalCheckpoint`` in the callback list, so non-finite weights are never saved as final.
+    """
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []  # the learning rates of the step running now (the scheduler steps before batch end)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stale = Path(trainer.default_root_dir, DIVERGED_FILE)  # from an earlier attempt in this directory
+        if trainer.is_global_zero and stale.exists():
+            stale.unlink()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:  # fmt: skip
+        self.lrs = sorted({group["lr"] for opt in trainer.optimizers for group in opt.param_groups})
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        local = torch.is_tensor(loss) and not bool(torch.isfinite(loss.detach()).all())
+        if trainer.strategy.reduce_boolean_decision(local, all=False):  # any rank: all stop together
+            what = f"the training loss is {float(loss)}" if local else "the training loss is not finite on a rank"
+            self.stop(trainer, pl_module, batch.get("task") if isinstance(batch, dict) else None, what,
+                      None if not local else float(loss))  # fmt: skip
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        bad = [name for name, p in pl_module.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+        if bad:  # DDP ranks hold the same weights: every rank finds the same tensors
+            self.stop(trainer, pl_module, None, f"{len(bad)} weight tensors are not finite after the last step "
+                      f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")  # fmt: skip
+
+    def stop(self, trainer: pl.Trainer, pl_module: pl.LightningModule, task: str | None, what: str,
+             loss: float | None = None) -> None:  # fmt: skip
+        """Write ``diverged.json`` (rank 0) and raise ``TrainingDiverged`` naming step, task and learning rate."""
+        config, lrs = pl_module.optimizer_config, self.lrs
+        now = ", ".join(f"{lr:.3g}" for lr in lrs) or "unknown"
+        peak = f"model.optimizer.lr={config.lr:g}" + (f", head_lr={config.head_lr:g}" if config.head_lr else "")
+        where = f"task {task}" if task else f"tasks {', '.join(pl_module.train_tasks)}"
+        message = (
+            f"Training diverged at step {trainer.global_step} ({where}): {what}. Learning rate: {peak} "
+            f"({now} at this step). Lower model.optimizer.lr or lengthen the warm-up (model.schedule); nothing was "
+            f"tested or handed on ({Path(trainer.default_root_dir, DIVERGED_FILE)})."
+        )
+        if trainer.is_global_zero:
+            root = Path(trainer.default_root_dir)
+            root.mkdir(parents=True, exist_ok=True)
+            record = {"step": trainer.global_step, "task": task, "lr": config.lr, "head_lr": config.head_lr,
+                      "lr_at_step": lrs, "loss": None if loss is None else str(loss),
+                      "message": message}  # fmt: skip
+            (root / DIVERGED_FILE).write_text(json.dumps(record, indent=1) + "\n")
+        raise TrainingDiverged(message)
+
+
+class FinalCheckpoint(Callback):
+    """At the end of fit, saves the weights of the last optimizer step as ``last.ckpt``: the file of the checkpoint
+    callback's ``last_model_path`` (``<dirpath>/last.ckpt`` when it has saved none; ``<root>/checkpoints/last.ckpt``
+    without a checkpoint callback). The file's protocol record says ``final: true``; ``path`` and ``step`` are what
+    ``train.py`` writes into ``finished.json``. Nothing is saved when no step was taken."""
+
+    def __init__(self) -> None:
+        self.path = ""
+        self.step = 0
+        self._saving = False
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step == 0:
+            return
+        callback = trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            name = f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+            path = callback.last_model_path or os.path.join(callback.dirpath, name)
+            callback.last_model_path = path  # set before saving: the state stored in the file names it
+        else:
+            path = os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")
+        self._saving = True
+        try:
+            trainer.save_checkpoint(path)  # every rank (a collective); rank 0 writes
+        finally:
+            self._saving = False
+        self.path, self.step = str(path), trainer.global_step
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint.setdefault("protocol", {})["final"] = self._saving

@@ -32,6 +32,7 @@ class InitReport:
     parent_hparams: dict[str, Any] = field(default_factory=dict)
     parent_lineage: dict[str, Any] = field(default_factory=dict)
     parent_trained_on: list[dict[str, Any]] | None = None  # the checkpoint's protocol record: what its run trained on
+    parent_weights: dict[str, Any] = field(default_factory=dict)  # which weights: ``checkpoint_weights``
 
     def summary(self) -> str:
         return (
@@ -98,7 +99,17 @@ def load_init_checkpoint(module: nn.Module, path: str | Path, scope: str | list[
     fresh = sorted(k for k in own if not k.startswith(prefixes))
     dropped = sorted(_head_names(state) - set(heads))
     return InitReport(str(path), len(chosen), fresh, [], dropped, dict(ckpt.get("hyper_parameters", {})),
-                      dict(ckpt.get("lineage") or {}), (ckpt.get("protocol") or {}).get("trained_on"))  # fmt: skip
+                      dict(ckpt.get("lineage") or {}), (ckpt.get("protocol") or {}).get("trained_on"),
+                      checkpoint_weights(ckpt, path))  # fmt: skip
+
+
+def checkpoint_weights(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Which weights a checkpoint file holds: its global ``step``, ``final`` (the weights of its fit's last step,
+    saved by ``callbacks.FinalCheckpoint``) and ``selected`` (a checkpoint callback chose it on a finite score)."""
+    from lightning_modules.protocol import selected_by
+
+    return {"step": ckpt.get("global_step"), "final": bool((ckpt.get("protocol") or {}).get("final")),
+            "selected": selected_by(ckpt, path) is not None}  # fmt: skip
 
 
 def lineage(
@@ -107,12 +118,15 @@ def lineage(
     phase: str,
     parent_lineage: dict[str, Any] | None = None,
     parent_trained_on: list[dict[str, Any]] | None = None,
+    parent_weights: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Where this phase's weights came from: stored in its checkpoints and in the W&B run config.
 
     ``parent.lineage`` is the parent checkpoint's own lineage, so a chain start -> intermediate -> target
     stays traceable from its last checkpoint; ``parent.trained_on`` is what the parent's run trained on (task,
-    split, languages: its protocol record), so a test report can tell when an earlier phase broke zero-shot.
+    split, languages: its protocol record), so a test report can tell when an earlier phase broke zero-shot;
+    ``parent.step``, ``parent.final`` and ``parent.selected`` say which of the parent's weights the file holds
+    (``checkpoint_weights``: its final weights, its selected best, or neither).
     """
     if path is None:
         return {"phase": phase, "parent": None}
@@ -123,6 +137,7 @@ def lineage(
         "parent": {
             "path": str(path),
             "sha256": sha256_file(path),
+            **{"step": None, "final": None, "selected": None, **(parent_weights or {})},
             "phase": parent.get("phase"),
             "tasks": sorted(tasks),
             "config": parent,

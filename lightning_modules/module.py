@@ -274,7 +274,8 @@ class TransferModule(pl.LightningModule):
     def load_init(self, path: str, scope: str | list[str]) -> dict[str, Any]:
         report = load_init_checkpoint(self, path, scope)
         rank_zero_info(report.summary())
-        info = lineage(path, report.parent_hparams, self.hparams.phase, report.parent_lineage, report.parent_trained_on)
+        info = lineage(path, report.parent_hparams, self.hparams.phase, report.parent_lineage, report.parent_trained_on,
+                       report.parent_weights)  # fmt: skip
         for logger in self.loggers:
             logger.log_hyperparams(
                 {

@@ -5,7 +5,8 @@ data. A report therefore states, from what happened rather than from intent:
 
 - which weights were tested: a checkpoint (selected on validation, or the last one), the weights at the end of
   this fit (no validation ran), or the starting weights (nothing trained in this command);
-- what those weights were trained on (task, split, languages) and selected on (monitor, split, languages);
+- what those weights were trained on (task, split, languages) and selected on: the monitor of the checkpoint
+  callback that chose the tested file, with its split and languages (a file kept on a NaN score was not selected);
 - the **breaks**: training on a test split, training on non-English data of a task the run tests (in this run or
   in any earlier phase of its ``init_from`` chain), or selecting on non-English or test data. A report with breaks
   says so in its first line.
@@ -18,11 +19,13 @@ trained and selected on; ``test_protocol`` builds a test's record, which ``repor
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 ENGLISH = "en"
 FEW_SHOT_PHASE = "few_shot"  # the phase name of IGLUE few-shot runs (study.py): target data on purpose
@@ -51,32 +54,67 @@ def data_use(datamodule: Any) -> dict[str, list[dict[str, Any]]]:
     return use
 
 
-def selection_record(monitor: str, datamodule: Any) -> dict[str, Any] | None:
-    """The data behind a selection key ``val/<task>/<lang>/<metric>``; None for ``val/none`` (nothing to select on)."""
-    parts = monitor.split("/")
-    if len(parts) != 4 or parts[1] not in datamodule.tasks:
+SELECTION_ALIAS = "val/selection"  # logged by TransferModule: the value of its ``selection_key``
+
+
+def selection_record(monitor: str | None, datamodule: Any) -> dict[str, Any] | None:
+    """The data behind a monitored key: ``val/<task>/<lang>/<metric>`` is the task's val split in that language; None
+    without a monitor or for ``val/none`` (nothing to select on); for any other key the data is not known (task and
+    split None: a report calls selecting on it a break)."""
+    if not monitor or monitor == "val/none":
         return None
-    task, lang = parts[1], parts[2]
-    return {"monitor": monitor, "task": task, "split": datamodule.tasks[task].val_split, "langs": [lang]}
+    parts = monitor.split("/")
+    if len(parts) == 4 and parts[0] == "val" and parts[1] in datamodule.tasks:
+        task, lang = parts[1], parts[2]
+        return {"monitor": monitor, "task": task, "split": datamodule.tasks[task].val_split, "langs": [lang]}
+    return {"monitor": monitor, "task": None, "split": None, "langs": []}
 
 
-def checkpoint_record(datamodule: Any, monitor: str, global_step: int) -> dict[str, Any]:
-    """Stored in every checkpoint: what its weights were trained on and which key selects among them."""
-    return {"trained_on": data_use(datamodule)["train"], "selection": selection_record(monitor, datamodule),
-            "global_step": global_step}  # fmt: skip
+def checkpoint_record(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    """Stored in every checkpoint: what its weights were trained on, and what each checkpoint callback of the run
+    actually monitors (``selections``, by the callback's state key; ``val/selection`` resolved to the module's
+    ``selection_key``). ``selection`` is the first checkpoint callback's, the one ``ckpt_path="best"`` uses."""
+    dm, key = trainer.datamodule, pl_module.selection_key
+    selections = {cb.state_key: selection_record(key if cb.monitor == SELECTION_ALIAS else cb.monitor, dm)
+                  for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)}  # fmt: skip
+    main = trainer.checkpoint_callback
+    return {"trained_on": data_use(dm)["train"], "selection": selections.get(main.state_key) if main else None,
+            "selections": selections, "global_step": trainer.global_step}  # fmt: skip
 
 
 class ProtocolRecord(pl.Callback):
-    """Stores ``checkpoint_record`` in every checkpoint the run saves (under ``checkpoint["protocol"]``)."""
+    """Stores ``checkpoint_record`` in every checkpoint the run saves (under ``checkpoint["protocol"]``; merged, so
+    ``callbacks.FinalCheckpoint``'s ``final`` flag stays whichever hook runs first)."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        checkpoint["protocol"] = checkpoint_record(trainer.datamodule, pl_module.selection_key, trainer.global_step)
+        checkpoint.setdefault("protocol", {}).update(checkpoint_record(trainer, pl_module))
+
+
+def selected_by(checkpoint: dict[str, Any], ckpt_path: str | Path | None) -> str | None:
+    """The state key of the checkpoint callback that recorded ``ckpt_path`` as its best with a finite score, else
+    None. Lightning stores a NaN score as -inf (mode max) or inf: a file kept on a NaN score was not selected."""
+    if not ckpt_path:
+        return None
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if not str(key).startswith("ModelCheckpoint"):
+            continue
+        best, score = state.get("best_model_path"), state.get("best_model_score")
+        if best and Path(best).name == Path(ckpt_path).name and score is not None and math.isfinite(float(score)):
+            return str(key)
+    return None
 
 
 def read_record(ckpt_path: str | Path) -> dict[str, Any]:
-    """A checkpoint's stored record and whether validation selected it (tensors memory-mapped, not read)."""
+    """A checkpoint's stored record and what selected it (tensors memory-mapped, not read): ``selected_on`` is the
+    data of the monitor of the checkpoint callback that chose this file, None when no finite score chose it."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    return {"record": ckpt.get("protocol"), "selected": was_selected(ckpt, ckpt_path)}
+    record, key = ckpt.get("protocol") or {}, selected_by(ckpt, ckpt_path)
+    selected_on = None
+    if key is not None:  # checkpoints saved before ``selections`` existed: the run's selection key
+        monitor = ckpt["callbacks"][key].get("monitor")
+        unknown = {"monitor": monitor, "task": None, "split": None, "langs": []}
+        selected_on = (record.get("selections") or {}).get(key) or record.get("selection") or unknown
+    return {"record": ckpt.get("protocol"), "selected": key is not None, "selected_on": selected_on}
 
 
 def test_protocol(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
@@ -88,17 +126,6 @@ def test_protocol(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[st
                         few_shot=pl_module.hparams.get("phase") == FEW_SHOT_PHASE)  # fmt: skip
 
 
-def was_selected(checkpoint: dict[str, Any], ckpt_path: str | Path | None) -> bool:
-    """True when ``ckpt_path`` is the file ModelCheckpoint recorded as best (its monitored score), in the file."""
-    if not ckpt_path:
-        return False
-    for key, state in (checkpoint.get("callbacks") or {}).items():
-        best = state.get("best_model_path") if str(key).startswith("ModelCheckpoint") else None
-        if best and Path(best).name == Path(ckpt_path).name and state.get("best_model_score") is not None:
-            return True
-    return False
-
-
 def tested_weights(
     ckpt_path: str | None, loaded: dict[str, Any] | None, global_step: int, init_from: str | None, datamodule: Any
 ) -> dict[str, Any]:
@@ -106,11 +133,15 @@ def tested_weights(
     if ckpt_path:
         loaded = loaded or {}
         record = loaded.get("record") or {}
-        selected = loaded.get("selected", False)
-        how = "selected on validation" if selected else "not selected by validation (the last or a given checkpoint)"
+        if loaded.get("selected"):
+            how = "selected on validation"
+        elif record.get("final"):
+            how = "the final weights of its fit, not selected by validation"
+        else:
+            how = "not selected by validation"
         return {"checkpoint": str(ckpt_path), "weights": f"checkpoint {ckpt_path} ({how}, step "
                 f"{record.get('global_step', '?')})", "trained_on": record.get("trained_on"),
-                "selected_on": record.get("selection") if selected else None}  # fmt: skip
+                "selected_on": loaded.get("selected_on")}  # fmt: skip
     if global_step > 0:
         return {"checkpoint": None, "weights": f"the weights at the end of this fit (step {global_step}): no "
                 "validation selected a checkpoint", "trained_on": data_use(datamodule)["train"],
@@ -153,7 +184,9 @@ def protocol_breaks(
         where = f" in an earlier phase ({phase['phase']}: {phase['path']})"
         breaks += _training_breaks(phase["trained_on"] or [], tested, where)
     selected = weights.get("selected_on")
-    if selected:
+    if selected and selected.get("task") is None:
+        breaks.append(f"checkpoint selected on `{selected['monitor']}`, whose data is not recorded")
+    elif selected:
         if selected["split"] in TEST_SPLITS or any(selected["task"] == t["task"] and selected["split"] == t["split"]
                                                    for t in tested):  # fmt: skip
             breaks.append(f"checkpoint selected on test data ({selected['task']} {selected['split']})")
@@ -204,8 +237,11 @@ def headline(record: dict[str, Any]) -> str:
 def protocol_lines(record: dict[str, Any]) -> list[str]:
     """The protocol block of results.md (after the headline)."""
     selected = record.get("selected_on")
-    selection = (f"`{selected['monitor']}` ({selected['task']} {selected['split']} [{', '.join(selected['langs'])}])"
-                 if selected else "none")  # fmt: skip
+    selection = "none"
+    if selected:
+        data = (f"{selected['task']} {selected['split']} [{', '.join(selected['langs'])}]" if selected.get("task")
+                else "data not recorded")  # fmt: skip
+        selection = f"`{selected['monitor']}` ({data})"
     lines = [f"- Tested: {record['weights']}.", f"- Trained on: {_uses(record.get('trained_on'))}.",
              f"- Checkpoint selected on: {selection}.", f"- Tested on: {_uses(record.get('tested_on'))}."]  # fmt: skip
     if record.get("parent"):

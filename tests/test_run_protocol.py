@@ -1,9 +1,9 @@
-"""Reports state what actually happened (issue 14.2) and re-evaluating a finished run works (issue 14.3).
+"""Reports state what actually happened (issues 14.2, 23.3) and re-evaluating a finished run works (issue 14.3).
 
-Tiny demo runs through train.py: which weights a test scored, what they were trained and selected on, protocol
-breaks in the first line of results.md, nothing trained is an error, a checkpoint evaluates itself after its
-parent moved, an evaluation-only config tests a checkpoint, finished.json keeps the fit's record, and a test by
-hand gets its own W&B run.
+Tiny demo runs through train.py: which weights a test scored, what they were trained and selected on (the monitor
+of the checkpoint callback actually used; a NaN score selects nothing), protocol breaks in the first line of
+results.md, nothing trained is an error, a checkpoint evaluates itself after its parent moved, an evaluation-only
+config tests a checkpoint, finished.json keeps the fit's record, and a test by hand gets its own W&B run.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lightning_modules import protocol
 from train import cli_main
@@ -31,6 +32,15 @@ def run_train(*overrides: str, subcommand: str = "fit", configs: list[Path] = CO
 
 def results(root: Path) -> tuple[dict, str]:
     return json.loads((root / "results.json").read_text()), (root / "results.md").read_text()
+
+
+def checkpoint_config(path: Path, monitor: str) -> Path:
+    """A config whose only callback is base.yaml's checkpoint callback with another ``monitor``."""
+    callback = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                "init_args": {"monitor": monitor, "mode": "max", "save_top_k": 1, "save_last": True,
+                              "filename": "best", "auto_insert_metric_name": False}}  # fmt: skip
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
+    return path
 
 
 # -- 14.2: reports ----------------------------------------------------------------------------------------------
@@ -74,6 +84,45 @@ def test_training_on_test_data_is_a_protocol_break_in_the_first_line(demo_cwd: P
     assert first.startswith("# Results — **ZERO-SHOT PROTOCOL BROKEN**: trained on test data (demo_ve test)"), first
     assert "trained on non-English data of a tested task (demo_ve test: de, es, ru)" in first
     assert data["protocol"]["zero_shot"] is False
+
+
+def test_checkpoint_callback_on_german_data_is_named_and_a_break(demo_cwd: Path) -> None:
+    """The report reads the monitor of the checkpoint callback that chose the tested file. Before: a callback
+    monitoring German validation data gave "Zero-shot protocol kept" and ``selection.monitor: null`` (the record
+    held the module's own selection key, ``val/none`` here). The demo has no German dev split: German test data is
+    validated on, which breaks the protocol twice."""
+    root = demo_cwd / "runs" / "de_selection"
+    tasks = ("[{name: demo_ve, shards: data/demo/demo_ve, train_split: train, val_split: test, val_langs: [de], "
+             "test_split: test}]")  # fmt: skip
+    config = checkpoint_config(demo_cwd / "german.yaml", "val/demo_ve/de/acc")
+    run_train("--trainer.max_steps=4", "--data.steps_per_epoch=2", "--test_after_fit=true", f"--data.tasks={tasks}",
+              f"--trainer.default_root_dir={root}", configs=[*CONFIGS, config])  # fmt: skip
+    data, md = results(root)
+    german = {"monitor": "val/demo_ve/de/acc", "task": "demo_ve", "split": "test", "langs": ["de"]}
+    assert data["protocol"]["checkpoint"].endswith("best.ckpt") and data["protocol"]["selected_on"] == german
+    assert data["selection"] == {"monitor": "val/demo_ve/de/acc", "data": "demo_ve test [de]"}
+    assert md.splitlines()[0] == ("# Results — **ZERO-SHOT PROTOCOL BROKEN**: checkpoint selected on test data "
+                                  "(demo_ve test); checkpoint selected on non-English data (val/demo_ve/de/acc).")
+    assert "Checkpoint selected on: `val/demo_ve/de/acc` (demo_ve test [de])" in md
+
+
+def test_nan_selection_scores_select_nothing(demo_cwd: Path) -> None:
+    """Validation only on German test data: ``val/selection`` (English dev) is NaN at every validation, and
+    Lightning keeps the first such file as "best" (score -inf). Before: that step-3 file was tested and reported as
+    "(selected on validation, step 3)" next to "Checkpoint selected on: none". Now nothing was selected: the test
+    scores the weights at the end of fit and finished.json has no best checkpoint."""
+    root = demo_cwd / "runs" / "nan_selection"
+    tasks = ("[{name: demo_ve, shards: data/demo/demo_ve, train_split: train, val_split: test, val_langs: [de], "
+             "test_split: test}]")  # fmt: skip
+    run_train("--trainer.max_steps=6", "--data.steps_per_epoch=3", "--test_after_fit=true", f"--data.tasks={tasks}",
+              f"--trainer.default_root_dir={root}")  # fmt: skip
+    data, md = results(root)
+    assert "selected on validation" not in md and "Checkpoint selected on: none" in md
+    assert data["protocol"]["checkpoint"] is None and data["protocol"]["selected_on"] is None
+    assert "the weights at the end of this fit (step 6): no validation selected a checkpoint" in md
+    finished = json.loads((root / "finished.json").read_text())
+    assert (finished["best_ckpt"], finished["best_step"], finished["final_step"]) == ("", None, 6), finished
+    assert finished["final_ckpt"].endswith("last.ckpt")
 
 
 def test_an_earlier_phase_on_translated_target_data_breaks_the_targets_protocol(demo_cwd: Path) -> None:
