@@ -41,6 +41,8 @@ class Run:
     """Protocol runs: the ``data.tasks`` list replacing the target config's (an inline ``--config``)."""
     shots: int | None = None
     lang: str = ""
+    hand_on: str = "final"
+    """Which checkpoint of a start/intermediate parent this run starts from (the study's ``hand_on``)."""
 
     @property
     def protocol(self) -> str:
@@ -52,8 +54,11 @@ class Run:
 
     @property
     def init_key(self) -> str:
-        """Which of the parent's checkpoints this run starts from: final weights before targets, best after."""
-        return "best_ckpt" if self.parent is not None and self.parent.phase == "target" else "last_ckpt"
+        """Which of the parent's checkpoints this run starts from: a target run's best (its selected model, which
+        translate-test and few-shot continue); a start or intermediate run's ``hand_on`` (final by default)."""
+        if self.parent is not None and self.parent.phase == "target":
+            return "best_ckpt"
+        return "best_ckpt" if self.hand_on == "best" else "final_ckpt"
 
 
 def plan(study: Study, only: Sequence[str] = (), targets: Sequence[str] = (),
@@ -78,7 +83,7 @@ def plan(study: Study, only: Sequence[str] = (), targets: Sequence[str] = (),
     if study.start:
         for seed in study.seeds:
             start = Run(f"start/seed{seed}", "start", seed, tuple(study.start.configs),
-                        tuple(study.start.overrides), out / "start" / f"seed{seed}")  # fmt: skip
+                        tuple(study.start.overrides), out / "start" / f"seed{seed}", hand_on=study.hand_on)  # fmt: skip
             starts[seed] = start
             runs.append(start)
     for condition in conditions:
@@ -88,12 +93,13 @@ def plan(study: Study, only: Sequence[str] = (), targets: Sequence[str] = (),
             prefix = f"{condition}/seed{seed}"
             if spec.configs:
                 parent = Run(f"{prefix}/intermediate", "intermediate", seed, tuple(spec.configs),
-                             tuple(spec.overrides), out / prefix / "intermediate", parent, condition)  # fmt: skip
+                             tuple(spec.overrides), out / prefix / "intermediate", parent, condition,
+                             hand_on=study.hand_on)  # fmt: skip
                 runs.append(parent)
             for target in target_names:
                 t = study.targets[target]
                 run = Run(f"{prefix}/{target}", "target", seed, tuple(t.configs), tuple(t.overrides),
-                          out / prefix / target, parent, condition, target)  # fmt: skip
+                          out / prefix / target, parent, condition, target, hand_on=study.hand_on)  # fmt: skip
                 runs.append(run)
                 runs += protocol_runs(study, run, protocols)
     return runs

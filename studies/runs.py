@@ -42,15 +42,16 @@ def finished(run: Run) -> dict[str, Any] | None:
 
 
 def parent_weights(run: Run) -> str | None:
-    """The checkpoint a run starts from: its parent's ``last_ckpt`` (start, intermediate) or ``best_ckpt``
-    (a target run, for translate-test and few-shot), resolved against cwd, then the parent's run dir."""
+    """The checkpoint a run starts from (``run.init_key`` of its parent's ``finished.json``: a start/intermediate
+    run's final weights, or its best with ``hand_on: best``; a target run's best), resolved against cwd, then the
+    parent's run dir. A parent without a selected checkpoint (no validation, NaN scores) hands on its final one."""
     parent = run.parent
     if parent is None:
         return None
     info = finished(parent)
     if info is None:
         raise StudyError(f"{parent.name} has not finished: no {parent.run_dir / 'finished.json'}")
-    ckpt = info.get(run.init_key) or info.get("last_ckpt")
+    ckpt = info.get(run.init_key) or info.get("final_ckpt") or info.get("last_ckpt")
     if not ckpt:
         raise StudyError(f"{parent.run_dir / 'finished.json'} has no `{run.init_key}`: {info}")
     for candidate in (Path(ckpt), parent.run_dir / ckpt):
@@ -345,7 +346,8 @@ def apply_retention(study: Study, runs: Sequence[Run]) -> list[Path]:
         keep_mode = study.retention.keep
         if run.phase in ("start", "intermediate"):
             keep_mode = study.retention.keep_intermediate
-        keep = {"best": info.get("best_ckpt"), "last": info.get("last_ckpt")}.get(keep_mode)
+        final = info.get("final_ckpt") or info.get("last_ckpt")
+        keep = {"best": info.get("best_ckpt") or final, "last": final}.get(keep_mode)  # no selection: the final
         keep_paths = {Path(keep).resolve(), (run.run_dir / keep).resolve()} if keep else set()
         for path in ckpt_dir.glob("*.ckpt"):
             if path.resolve() not in keep_paths:

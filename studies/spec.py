@@ -170,6 +170,11 @@ class Study:
     """Paired-bootstrap settings of the report (``lightning_modules/significance.py``)."""
     budget: Budget = field(default_factory=lambda: Budget())
     """Equal budgets for every intermediate phase."""
+    hand_on: Literal["final", "best"] = "final"
+    """Which checkpoint of a start or intermediate run seeds the next phase: ``final`` (the weights at its last
+    optimizer step: the phase trains its full, equal budget, as in STILTs' fixed intermediate schedule) or ``best``
+    (selected on the phase's own English dev score: early stopping on the intermediate task). Recorded in every
+    child's lineage (``lineage.parent``: path, step, final, selected)."""
     scale: list[str] = field(default_factory=list)
     """Arguments appended last to every run: set by ``--rehearse`` from configs/rehearsal.yaml, not in a study."""
 

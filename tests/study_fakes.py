@@ -77,7 +77,8 @@ FAKE_TRAIN = textwrap.dedent("""
                          seed=args.seed_everything))
         sel = {"monitor": f"val/{task}/en/acc", "data": "English dev only"}
         (run / "results.json").write_text(json.dumps({"selection": sel, "rows": rows}))
-    ckpts = {"best_ckpt": str(run / "checkpoints/best.ckpt"), "last_ckpt": str(run / "checkpoints/last.ckpt")}
+    last = str(run / "checkpoints/last.ckpt")  # as train.py: final_ckpt = last_ckpt = the last step's weights
+    ckpts = {"best_ckpt": str(run / "checkpoints/best.ckpt"), "last_ckpt": last, "final_ckpt": last}
     (run / "finished.json").write_text(json.dumps({"phase": args.phase, **ckpts}))
 """)
 

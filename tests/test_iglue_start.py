@@ -39,8 +39,8 @@ def test_dry_run_shows_the_start_before_every_condition() -> None:
         parent = re.search(r"--model\.init_from '?([^' ]+)", command).group(1)
         # every condition's first run starts from its seed's start run; later runs from that intermediate run
         first = f"{condition}/{seed}/intermediate" if s.conditions[condition].configs else None
-        expected = f"runs/studies/iglue/start/{seed}/<last_ckpt>" if phase == "intermediate" or first is None else (
-            f"runs/studies/iglue/{first}/<last_ckpt>")  # fmt: skip
+        expected = f"runs/studies/iglue/start/{seed}/<final_ckpt>" if phase == "intermediate" or first is None else (
+            f"runs/studies/iglue/{first}/<final_ckpt>")  # fmt: skip
         assert parent == expected, (name, parent)
         assert position[f"start/{seed}"] < position[name]
     assert {name.split("/")[0] for _, name, _, _ in runs} == {"start", *s.conditions}

@@ -125,8 +125,7 @@ FAKE_SLURM = {
 }
 
 
-def test_shipped_grid_submits_every_job_with_its_resources_and_chain(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_shipped_grid_submits_every_job_with_its_resources_and_chain(tmp_path: Path, monkeypatch) -> None:
     """The rehearsal's grid of the shipped iglue.yaml (a partition and account set once in `default`, as its
     comment says) through the real submitit path against stand-ins for sbatch/squeue/sacct/srun: every job's
     partition, account, GPUs, tasks, CPUs, memory, time and afterok parent, as the cluster reads them."""
@@ -219,8 +218,8 @@ def test_docs_quote_the_dry_run() -> None:
     proc = subprocess.run([sys.executable, "study.py", "--config", str(IGLUE), "--dry-run"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    table = [line for line in proc.stdout.splitlines() if re.match(r"(study |phase|start|intermediate|target|"
-                                                                   r"translate_test|few_shot|total)\b", line)]  # fmt: skip
+    first = re.compile(r"(study |phase|start|intermediate|target|translate_test|few_shot|total)\b")
+    table = [line for line in proc.stdout.splitlines() if first.match(line)]
     docs = (REPO / "docs" / "study.md").read_text()
     block = docs.split("`--dry-run` ends with a summary")[1].split("```")[1]
     assert [line for line in block.splitlines() if line.strip()][: len(table)] == table
@@ -243,3 +242,15 @@ def test_translate_test_runs_keep_the_study_job_type(monkeypatch: pytest.MonkeyP
     logger = Namespace(class_path="lightning.pytorch.loggers.WandbLogger", init_args=Namespace(name="x", id=None))
     eval_wandb_run(logger, "test", tmp_path)
     assert logger.dict_kwargs["job_type"] == "eval"
+
+
+def test_hand_on_names_the_checkpoint_that_seeds_the_next_phase(fake_study: Path) -> None:
+    """Start and intermediate runs hand on their final weights unless the study says ``hand_on: best``."""
+    _edit(fake_study, seeds=[0])
+    assert study_mod.main(["--config", str(fake_study)]) == 0
+    for hand_on, name in (("final", "last.ckpt"), ("best", "best.ckpt")):
+        _edit(fake_study, hand_on=hand_on)
+        study = study_mod.load_study(fake_study)
+        run = next(r for r in plan(study) if r.name == "nli/seed0/demo_ve")
+        assert run.init_key == ("final_ckpt" if hand_on == "final" else "best_ckpt")
+        assert study_mod.finished(run.parent)[run.init_key].endswith(f"nli/seed0/intermediate/checkpoints/{name}")
