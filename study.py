@@ -37,7 +37,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser, Namespace
 
 from lightning_modules import significance
-from studies import rehearsal
+from studies import fingerprint, rehearsal
 from studies.executors import queued_slurm_jobs, run_local, submit_slurm, visible_gpus
 from studies.plan import PROTOCOLS, TRAIN_CMD_ENV, Run, plan, run_args, run_env, summary_lines, train_command
 from studies.probe import measure
@@ -104,6 +104,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--keep-going", action="store_true", help="after a failure, run what does not depend on it")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs whose last attempt failed")
     parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between 'still running' lines")
+    parser.add_argument("--rerun-changed", action="store_true",
+                        help="redo finished runs made with other settings than the study's now (and what starts "
+                             "from them); without it such a study is refused")
     parser.add_argument("--rehearse", action="store_true",
                         help="run this study file at toy scale on this machine (configs/rehearsal.yaml says how)")
     parser.add_argument("--workspace", default=None,
@@ -118,6 +121,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, Namespace]:
         return command, build_parser().parse_args(argv)
     except Exception as err:  # jsonargparse's ArgumentError: the message names the option
         raise StudyError(f"{err}\n(python study.py --help lists the options)") from None
+
+
+def _changed_message(changed: dict[str, list[str]], shown: int = 12) -> str:
+    lines = [f"{len(changed)} finished run(s) were made with other settings than the study file's now; their results "
+             "would be compared with runs made with the new ones:"]  # fmt: skip
+    for name, diffs in list(changed.items())[:shown]:
+        lines.append(f"  {name}: " + "; ".join(diffs))
+    if len(changed) > shown:
+        lines.append(f"  ... {len(changed) - shown} more")
+    lines.append("Restore the settings, or redo these runs (and what starts from them) with --rerun-changed; the old "
+                 "runs are kept beside them as <run>.superseded.")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _execute(study: Study, runs: list[Run], args: Namespace) -> list[str]:
@@ -155,8 +170,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing and not args.report_only:
             raise StudyError("Config file(s) not found (paths are relative to the working directory): "
                              + ", ".join(missing))  # fmt: skip
+        every_run = plan(study)
+        changed, unknown = fingerprint.changed_runs(study, every_run)
+        if changed and (args.dry_run or args.report_only):
+            print(f"changed: {len(changed)} finished run(s) were made with other settings than the study's now "
+                  "(a run without --dry-run/--report-only lists them; --rerun-changed redoes them)")  # fmt: skip
         if args.dry_run:
             return 0
+        if changed and not args.report_only:
+            if not args.rerun_changed:
+                raise StudyError(_changed_message(changed))
+            for aside in fingerprint.set_aside_changed(every_run, changed):
+                print(f"rerun (settings changed): {aside.name.removesuffix('.superseded')} (the old run is kept in "
+                      f"{aside})", flush=True)  # fmt: skip
+        if unknown and not args.report_only:
+            print(f"note: {len(unknown)} finished run(s) have no fingerprint.json (made before fingerprints were "
+                  "recorded): their settings are not compared", flush=True)  # fmt: skip
     except StudyError as err:
         print(f"study: {err}", file=sys.stderr)
         return 2

@@ -172,7 +172,9 @@ def run_args(study: Study, run: Run, init_from: str | None) -> list[str]:
     args = [run.subcommand]
     for config in (*study.base, *run.configs):
         args += ["--config", config]
-    if run.data_tasks is not None:  # a later --config replaces the whole list (jsonargparse merges CLI lists)
+    if run.data_tasks is not None:  # the protocol's own list, whole: jsonargparse merges a later list of the same
+        # length entry by entry (keys the new entries leave out would survive), so the list is emptied first
+        args += ["--config", json.dumps({"data": {"tasks": []}})]
         args += ["--config", json.dumps({"data": {"tasks": list(run.data_tasks)}})]
     args += run_overrides(study, run)
     args += ["--trainer.default_root_dir", str(run.run_dir), "--seed_everything", str(run.seed), "--phase", run.phase]

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from studies import warm
+from studies import fingerprint, warm
 from studies.plan import Run, run_args, run_env, train_command
 from studies.spec import Study, StudyError
 
@@ -273,6 +273,7 @@ def execute(study: Study, run: Run, heartbeat: float = 60.0, env: Mapping[str, s
         aside = _set_aside(run)
         if aside:
             print(f"    earlier unfinished attempt moved to {aside}", flush=True)
+        fingerprint.write(study, run)  # what made it: compared on every later invocation of the study
         cmd = train_command(study) + run_args(study, run, init_from) + list(extra_args)
         log = run.run_dir / "train.log"
         t0 = time.monotonic()

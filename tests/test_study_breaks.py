@@ -254,3 +254,55 @@ def test_hand_on_names_the_checkpoint_that_seeds_the_next_phase(fake_study: Path
         run = next(r for r in plan(study) if r.name == "nli/seed0/demo_ve")
         assert run.init_key == ("final_ckpt" if hand_on == "final" else "best_ckpt")
         assert study_mod.finished(run.parent)[run.init_key].endswith(f"nli/seed0/intermediate/checkpoints/{name}")
+
+
+def test_a_protocol_run_gets_its_own_task_list_whole(tmp_path: Path, demo_dir: Path) -> None:
+    """A translate-test run's task list has the target's length: jsonargparse merged it entry by entry, so keys
+    the protocol's entries leave out (here `train_split`, `val_split`) kept the target config's values."""
+    from studies.plan import Run, run_args
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "demo").symlink_to(demo_dir)
+    study = parse_study({"base": ["configs/base.yaml", "configs/demo/base.yaml"], "conditions": {"none": {}},
+                         "targets": {"demo_ve": {"configs": ["configs/demo/target_ve.yaml"]}}})  # fmt: skip
+    own = [{"name": "demo_ve", "shards": "data/demo/demo_ve", "test_split": "test"}]
+    run = Run("x", "translate_test", 0, ("configs/demo/target_ve.yaml",), (), tmp_path / "x", data_tasks=tuple(own))
+    args = run_args(study, run, None)[1:]
+    args = [str(REPO / a) if a.startswith("configs/") else a for a in args]
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "test", *args, "--print_config"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (task,) = yaml.safe_load(proc.stdout)["data"]["tasks"]
+    assert task["test_split"] == "test" and task["train_split"] is None and task["val_split"] is None
+
+
+# ----------------------------------------------------------------------------------------------- settings drift
+
+
+def test_a_study_refuses_to_mix_runs_made_with_other_settings(fake_study: Path, capsys: pytest.CaptureFixture) -> None:
+    """Editing a target's steps after its runs finished: every finished run was skipped, and after one was
+    redone the table compared runs made with 4 steps against runs made with 9, without a word."""
+    _edit(fake_study, seeds=[0])
+    assert study_mod.main(["--config", str(fake_study)]) == 0
+    calls = Path(os.environ["FAKE_CALLS"])
+    before = len(calls.read_text().splitlines())
+    spec = yaml.safe_load(fake_study.read_text())
+    spec["targets"]["demo_vqa"]["overrides"] = ["--trainer.max_steps=9"]
+    fake_study.write_text(yaml.safe_dump(spec, sort_keys=False))
+    capsys.readouterr()
+    assert study_mod.main(["--config", str(fake_study)]) == 2
+    err = capsys.readouterr().err
+    assert "3 finished run(s) were made with other settings" in err
+    assert "none/seed0/demo_vqa: arguments: --trainer.max_steps=4 -> --trainer.max_steps=9" in err
+    assert "--rerun-changed" in err and len(calls.read_text().splitlines()) == before  # nothing ran
+    assert study_mod.main(["--config", str(fake_study), "--rerun-changed"]) == 0
+    assert len(calls.read_text().splitlines()) == before + 3  # the three demo_vqa runs, nothing else
+    assert study_mod.main(["--config", str(fake_study)]) == 0
+    assert len(calls.read_text().splitlines()) == before + 3
+    # a changed config file or a rebuilt dataset is a change too, and so is everything that starts from it
+    (fake_study.parent / "configs" / "intermediate_nli.yaml").write_text("trainer: {max_epochs: 1}\n")
+    capsys.readouterr()
+    assert study_mod.main(["--config", str(fake_study)]) == 2
+    err = capsys.readouterr().err
+    assert "nli/seed0/intermediate: config file" in err and "intermediate_nli.yaml changed" in err
+    assert "nli/seed0/demo_ve: starts from nli/seed0/intermediate, which changed" in err
