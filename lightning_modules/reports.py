@@ -573,17 +573,39 @@ def summary_matrix(
     return conditions, [label[p] for p in pairs], cells
 
 
+def selection_headline(by_target: Mapping[str, Mapping[str, int]]) -> str:
+    """What selected the tested checkpoints, per target, as its runs recorded it (``results.json`` ``selection``):
+    the monitor and in how many runs, or that nothing was selected. Claims English dev only when every finished
+    target run selected on an English dev key."""
+    if not by_target:
+        return "No target run has finished: nothing was selected yet."
+    parts, english_only = [], True
+    for target, monitors in by_target.items():
+        total = sum(monitors.values())
+        for monitor, n in monitors.items():
+            if monitor:
+                english_only &= "/en/" in monitor
+                parts.append(f"{target}: `{monitor}` in {n} of {total} run(s)")
+            else:
+                english_only = False
+                parts.append(f"{target}: no checkpoint selected in {n} of {total} run(s) (the weights at the "
+                             "end of training, or an evaluation-only run's starting weights, were tested)")
+    claim = f" Every target run: {SELECTION_NOTE}." if english_only else ""
+    return "Checkpoint selection as the target runs recorded it: " + "; ".join(parts) + "." + claim
+
+
 def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapping[str, Any]) -> str:
     """``study.md``: a summary (Δ avg_xling per condition × target), then per target and metric a table."""
     breaks = meta.get("protocol_breaks") or []
+    by_target = meta.get("selection_by_target")
+    note = selection_headline(by_target) if by_target is not None else f"Target runs: {SELECTION_NOTE}."
     if breaks:  # said first, as each run's own report does: the study's claim holds only for the other runs
         lines = [f"# Study `{name}`", "", f"**ZERO-SHOT PROTOCOL BROKEN in {len(breaks)} target run(s)** "
                  "(their cells are not zero-shot results):", *[f"- {b}" for b in breaks], "",
-                 f"Zero-shot cross-lingual transfer, test split. Other target runs: {SELECTION_NOTE}."]  # fmt: skip
+                 f"Zero-shot cross-lingual transfer, test split. Other target runs: {note}"]  # fmt: skip
     else:
-        head = f"Zero-shot cross-lingual transfer, test split. Target runs: {SELECTION_NOTE}."
-        lines = [f"# Study `{name}`", "", head]
-    if meta.get("selection"):
+        lines = [f"# Study `{name}`", "", f"Zero-shot cross-lingual transfer, test split. {note}"]
+    if meta.get("selection") and by_target is None:
         lines.append("Selection keys: " + ", ".join(f"`{k}`" for k in meta["selection"]) + ".")
     if meta.get("start"):
         lines.append(start_note(meta["start"]))
@@ -616,6 +638,13 @@ def _significance_sections(tests: Sequence[Mapping[str, Any]], baseline: str) ->
              f"Paired over test items (same keys) and seeds (seed k of both conditions), {tests[0]['resamples']} "
              f"resamples; 95 % percentile interval; two-sided p; p_adj: {correction} over all "
              f"{len(tests)} deltas of the grid (controls included). ✓ = p_adj < 0.05.", ""]  # fmt: skip
+    single = sum(1 for t in tests if (t.get("n_seeds") or 0) < 2)
+    if single:
+        lines += [f"**{single} of these {len(tests)} deltas rest on one seed per condition: their intervals and "
+                  "p-values measure test-item noise only, not the seed-to-seed variation of training (often the "
+                  "larger part).** A ✓ there says the two trained models differ on these items, not that the "
+                  "condition does; run at least two seeds before claiming an effect (the power estimate below "
+                  "sizes them).", ""]  # fmt: skip
     lines += _test_table([t for t in tests if not t["control"]])
     controls = [t for t in tests if t["control"]]
     if controls:

@@ -256,7 +256,8 @@ def prepare(study: Study, workspace: str | None = None) -> Study:
 
 
 def verdict(study: Study) -> list[str]:
-    """What the rehearsal's study.json lacks: (target, protocol) columns without numbers, missing runs."""
+    """What the rehearsal's study.json lacks: (target, protocol) columns without numbers, missing runs, and
+    zero-shot target runs whose own record says the protocol broke (a shipped config selecting on test data)."""
     data = json.loads((study.out_dir / "study.json").read_text())
     rows = data.get("rows") or []
     have = {r["target"] for r in rows if r.get("mean") is not None}
@@ -269,5 +270,6 @@ def verdict(study: Study) -> list[str]:
             columns += [f"{name} [{n}-shot]" for n in target.few_shot.shots]
         gaps += [f"no numbers for {c}" for c in columns if c not in have]
     gaps += [f"no results from {m}" for m in data.get("missing", [])]
+    gaps += [f"protocol broken in {b}" for b in data.get("protocol_breaks", [])]
     return gaps
 

@@ -33,8 +33,10 @@ def _split(study: Study, run: Run) -> str:
     return "test"
 
 
-def collect(study: Study, runs: Sequence[Run] | None = None) -> tuple[dict[str, list[dict]], list[str], list[str]]:
-    """Results per tabulated split of every finished evaluated run, the missing run names and selection keys.
+def collect(study: Study, runs: Sequence[Run] | None = None
+            ) -> tuple[dict[str, list[dict]], list[str], dict[str, dict[str, int]]]:  # fmt: skip
+    """Results per tabulated split of every finished evaluated run, the missing run names, and per target the
+    selection monitor its finished runs recorded ("" = none) with how many runs.
 
     A run's rows are those of its own test (split ``test`` in its results.json, whatever split its data came from),
     filed under its protocol's split: ``test`` (zero-shot), the translate-test split, the few-shot test split.
@@ -42,7 +44,8 @@ def collect(study: Study, runs: Sequence[Run] | None = None) -> tuple[dict[str, 
     run that contributes no row is listed in ``missing`` as ``<run> (finished, no test rows)``.
     """
     by_split: dict[str, dict[tuple, dict[str, Any]]] = defaultdict(dict)
-    missing, selection = [], []
+    missing: list[str] = []
+    selected: dict[str, dict[str, int]] = {}
     for run in plan(study) if runs is None else runs:
         if run.phase not in ("target", "translate_test", "few_shot"):
             continue
@@ -52,8 +55,9 @@ def collect(study: Study, runs: Sequence[Run] | None = None) -> tuple[dict[str, 
             continue
         data = json.loads(path.read_text())
         monitor = (data.get("selection") or {}).get("monitor") if isinstance(data, dict) else None
-        if monitor and run.phase == "target" and monitor not in selection:
-            selection.append(monitor)
+        if run.phase == "target":
+            counts = selected.setdefault(run.target, {})
+            counts[monitor or ""] = counts.get(monitor or "", 0) + 1
         rows = [dict(r, split=_split(study, run)) for r in (data["rows"] if isinstance(data, dict) else data)
                 if r.get("split") == "test"]  # fmt: skip
         if not rows:
@@ -65,7 +69,7 @@ def collect(study: Study, runs: Sequence[Run] | None = None) -> tuple[dict[str, 
         if run.phase == "target":  # its outcomes.jsonl pairs it with the baseline (significance)
             entry["run_dir"] = str(run.run_dir)
         entry["rows"] += rows
-    return {split: list(entries.values()) for split, entries in by_split.items()}, missing, selection
+    return {split: list(entries.values()) for split, entries in by_split.items()}, missing, selected
 
 
 def protocol_breaks(study: Study) -> list[str]:
@@ -152,7 +156,8 @@ def power(study: Study, results: Sequence[dict]) -> list[dict]:
 def write_report(study: Study) -> dict[str, Path]:
     """Collect the finished runs and write the study report into ``study.out``; study.md ends with the
     protocols side by side when translate-test or few-shot runs exist."""
-    results, missing, selection = collect(study)
+    results, missing, selected = collect(study)
+    selection = list(dict.fromkeys(m for monitors in selected.values() for m in monitors if m))
     table = study_rows(study, results)
     controls = {n: c.control for n, c in study.conditions.items() if c.control}
     tests = significance_tests(study, results.get("test", []), controls)
@@ -171,6 +176,7 @@ def write_report(study: Study) -> dict[str, Path]:
         "overlaps": study.overlaps(),
         "start": {"base": list(study.base), "start": list(study.start.configs) if study.start else []},
         "selection": selection,
+        "selection_by_target": selected,
         "protocol_breaks": protocol_breaks(study),
         "missing": missing,
     }  # fmt: skip
