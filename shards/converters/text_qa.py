@@ -99,8 +99,8 @@ def read_mlqa(opts: Options) -> Conversion:
 
 
 def tydiqa_lang(path: Path, qid: str) -> str:
-    """XTREME's ``tydiqa.<lang>.dev.json``, else the language-name prefix of the id (``arabic-…``)."""
-    match = re.search(r"tydiqa\.([a-z]{2})\.", path.name)
+    """XTREME's ``tydiqa[.goldp].<lang>.dev.json``, else the language-name prefix of the id (``arabic-…``)."""
+    match = re.search(r"tydiqa\.(?:goldp\.)?([a-z]{2})\.", path.name)
     if match:
         return match.group(1)
     prefix = qid.split("-", 1)[0]
@@ -113,11 +113,11 @@ TYDI_TRAIN = "tydiqa-goldp-v1.1-train.json"
 
 
 def xtreme_train_splits(files: list[Path]) -> dict[Path, str]:
-    """XTREME's ``tydiqa.<lang>.train.json`` beside the release's train file they were split from (its
+    """XTREME's ``tydiqa[.goldp].<lang>.train.json`` beside the release's train file they were split from (its
     download_data.sh moves that file into their folder): the release file is read, the copies are not."""
     releases = {p.parent for p in files if p.name == TYDI_TRAIN}
     return {p: f"XTREME's per-language copy of {p.parent / TYDI_TRAIN} (read instead)" for p in files
-            if p.parent in releases and re.fullmatch(r"tydiqa\.[a-z]{2}\.train\.json", p.name)}  # fmt: skip
+            if p.parent in releases and re.fullmatch(r"tydiqa\.(?:goldp\.)?[a-z]{2}\.train\.json", p.name)}  # fmt: skip
 
 
 def read_tydiqa(opts: Options) -> Conversion:
