@@ -6,8 +6,9 @@ tests): they let the documented ``python -m shards build`` commands run end to e
 - ``complete_iglue_tree``: a copy of an IGLUE ``datasets/`` tree; files the tree lacks (a cut release leaves out
   those over 4 MiB: GQA train/valid, NLVR2 train, Flickr30k train, WIT train) are written in the released format
   from the records of a sibling file, each listed in ``STANDINS.md`` beside them.
-- ``WRITERS``: English intermediate/target datasets that IGLUE does not ship (MultiNLI, VQAv2, COCO Karpathy,
-  img2dataset caption folders), as synthetic records in the published file formats.
+- ``WRITERS``: datasets that IGLUE does not ship, as synthetic records in the published file formats: English
+  intermediate/target sets (MultiNLI, VQAv2, COCO Karpathy, img2dataset caption folders, Phang et al.'s text
+  tasks) and XTREME's multilingual targets (a few languages each, those the target's configs read included).
 
 Nothing here is real data: sentences are templated, pictures are flat colours.
 """
@@ -231,10 +232,396 @@ def write_img2dataset(src: Path, images: Path | None, n: int = 24) -> None:
     (src / "00000_stats.json").write_text(json.dumps({"successes": n}))
 
 
+# ----------------------------------------------------------------------------------------------- text sets
+
+# One small lexicon per language; item i is the same (colour, thing, city) in every language, so that the
+# sentences of one index are translations of each other (BUCC, Tatoeba, XNLI's parallel items).
+LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
+    "en": {"c": ("red", "green", "blue", "yellow"), "t": ("dog", "cat", "bus", "tree", "boat", "chair"),
+           "p": ("Oslo", "Lima", "Kyoto", "Quito")},
+    "de": {"c": ("rote", "grüne", "blaue", "gelbe"), "t": ("Hund", "Kater", "Bus", "Baum", "Kahn", "Stuhl"),
+           "p": ("Oslo", "Lima", "Kyoto", "Quito")},
+    "es": {"c": ("rojo", "verde", "azul", "amarillo"), "t": ("perro", "gato", "autobús", "árbol", "barco", "sillón"),
+           "p": ("Oslo", "Lima", "Kioto", "Quito")},
+    "fr": {"c": ("rouge", "vert", "bleu", "jaune"), "t": ("chien", "chat", "bus", "arbre", "bateau", "fauteuil"),
+           "p": ("Oslo", "Lima", "Kyoto", "Quito")},
+    "ru": {"c": ("красный", "зелёный", "синий", "жёлтый"), "t": ("пёс", "кот", "автобус", "дуб", "корабль", "стул"),
+           "p": ("Осло", "Лима", "Киото", "Кито")},
+    "fi": {"c": ("punainen", "vihreä", "sininen", "keltainen"),
+           "t": ("koira", "kissa", "bussi", "puu", "vene", "tuoli"), "p": ("Oslo", "Lima", "Kioto", "Quito")},
+    "zh": {"c": ("红色", "绿色", "蓝色", "黄色"), "t": ("狗", "猫", "公共汽车", "树", "船", "椅子"),
+           "p": ("奥斯陆", "利马", "京都", "基多")},
+}  # fmt: skip
+# (statement, question about the city, entailed, neutral, contradicted) per language
+PHRASES: dict[str, tuple[str, ...]] = {
+    "en": ("The {c} {t} is in {p}.", "Where is the {c} {t}?", "There is a {t}.", "The weather is cold.",
+           "There is no {t} at all."),
+    "de": ("Der {c} {t} ist in {p}.", "Wo ist der {c} {t}?", "Es gibt einen {t}.", "Das Wetter ist kalt.",
+           "Es gibt gar keinen {t}."),
+    "es": ("El {t} {c} está en {p}.", "¿Dónde está el {t} {c}?", "Hay un {t}.", "Hace frío.", "No hay ningún {t}."),
+    "fr": ("Le {t} {c} est à {p}.", "Où est le {t} {c} ?", "Il y a un {t}.", "Il fait froid.", "Il n'y a aucun {t}."),
+    "ru": ("{c} {t} находится в городе {p}.", "Где {c} {t}?", "Здесь есть {t}.", "Погода холодная.",
+           "Здесь нет никакого {t}."),
+    "fi": ("{c} {t} on kaupungissa {p}.", "Missä {c} {t} on?", "Siellä on {t}.", "Sää on kylmä.",
+           "Siellä ei ole yhtään {t}."),
+    "zh": ("{c}的{t}在{p}。", "{c}的{t}在哪里？", "有一个{t}。", "天气很冷。", "根本没有{t}。"),
+}  # fmt: skip
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+def _slots(lang: str, i: int) -> dict[str, str]:
+    """Item ``i`` (0..95 distinct) in ``lang``: its colour, thing and city."""
+    words = LEXICON[lang]
+    return {"c": words["c"][i % 4], "t": words["t"][(i // 4) % 6], "p": words["p"][(i // 24) % 4]}
+
+
+def _phrase(lang: str, kind: int, i: int) -> str:
+    """``PHRASES[lang][kind]`` filled with item ``i``."""
+    return PHRASES[lang][kind].format(**_slots(lang, i))
+
+
+def _nli_pair(lang: str, i: int) -> tuple[str, str, str]:
+    """(premise, hypothesis, label) for item ``i``: labels cycle through entailment, neutral, contradiction."""
+    return _phrase(lang, 0, i), _phrase(lang, 2 + i % 3, i), NLI_LABELS[i % 3]
+
+
+def _tsv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    """GLUE/PAWS-X style: tab-separated, no quoting, a header line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join("\t".join(map(str, r)) + "\n" for r in [header, *rows]), encoding="utf-8")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_jsonl(rows), encoding="utf-8")
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+SIZES = {"train": 48, "dev": 12, "test": 12}
+
+
+def write_xnli(src: Path, images: Path | None, langs: tuple[str, ...] = ("en", "de", "es", "zh")) -> None:
+    """XNLI 1.0: ``xnli.{dev,test}.jsonl``, every language's rows in one file, one ``pairID`` per item across
+    languages."""
+    for split in ("dev", "test"):
+        rows = []
+        for lang in langs:
+            for i in range(SIZES[split]):
+                premise, hypothesis, label = _nli_pair(lang, i + (50 if split == "test" else 0))
+                rows.append({"annotator_labels": [label] * 5, "genre": "travel", "gold_label": label, "language": lang,
+                             "match": "True", "pairID": str(i + 1), "promptID": str(i // 3 + 1),
+                             "sentence1": premise, "sentence1_tokenized": premise, "sentence2": hypothesis,
+                             "sentence2_tokenized": hypothesis})  # fmt: skip
+        _write_jsonl(src / f"xnli.{split}.jsonl", rows)
+
+
+def write_anli(src: Path, images: Path | None) -> None:
+    """ANLI v1.0: ``R{1,2,3}/{train,dev,test}.jsonl`` (``uid``, ``context``, ``hypothesis``, ``e``/``n``/``c``)."""
+    for r in (1, 2, 3):
+        for split in ("train", "dev", "test"):
+            rows = []
+            for i in range(SIZES[split] // 3 + 1):
+                premise, hypothesis, label = _nli_pair("en", i + r)
+                rows.append({"uid": f"{r:02x}{split[:2]}{i:04x}-anli-0000-0000-{i:012x}", "context": premise,
+                             "hypothesis": hypothesis, "label": label[0], "model_label": "e", "emturk": False,
+                             "genre": "", "reason": "", "tag": ""})  # fmt: skip
+            _write_jsonl(src / f"R{r}" / f"{split}.jsonl", rows)
+
+
+def write_qqp(src: Path, images: Path | None) -> None:
+    """GLUE QQP: ``{train,dev}.tsv`` (id, qid1, qid2, question1, question2, is_duplicate), ``test.tsv`` unlabelled."""
+    for n, split in enumerate(("train", "dev", "test")):
+        rows = []
+        for i in range(SIZES[split]):
+            id_, question = 1000 * n + i, _phrase("en", 1, i)
+            other = question.replace("Where is", "In which city is") if i % 2 else _phrase("en", 1, i + 7)
+            labelled = [id_, 2 * id_, 2 * id_ + 1, question, other, i % 2]
+            rows.append([id_, question, other] if split == "test" else labelled)
+        header = ["id", "question1", "question2"] if split == "test" else \
+            ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]  # fmt: skip
+        _tsv(src / f"{split}.tsv", header, rows)
+
+
+def write_sst2(src: Path, images: Path | None) -> None:
+    """GLUE SST-2: ``{train,dev}.tsv`` (sentence, label), ``test.tsv`` (index, sentence); tokenised, lower case."""
+    for split in ("train", "dev", "test"):
+        rows = []
+        for i in range(SIZES[split]):
+            verdict = ("a dull , tired film about a {t} . ", "a warm and clever film about a {t} . ")[i % 2]
+            text = verdict.format(**_slots("en", i))
+            rows.append([i, text] if split == "test" else [text, i % 2])
+        _tsv(src / f"{split}.tsv", ["index", "sentence"] if split == "test" else ["sentence", "label"], rows)
+
+
+def write_pawsx(src: Path, images: Path | None, langs: tuple[str, ...] = ("en", "de", "es", "zh")) -> None:
+    """PAWS-X ``x-final/<lang>/``: ``train.tsv`` (English) or ``translated_train.tsv``, ``dev_2k.tsv``,
+    ``test_2k.tsv`` (id, sentence1, sentence2, label: 1 = paraphrase)."""
+    for lang in langs:
+        train = ("train", SIZES["train"]) if lang == "en" else ("translated_train", 12)
+        files = dict([train, ("dev_2k", 12), ("test_2k", 12)])
+        for name, size in files.items():
+            rows = []
+            for i in range(size):
+                first = _phrase(lang, 0, i)
+                second = first if i % 2 else _phrase(lang, 0, i + 1)
+                rows.append([i + 1, first, second, i % 2])
+            _tsv(src / lang / f"{name}.tsv", ["id", "sentence1", "sentence2", "label"], rows)
+
+
+def _squad_article(lang: str, ids: Iterator[str], n: int, first: int, answers: int = 1,
+                   impossible: bool = False) -> dict:  # fmt: skip
+    """A SQuAD-format article: one paragraph per item, one question whose answer (the city) is in the context;
+    with ``impossible`` every third question asks about a thing the paragraph does not have (SQuAD v2.0)."""
+    paragraphs = []
+    for i in range(first, first + n):
+        context = f"{_phrase(lang, 0, i)} {_phrase(lang, 3, i)}"
+        city = _slots(lang, i)["p"]
+        answer = {"text": city, "answer_start": context.index(city)}
+        assert context[answer["answer_start"] :].startswith(city), (context, answer)
+        qa = {"id": next(ids), "question": _phrase(lang, 1, i), "answers": [answer] * answers}
+        if impossible:
+            unanswerable = i % 3 == 2
+            qa["is_impossible"] = unanswerable
+            if unanswerable:
+                qa |= {"question": _phrase(lang, 1, i + 1), "answers": [], "plausible_answers": [answer]}
+        paragraphs.append({"context": context, "qas": [qa]})
+    return {"title": f"Item_{first}", "paragraphs": paragraphs}
+
+
+def _qids(prefix: str = "") -> Iterator[str]:
+    n = 0
+    while True:
+        n += 1
+        yield f"{prefix}{n:024x}"
+
+
+def write_squad(src: Path, images: Path | None) -> None:
+    """SQuAD (rajpurkar.github.io/SQuAD-explorer): ``{train,dev}-v1.1.json`` and ``{train,dev}-v2.0.json`` in one
+    folder; dev questions carry three (here identical) annotator answers."""
+    for version, impossible in (("1.1", False), ("2.0", True)):
+        for split, answers in (("train", 1), ("dev", 3)):
+            ids = _qids(f"{version[0]}{split[0]}")
+            articles = [_squad_article("en", ids, SIZES[split] // 2, k * 50, answers, impossible) for k in (0, 1)]
+            _write_json(src / f"{split}-v{version}.json", {"version": f"v{version}" if impossible else version,
+                                                          "data": articles})  # fmt: skip
+
+
+def write_xquad(src: Path, images: Path | None, langs: tuple[str, ...] = ("en", "de", "es", "zh")) -> None:
+    """XQuAD: ``xquad.<lang>.json`` (SQuAD format, the same question ids in every language)."""
+    for lang in langs:
+        _write_json(src / f"xquad.{lang}.json", {"data": [_squad_article(lang, _qids("x"), 12, 0)], "version": "1.1"})
+
+
+def write_mlqa(src: Path, images: Path | None, langs: tuple[str, ...] = ("en", "de", "es", "zh")) -> None:
+    """MLQA v1: ``{dev,test}/{dev,test}-context-<l>-question-<q>.json``; same-language files plus one
+    cross-language (G-XLT) pair, which XTREME leaves out."""
+    for split in ("dev", "test"):
+        for lang in langs:
+            data = {"data": [_squad_article(lang, _qids("m"), 12, 20)], "version": 1.0}
+            _write_json(src / split / f"{split}-context-{lang}-question-{lang}.json", data)
+        _write_json(src / split / f"{split}-context-de-question-en.json",
+                    {"data": [_squad_article("de", _qids("g"), 4, 20)], "version": 1.0})  # fmt: skip
+
+
+TYDI_NAMES = {"en": "english", "fi": "finnish", "ru": "russian"}
+
+
+def write_tydiqa(src: Path, images: Path | None, langs: tuple[str, ...] = ("en", "fi", "ru")) -> None:
+    """TyDiQA-GoldP v1.1: ``tydiqa-goldp-v1.1-train.json`` (every language, ids ``<language>-<hash>-<n>``) and the
+    dev archive's ``tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-<language>.json``."""
+    train = []
+    for lang in langs:
+        ids = (f"{TYDI_NAMES[lang]}-{-(10**18 + k) if k % 2 else 10**18 + k}-0" for k in range(1000))
+        train.append(_squad_article(lang, ids, 48 if lang == "en" else 12, 0))
+        dev = _squad_article(lang, (f"{TYDI_NAMES[lang]}-{2 * 10**18 + k}-0" for k in range(1000)), 12, 60)
+        _write_json(src / "tydiqa-goldp-v1.1-dev" / f"tydiqa-goldp-dev-{TYDI_NAMES[lang]}.json",
+                    {"data": [dev], "version": "1.1"})  # fmt: skip
+    _write_json(src / "tydiqa-goldp-v1.1-train.json", {"data": train, "version": "1.1"})
+
+
+def write_hellaswag(src: Path, images: Path | None) -> None:
+    """HellaSwag: ``hellaswag_{train,val,test}.jsonl`` (``ctx`` = ``ctx_a`` + ``ctx_b``, four ``endings``,
+    ``label`` absent on test)."""
+    for n, split in enumerate(("train", "val", "test")):
+        rows = []
+        for i in range(SIZES["dev" if split == "val" else split]):
+            slots = _slots("en", i)
+            endings = [f"walks to {slots['p']}.", f"turns {slots['c']}.", "sings a song.", "falls asleep."]
+            ctx_a = f"A {slots['c']} {slots['t']} stands in the street."
+            row = {"ind": 1000 * n + i, "activity_label": "Walking", "ctx_a": ctx_a, "ctx_b": "it",
+                   "ctx": f"{ctx_a} it", "split": split, "split_type": "indomain",
+                   "source_id": f"activitynet~v_stand{i}", "endings": endings[i % 4 :] + endings[: i % 4]}  # fmt: skip
+            if split != "test":
+                row["label"] = (4 - i % 4) % 4  # where "walks to <city>" landed
+            rows.append(row)
+        _write_jsonl(src / f"hellaswag_{split}.jsonl", rows)
+
+
+def write_cosmosqa(src: Path, images: Path | None) -> None:
+    """CosmosQA: ``train.csv``, ``valid.csv`` (quoted CSV with a header) and ``test.jsonl`` (no labels)."""
+    import csv
+
+    src.mkdir(parents=True, exist_ok=True)
+    header = ["id", "context", "question", "answer0", "answer1", "answer2", "answer3", "label"]
+    for split in ("train", "valid", "test"):
+        rows = []
+        for i in range(SIZES["dev" if split == "valid" else split]):
+            slots = _slots("en", i)
+            answers = [f"It went to {slots['p']}.", "None of the above choices .", 'It said "no".', "It slept."]
+            rows.append({"id": f"3STAND{split}{i:06d}##q1_a1##3STANDQ{i:06d}",
+                         "context": f'A {slots["c"]} {slots["t"]} left home, and it said "goodbye".',
+                         "question": "What may have happened next ?", "label": i % 2,
+                         **{f"answer{k}": a for k, a in enumerate(answers)}})  # fmt: skip
+        if split == "test":
+            _write_jsonl(src / "test.jsonl", [{k: v for k, v in r.items() if k != "label"} for r in rows])
+            continue
+        with (src / f"{split}.csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def write_commonsenseqa(src: Path, images: Path | None) -> None:
+    """CommonsenseQA v1.11: ``{train,dev}_rand_split.jsonl``, ``test_rand_split_no_answers.jsonl``; choices A-E
+    (listed out of letter order here, as the converter must sort them)."""
+    names = {"train": "train_rand_split", "dev": "dev_rand_split", "test": "test_rand_split_no_answers"}
+    for split, name in names.items():
+        rows = []
+        for i in range(SIZES[split]):
+            slots = _slots("en", i)
+            texts = {"A": "kitchen", "B": slots["p"].lower(), "C": "roof", "D": "river", "E": "garden"}
+            letters = ["C", "A", "E", "B", "D"]
+            row = {"id": f"{split}{i:030x}",
+                   "question": {"question_concept": slots["t"], "stem": f"Where would you find the {slots['t']}?",
+                                "choices": [{"label": x, "text": texts[x]} for x in letters]}}  # fmt: skip
+            if split != "test":
+                row["answerKey"] = "ABCDE"[i % 5]
+            rows.append(row)
+        _write_jsonl(src / f"{name}.jsonl", rows)
+
+
+# (tokens, UPOS tags) templates per language; Spanish has a multi-word token (del = de + el)
+UD_TEMPLATES: dict[str, tuple[str, str]] = {
+    "en": ("The {c} {t} sleeps in {p} .", "DET ADJ NOUN VERB ADP PROPN PUNCT"),
+    "de": ("Der {c} {t} schläft in {p} .", "DET ADJ NOUN VERB ADP PROPN PUNCT"),
+    "es": ("El {t} {c} duerme cerca de el parque .", "DET NOUN ADJ VERB ADV ADP DET NOUN PUNCT"),
+    "zh": ("{c} 的 {t} 在 {p} 睡觉 。", "NOUN PART NOUN ADP PROPN VERB PUNCT"),
+}
+UD_TREEBANKS = {"en": "UD_English-EWT", "de": "UD_German-GSD", "es": "UD_Spanish-GSD", "zh": "UD_Chinese-GSD"}
+
+
+def _conllu_sentence(lang: str, sent_id: str, i: int) -> str:
+    tokens = UD_TEMPLATES[lang][0].format(**_slots(lang, i)).split()
+    tags = UD_TEMPLATES[lang][1].split()
+    lines = [f"# sent_id = {sent_id}", f"# text = {' '.join(tokens)}"]
+    for n, (token, tag) in enumerate(zip(tokens, tags), 1):
+        if lang == "es" and token == "de":
+            lines.append(f"{n}-{n + 1}\tdel\t_\t_\t_\t_\t_\t_\t_\t_")
+        head, relation = (0, "root") if n == 4 else (4, "dep")
+        lines.append(f"{n}\t{token}\t{token.lower()}\t{tag}\t_\t_\t{head}\t{relation}\t_\t_")
+    return "\n".join(lines) + "\n\n"
+
+
+def write_udpos(src: Path, images: Path | None) -> None:
+    """Universal Dependencies: ``UD_<Language>-<Treebank>/<lang>_<treebank>-ud-{train,dev,test}.conllu`` for a few
+    languages, plus a test-only English treebank (PUD) that merges into English test."""
+    files = [(bank, lang, split) for lang, bank in UD_TREEBANKS.items() for split in ("train", "dev", "test")]
+    for bank, lang, split in [*files, ("UD_English-PUD", "en", "test")]:
+        code = f"{lang}_{bank.split('-')[1].lower()}"
+        size = SIZES[split] if lang == "en" or split != "train" else 12
+        text = "".join(_conllu_sentence(lang, f"{code}-{split}-{i:04d}", i) for i in range(size))
+        path = src / bank / f"{code}-ud-{split}.conllu"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# newdoc id = {code}-{split}\n" + text, encoding="utf-8")
+
+
+PANX_TEMPLATES: dict[str, tuple[str, str]] = {
+    "en": ("Anna Berg works for Acme Corp in {p} .", "B-PER I-PER O O B-ORG I-ORG O B-LOC O"),
+    "de": ("Anna Berg arbeitet für Acme AG in {p} .", "B-PER I-PER O O B-ORG I-ORG O B-LOC O"),
+    "es": ("Anna Berg trabaja para Acme S.A. en {p} .", "B-PER I-PER O O B-ORG I-ORG O B-LOC O"),
+    "zh": ("安娜 在 {p} 的 阿克米 公司 工作 。", "B-PER O B-LOC O B-ORG I-ORG O O"),
+}
+
+
+def write_panx(src: Path, images: Path | None) -> None:
+    """PAN-X (WikiANN, XTREME's split): ``<lang>/{train,dev,test}`` (each ``<lang>.tar.gz`` unpacked), blank-line
+    separated ``<lang>:<token><TAB><tag>`` lines."""
+    for lang, (template, tags) in PANX_TEMPLATES.items():
+        for split in ("train", "dev", "test"):
+            size = SIZES[split] if lang == "en" or split != "train" else 12
+            blocks = []
+            for i in range(size):
+                tokens = template.format(**_slots(lang, i)).split()
+                blocks.append("".join(f"{lang}:{w}\t{t}\n" for w, t in zip(tokens, tags.split())))
+            path = src / lang / split
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(blocks) + "\n", encoding="utf-8")
+
+
+def write_ccg(src: Path, images: Path | None) -> None:
+    """CCGbank as jiant preprocesses it: ``ccg.{train,dev,test}``, one sentence a line, ``tokens<TAB>tags``."""
+    src.mkdir(parents=True, exist_ok=True)
+    tags = "NP[nb]/N N/N N (S[dcl]\\NP)/PP PP/NP N ."
+    for split in ("train", "dev", "test"):
+        lines = [UD_TEMPLATES["en"][0].format(**_slots("en", i)) + f"\t{tags}\n" for i in range(SIZES[split])]
+        (src / f"ccg.{split}").write_text("".join(lines), encoding="utf-8")
+
+
+def write_bucc(src: Path, images: Path | None, langs: tuple[str, ...] = ("de", "fr", "ru", "zh")) -> None:
+    """BUCC 2018 (sample and training archives with gold): ``<l>-en/<l>-en.{sample,training}.{<l>,en,gold}``,
+    ``<id><TAB><sentence>`` lines; two thirds of each side have a partner in the gold file."""
+    for lang in langs:
+        for n, split in enumerate(("sample", "training")):
+            size, base = 12, 20 * n
+            ids = [f"{lang}-{100 * n + k:09d}" for k in range(size)]
+            en_ids = [f"en-{100 * n + (k * 5) % size:09d}" for k in range(size)]  # partners in another order
+            pairs = {k: k for k in range(size * 2 // 3)}
+            own = [f"{ids[k]}\t{_phrase(lang, 0, base + k)}\n" for k in range(size)]
+            english = [f"{en_ids[k]}\t{_phrase('en', 0, base + (k if k in pairs else k + 40))}\n" for k in range(size)]
+            folder = src / f"{lang}-en"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{lang}-en.{split}.{lang}").write_text("".join(own), encoding="utf-8")
+            (folder / f"{lang}-en.{split}.en").write_text("".join(sorted(english)), encoding="utf-8")
+            (folder / f"{lang}-en.{split}.gold").write_text("".join(f"{ids[k]}\t{en_ids[k]}\n" for k in pairs))
+
+
+def write_tatoeba(src: Path, images: Path | None, codes: tuple[str, ...] = ("deu", "spa", "cmn")) -> None:
+    """Tatoeba (LASER ``data/tatoeba/v1``): ``tatoeba.<xxx>-eng.<xxx>`` and ``tatoeba.<xxx>-eng.eng``,
+    line-aligned translations."""
+    src.mkdir(parents=True, exist_ok=True)
+    for code in codes:
+        lang = {"deu": "de", "spa": "es", "cmn": "zh"}[code]
+        (src / f"tatoeba.{code}-eng.{code}").write_text("".join(_phrase(lang, 0, i) + "\n" for i in range(16)),
+                                                        encoding="utf-8")  # fmt: skip
+        (src / f"tatoeba.{code}-eng.eng").write_text("".join(_phrase("en", 0, i) + "\n" for i in range(16)))
+
+
 WRITERS: dict[str, Callable[[Path, Path | None], None]] = {
     "mnli": write_mnli,
     "vqav2": write_vqav2,
     "coco": write_karpathy,
     "img2dataset": write_img2dataset,
+    "xnli": write_xnli,
+    "anli": write_anli,
+    "qqp": write_qqp,
+    "sst2": write_sst2,
+    "pawsx": write_pawsx,
+    "squad_v1": write_squad,  # one SQuAD folder holds v1.1 and v2.0
+    "squad_v2": write_squad,
+    "xquad": write_xquad,
+    "mlqa": write_mlqa,
+    "tydiqa": write_tydiqa,
+    "hellaswag": write_hellaswag,
+    "cosmosqa": write_cosmosqa,
+    "commonsenseqa": write_commonsenseqa,
+    "udpos": write_udpos,
+    "panx": write_panx,
+    "ccg": write_ccg,
+    "bucc": write_bucc,
+    "tatoeba": write_tatoeba,
 }
 """Dataset (``python -m shards build <dataset>``) -> writer of a stand-in ``--src`` (and its ``--images``)."""

@@ -21,7 +21,8 @@ from lightning_modules.tasks import get_task
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 BASE = CONFIGS / "base.yaml"
-ALL_YAML = sorted(CONFIGS.rglob("*.yaml"))
+REHEARSAL = CONFIGS / "rehearsal.yaml"  # study.py --rehearse's scale: neither a study nor a phase
+ALL_YAML = sorted(p for p in CONFIGS.rglob("*.yaml") if p != REHEARSAL)
 
 
 def _is_study(path: Path) -> bool:
@@ -137,6 +138,17 @@ def test_study_loads_and_its_configs_exist(path: Path) -> None:
         assert set(target.train_tasks) == trained, (
             f"{_rel(path)}: target {name} lists {target.train_tasks}, configs train {trained}"
         )
+
+
+def test_rehearsal_scale_names_shipped_studies_conditions_and_models() -> None:
+    from studies.rehearsal import load_scale, shrink
+
+    scale = load_scale(REHEARSAL)
+    studies = {study.load_study(p).name: study.load_study(p) for p in STUDIES if p.parent.name == "studies"}
+    assert set(scale.conditions) <= set(studies), (sorted(scale.conditions), sorted(studies))
+    for name in scale.conditions:
+        shrink(studies[name], scale)  # raises naming the condition the study lacks
+    assert all((ROOT / model).is_file() for model in scale.models), sorted(scale.models)
 
 
 def _tasks(config: str) -> list[dict[str, Any]]:

@@ -274,3 +274,28 @@ def test_invalid_utf8_names_the_file_and_line(tmp_path: Path, name: str, file: s
     (tmp_path / file).write_bytes(text)
     with pytest.raises(ValueError, match=rf"{file}:2: invalid UTF-8 .*re-save the file as UTF-8"):
         build(name, tmp_path / "out", src=tmp_path / file)
+
+
+def test_tydiqa_reads_xtreme_layout_once(tmp_path: Path) -> None:
+    """XTREME's download_data.sh leaves the release's train file beside its own per-language split of it
+    (``tydiqa-goldp-v1.1-train/``) and renames the dev files ``tydiqa.goldp.<lang>.dev.json``: each question is
+    read once, its language from the file name."""
+    answers = [{"answer_start": 18, "text": "red"}]
+
+    def squad(*ids: str) -> str:
+        qas = [{"id": i, "question": "What colour is it?", "answers": answers} for i in ids]
+        paragraphs = [{"context": "The lighthouse is red.", "qas": [qa]} for qa in qas]
+        return json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]})
+
+    train, dev = tmp_path / "tydiqa" / "tydiqa-goldp-v1.1-train", tmp_path / "tydiqa" / "tydiqa-goldp-v1.1-dev"
+    train.mkdir(parents=True)
+    dev.mkdir()
+    (train / "tydiqa-goldp-v1.1-train.json").write_text(squad("english-11-0", "english-12-0", "finnish-13-0"))
+    (train / "tydiqa.en.train.json").write_text(squad("11-0", "12-0"))  # older XTREME names
+    (train / "tydiqa.goldp.fi.train.json").write_text(squad("13-0"))  # current XTREME names
+    (dev / "tydiqa.goldp.en.dev.json").write_text(squad("english-21-0"))
+    manifest = build("tydiqa", tmp_path / "out", src=tmp_path / "tydiqa")
+    assert manifest["counts"] == {"train": {"en": 2, "fi": 1}, "dev": {"en": 1}}
+    ignored = {Path(i["path"]).name: i["reason"] for i in manifest["ignored"]}
+    assert set(ignored) == {"tydiqa.en.train.json", "tydiqa.goldp.fi.train.json"}
+    assert "tydiqa-goldp-v1.1-train.json" in ignored["tydiqa.en.train.json"]

@@ -40,13 +40,21 @@ def squad_records(task: str, path: Path, split: str, lang_of: LangOf) -> list[di
 
 
 def squad_conversion(
-    task: str, opts: Options, patterns: tuple[str, ...], lang_of: LangOf, keep: Callable[[Path], bool] = bool
+    task: str,
+    opts: Options,
+    patterns: tuple[str, ...],
+    lang_of: LangOf,
+    keep: Callable[[Path], bool] = bool,
+    derived: Callable[[list[Path]], dict[Path, str]] = lambda files: {},
 ) -> Conversion:
+    """``derived``: files that copy others among those found (not read), with the reason."""
     src = opts.need_src(f"the {task} JSON files ({', '.join(patterns)}) or their folder")
-    files, records = [p for p in find_files(src, *patterns) if keep(p)], []
+    found = [p for p in find_files(src, *patterns) if keep(p)]
+    ignored = derived(found)
+    files, records = [p for p in found if p not in ignored], []
     for path in files:
         records += squad_records(task, path, split_from_name(path, opts.split or "test"), lang_of)
-    return Conversion(records, task_entry(task), files)
+    return Conversion(records, task_entry(task), files, ignored=ignored)
 
 
 def _english(path: Path, qid: str) -> str:
@@ -91,8 +99,8 @@ def read_mlqa(opts: Options) -> Conversion:
 
 
 def tydiqa_lang(path: Path, qid: str) -> str:
-    """XTREME's ``tydiqa.<lang>.dev.json``, else the language-name prefix of the id (``arabic-…``)."""
-    match = re.search(r"tydiqa\.([a-z]{2})\.", path.name)
+    """XTREME's ``tydiqa[.goldp].<lang>.dev.json``, else the language-name prefix of the id (``arabic-…``)."""
+    match = re.search(r"tydiqa\.(?:goldp\.)?([a-z]{2})\.", path.name)
     if match:
         return match.group(1)
     prefix = qid.split("-", 1)[0]
@@ -101,9 +109,22 @@ def tydiqa_lang(path: Path, qid: str) -> str:
     return TYDI_LANGS[prefix]
 
 
+TYDI_TRAIN = "tydiqa-goldp-v1.1-train.json"
+
+
+def xtreme_train_splits(files: list[Path]) -> dict[Path, str]:
+    """XTREME's ``tydiqa[.goldp].<lang>.train.json`` beside the release's train file they were split from (its
+    download_data.sh moves that file into their folder): the release file is read, the copies are not."""
+    releases = {p.parent for p in files if p.name == TYDI_TRAIN}
+    return {p: f"XTREME's per-language copy of {p.parent / TYDI_TRAIN} (read instead)" for p in files
+            if p.parent in releases and re.fullmatch(r"tydiqa\.(?:goldp\.)?[a-z]{2}\.train\.json", p.name)}  # fmt: skip
+
+
 def read_tydiqa(opts: Options) -> Conversion:
-    """TyDiQA-GoldP: XTREME's ``tydiqa.<lang>.{train,dev}.json`` or ``tydiqa-goldp-v1.1-{train,dev}.json``."""
-    return squad_conversion("tydiqa", opts, ("tydiqa*.json",), tydiqa_lang)
+    """TyDiQA-GoldP: ``tydiqa-goldp-v1.1-train.json`` and the dev archive's ``tydiqa-goldp-dev-<language>.json``
+    (or ``tydiqa-goldp-v1.1-dev.json``), or XTREME's ``tydiqa.<lang>.{train,dev}.json``; XTREME's per-language
+    train files are left out when the release's train file they copy is beside them."""
+    return squad_conversion("tydiqa", opts, ("tydiqa*.json",), tydiqa_lang, derived=xtreme_train_splits)
 
 
 squad_v1 = converter("squad_v1", read_squad_v1)
