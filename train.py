@@ -217,7 +217,9 @@ class MMStiltsCLI(LightningCLI):
         """``finished.json`` is written last: the study runner skips runs that have it."""
         if self.trainer.is_global_zero:
             ckpt = self.config[self.subcommand].get("ckpt_path")
-            info = {"subcommand": self.subcommand, "phase": self.model.hparams.phase, "ckpt_path": ckpt, **extra}
+            device = type(self.trainer.accelerator).__name__.removesuffix("Accelerator").lower()  # cpu, cuda, mps
+            info = {"subcommand": self.subcommand, "phase": self.model.hparams.phase, "ckpt_path": ckpt,
+                    "device": device, **extra}  # fmt: skip
             append_finished(self.trainer.default_root_dir, info)
         if any(isinstance(logger, WandbLogger) for logger in self.trainer.loggers):
             import wandb

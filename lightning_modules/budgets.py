@@ -37,12 +37,15 @@ def run_budget(run_dir: str | Path) -> dict[str, Any] | None:
     time_path = run_dir / TIME_FILE
     seconds = json.loads(time_path.read_text())["seconds"] if time_path.is_file() else None
     accelerator = str(trainer.get("accelerator") or "auto")
+    finished_path = run_dir / "finished.json"
+    if finished_path.is_file():  # what the run ran on (train.py records it); the config may say only "auto"
+        accelerator = json.loads(finished_path.read_text()).get("device") or accelerator
     return {
         "steps": steps,
         "examples": steps * per_step if isinstance(steps, int) and steps > 0 else None,
         "seconds": seconds,
         "device_seconds": None if seconds is None else seconds * devices * nodes,
-        "device": "CPU" if accelerator == "cpu" else "GPU",
+        "device": {"cpu": "CPU", "auto": "device"}.get(accelerator, "GPU"),  # auto without a record: unknown
     }
 
 

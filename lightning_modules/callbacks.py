@@ -32,6 +32,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
+from lightning_modules.atomic import atomic_write_text
 from lightning_modules.metrics.outcomes import write_outcomes
 
 
@@ -75,13 +76,15 @@ class RunReport(Callback):
         wandb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         scores = [r for r in rows if r["metric"] != "count"]
         labels = {task: len(info["labels"]) for task, info in pl_module.task_info.items()}
+        # per-sample outcomes and counts first, each written whole: results.json (written last by the report)
+        # then means every other result file of this test is complete
+        complete = [entry for entry in getattr(pl_module, "test_outcomes", []) if entry[2] is not None]
+        write_outcomes(trainer.default_root_dir, complete, {"seed": rows[0]["seed"]})
+        counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in rows if r["metric"] == "count"}
+        atomic_write_text(Path(trainer.default_root_dir, "test_counts.json"), json.dumps(counts, indent=1))
         write_run_report(trainer.default_root_dir, scores, selection=pl_module.selection_key,
                          protocol=test_protocol(trainer, pl_module), label_counts=labels,
                          wandb_logger=wandb)  # fmt: skip
-        counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in rows if r["metric"] == "count"}
-        Path(trainer.default_root_dir, "test_counts.json").write_text(json.dumps(counts, indent=1))
-        complete = [entry for entry in getattr(pl_module, "test_outcomes", []) if entry[2] is not None]
-        write_outcomes(trainer.default_root_dir, complete, {"seed": rows[0]["seed"]})
 
 
 class TrainingDiverged(RuntimeError):

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_modules.atomic import atomic_open, atomic_write_text
 from lightning_modules.tasks import TASKS
 
 Row = dict[str, Any]
@@ -212,9 +213,9 @@ def write_run_report(
     paths = {"json": run_dir / "results.json", "csv": run_dir / "results.csv", "md": run_dir / "results.md"}
     payload = {"protocol": dict(protocol) if protocol else None,
                "selection": selection_entry(selection, protocol, data, note), "rows": rows}  # fmt: skip
-    paths["json"].write_text(json.dumps(payload, indent=1) + "\n")
     _write_csv(paths["csv"], rows, ROW_FIELDS)
-    paths["md"].write_text(run_markdown(rows, selection, protocol, note))
+    atomic_write_text(paths["md"], run_markdown(rows, selection, protocol, note))
+    atomic_write_text(paths["json"], json.dumps(payload, indent=1) + "\n")  # last: results.json = complete
     chance = chance_levels(label_counts or {})
     for task in _unique(r["task"] for r in rows):
         chart = plot_languages(rows, task, run_dir / f"results_{task}.png", chance=chance.get(task),
@@ -248,7 +249,7 @@ def chance_levels(label_counts: Mapping[str, int]) -> dict[str, float]:
 
 
 def _write_csv(path: Path, rows: Sequence[Row], fields: Sequence[str]) -> None:
-    with path.open("w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

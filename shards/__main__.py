@@ -94,11 +94,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from shards.inspect import inspect_dir
+    from shards.inspect import MAX_SAMPLES_PER_SPLIT, inspect_dir
     from shards.manifest import shard_dirs
 
     for directory in shard_dirs(args.dir):
-        inspect_dir(directory)
+        inspect_dir(directory, limit=None if args.all else MAX_SAMPLES_PER_SPLIT)
     return 0
 
 
@@ -152,6 +152,9 @@ def make_parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("dir", help="a shard directory, or a directory of them (the demo world)")
+        if name == "inspect":
+            cmd.add_argument("--all", action="store_true",
+                             help="count the labels of every sample (default: the first 20,000 of each split)")
         cmd.set_defaults(func=func)
     return parser
 

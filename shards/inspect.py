@@ -41,8 +41,8 @@ def _label_names(sample: dict, names: list[str]) -> list[str]:
     return []
 
 
-def label_distribution(manifest: dict, split: str, limit: int = MAX_SAMPLES_PER_SPLIT) -> dict[str, Counter]:
-    """Per task, label name -> count over the first ``limit`` samples of ``split``."""
+def label_distribution(manifest: dict, split: str, limit: int | None = MAX_SAMPLES_PER_SPLIT) -> dict[str, Counter]:
+    """Per task, label name -> count over the first ``limit`` samples of ``split`` (None: every sample)."""
     dist: dict[str, Counter] = {}
     seen = 0
     for entry in manifest["shards"]:
@@ -52,7 +52,7 @@ def label_distribution(manifest: dict, split: str, limit: int = MAX_SAMPLES_PER_
         for _, sample in iter_json(Path(manifest["_dir"]) / entry["file"]):
             dist.setdefault(entry["task"], Counter()).update(_label_names(sample, names))
             seen += 1
-            if seen >= limit:
+            if limit is not None and seen >= limit:
                 return dist
     return dist
 
@@ -73,7 +73,8 @@ def first_sample(path: Path) -> dict:
     return sample
 
 
-def inspect_dir(directory: str | Path, echo: Callable[[str], None] = print) -> None:
+def inspect_dir(directory: str | Path, echo: Callable[[str], None] = print,
+                limit: int | None = MAX_SAMPLES_PER_SPLIT) -> None:  # fmt: skip
     """Print the summary of one shard directory."""
     manifest = load_manifest(directory)
     echo(f"== {directory}: dataset {manifest['dataset']}, tasks {', '.join(manifest['tasks'])}")
@@ -81,12 +82,15 @@ def inspect_dir(directory: str | Path, echo: Callable[[str], None] = print) -> N
     for split, langs in manifest["counts"].items():
         per_lang = ", ".join(f"{lang} {n}" for lang, n in langs.items())
         echo(f"   {split:<6} {sum(langs.values()):>7} samples  ({per_lang})")
-    for split in manifest["counts"]:
-        for task, counter in label_distribution(manifest, split).items():
+    for split, langs in manifest["counts"].items():
+        total = sum(langs.values())
+        for task, counter in label_distribution(manifest, split, limit).items():
             if counter:
                 top = ", ".join(f"{name} {n}" for name, n in counter.most_common(12))
                 more = f", ... ({len(counter)} distinct)" if len(counter) > 12 else ""
-                echo(f"   labels {split}/{task}: {top}{more}")
+                sampled = (f" (the first {limit:,} of {total:,} samples: sampled; --all counts every one)"
+                           if limit is not None and total > limit else "")  # fmt: skip
+                echo(f"   labels {split}/{task}: {top}{more}{sampled}")
     if manifest.get("skipped"):
         echo(f"   skipped {len(manifest['skipped'])} records, e.g. {manifest['skipped'][0]}")
     if manifest["shards"]:

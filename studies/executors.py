@@ -218,9 +218,12 @@ def submit_slurm(study: Study, runs: Sequence[Run], cluster: str = "slurm", fold
     """
     import submitit
 
-    if cluster == "slurm" and shutil.which("sbatch") is None:
-        raise StudyError("--executor slurm: no `sbatch` on PATH. Submit from a machine of the SLURM cluster (its "
-                         "login node), or try the jobs here with --cluster local.")  # fmt: skip
+    absent = [c for c in ("sbatch", "srun") if shutil.which(c) is None] if cluster == "slurm" else []
+    if absent:  # submitit's job script starts every task with srun; without it submitit fails with a trace
+        raise StudyError(f"--executor slurm: no {' and no '.join(f'`{c}`' for c in absent)} on PATH (submitit "
+                         "submits with sbatch and starts each task with srun). Submit from a machine of the SLURM "
+                         "cluster (its login node, with the SLURM client tools), or try the jobs here with --cluster "
+                         "local.")  # fmt: skip
     folder = folder or study.out_dir / ".slurm"
     failed_before = skipped_failed(study, runs, retry_failed)
     in_queue = queued_slurm_jobs() if cluster == "slurm" else None

@@ -11,7 +11,7 @@ from typing import Any
 
 from lightning_modules import budgets, reports, significance
 from studies.plan import Run, plan
-from studies.runs import finished
+from studies.runs import diverged_at, finished
 from studies.spec import Study
 
 
@@ -51,7 +51,8 @@ def collect(study: Study, runs: Sequence[Run] | None = None
             continue
         path = run.run_dir / "results.json"
         if finished(run) is None or not path.is_file():
-            missing.append(run.name)
+            diverged = diverged_at(run)
+            missing.append(f"{run.name} (diverged: {diverged})" if diverged else run.name)
             continue
         data = json.loads(path.read_text())
         monitor = (data.get("selection") or {}).get("monitor") if isinstance(data, dict) else None

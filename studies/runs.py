@@ -61,6 +61,16 @@ def parent_weights(run: Run) -> str | None:
                      "hand, or retention `keep` dropped it): rerun that run (delete its folder) first.")  # fmt: skip
 
 
+def diverged_at(run: Run) -> str | None:
+    """``step N, task T: loss nan`` when the run's training diverged (``diverged.json``, written by train.py's
+    DivergenceGuard), else None."""
+    path = run.run_dir / "diverged.json"
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    return f"step {info.get('step')}, task {info.get('task')}: loss {info.get('loss')}, lr {info.get('lr')}"
+
+
 def weights_gone(run: Run) -> bool:
     """The run's parent finished, but the checkpoint it hands on is gone (retention deleted it, or by hand)."""
     if run.parent is None or finished(run.parent) is None:
@@ -285,6 +295,9 @@ def execute(study: Study, run: Run, heartbeat: float = 60.0, env: Mapping[str, s
             raise StudyError(f"Run {run.name} interrupted; run the same command again to rerun it.")
         if rc != 0 or finished(run) is None:
             why = f"exited with status {rc}" if rc != 0 else "exited without writing finished.json"
+            diverged = diverged_at(run)
+            if diverged:
+                why = f"diverged ({diverged}), exited with status {rc}"
             write_state(study, run, "failed", rc=rc, why=why)
             raise StudyError(f"Run {run.name} {why}.\n  run dir: {run.run_dir}\n  log: {log}\n"
                              f"--- last lines of {log} ---\n{log_tail(log)}\n"

@@ -100,6 +100,7 @@ def _child(args: list[str], log: str, env: dict[str, str], cwd: str) -> None:
     """In the forked child: own session, die with the server, the run's log, environment, directory, argv."""
     os.setsid()
     mp.set_start_method(None, force=True)  # the platform's default, as in `python train.py` (not forkserver)
+    mp.current_process().name = "MainProcess"  # a run's main process, as libraries check (transformers' collators)
     atexit._clear()  # the server's exit functions are the server's (W&B's media folder, shared by every child)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -50,6 +50,11 @@ FAKE_TRAIN = textwrap.dedent("""
     time.sleep(args.max_steps * float(os.environ.get("FAKE_STEP_SECONDS", "0")))
     n_calls = len(calls.read_text().splitlines())
     print("fake training", args.run_dir)
+    if os.environ.get("FAKE_DIVERGE") and args.run_dir.endswith(os.environ["FAKE_DIVERGE"]):
+        info = {"step": 3, "task": "demo_ve", "lr": 1000.0, "loss": "nan", "message": "Training diverged at step 3"}
+        (run / "diverged.json").write_text(json.dumps(info))  # as train.py's DivergenceGuard
+        print("TrainingDiverged: Training diverged at step 3", file=sys.stderr)
+        sys.exit(1)
     if os.environ.get("FAKE_FAIL_AT") == str(n_calls):
         print("simulated crash", file=sys.stderr)
         sys.exit(3)

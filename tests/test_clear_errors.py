@@ -194,9 +194,6 @@ def test_atomic_write_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> No
     assert not (tmp_path / "results.json").exists() and not list(tmp_path.glob(".results.json.tmp-*"))
 
 
-@pytest.mark.xfail(strict=True, reason="needs metrics/outcomes.write_outcomes and reports.write_run_report to write "
-                   "through lightning_modules.atomic, and callbacks.RunReport to write outcomes.jsonl before "
-                   "results.json (files owned by another worker of issue 23)")  # fmt: skip
 def test_test_run_dying_mid_outcomes_leaves_no_results_json(demo_cwd: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     from lightning_modules.metrics import outcomes

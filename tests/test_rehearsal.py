@@ -95,3 +95,19 @@ def test_iglue_rehearsal_every_phase_starts_from_its_parent(iglue: tuple[int, st
             assert {e["split"] for e in record["tested_on"]} == {"translate_test"}
         checked += 1
     assert checked == 6 * 4 + 5 * 4 + 2 * 3  # targets, translate-test, few-shot runs of the rehearsal's grid
+
+
+@pytest.fixture(scope="module")
+def xtreme(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
+    return rehearse("xtreme", tmp_path_factory.mktemp("rehearsal"))
+
+
+def test_xtreme_rehearsal_reports_every_target(xtreme: tuple[int, str, Path]) -> None:
+    rc, out, ws = xtreme
+    assert rc == 0, out[-4000:]
+    assert DONE in out
+    data = json.loads((ws / "runs/studies/xtreme/study.json").read_text())
+    assert data["missing"] == [] and data["protocol_breaks"] == []
+    numbers = {r["target"] for r in data["rows"] if r["primary"] and r["mean"] is not None}
+    assert set(expected_columns("xtreme")) == set(load_study(REPO / "configs/studies/xtreme.yaml").targets)
+    assert set(expected_columns("xtreme")) <= numbers, set(expected_columns("xtreme")) - numbers

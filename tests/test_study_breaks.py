@@ -306,3 +306,43 @@ def test_a_study_refuses_to_mix_runs_made_with_other_settings(fake_study: Path, 
     err = capsys.readouterr().err
     assert "nli/seed0/intermediate: config file" in err and "intermediate_nli.yaml changed" in err
     assert "nli/seed0/demo_ve: starts from nli/seed0/intermediate, which changed" in err
+
+
+def test_a_diverged_run_is_a_failure_named_as_such(fake_study: Path, monkeypatch, capsys) -> None:
+    _edit(fake_study, seeds=[0])
+    monkeypatch.setenv("FAKE_DIVERGE", "nli/seed0/demo_ve")
+    assert study_mod.main(["--config", str(fake_study), "--keep-going"]) == 1
+    err = capsys.readouterr().err
+    assert "Run nli/seed0/demo_ve diverged (step 3, task demo_ve: loss nan, lr 1000.0)" in err
+    study_mod.main(["--config", str(fake_study), "--report-only"])
+    md = (Path(yaml.safe_load(fake_study.read_text())["out"]) / "study.md").read_text()
+    assert "`nli/seed0/demo_ve (diverged: step 3, task demo_ve: loss nan, lr 1000.0)`" in md
+
+
+def test_inspect_label_counts_are_whole_or_say_they_are_sampled(tmp_path: Path) -> None:
+    """`shards inspect` counted labels over the first 20,000 samples of a split without saying so."""
+    from conftest import write_task_shards
+
+    from shards.inspect import inspect_dir
+
+    write_task_shards(tmp_path / "ve", "demo_ve", {("train", "en"): 30})
+    lines: list[str] = []
+    inspect_dir(tmp_path / "ve", echo=lines.append, limit=10)
+    (labels,) = [line for line in lines if "labels train/demo_ve" in line]
+    assert "(the first 10 of 30 samples: sampled; --all counts every one)" in labels
+    lines.clear()
+    inspect_dir(tmp_path / "ve", echo=lines.append, limit=None)
+    (labels,) = [line for line in lines if "labels train/demo_ve" in line]
+    assert "sampled" not in labels and sum(int(n) for n in re.findall(r" (\d+)(?:,|$)", labels)) == 30
+
+
+def test_budget_device_is_what_the_run_ran_on(tmp_path: Path) -> None:
+    """`trainer.accelerator: auto` on a CPU machine was labelled GPU in the study's budgets table."""
+    from lightning_modules.budgets import CONFIG_FILE, run_budget
+
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump({"trainer": {"accelerator": "auto", "max_steps": 4}}))
+    assert run_budget(tmp_path)["device"] == "device"  # nothing recorded: not guessed
+    (tmp_path / "finished.json").write_text(json.dumps({"device": "cpu"}))
+    assert run_budget(tmp_path)["device"] == "CPU"
+    (tmp_path / "finished.json").write_text(json.dumps({"device": "cuda"}))
+    assert run_budget(tmp_path)["device"] == "GPU"

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_modules.atomic import atomic_open
 from lightning_modules.metrics.sync import cat_state, hash_ids
 from lightning_modules.stats import OUTCOMES_FILE, read_outcomes  # noqa: F401  (re-exported: the file's reader)
 
@@ -121,8 +122,7 @@ def write_outcomes(run_dir: str | Path, per_set: Iterable[tuple[str, str, Mappin
     ``extra`` (e.g. the run's seed and controls) is added to every line.
     """
     path = Path(run_dir) / OUTCOMES_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
+    with atomic_open(path) as f:  # whole or not at all
         for task, lang, outcomes, formulas in per_set:
             for line in outcome_lines(task, lang, outcomes, formulas):
                 f.write(json.dumps({**line, **(extra or {})}) + "\n")
