@@ -141,7 +141,8 @@ def paired_bootstrap(
     Returns:
         The observed delta (mean over seeds and blocks), its percentile interval and the two-sided p-value
         ``(1 + #{|d* - d| >= |d|}) / (B + 1)``. Each resample draws every block's items (block by block,
-        ``resample_indices`` order for one block), then one set of seeds shared by all blocks.
+        ``resample_indices`` order for one block), then one set of seeds shared by all blocks. A resample whose
+        metric is undefined (it drew no item a formula divides by) is left out; ``resamples`` counts those used.
     """
     blocks_b = [baseline] if isinstance(baseline, np.ndarray) else list(baseline)
     blocks_c = [condition] if isinstance(condition, np.ndarray) else list(condition)
@@ -163,10 +164,16 @@ def paired_bootstrap(
     seed_idx = rng.integers(0, n_seeds, size=(resamples, n_seeds)) if n_seeds > 1 else np.zeros((resamples, 1), int)
     deltas = np.mean([_block_deltas(b, c, formula, idx, seed_idx)
                       for b, c, idx in zip(blocks_b, blocks_c, item_idx)], axis=0)  # fmt: skip
+    # a resample can draw no item of a kind a formula divides by (retrieval: no image query of a small gallery):
+    # its metric is undefined, and it is left out (counted in ``resamples``) instead of making the interval NaN
+    deltas = deltas[np.isfinite(deltas)]
+    n_items = sum(b.shape[1] for b in blocks_b)
+    if not len(deltas) or not math.isfinite(observed):
+        return Bootstrap(observed, math.nan, math.nan, math.nan, n_items, n_seeds, len(deltas))
     low, high = np.quantile(deltas, [(1 - level) / 2, (1 + level) / 2])
     extreme = int(np.sum(np.abs(deltas - observed) >= abs(observed) - 1e-12))
-    n_items = sum(b.shape[1] for b in blocks_b)
-    return Bootstrap(observed, float(low), float(high), (1 + extreme) / (resamples + 1), n_items, n_seeds, resamples)
+    return Bootstrap(observed, float(low), float(high), (1 + extreme) / (len(deltas) + 1), n_items, n_seeds,
+                     len(deltas))  # fmt: skip
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

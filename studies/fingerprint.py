@@ -80,12 +80,10 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def changed_runs(study: Study, runs: Sequence[Run]) -> tuple[dict[str, list[str]], list[str]]:
     """Finished runs made with other settings than the study's now (with the differences), and finished runs
     with no fingerprint (made before fingerprints were recorded: not compared)."""
-    from studies.runs import finished
-
     changed: dict[str, list[str]] = {}
     unknown = []
     for run in runs:  # plan order: parents first
-        if finished(run) is None:
+        if not (run.run_dir / "finished.json").is_file():
             continue
         old = recorded(run)
         if not old:

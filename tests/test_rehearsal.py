@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(NO_TREE), reason=NO_TREE
 def rehearse(name: str, workspace: Path) -> tuple[int, str, Path]:
     cmd = [sys.executable, "study.py", "--config", f"configs/studies/{name}.yaml", "--rehearse", "--workspace",
            str(workspace), "--jobs", "2", "--heartbeat", "600"]  # fmt: skip
-    proc = run_process_group(cmd, REPO, subprocess_env(), timeout=900)
+    proc = run_process_group(cmd, REPO, subprocess_env(), timeout=900, what=f"the rehearsal of {name}.yaml")
     return proc.returncode, proc.stdout + proc.stderr, workspace / name
 
 

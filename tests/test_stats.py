@@ -99,3 +99,16 @@ def test_seeds_needed_by_hand() -> None:
     assert seeds_needed(scores, 10.0).seed_sd is None  # one seed: no seed variance known
     with pytest.raises(ValueError, match="effect"):
         seeds_needed(scores, 0.0)
+
+
+def test_resamples_without_a_query_kind_are_left_out_not_nan() -> None:
+    """A small retrieval gallery: a resample that draws no image query has no image R@1. It made the study's
+    interval [+nan, +nan] and its p-value count it as not extreme (issue 22's rehearsal)."""
+    formula = ("mean_recall", "rank", 1, "ir", "tr")
+    ir, tr = [1, 0, 0, 0, 0, 0], [0, 1, 1, 1, 1, 1]  # one image query among six
+    base = components({"rank": [0, 0, 3, 3, 0, 3], "ir": ir, "tr": tr}, formula)[None]
+    cond = components({"rank": [0, 0, 0, 0, 0, 3], "ir": ir, "tr": tr}, formula)[None]
+    result = paired_bootstrap(base, cond, formula, resamples=500, seed=1)
+    assert np.isfinite([result.low, result.high, result.p]).all()
+    assert 100 < result.resamples < 500  # about (5/6)^6 = 33 % of the resamples drew no image query
+    assert result.low <= result.delta <= result.high

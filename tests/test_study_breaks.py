@@ -346,3 +346,14 @@ def test_budget_device_is_what_the_run_ran_on(tmp_path: Path) -> None:
     assert run_budget(tmp_path)["device"] == "CPU"
     (tmp_path / "finished.json").write_text(json.dumps({"device": "cuda"}))
     assert run_budget(tmp_path)["device"] == "GPU"
+
+
+def test_significance_on_one_seed_says_it_covers_item_noise_only() -> None:
+    from lightning_modules.reports import _significance_sections
+
+    test = {"condition": "nli", "target": "xvnli", "metric": "acc", "lang": "avg_xling", "delta": 1.0, "low": 0.5,
+            "high": 1.5, "p": 0.01, "p_adj": 0.02, "significant": True, "n_seeds": 1, "n_items": 100,
+            "correction": "holm", "resamples": 2000, "control": ""}  # fmt: skip
+    text = "\n".join(_significance_sections([test], "none"))
+    assert "1 of these 1 deltas rest on one seed per condition" in text and "test-item noise only" in text
+    assert "one seed" not in "\n".join(_significance_sections([dict(test, n_seeds=3)], "none"))
