@@ -16,6 +16,7 @@ import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -145,3 +146,12 @@ def run_process_group(cmd: list[str], cwd: Path | str, env: dict[str, str], time
                       what: str) -> subprocess.CompletedProcess:  # fmt: skip
     """``start_process_group`` + ``finish_process_group``."""
     return finish_process_group(start_process_group(cmd, cwd, env), timeout, what)
+
+
+def checkpoint_config(path: Path, monitor: str) -> Path:
+    """A config whose only callback is base.yaml's checkpoint callback with another ``monitor``."""
+    callback = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                "init_args": {"monitor": monitor, "mode": "max", "save_top_k": 1, "save_last": True,
+                              "filename": "best", "auto_insert_metric_name": False}}  # fmt: skip
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
+    return path

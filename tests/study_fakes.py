@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -119,3 +120,31 @@ def make_fake_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.txt"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     return path
+
+
+def edit_study(cfg: Path, **changes) -> None:
+    """Replace top-level keys of a study YAML."""
+    spec = yaml.safe_load(cfg.read_text())
+    spec.update(changes)
+    cfg.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+FAKE_SLURM = {
+    # sbatch: keep the submitted script, answer like SLURM with increasing job ids
+    "sbatch": 'n=$(( $(ls "$FAKE_SLURM_DIR"/job-*.sh 2>/dev/null | wc -l) + 1 )); '
+    'cp "$1" "$FAKE_SLURM_DIR/job-$n.sh"; echo "Submitted batch job $n"',
+    "squeue": 'cat "$FAKE_SLURM_DIR/queue" 2>/dev/null; true',
+    "sacct": "true",
+    "srun": "true",
+}
+
+
+def install_fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``FAKE_SLURM``'s commands first on PATH; submitted scripts land in ``tmp_path/job-<n>.sh``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKE_SLURM.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path))

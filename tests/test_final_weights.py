@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
+from conftest import checkpoint_config
 
 from train import MMStiltsCLI, cli_main
 
@@ -24,15 +24,6 @@ FAST = ["--data.num_workers=0", "--data.eval_num_workers=0", "--trainer.logger=f
 def run_train(*overrides: str, configs: list[Path] = CONFIGS) -> MMStiltsCLI:
     args = ["fit", *(a for config in configs for a in ("--config", str(config)))]
     return cli_main(args=[*args, *FAST, *overrides])
-
-
-def checkpoint_config(path: Path, monitor: str) -> Path:
-    """A config whose only callback is base.yaml's checkpoint callback with another ``monitor``."""
-    callback = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                "init_args": {"monitor": monitor, "mode": "max", "save_top_k": 1, "save_last": True,
-                              "filename": "best", "auto_insert_metric_name": False}}  # fmt: skip
-    path.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
-    return path
 
 
 def assert_final_weights(root: Path, model: torch.nn.Module, max_steps: int) -> dict:

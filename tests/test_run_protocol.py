@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import checkpoint_config
 
 from lightning_modules import protocol
 from train import cli_main
@@ -32,15 +32,6 @@ def run_train(*overrides: str, subcommand: str = "fit", configs: list[Path] = CO
 
 def results(root: Path) -> tuple[dict, str]:
     return json.loads((root / "results.json").read_text()), (root / "results.md").read_text()
-
-
-def checkpoint_config(path: Path, monitor: str) -> Path:
-    """A config whose only callback is base.yaml's checkpoint callback with another ``monitor``."""
-    callback = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                "init_args": {"monitor": monitor, "mode": "max", "save_top_k": 1, "save_last": True,
-                              "filename": "best", "auto_insert_metric_name": False}}  # fmt: skip
-    path.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
-    return path
 
 
 # -- 14.2: reports ----------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from study_fakes import make_fake_study
+from study_fakes import edit_study as _edit
+from study_fakes import install_fake_slurm, make_fake_study
 
 import study as study_mod
 from shards.__main__ import main as shards_main
@@ -35,12 +36,6 @@ except StudyError:
 @pytest.fixture()
 def fake_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return make_fake_study(tmp_path, monkeypatch)
-
-
-def _edit(cfg: Path, **changes) -> None:
-    spec = yaml.safe_load(cfg.read_text())
-    spec.update(changes)
-    cfg.write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
 # ----------------------------------------------------------------------------------------------- few-shot
@@ -116,26 +111,13 @@ def test_resources_merge_each_phase_over_default() -> None:
     assert study.resources_for("translate_test").mem_gb == 64  # was None: no --mem for translate-test jobs
 
 
-FAKE_SLURM = {
-    "sbatch": 'n=$(( $(ls "$FAKE_SLURM_DIR"/job-*.sh 2>/dev/null | wc -l) + 1 )); '
-    'cp "$1" "$FAKE_SLURM_DIR/job-$n.sh"; echo "Submitted batch job $n"',
-    "squeue": "true",
-    "sacct": "true",
-    "srun": "true",
-}
 
 
 def test_shipped_grid_submits_every_job_with_its_resources_and_chain(tmp_path: Path, monkeypatch) -> None:
     """The rehearsal's grid of the shipped iglue.yaml (a partition and account set once in `default`, as its
     comment says) through the real submitit path against stand-ins for sbatch/squeue/sacct/srun: every job's
     partition, account, GPUs, tasks, CPUs, memory, time and afterok parent, as the cluster reads them."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in FAKE_SLURM.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path))
+    install_fake_slurm(tmp_path, monkeypatch)
     data = yaml.safe_load(IGLUE.read_text())
     data["resources"]["default"] |= {"partition": "gpu", "sbatch": {"account": "proj"}}
     data["out"] = str(tmp_path / "out")
@@ -357,3 +339,26 @@ def test_significance_on_one_seed_says_it_covers_item_noise_only() -> None:
     text = "\n".join(_significance_sections([test], "none"))
     assert "1 of these 1 deltas rest on one seed per condition" in text and "test-item noise only" in text
     assert "one seed" not in "\n".join(_significance_sections([dict(test, n_seeds=3)], "none"))
+
+
+def test_slurm_without_srun_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sbatch` on PATH but no `srun` (a machine with part of the client tools): submitit's RuntimeError before."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'Submitted batch job 1'\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    data = yaml.safe_load(IGLUE.read_text()) | {"out": str(tmp_path / "out")}
+    study = shrink(parse_study(data), load_scale())
+    with pytest.raises(StudyError, match=r"no `srun` on PATH .*--cluster local"):
+        executors.submit_slurm(study, plan(study), cluster="slurm", folder=tmp_path / "slurm")
+
+
+def test_dry_run_into_a_closed_pipe_is_no_error() -> None:
+    """`study.py --dry-run --verbose | head -1` ended in a BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "study.py", "--config", str(IGLUE), "--dry-run", "--verbose"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader has what it wanted
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from study_fakes import make_fake_study
+from study_fakes import edit_study as _edit
+from study_fakes import install_fake_slurm, make_fake_study
 
 import study as study_mod
 from studies import executors
@@ -28,12 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def fake_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The demo-like fake study of test_study.py (start, none/nli/ve, demo_ve/demo_vqa, seeds 0 and 1)."""
     return make_fake_study(tmp_path, monkeypatch)
-
-
-def _edit(cfg: Path, **changes) -> None:
-    spec = yaml.safe_load(cfg.read_text())
-    spec.update(changes)
-    cfg.write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
 def _args(run) -> dict:
@@ -320,25 +315,11 @@ def test_interrupted_runner_stops_its_run_which_reruns_without_retry(fake_study:
     assert all(study_mod.finished(r) for r in study_mod.plan(study))
 
 
-FAKE_SLURM = {
-    # sbatch: keep the submitted script, answer like SLURM with increasing job ids
-    "sbatch": 'n=$(( $(ls "$FAKE_SLURM_DIR"/job-*.sh 2>/dev/null | wc -l) + 1 )); '
-    'cp "$1" "$FAKE_SLURM_DIR/job-$n.sh"; echo "Submitted batch job $n"',
-    "squeue": 'cat "$FAKE_SLURM_DIR/queue" 2>/dev/null; true',
-    "sacct": "true",
-    "srun": "true",
-}
 
 
 def test_slurm_submission_scripts_and_no_double_submission(fake_study: Path, tmp_path: Path, monkeypatch, capsys):
     """The real SLURM path against stand-ins for sbatch/squeue: resources per phase, afterok dependencies."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in FAKE_SLURM.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path))
+    install_fake_slurm(tmp_path, monkeypatch)
     _small(fake_study)
     _edit(fake_study, seeds=[0], resources={
         "default": {"gpus": 1, "time_min": 60, "partition": "gpu", "sbatch": {"account": "vl"}},
