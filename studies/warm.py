@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,12 @@ def _child(args: list[str], log: str, env: dict[str, str], cwd: str) -> None:
     os.setsid()
     mp.set_start_method(None, force=True)  # the platform's default, as in `python train.py` (not forkserver)
     mp.current_process().name = "MainProcess"  # a run's main process, as libraries check (transformers' collators)
+    # The server hands each child the write end of its "runner alive" pipe; while a child holds it the server never
+    # sees the runner die, and so never exits and takes its children with it. A run does not need it.
+    server = getattr(forkserver, "_forkserver", None)
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
     atexit._clear()  # the server's exit functions are the server's (W&B's media folder, shared by every child)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
