@@ -362,3 +362,17 @@ def test_dry_run_into_a_closed_pipe_is_no_error() -> None:
     proc.stdout.close()  # the reader has what it wanted
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err
+
+
+def test_study_headline_states_the_selection_the_runs_recorded() -> None:
+    """A study whose target runs ran no validation still claimed "checkpoint selected on English dev data only"."""
+    from lightning_modules.reports import SELECTION_NOTE, selection_headline
+
+    none = selection_headline({"xvnli": {"": 3}})
+    assert "xvnli: no checkpoint selected in 3 of 3 run(s)" in none and SELECTION_NOTE not in none
+    mixed = selection_headline({"xvnli": {"val/snli_ve/en/acc": 2, "": 1}})
+    assert "`val/snli_ve/en/acc` in 2 of 3 run(s)" in mixed and SELECTION_NOTE not in mixed
+    german = selection_headline({"xvnli": {"val/xvnli/de/acc": 3}})
+    assert SELECTION_NOTE not in german
+    english = selection_headline({"xvnli": {"val/snli_ve/en/acc": 3}, "marvl": {"val/nlvr2/en/acc": 3}})
+    assert english.endswith(f"Every target run: {SELECTION_NOTE}.")
