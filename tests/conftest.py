@@ -114,8 +114,8 @@ def subprocess_env() -> dict[str, str]:
     paths = [str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths)), "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}  # fmt: skip
-    for var in DIST_VARS:
-        env.pop(var, None)
+    for var in (*DIST_VARS, "WANDB_SERVICE"):  # an in-process W&B run of an earlier test set WANDB_SERVICE: a child
+        env.pop(var, None)  # sharing that service cannot reuse a killed run's id (resume: "run ID ... is in use")
     return env
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import run_process_group, write_task_shards
+from conftest import run_process_group, subprocess_env, write_task_shards
 
 REPO = Path(__file__).resolve().parents[1]
 KILL_ENV = "MMSTILTS_TEST_KILL_AT"
@@ -76,8 +76,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path: Path, tiny_model: dict[str, str
     config = run_config(tmp_path, tiny_model)
     args = ["--config", "configs/base.yaml", "--config", "configs/demo/base.yaml", "--config", str(config),
             "--data.steps_per_epoch", str(STEPS_PER_EPOCH), "--test_after_fit", "true"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
-           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env = {**subprocess_env(), "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)])}
     root = tmp_path / "run"
 
     killed = run(args, {**env, KILL_ENV: str(KILL_AT)})
