@@ -275,8 +275,7 @@ class PhaseCost:
 
 
 def _kept_files(study: Study, phase: str) -> int:
-    keep = study.retention.keep_intermediate if phase in ("start", "intermediate") else study.retention.keep
-    return 0 if keep == "none" else 1
+    return 0 if study.retention.keep_for(phase) == "none" else 1
 
 
 def cost_plan(study: Study, runs: Sequence[Run], done: Mapping[str, bool]) -> tuple[dict[str, PhaseCost], dict]:

@@ -226,6 +226,32 @@ def test_retention_keeps_what_later_runs_need(fake_study: Path) -> None:
     assert ckpts(inter) == [] and ckpts(runs["start/seed0"]) == []  # every dependent finished: keep none
 
 
+def test_retention_keeps_no_protocol_checkpoints_unless_asked(fake_study: Path) -> None:
+    """Translate-test and few-shot runs keep outcomes and results, not checkpoints (``keep_protocol: none``); the
+    target they start from keeps its best until every one of them has finished."""
+    _edit(fake_study, seeds=[0], retention={"keep": "best", "keep_intermediate": "none"})
+    spec = yaml.safe_load(fake_study.read_text())
+    spec["targets"] = {"demo_ve": spec["targets"]["demo_ve"]}
+    spec["targets"]["demo_ve"]["translate_test"] = {"split": "translate_test"}
+    spec["targets"]["demo_ve"]["few_shot"] = {"shots": [1], "langs": ["de"], "conditions": ["nli"]}
+    fake_study.write_text(yaml.safe_dump(spec, sort_keys=False))
+    runs = {r.name: r for r in study_mod.plan(study_mod.load_study(fake_study))}
+    target, tt, fs = (runs[f"nli/seed0/demo_ve{s}"] for s in ("", ".translate_test", ".fs1.de"))
+    ckpts = lambda run: sorted(p.name for p in (run.run_dir / "checkpoints").glob("*.ckpt"))  # noqa: E731
+    only = ["--config", str(fake_study), "--only", "nli"]
+    assert study_mod.main([*only, "--protocols", "zero_shot", "translate_test"]) == 0
+    assert ckpts(tt) == [] and (tt.run_dir / "finished.json").is_file()  # its outcomes and results stay
+    assert ckpts(target) == ["best.ckpt", "last.ckpt"]  # the few-shot run has not run: it needs the target
+    assert study_mod.main(only) == 0
+    assert ckpts(fs) == [] and (fs.run_dir / "finished.json").is_file() and ckpts(target) == ["best.ckpt"]
+    _edit(fake_study, retention={"keep": "best", "keep_intermediate": "none", "keep_protocol": "best"})
+    study = study_mod.load_study(fake_study)
+    (fs.run_dir / "checkpoints" / "best.ckpt").write_text("x")
+    (fs.run_dir / "checkpoints" / "last.ckpt").write_text("x")
+    study_mod.apply_retention(study, study_mod.plan(study))
+    assert ckpts(fs) == ["best.ckpt"]
+
+
 def test_cost_plan_and_missing_shards(fake_study: Path, tmp_path: Path) -> None:
     spec = yaml.safe_load(fake_study.read_text())
     (tmp_path / "shards_ok").mkdir()
