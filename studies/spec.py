@@ -112,7 +112,8 @@ class Resources:
     seconds_per_step: float | None = None
     """Cost plan: wall seconds per optimizer step of one run (measure with a short run; see docs/study.md)."""
     checkpoint_gb: float | None = None
-    """Disk plan: size of one checkpoint file of this phase (weights + optimizer state)."""
+    """Disk plan: size of one weights-only checkpoint of this phase, what a finished run keeps (a run in training
+    holds ~3x that: its best and last carry AdamW's moments until the fit ends)."""
 
 
 @dataclass
