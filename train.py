@@ -10,7 +10,8 @@ Values that flow between data and model are linked once here:
 - seed_everything -> data.seed
 
 Each run lives in ``trainer.default_root_dir`` (default ``runs/<name>``): checkpoints/, logs, the resolved
-config, ``finished.json`` once the command completed, and the results report after a test.
+config, ``finished.json`` once the command completed, and the results report after a test. A finished fit's
+checkpoints keep the weights alone (``checkpoints.keep_weights_only``): a finished run is never resumed.
 
 Errors users cause (a setting out of range, an unreadable checkpoint, a read-only or full disk, no W&B login)
 end as ``train.py: <what, where, the fix>`` on stderr with exit code 2 (config) or 1 (runtime), no traceback
@@ -41,6 +42,7 @@ from datamodules.pipeline import DataError
 from datamodules.preflight import PreflightReport, preflight
 from lightning_modules import run_setup
 from lightning_modules.callbacks import DivergenceGuard, FinalCheckpoint, PredictionWriter, RunReport
+from lightning_modules.checkpoints import is_weights_only, keep_weights_only
 from lightning_modules.checks import model_checks
 from lightning_modules.core import vision_data_config
 from lightning_modules.ddp import DEFAULT_TIMEOUT_S, register_ddp_strategies
@@ -198,7 +200,9 @@ class MMStiltsCLI(LightningCLI):
             report = Path(self.trainer.default_root_dir, "results.md")
             if self.trainer.is_global_zero and report.exists():
                 print(report.read_text())
-        self._finish({**ckpts, "last_ckpt": ckpts["final_ckpt"]})  # last_ckpt: the name study runners read
+        if self.trainer.is_global_zero:  # a finished run is never resumed: its files keep the weights alone
+            keep_weights_only([ckpts["best_ckpt"], ckpts["final_ckpt"]])
+        self._finish({**ckpts, "last_ckpt": ckpts["final_ckpt"], "weights_only": True})  # last_ckpt: runners read it
 
     def after_test(self) -> None:
         self._print_table("test")
@@ -238,6 +242,12 @@ def check_resume_file(config: Any) -> None:
         ckpt = found[-1] if found else None  # none: Lightning starts afresh, with its own warning
     if ckpt and ckpt not in ("best", "hpc") and not str(ckpt).startswith("registry") and "://" not in str(ckpt):
         check_checkpoint_file(ckpt, "ckpt_path")
+        if config.get("subcommand") in (None, "fit") and is_weights_only(ckpt):
+            raise CheckpointFileError(
+                f"ckpt_path={ckpt}: its run finished and kept the weights only (no optimizer state): nothing to "
+                f"resume. Start a new phase from it with --model.init_from={ckpt}, or re-evaluate it with "
+                f"`train.py test --ckpt_path {ckpt}`."
+            )
 
 
 def selected_checkpoint(trainer: Any) -> dict[str, Any]:

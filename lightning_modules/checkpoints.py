@@ -145,3 +145,43 @@ def lineage(
             "lineage": dict(parent_lineage or {}),
         },  # fmt: skip
     }
+
+
+# what a finished run's checkpoints are still read for: init_from (state_dict, hyper_parameters, lineage, protocol,
+# global_step), re-evaluation (LightningCLI reads hyper_parameters; the module its lineage) and the protocol record
+# (protocol.read_record: protocol, and the checkpoint callbacks' selection state below)
+WEIGHTS_ONLY_KEYS = ("state_dict", "hyper_parameters", "hparams_name", "datamodule_hyper_parameters",
+                     "datamodule_hparams_name", "lineage", "protocol", "global_step", "epoch",
+                     "pytorch-lightning_version")  # fmt: skip
+SELECTION_STATE = ("monitor", "best_model_path", "best_model_score")  # what protocol.selected_by / read_record read
+
+
+def weights_only(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint without what only a resume reads: optimizer states, LR schedulers, loops, the datamodule's
+    sampler position and the callbacks' state (bar the checkpoint callbacks' selection). Marked ``weights_only``."""
+    kept = {key: ckpt[key] for key in WEIGHTS_ONLY_KEYS if key in ckpt}
+    kept["callbacks"] = {key: {k: state[k] for k in SELECTION_STATE if k in state}
+                         for key, state in (ckpt.get("callbacks") or {}).items()
+                         if str(key).startswith("ModelCheckpoint")}  # fmt: skip
+    kept["weights_only"] = True
+    return kept
+
+
+def is_weights_only(path: str | Path) -> bool:
+    """Whether ``path`` was rewritten by ``keep_weights_only`` (tensors memory-mapped, not read)."""
+    return bool(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("weights_only"))
+
+
+def keep_weights_only(paths: list[str]) -> list[str]:
+    """Rewrites each checkpoint of a finished fit weights-only (``weights_only``), atomically; returns them. A
+    finished run is never resumed, so its optimizer state (2 of AdamW's ~3 parts) only costs disk."""
+    from lightning_modules.atomic import atomic_open
+
+    done = []
+    for path in dict.fromkeys(p for p in paths if p):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if not ckpt.get("weights_only"):
+            with atomic_open(path, "wb") as f:
+                torch.save(weights_only(ckpt), f)
+        done.append(path)
+    return done

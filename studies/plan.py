@@ -274,18 +274,27 @@ class PhaseCost:
     """Some run has no ``trainer.max_steps`` (it trains by epochs): its steps and GPU-hours are unknown."""
 
 
+# A finished fit's checkpoints hold the weights alone (train.py); while a run trains, its best and last files are
+# full training states: the weights plus AdamW's two moments, ~3x the weights in fp32.
+FULL_STATE_FACTOR = 3
+
+
 def _kept_files(study: Study, phase: str) -> int:
-    keep = study.retention.keep_intermediate if phase in ("start", "intermediate") else study.retention.keep
-    return 0 if keep == "none" else 1
+    return 0 if study.retention.keep_for(phase) == "none" else 1
 
 
 def cost_plan(study: Study, runs: Sequence[Run], done: Mapping[str, bool]) -> tuple[dict[str, PhaseCost], dict]:
     """Per phase: runs, runs left, optimizer steps, GPU-hours, checkpoint disk (peak and after retention).
 
+    Disk counts ``resources.<phase>.checkpoint_gb`` per weights-only file. Peak: a run others start from holds its
+    best and last until they have finished; any other run holds what retention keeps once it finishes; and one run
+    of each phase in training holds best and last as full states (``FULL_STATE_FACTOR``).
     Also returns missing shard directories: ``{shards dir: {"tasks": {...}, "runs": n}}``.
     """
     costs: dict[str, PhaseCost] = defaultdict(PhaseCost)
     missing: dict[str, dict[str, Any]] = {}
+    parents = {run.parent.name for run in runs if run.parent is not None}
+    training: dict[str, float] = {}  # per phase: one run in training, full states beyond its finished files
     for run in runs:
         cfg = run_config(study, run)
         res = study.resources_for(run.phase)
@@ -305,19 +314,27 @@ def cost_plan(study: Study, runs: Sequence[Run], done: Mapping[str, bool]) -> tu
             cost.gpu_hours = None
         elif left and cost.gpu_hours is not None:
             cost.gpu_hours += steps * res.seconds_per_step * res.gpus * res.nodes / 3600 if steps else 0.0
-        files = 0 if evaluates_only else 2  # best + last while the run and its dependents go
-        for key, kept in (("disk_peak_gb", files), ("disk_kept_gb", min(files, _kept_files(study, run.phase)))):
+        files = 0 if evaluates_only else 2  # best + last
+        kept = min(files, _kept_files(study, run.phase))
+        held = files if run.name in parents else kept  # until its dependents finish; else retention at its end
+        for key, n in (("disk_peak_gb", held), ("disk_kept_gb", kept)):
             value = getattr(cost, key)
             if res.checkpoint_gb is None:
                 setattr(cost, key, None if files else value)
             elif value is not None:
-                setattr(cost, key, value + kept * res.checkpoint_gb)
+                setattr(cost, key, value + n * res.checkpoint_gb)
+        if files and res.checkpoint_gb is not None:
+            full = files * FULL_STATE_FACTOR * res.checkpoint_gb - held * res.checkpoint_gb
+            training[run.phase] = max(training.get(run.phase, 0.0), full)
         for task in (cfg.get("data") or {}).get("tasks") or []:
             shards = str(task.get("shards", ""))
             if shards and not Path(shards, "manifest.json").is_file():
                 entry = missing.setdefault(shards, {"tasks": set(), "runs": 0})
                 entry["tasks"].add(str(task.get("name")))
                 entry["runs"] += 1
+    for phase, extra in training.items():
+        if costs[phase].disk_peak_gb is not None:
+            costs[phase].disk_peak_gb += extra
     return dict(costs), missing
 
 
@@ -352,8 +369,10 @@ def summary_lines(study: Study, runs: Sequence[Run], done: Mapping[str, bool], v
     if no_steps:
         lines.append(f"? = no trainer.max_steps in some runs' configs ({', '.join(no_steps)}): steps unknown")
     keep = study.retention
-    lines.append(f"disk peak = best + last of every run, none deleted; kept = after retention (keep: {keep.keep}, "
-                 f"intermediate: {keep.keep_intermediate})")  # fmt: skip
+    lines.append("disk peak = best + last of runs others start from, kept files of the rest, + per phase one run "
+                 "training")  # fmt: skip
+    lines.append(f"kept = after retention (keep: {keep.keep}, intermediate: {keep.keep_intermediate}, "
+                 f"protocol: {keep.keep_protocol})")  # fmt: skip
     if missing:
         lines.append(f"missing shard directories ({len(missing)}; build them with `python -m shards build`):")
         shown = list(missing.items()) if verbose else list(missing.items())[:12]

@@ -112,7 +112,8 @@ class Resources:
     seconds_per_step: float | None = None
     """Cost plan: wall seconds per optimizer step of one run (measure with a short run; see docs/study.md)."""
     checkpoint_gb: float | None = None
-    """Disk plan: size of one checkpoint file of this phase (weights + optimizer state)."""
+    """Disk plan: size of one weights-only checkpoint of this phase, what a finished run keeps (a run in training
+    holds ~3x that: its best and last carry AdamW's moments until the fit ends)."""
 
 
 @dataclass
@@ -120,9 +121,17 @@ class Retention:
     """What stays on disk once every run that starts from a run's checkpoints has finished."""
 
     keep: Keep = "best"
-    """Target and protocol runs: keep ``best``, ``last`` or ``none`` of their checkpoints."""
+    """Target runs: keep ``best``, ``last`` or ``none`` of their checkpoints."""
     keep_intermediate: Keep = "last"
     """Start and intermediate runs (their final weights are what they hand on)."""
+    keep_protocol: Keep = "none"
+    """Translate-test and few-shot runs: a study reads their outcomes and results, not their weights."""
+
+    def keep_for(self, phase: str) -> Keep:
+        """Which checkpoint a finished run of ``phase`` keeps."""
+        if phase in ("start", "intermediate"):
+            return self.keep_intermediate
+        return self.keep_protocol if phase in ("translate_test", "few_shot") else self.keep
 
 
 @dataclass

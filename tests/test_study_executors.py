@@ -226,6 +226,32 @@ def test_retention_keeps_what_later_runs_need(fake_study: Path) -> None:
     assert ckpts(inter) == [] and ckpts(runs["start/seed0"]) == []  # every dependent finished: keep none
 
 
+def test_retention_keeps_no_protocol_checkpoints_unless_asked(fake_study: Path) -> None:
+    """Translate-test and few-shot runs keep outcomes and results, not checkpoints (``keep_protocol: none``); the
+    target they start from keeps its best until every one of them has finished."""
+    _edit(fake_study, seeds=[0], retention={"keep": "best", "keep_intermediate": "none"})
+    spec = yaml.safe_load(fake_study.read_text())
+    spec["targets"] = {"demo_ve": spec["targets"]["demo_ve"]}
+    spec["targets"]["demo_ve"]["translate_test"] = {"split": "translate_test"}
+    spec["targets"]["demo_ve"]["few_shot"] = {"shots": [1], "langs": ["de"], "conditions": ["nli"]}
+    fake_study.write_text(yaml.safe_dump(spec, sort_keys=False))
+    runs = {r.name: r for r in study_mod.plan(study_mod.load_study(fake_study))}
+    target, tt, fs = (runs[f"nli/seed0/demo_ve{s}"] for s in ("", ".translate_test", ".fs1.de"))
+    ckpts = lambda run: sorted(p.name for p in (run.run_dir / "checkpoints").glob("*.ckpt"))  # noqa: E731
+    only = ["--config", str(fake_study), "--only", "nli"]
+    assert study_mod.main([*only, "--protocols", "zero_shot", "translate_test"]) == 0
+    assert ckpts(tt) == [] and (tt.run_dir / "finished.json").is_file()  # its outcomes and results stay
+    assert ckpts(target) == ["best.ckpt", "last.ckpt"]  # the few-shot run has not run: it needs the target
+    assert study_mod.main(only) == 0
+    assert ckpts(fs) == [] and (fs.run_dir / "finished.json").is_file() and ckpts(target) == ["best.ckpt"]
+    _edit(fake_study, retention={"keep": "best", "keep_intermediate": "none", "keep_protocol": "best"})
+    study = study_mod.load_study(fake_study)
+    (fs.run_dir / "checkpoints" / "best.ckpt").write_text("x")
+    (fs.run_dir / "checkpoints" / "last.ckpt").write_text("x")
+    study_mod.apply_retention(study, study_mod.plan(study))
+    assert ckpts(fs) == ["best.ckpt"]
+
+
 def test_cost_plan_and_missing_shards(fake_study: Path, tmp_path: Path) -> None:
     spec = yaml.safe_load(fake_study.read_text())
     (tmp_path / "shards_ok").mkdir()
@@ -245,11 +271,28 @@ def test_cost_plan_and_missing_shards(fake_study: Path, tmp_path: Path) -> None:
     # 12 target runs: 6 of demo_ve (100 steps), 6 of demo_vqa (4 steps), 2 GPUs, 36 s per step.
     assert table["target"][1:4] == ["12", "12", "624"]
     assert float(table["target"][4]) == pytest.approx(624 * 36 * 2 / 3600, abs=0.05)
-    assert table["target"][5:7] == ["72", "36"]  # best + last of 12 runs x 3 GB; after retention: best only
+    # checkpoint_gb: one weights-only file. No run starts from a target here: each holds its best once finished
+    # (12 x 3 GB), and one in training holds best + last as full states (2 x 3 x 3 GB in all, 15 GB more)
+    assert table["target"][5:7] == ["51", "36"]
     assert table["start"][1:3] == ["2", "1"] and table["start"][4] == "?"  # no max_steps known for the start
-    assert table["intermediate"][5:7] == ["16", "0"]  # keep_intermediate: none
+    # 4 runs hold best + last for their targets (4 x 2 x 2 GB), one in training 8 GB more; keep_intermediate: none
+    assert table["intermediate"][5:7] == ["24", "0"]
     text = "\n".join(lines)
     assert f"{tmp_path / 'no_xvnli'} (xvnli): needed by 6 runs" in text and "shards_ok" not in text
+
+
+def test_cost_plan_protocol_runs_keep_no_checkpoint(fake_study: Path) -> None:
+    """A few-shot run keeps none by default: it costs disk only while it trains (best + last as full states)."""
+    spec = yaml.safe_load(fake_study.read_text())
+    spec["seeds"] = [0]
+    spec["targets"] = {"demo_ve": spec["targets"]["demo_ve"]}
+    spec["targets"]["demo_ve"]["few_shot"] = {"shots": [1], "langs": ["de"], "conditions": ["nli"]}
+    spec["resources"] = {"default": {"checkpoint_gb": 1.0}}
+    study = study_mod.parse_study(spec)
+    lines = study_mod.summary_lines(study, study_mod.plan(study), {})
+    table = {line.split()[0]: line.split() for line in lines[2:7]}
+    assert table["few_shot"][1] == "1" and table["few_shot"][5:7] == ["6", "0"], lines
+    assert "protocol: none" in "\n".join(lines)
 
 
 def test_iglue_dry_run_summary_fits_40_lines() -> None:
