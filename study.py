@@ -43,7 +43,7 @@ from studies.executors import queued_slurm_jobs, run_local, submit_slurm, visibl
 from studies.plan import PROTOCOLS, TRAIN_CMD_ENV, Run, plan, run_args, run_env, summary_lines, train_command
 from studies.probe import measure
 from studies.report import collect, power, write_report
-from studies.runs import apply_retention, finished, parent_weights, run_status
+from studies.runs import apply_retention, finished, parent_weights, run_status, supersede
 from studies.spec import Study, StudyError, load_study, parse_study
 
 __all__ = ["TRAIN_CMD_ENV", "Run", "Study", "StudyError", "collect", "finished", "load_study", "main",
@@ -181,9 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if changed and not args.report_only:
             if not args.rerun_changed:
                 raise StudyError(_changed_message(changed))
-            for aside in fingerprint.set_aside_changed(every_run, changed):
-                print(f"rerun (settings changed): {aside.name.removesuffix('.superseded')} (the old run is kept in "
-                      f"{aside})", flush=True)  # fmt: skip
+            for run in every_run:
+                if run.name in changed and run.run_dir.is_dir():
+                    print(f"rerun (settings changed): {run.name} (the old run is kept in {supersede(run)})",
+                          flush=True)
         if unknown and not args.report_only:
             print(f"note: {len(unknown)} finished run(s) have no fingerprint.json (made before fingerprints were "
                   "recorded): their settings are not compared", flush=True)  # fmt: skip

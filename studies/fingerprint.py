@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,14 +97,3 @@ def changed_runs(study: Study, runs: Sequence[Run]) -> tuple[dict[str, list[str]
             changed[run.name] = diffs
     return changed, unknown
 
-
-def set_aside_changed(runs: Sequence[Run], changed: dict[str, list[str]]) -> list[Path]:
-    """Move each changed run's folder to ``<run dir>.superseded`` so that the runner makes it again."""
-    moved = []
-    for run in runs:
-        if run.name in changed and run.run_dir.is_dir():
-            aside = run.run_dir.with_name(run.run_dir.name + ".superseded")
-            shutil.rmtree(aside, ignore_errors=True)
-            run.run_dir.rename(aside)
-            moved.append(aside)
-    return moved

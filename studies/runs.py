@@ -82,6 +82,15 @@ def weights_gone(run: Run) -> bool:
     return False
 
 
+def supersede(run: Run) -> Path:
+    """Move a finished run's folder to ``<run dir>.superseded`` (replacing an older one), so that the runner makes
+    the run again; returns where it went."""
+    aside = run.run_dir.with_name(run.run_dir.name + ".superseded")
+    shutil.rmtree(aside, ignore_errors=True)
+    run.run_dir.rename(aside)
+    return aside
+
+
 def redo_parents(runs: Sequence[Run]) -> list[Run]:
     """The runs to redo before ``runs`` can start: a finished parent whose handed-on checkpoint is gone is moved
     aside to ``<run dir>.superseded`` and run again (its own parent too, when its checkpoint is gone as well).
@@ -93,9 +102,7 @@ def redo_parents(runs: Sequence[Run]) -> list[Run]:
         parent = run.parent
         if parent is None or parent in redo or not weights_gone(run):
             continue
-        aside = parent.run_dir.with_name(parent.run_dir.name + ".superseded")
-        shutil.rmtree(aside, ignore_errors=True)
-        parent.run_dir.rename(aside)
+        aside = supersede(parent)
         print(f"redo {parent.name}: the checkpoint {run.name} starts from was deleted (retention or by hand); "
               f"rerunning it (the finished run is kept in {aside})", flush=True)  # fmt: skip
         redo.insert(0, parent)
@@ -319,7 +326,7 @@ def _train(cmd: list[str], log: Path, env: dict[str, str], lock_fd: int, heartbe
         out.flush()
         runner = os.getpid()
         if warm.usable(cmd):  # train.py itself: a child forked from a process that imported it once
-            proc: Any = warm.start(cmd[2:], out.fileno(), env, lock_fd)
+            proc: Any = warm.start(cmd[2:], log, env)
         else:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=(lock_fd,),
                                     start_new_session=True, preexec_fn=lambda: _die_with_parent(runner))  # fmt: skip

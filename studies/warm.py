@@ -85,14 +85,12 @@ class WarmRun:
         return self.process.exitcode
 
 
-def start(args: Sequence[str], log_fd: int, env: Mapping[str, str], lock_fd: int | None = None) -> WarmRun:
-    """Fork one ``train.py`` run (``args`` after ``train.py``) writing to the log open at ``log_fd``.
+def start(args: Sequence[str], log: str | Path, env: Mapping[str, str]) -> WarmRun:
+    """Fork one ``train.py`` run (``args`` after ``train.py``) appending to ``log``.
 
     The runner's lock on the run folder stays with the runner (the child cannot outlive it, see above).
     """
-    del lock_fd
-    log = os.readlink(f"/proc/self/fd/{log_fd}")
-    process = _context().Process(target=_child, args=(list(args), log, dict(env), os.getcwd()), daemon=False)
+    process = _context().Process(target=_child, args=(list(args), str(log), dict(env), os.getcwd()), daemon=False)
     process.start()
     return WarmRun(process)
 
