@@ -157,6 +157,23 @@ class Budget:
 
 
 @dataclass
+class Analysis:
+    """Why it transfers (``study.py analyze``, docs/analysis.md): per-language, per-checkpoint and LogME analysis."""
+
+    enabled: bool = False
+    """Store each checkpoint's diagnostics when its run finishes (before retention) and end study.md with the
+    analysis; ``study.py analyze`` works either way."""
+    probe: str | None = None
+    """Shard directory of a parallel test set (same item ids in English and the other languages) for the
+    checkpoint diagnostics; default: the first target's test task."""
+    probe_split: str = "test"
+    probe_items: int = 200
+    """Parallel items per language the diagnostics read."""
+    logme_items: int = 256
+    """English training items per target whose features LogME scores."""
+
+
+@dataclass
 class Study:
     """A study YAML."""
 
@@ -179,6 +196,8 @@ class Study:
     """Paired-bootstrap settings of the report (``lightning_modules/significance.py``)."""
     budget: Budget = field(default_factory=lambda: Budget())
     """Equal budgets for every intermediate phase."""
+    analysis: Analysis = field(default_factory=lambda: Analysis())
+    """The analysis of why (and for which languages) conditions transfer (studies/analysis.py)."""
     hand_on: Literal["final", "best"] = "final"
     """Which checkpoint of a start or intermediate run seeds the next phase: ``final`` (the weights at its last
     optimizer step: the phase trains its full, equal budget, as in STILTs' fixed intermediate schedule) or ``best``

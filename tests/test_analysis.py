@@ -1,0 +1,102 @@
+"""The analysis's statistics against hand computations, the language tables, and the analysis on fake runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from studies import languages, measures
+
+
+def test_spearman_with_ties_by_hand() -> None:
+    # x ranks [1, 2.5, 2.5, 4], y ranks [1, 3, 2, 4]; deviations from 2.5: [-1.5, 0, 0, 1.5], [-1.5, .5, -.5, 1.5]
+    # sum dx dy = 4.5, sum dx^2 = 4.5, sum dy^2 = 5 -> rho = 4.5 / sqrt(4.5 * 5) = sqrt(0.9)
+    assert measures.average_ranks([1, 2, 2, 3]).tolist() == [1, 2.5, 2.5, 4]
+    assert measures.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(math.sqrt(0.9))
+    assert measures.spearman([3, 1, 2], [30, 10, 20]) == pytest.approx(1.0)
+    assert math.isnan(measures.spearman([1, 1, 1], [1, 2, 3]))  # a constant side: undefined, not 0
+
+
+def test_kendall_tau_b_by_hand() -> None:
+    # 6 pairs: 5 concordant, 1 discordant -> 4 / 6
+    assert measures.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # x = [1,2,2,3], y = [1,2,3,3]: C = 4, D = 0, one pair tied in x only, one tied in y only:
+    # tau_b = 4 / sqrt((6 - 1) (6 - 1)) = 0.8
+    assert measures.kendall_tau([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8)
+    assert measures.kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_linear_cka_on_known_matrices() -> None:
+    x = np.array([[1.0], [-1.0], [0.0]])
+    y = np.array([[1.0], [0.0], [-1.0]])
+    # centred already: Y^T X = 1, X^T X = 2, Y^T Y = 2 -> 1 / (2 * 2)
+    assert measures.linear_cka(x, y) == pytest.approx(0.25)
+    assert measures.linear_cka(np.array([[1.0], [-1.0], [0], [0]]), np.array([[0.0], [0], [1], [-1]])) == 0.0
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(13, 5))
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    assert measures.linear_cka(a, 3.0 * a @ q + 2.0) == pytest.approx(1.0)  # rotation, scale, shift: invariant
+    assert 0.0 <= measures.linear_cka(a, rng.normal(size=(13, 7))) < 1.0
+
+
+def test_logme_evidence_by_hand() -> None:
+    # F = [[1], [1]], y = [1, -1], alpha = beta = 1: y ~ N(0, I + F F^T) = N(0, [[2, 1], [1, 2]]), det 3,
+    # y^T C^-1 y = (2 + 2 + 2) / 3 = 2 -> log p = -log(2 pi) - log(3) / 2 - 1
+    f, y = np.array([[1.0], [1.0]]), np.array([1.0, -1.0])
+    assert measures.evidence(f, y, 1.0, 1.0) == pytest.approx(-math.log(2 * math.pi) - math.log(3) / 2 - 1)
+
+
+def _gaussian_log_density(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
+    cov = np.eye(len(y)) / beta + f @ f.T / alpha
+    _, logdet = np.linalg.slogdet(cov)
+    return float(-len(y) / 2 * math.log(2 * math.pi) - logdet / 2 - y @ np.linalg.solve(cov, y) / 2)
+
+
+def test_logme_fixed_point_maximises_the_evidence() -> None:
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(17, 3))
+    y = f @ np.array([1.0, -0.5, 0.2]) + 0.3 * rng.normal(size=17)
+    alpha, beta = measures.maximise_evidence(f, y)
+    best = measures.evidence(f, y, alpha, beta)
+    assert best == pytest.approx(_gaussian_log_density(f, y, alpha, beta))  # eq. 2 is the marginal likelihood
+    for da in (0.5, 0.9, 1.1, 2.0):  # no nearby (alpha, beta) does better
+        for db in (0.5, 0.9, 1.1, 2.0):
+            assert _gaussian_log_density(f, y, alpha * da, beta * db) <= best + 1e-9
+
+
+def test_logme_prefers_features_that_separate_the_classes() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1, 2], 10)
+    good = np.eye(3)[labels] * 3 + 0.1 * rng.normal(size=(30, 3))
+    bad = rng.normal(size=(30, 3))
+    assert measures.logme(good, labels) > measures.logme(bad, labels)
+
+
+def test_retrieval_accuracy_and_bootstrap_interval() -> None:
+    q = np.eye(4)
+    assert measures.retrieval_accuracy(q, q) == 1.0
+    assert measures.retrieval_accuracy(q, q[[1, 0, 2, 3]]) == 0.5
+    x = [1, 2, 3, 4, 5, 6]
+    low, high = measures.bootstrap_interval(measures.spearman, x, x, resamples=200)
+    assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
+
+
+def test_language_table_covers_the_shipped_studies() -> None:
+    iglue = ["ar", "bg", "bn", "da", "de", "el", "es", "et", "fr", "id", "ja", "ko", "pt", "ru", "sw", "ta", "tr",
+             "vi", "zh"]  # fmt: skip
+    for lang in [*iglue, "en"]:
+        info = languages.language(lang)
+        assert info["script"] in ("Latin", "non-Latin"), lang
+        for kind in languages.DISTANCES:
+            assert info[kind] is None or 0.0 <= info[kind] <= 1.0, (lang, kind)
+    assert languages.language("en")["syntactic"] == 0.0
+    assert languages.language("de")["genetic"] < languages.language("zh")["genetic"]
+    assert languages.language("xx")["script"] == "unknown"
+
+
+def test_pretraining_table_says_unknown_rather_than_inventing() -> None:
+    for row in languages.pretraining_rows():
+        assert row["value"] == "unknown" or (float(row["value"]) >= 0 and row["source"]), row
+    assert languages.pretraining("nobody/no-such-model", "de") == {"value": "unknown", "unit": "", "source": ""}
