@@ -2,6 +2,8 @@
 
     python study.py [run] --config configs/studies/<name>.yaml [--dry-run [--verbose]] [--executor E] ...
     python study.py status --config configs/studies/<name>.yaml
+    python study.py analyze --config configs/studies/<name>.yaml     # why it transfers: analysis.md (docs/analysis.md)
+    python study.py --config configs/studies/<name>.yaml --rank-conditions  # LogME ranking, before any target run
 
 A study YAML (docs/study.md; parsed by jsonargparse into ``studies/spec.py``'s dataclasses) names the shared
 ``--config`` files and overrides, the seeds, an optional ``start`` phase, the conditions (intermediate phases;
@@ -38,7 +40,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser, Namespace
 
 from lightning_modules import significance
-from studies import fingerprint, rehearsal
+from studies import analysis, diagnostics, fingerprint, rehearsal
 from studies.executors import queued_slurm_jobs, run_local, submit_slurm, visible_gpus
 from studies.plan import PROTOCOLS, TRAIN_CMD_ENV, Run, plan, run_args, run_env, summary_lines, train_command
 from studies.probe import measure
@@ -84,7 +86,8 @@ def print_status(study: Study, runs: Sequence[Run]) -> dict[str, int]:
 def build_parser() -> ArgumentParser:
     """The command line (see the module docstring)."""
     about = __doc__.split("\n\n")[0] + " `python study.py status --config FILE`: each run's state, log and failure."
-    parser = ArgumentParser(prog="study.py [run|status]", description=about, exit_on_error=False)
+    about += " `python study.py analyze --config FILE`: the analysis of why conditions transfer (analysis.md)."
+    parser = ArgumentParser(prog="study.py [run|status|analyze]", description=about, exit_on_error=False)
     parser.add_argument("--config", required=True, help="study YAML, e.g. configs/studies/iglue.yaml")
     parser.add_argument("--dry-run", action="store_true", help="print the plan: runs, GPU-hours, disk; run nothing")
     parser.add_argument("--verbose", action="store_true", help="with --dry-run: every run and its command")
@@ -112,12 +115,15 @@ def build_parser() -> ArgumentParser:
                         help="run this study file at toy scale on this machine (configs/rehearsal.yaml says how)")
     parser.add_argument("--workspace", default=None,
                         help="with --rehearse: where data, models and runs go (default: configs/rehearsal.yaml's)")
+    parser.add_argument("--rank-conditions", action="store_true",
+                        help="run only the start and intermediate phases, then print the conditions ranked by LogME "
+                             "on each target's English training data (docs/analysis.md)")  # fmt: skip
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[str, Namespace]:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in ("run", "status") else "run"
+    command = argv.pop(0) if argv and argv[0] in ("run", "status", "analyze") else "run"
     try:
         return command, build_parser().parse_args(argv)
     except Exception as err:  # jsonargparse's ArgumentError: the message names the option
@@ -144,7 +150,27 @@ def _execute(study: Study, runs: list[Run], args: Namespace) -> list[str]:
     devices = visible_gpus(args.gpus) if args.executor == "local-gpus" else [None] * args.jobs
     every_run = plan(study)  # retention looks at every dependent in the study, not only the selected runs
     return run_local(study, runs, devices, args.heartbeat, args.keep_going, args.retry_failed,
-                     on_done=lambda: apply_retention(study, every_run))  # fmt: skip
+                     on_done=lambda: _retain(study, every_run))  # fmt: skip
+
+
+def _retain(study: Study, runs: Sequence[Run], **ensure: object) -> list[Path]:
+    """A finished run's checkpoint diagnostics first (``analysis.enabled``), then retention may delete it."""
+    try:
+        diagnostics.ensure(study, runs, **ensure)  # type: ignore[arg-type]
+    except Exception as err:  # the analysis must never fail a study: analyze retries while the checkpoint exists
+        print(f"diagnostics failed ({type(err).__name__}: {err}); `study.py analyze` retries them", flush=True)
+    return apply_retention(study, runs)
+
+
+def _analyze(study: Study, args: Namespace) -> int:
+    paths = analysis.write_analysis(study)
+    print(paths["md"].read_text())
+    print("analysis: " + ", ".join(str(p) for p in paths.values()), flush=True)
+    if args.rehearse:
+        gaps = analysis.gaps(study)
+        print("rehearsal: " + ("; ".join(gaps) if gaps else "every section of the analysis is filled"))
+        return 1 if gaps else 0
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,8 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.rehearse:  # from here on the working directory is the rehearsal's workspace
             study = rehearsal.prepare(study, args.workspace)
         runs = plan(study, args.only, args.targets, args.protocols)
+        if args.rank_conditions:  # only what the ranking reads: the start and intermediate phases
+            runs = [r for r in runs if r.phase in ("start", "intermediate")]
         if command == "status":
             return 1 if print_status(study, runs).get("failed") else 0
+        if command == "analyze":
+            return _analyze(study, args)
         missing = [c for c in study.config_files() if not Path(c).is_file()]
         if args.dry_run:
             if args.verbose:
@@ -201,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("study: interrupted; run the same command again to resume (finished runs are skipped)", file=sys.stderr)
         return 130
-    deleted = apply_retention(study, plan(study))
+    deleted = _retain(study, plan(study))
     if deleted:
         print(f"retention (keep: {study.retention.keep}): deleted {len(deleted)} checkpoint(s) no run needs any more")
     if failures:
@@ -209,6 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.executor == "slurm" and args.cluster == "slurm" and not args.wait:
         print("jobs submitted: `python study.py status --config ...` shows them; rerun with --report-only at the end")
+        return 0
+    if args.rank_conditions:
+        every_run = plan(study)
+        diagnostics.ensure(study, every_run, force=True, phases=("start", "intermediate"))
+        print("conditions ranked by LogME of their intermediate checkpoint (the baseline: the start), per target:")
+        print("  " + "\n  ".join(analysis.ranking_lines(study, analysis.logme_table(study, every_run))), flush=True)
         return 0
     paths = write_report(study)
     print(paths["md"].read_text())

@@ -4,7 +4,7 @@ Three sections, from stored outcomes and stored checkpoint diagnostics only (not
 
 1. **Languages**: each (target, condition)'s per-language Δ against the baseline, with its paired-bootstrap
    interval (as the significance table), beside the language's URIEL distances from English, the pretraining
-   data the encoder saw in it (``studies/data/pretraining.csv``) and its script; Spearman ρ of Δ against each
+   data the encoder saw in it (``studies/tables/pretraining.csv``) and its script; Spearman ρ of Δ against each
    predictor over the non-English languages, per condition and pooled over conditions, with a bootstrap interval
    over the points; a scatter per target. Under ``MIN_POINTS`` points no correlation is reported.
 2. **Checkpoints**: en↔L retrieval, linear CKA per layer and image→text R@1 of the start, of every condition's
@@ -522,3 +522,38 @@ def write_analysis(study: Study, compute: bool = True) -> dict[str, Path]:
     paths["md"].write_text(markdown(data, plots))
     paths.update({f"plot_{t}": out / f for t, f in plots.items()})
     return paths
+
+
+def gaps(study: Study) -> list[str]:
+    """What analysis.json lacks for a filled analysis (the rehearsal's check): per-language Δ and every
+    language's distances and script, a rank correlation where there are enough languages, checkpoint diagnostics
+    of the start and the conditions, LogME scores with their τ."""
+    path = study.out_dir / "analysis.json"
+    if not path.is_file():
+        return [f"no {path}"]
+    data = json.loads(path.read_text())
+    out = []
+    lang_sec, ckpt_sec, logme_sec = data["languages"], data["checkpoints"], data["logme"]
+    if not lang_sec["deltas"]:
+        out.append("analysis: no per-language Δ")
+    for lang, info in lang_sec["table"].items():
+        missing = [k for k in languages.DISTANCES if info.get(k) is None]
+        if missing or info["script"] == "unknown":
+            out.append(f"analysis: {lang} lacks {', '.join(missing) or 'its script'}")
+    for target in {d["target"] for d in lang_sec["deltas"]}:
+        n = len({d["lang"] for d in lang_sec["deltas"] if d["target"] == target and d["lang"] != ENGLISH})
+        computed = [c for c in lang_sec["correlations"] if c["target"] == target and c["n"] >= MIN_POINTS]
+        if n >= MIN_POINTS and not computed:  # a rho, or the reason it is undefined (a constant side)
+            out.append(f"analysis: {target} has {n} languages but no correlation")
+    if not ckpt_sec["start"] or not ckpt_sec["conditions"]:
+        out.append("analysis: no checkpoint diagnostics of the start and the conditions")
+    if len(ckpt_sec["conditions"]) < len(study.conditions):
+        out.append(f"analysis: checkpoint diagnostics of {len(ckpt_sec['conditions'])} of {len(study.conditions)} "
+                   "conditions")  # fmt: skip
+    if not any(ckpt_sec["targets"].values()):
+        out.append("analysis: no diagnostics of the targets' tested checkpoints")
+    if not logme_sec["scores"]:
+        out.append("analysis: no LogME scores")
+    if not logme_sec["taus"]:
+        out.append("analysis: no Kendall tau")
+    return out

@@ -271,5 +271,9 @@ def verdict(study: Study) -> list[str]:
         gaps += [f"no numbers for {c}" for c in columns if c not in have]
     gaps += [f"no results from {m}" for m in data.get("missing", [])]
     gaps += [f"protocol broken in {b}" for b in data.get("protocol_breaks", [])]
+    if study.analysis.enabled:  # study.md's analysis section: every part filled
+        from studies.analysis import gaps as analysis_gaps
+
+        gaps += analysis_gaps(study)
     return gaps
 

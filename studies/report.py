@@ -186,4 +186,12 @@ def write_report(study: Study) -> dict[str, Path]:
     if extra:
         with paths["md"].open("a") as f:
             f.write("\n" + extra)
+    if study.analysis.enabled:  # why it transfers: analysis.md, its headings one level down in study.md
+        from studies.analysis import write_analysis
+
+        analysis = write_analysis(study)
+        with paths["md"].open("a") as f:
+            f.write("\n" + "\n".join("#" + line if line.startswith("#") else line
+                                     for line in analysis["md"].read_text().splitlines()) + "\n")  # fmt: skip
+        paths.update({f"analysis_{k}": v for k, v in analysis.items()})
     return paths

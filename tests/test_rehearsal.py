@@ -111,3 +111,29 @@ def test_xtreme_rehearsal_reports_every_target(xtreme: tuple[int, str, Path]) ->
     numbers = {r["target"] for r in data["rows"] if r["primary"] and r["mean"] is not None}
     assert set(expected_columns("xtreme")) == set(load_study(REPO / "configs/studies/xtreme.yaml").targets)
     assert set(expected_columns("xtreme")) <= numbers, set(expected_columns("xtreme")) - numbers
+
+
+def test_iglue_rehearsal_fills_every_analysis_section(iglue: tuple[int, str, Path]) -> None:
+    """The analysis (studies/analysis.py) on IGLUE's layout: every language's distances and script, correlations
+    for the targets with enough languages, the checkpoints' diagnostics (stored before retention deleted the
+    intermediate checkpoints), LogME and its tau; the same in study.md."""
+    rc, out, ws = iglue
+    assert rc == 0, out[-4000:]
+    data = json.loads((ws / "runs/studies/iglue/analysis.json").read_text())
+    langs = set(data["languages"]["table"])
+    assert {"ar", "bn", "sw", "ta", "ja", "zh", "ru", "id"} <= langs, langs
+    table = data["languages"]["table"].values()
+    assert all(info["syntactic"] is not None and info["script"] != "unknown" for info in table)
+    correlated = {c["target"] for c in data["languages"]["correlations"] if c["n"] >= 5}
+    assert {"xgqa", "marvl", "xflickrco", "wit"} <= correlated, correlated
+    assert set(data["checkpoints"]["conditions"]) == set(shrink(load_study(REPO / "configs/studies/iglue.yaml"),
+                                                                load_scale()).conditions)
+    probe = next(iter(data["checkpoints"]["conditions"].values()))["langs"]
+    assert {"de", "ja", "zh"} <= set(probe)
+    assert data["logme"]["scores"]["xvnli"] and data["logme"]["taus"]
+    md = (ws / "runs/studies/iglue/study.md").read_text()
+    for heading in ("## Why it transfers", "## 1. Languages", "## 2. Checkpoints", "## 3. Predicting the grid"):
+        assert heading in md
+    analysis_md = (ws / "runs/studies/iglue/analysis.md").read_text()
+    assert "no correlation is reported" in analysis_md  # xvnli: 4 non-English languages
+    assert list((ws / "runs/studies/iglue").glob("analysis_*.png"))
