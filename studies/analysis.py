@@ -347,15 +347,20 @@ def _languages_md(sec: Mapping[str, Any], min_points: int, plots: Mapping[str, s
     table = sec["table"]
     if not table:
         return [*lines, "No per-language outcomes yet (no finished target run with its baseline).", ""]
-    lines += ["| lang | script | syntactic | genetic | geographic | phonological | pretraining (source) |",
+    lines += ["URIEL distance from English (studies/tables/uriel_distances.csv) and the encoder's pretraining data in "
+              "each language (studies/tables/pretraining.csv; sources below).", "",
+              "| lang | script | syntactic | genetic | geographic | phonological | pretraining |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
+    sources: list[str] = []
     for lang, info in table.items():
         pre = info["pretraining"]
         value = pre["value"] + (f" {pre['unit']}" if pre["value"] != "unknown" and pre["unit"] else "")
+        if pre["source"] and pre["source"] not in sources:
+            sources.append(pre["source"])
+        mark = f" [{sources.index(pre['source']) + 1}]" if pre["source"] else ""
         distances = " | ".join(_num(info[k], "{:.3f}") for k in languages.DISTANCES)
-        source = f" ({pre['source']})" if pre["source"] else ""
-        lines.append(f"| {lang} | {info['script']} | {distances} | {value}{source} |")
-    lines.append("")
+        lines.append(f"| {lang} | {info['script']} | {distances} | {value}{mark} |")
+    lines += ["", *(f"[{i}] {src}" + ("  " if i < len(sources) else "") for i, src in enumerate(sources, 1)), ""]
     by_target: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for d in sec["deltas"]:
         by_target[d["target"]].append(d)
@@ -458,8 +463,8 @@ def _logme_md(sec: Mapping[str, Any]) -> list[str]:
 
 
 def scatter_plots(data: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
-    """One figure per target: Δ per (language, condition) against each URIEL distance, coloured by condition, with
-    a least-squares line per condition; returns target -> file name."""
+    """One figure per target, a panel per URIEL distance: Δ per (language, condition) with its bootstrap interval,
+    coloured by condition, a least-squares line per condition; returns target -> file name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -474,31 +479,42 @@ def scatter_plots(data: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
     for target, rows in by_target.items():
         conditions = list(dict.fromkeys(r["condition"] for r in rows))
         colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(conditions)}
-        fig, axes = plt.subplots(1, len(languages.DISTANCES), figsize=(4.2 * len(languages.DISTANCES), 4.2),
-                                 sharey=True)  # fmt: skip
-        for ax, kind in zip(axes, languages.DISTANCES):
-            for condition in conditions:
-                pts = [(table[r["lang"]][kind], r["delta"], r["lang"]) for r in rows
-                       if r["condition"] == condition and table[r["lang"]][kind] is not None]  # fmt: skip
+        fig, axes = plt.subplots(2, 2, figsize=(10, 8), sharey=True)
+        for ax, kind in zip(axes.flat, languages.DISTANCES):
+            for k, condition in enumerate(conditions):
+                pts = [r for r in rows if r["condition"] == condition and table[r["lang"]][kind] is not None]
                 if not pts:
                     continue
-                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-                ax.scatter(xs, ys, color=colours[condition], label=condition, s=36, alpha=0.85)
-                for x, y, lang in pts:
-                    ax.annotate(lang, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+                # a small horizontal offset per condition keeps the intervals of one language apart
+                span = max((table[r["lang"]][kind] for r in rows if table[r["lang"]][kind] is not None), default=1)
+                shift = (k - (len(conditions) - 1) / 2) * 0.006 * (span or 1)
+                xs = [table[r["lang"]][kind] + shift for r in pts]
+                ys = [r["delta"] for r in pts]
+                err = [[max(0.0, r["delta"] - r["low"]) if r.get("low") is not None else 0 for r in pts],
+                       [max(0.0, r["high"] - r["delta"]) if r.get("high") is not None else 0 for r in pts]]
+                ax.errorbar(xs, ys, yerr=err, fmt="o", color=colours[condition], label=condition, ms=5, lw=0.8,
+                            capsize=2, alpha=0.85)  # fmt: skip
                 if len(set(xs)) >= 2:
                     slope, icpt = _fit(xs, ys)
                     lo, hi = min(xs), max(xs)
-                    ax.plot([lo, hi], [icpt + slope * lo, icpt + slope * hi], color=colours[condition], lw=1)
+                    ax.plot([lo, hi], [icpt + slope * lo, icpt + slope * hi], color=colours[condition], lw=1.2)
+            for lang in dict.fromkeys(r["lang"] for r in rows):
+                if table[lang][kind] is not None:
+                    ax.annotate(lang, (table[lang][kind], 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                                textcoords="offset points", ha="center", fontsize=8, color="dimgrey")  # fmt: skip
             ax.axhline(0, color="grey", lw=0.6, ls="--")
             ax.set_xlabel(f"{kind} distance from English (URIEL)")
             ax.grid(alpha=0.3)
-        axes[0].set_ylabel(f"Δ {rows[0]['metric']} vs {data['baseline']} (points)")
-        axes[0].legend(fontsize=8, loc="best")
-        fig.suptitle(f"{target}: zero-shot Δ per language against distance from English")
+        for ax in axes[:, 0]:
+            ax.set_ylabel(f"Δ {rows[0]['metric']} vs {data['baseline']} (points)")
+        axes[0, 0].legend(fontsize=8, loc="best")
+        n = len({r["lang"] for r in rows})
+        note = "" if n >= data["min_points"] else f"; {n} languages: no correlation reported"
+        fig.suptitle(f"{target}: zero-shot Δ per language vs distance from English\n"
+                     f"(95 % paired-bootstrap interval{note})", fontsize=11)  # fmt: skip
         fig.tight_layout()
         name = f"analysis_{target}.png"
-        fig.savefig(out_dir / name, dpi=110)
+        fig.savefig(out_dir / name, dpi=100)
         plt.close(fig)
         files[target] = name
     return files
