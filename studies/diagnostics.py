@@ -78,15 +78,16 @@ def read(run: Run) -> dict[str, Any] | None:
 
 
 def ensure(study: Study, runs: Sequence[Run], log: Any = print, force: bool = False,
-           phases: Sequence[str] = ("start", "intermediate", "target")) -> list[str]:  # fmt: skip
+           phases: Sequence[str] = ("start", "intermediate", "target"), only: Sequence[str] | None = None
+           ) -> list[str]:  # fmt: skip
     """Compute and store the diagnostics of every finished run that lacks them while its checkpoint exists
     (called before retention deletes checkpoints when ``analysis.enabled``, and by ``study.py analyze``
-    (``force``)). Returns the runs done."""
+    (``force``)); ``only``: these run names (a SLURM job: its own run). Returns the runs done."""
     if not (study.analysis.enabled or force):
         return []
     done = []
     for run in diagnosed_runs(runs):
-        if run.phase not in phases:
+        if run.phase not in phases or (only is not None and run.name not in only):
             continue
         if read(run) is not None:
             continue
@@ -95,7 +96,9 @@ def ensure(study: Study, runs: Sequence[Run], log: Any = print, force: bool = Fa
             continue
         t0 = time.monotonic()
         data = compute(study, run, ckpt)
-        (run.run_dir / DIAGNOSTICS_FILE).write_text(json.dumps(data, indent=1) + "\n")
+        tmp = run.run_dir / f".{DIAGNOSTICS_FILE}.tmp"
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(run.run_dir / DIAGNOSTICS_FILE)  # whole or absent: a reader never sees half a file
         done.append(run.name)
         log(f"    diagnostics of {run.name} ({time.monotonic() - t0:.1f}s): {run.run_dir / DIAGNOSTICS_FILE}")
     return done

@@ -172,6 +172,16 @@ def job_args(study: Study, run: Run) -> list[str]:
     return ["--trainer.devices", str(max(1, res.gpus)), "--trainer.num_nodes", str(res.nodes)] if res.gpus else []
 
 
+def _store_diagnostics(study: Study, run: Run) -> None:
+    """The run's checkpoint diagnostics (``analysis.enabled``); a failure is printed, never fails the job."""
+    from studies import diagnostics
+
+    try:
+        diagnostics.ensure(study, plan(study), only=[run.name])
+    except Exception as err:  # `study.py analyze` retries while the checkpoint exists
+        print(f"diagnostics of {run.name} failed ({type(err).__name__}: {err})", flush=True)
+
+
 def run_in_job(study: Study, run: Run, cwd: str, heartbeat: float = 600.0) -> str:
     """The function a submitit job runs, once per task, in the submitting directory ``cwd``. Rank 0 locks and
     prepares the run folder and trains; the other ranks (DDP over SLURM tasks) start the same command once
@@ -182,6 +192,7 @@ def run_in_job(study: Study, run: Run, cwd: str, heartbeat: float = 600.0) -> st
     rank = submitit.JobEnvironment().global_rank
     if rank == 0:
         execute(study, run, heartbeat, extra_args=job_args(study, run))
+        _store_diagnostics(study, run)  # before any retention may delete its checkpoint
         apply_retention(study, plan(study))  # its parent's checkpoints may be needed by nobody now
         return run.name
     job = os.environ.get("SLURM_JOB_ID", "")

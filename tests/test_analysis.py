@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +102,65 @@ def test_pretraining_table_says_unknown_rather_than_inventing() -> None:
     for row in languages.pretraining_rows():
         assert row["value"] == "unknown" or (float(row["value"]) >= 0 and row["source"]), row
     assert languages.pretraining("nobody/no-such-model", "de") == {"value": "unknown", "unit": "", "source": ""}
+
+
+# -- end to end on the demo world: real train.py runs, intermediate checkpoints deleted by retention ----------
+
+TINY = ["--trainer.max_steps=2", "--data.steps_per_epoch=2", "--data.batch_size=8", "--data.num_workers=0",
+        "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1"]  # fmt: skip
+
+
+@pytest.fixture()
+def analysed_study(tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import yaml
+
+    import study as study_mod
+
+    repo = Path(__file__).resolve().parents[1]
+    demo = repo / "configs" / "demo"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "demo").symlink_to(demo_dir)
+    spec = {
+        "name": "demo-analysis", "out": "runs/studies/demo-analysis", "seeds": [0], "baseline": "none",
+        "base": [str(repo / "configs/base.yaml"), str(demo / "base.yaml")], "overrides": TINY,
+        "start": {"configs": [str(demo / "pretrain.yaml")]},
+        "conditions": {"none": {}, "nli": {"configs": [str(demo / "intermediate_nli.yaml")], "tasks": ["demo_nli"]}},
+        "targets": {"demo_ve": {"configs": [str(demo / "target_ve.yaml")], "train_tasks": ["demo_ve"]}},
+        "retention": {"keep": "best", "keep_intermediate": "none"},
+        "analysis": {"enabled": True, "probe": "data/demo/demo_retrieval", "probe_items": 24, "logme_items": 32},
+    }  # fmt: skip
+    path = tmp_path / "demo-analysis.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(study_mod.TRAIN_CMD_ENV, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return path
+
+
+@pytest.mark.slow
+def test_analysis_of_a_demo_study_after_retention(analysed_study: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import study as study_mod
+
+    out = analysed_study.parent / "runs" / "studies" / "demo-analysis"
+    assert study_mod.main(["--config", str(analysed_study), "--rank-conditions", "--heartbeat", "600"]) == 0
+    ranked = capsys.readouterr().out
+    assert "demo_ve: " in ranked.split("conditions ranked by LogME")[1] and not (out / "none").exists()
+    assert study_mod.main(["--config", str(analysed_study), "--heartbeat", "600"]) == 0
+    capsys.readouterr()
+    for run in ("start/seed0", "nli/seed0/intermediate", "none/seed0/demo_ve", "nli/seed0/demo_ve"):
+        diag = json.loads((out / run / "diagnostics.json").read_text())
+        assert set(diag["alignment"]) == {"en", "de", "es", "ru"}, run
+        assert len(diag["alignment"]["ru"]["cka"]) >= 2 and 0 <= diag["alignment"]["de"]["retrieval_en_to_l"] <= 1
+    assert not list((out / "nli/seed0/intermediate/checkpoints").glob("*.ckpt"))  # retention deleted them
+    assert json.loads((out / "start/seed0/diagnostics.json").read_text())["logme"]["demo_ve"]["classes"] == 3
+    # analyze after the deletion: everything from the stored diagnostics and outcomes
+    assert study_mod.main(["analyze", "--config", str(analysed_study)]) == 0
+    md = (out / "analysis.md").read_text()
+    assert "3 non-English languages (< 5): the values above are all there is; no correlation is reported." in md
+    assert "| nli | " in md.split("## 2. Checkpoints")[1] and "No stored diagnostics" not in md
+    data = json.loads((out / "analysis.json").read_text())
+    assert {d["lang"] for d in data["languages"]["deltas"]} == {"en", "de", "es", "ru"}
+    assert set(data["logme"]["scores"]["demo_ve"]) == {"none", "nli"}
+    assert (out / "analysis_demo_ve.png").stat().st_size > 0
+    assert "## Why it transfers" in (out / "study.md").read_text()
