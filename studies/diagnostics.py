@@ -199,7 +199,10 @@ class Encoder:
         )  # fmt: skip
         state = data["state_dict"]
         self.core.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("core.")})
-        self.core.eval()
+        # a GPU where the process has one (a SLURM job after its training); untested on GPU in this repository's
+        # CI, which has none: CPU is what the tests and the demo run
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.core.to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(core_args["text_model"])
         self.max_length = 64
         self.transform = None
@@ -210,8 +213,8 @@ class Encoder:
             if key.startswith("heads.") and key.endswith(".text_proj.weight"):
                 head = key[: -len("text_proj.weight")]
                 if f"{head}image_proj.weight" in state:
-                    self.projections = (state[key], state[f"{head}text_proj.bias"], state[f"{head}image_proj.weight"],
-                                        state[f"{head}image_proj.bias"])  # fmt: skip
+                    self.projections = tuple(state[f"{head}{name}"].float().to(self.device) for name in (
+                        "text_proj.weight", "text_proj.bias", "image_proj.weight", "image_proj.bias"))  # fmt: skip
                     break
 
     @property
@@ -219,11 +222,12 @@ class Encoder:
         return self.core.vision is not None and (self.core.own_embeddings or self.projections is not None)
 
     def _tokens(self, texts: Sequence[str]) -> dict[str, Any]:
-        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="pt")  # fmt: skip
+        tok = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")  # fmt: skip
+        return {k: tok[k].to(self.device) for k in ("input_ids", "attention_mask")}
 
     def _pixels(self, images: Sequence[bytes]) -> Any:
-        return self.torch.stack([self.transform.from_bytes(b) for b in images])  # (B, 3, H, W) uint8
+        return self.torch.stack([self.transform.from_bytes(b) for b in images]).to(self.device)  # (B, 3, H, W) uint8
 
     def text_layers(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Mean-pooled text-tower states of every layer (0 = embeddings): a list of (n, D)."""
@@ -234,7 +238,7 @@ class Encoder:
                 hidden = self.core.text(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"],
                                         output_hidden_states=True).hidden_states  # fmt: skip
                 mask = tok["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
-                pooled = [((h * mask).sum(1) / mask.sum(1).clamp(min=1)).float().numpy() for h in hidden]
+                pooled = [((h * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy() for h in hidden]
                 out = [[p] for p in pooled] if not out else [o + [p] for o, p in zip(out, pooled)]
         return [np.concatenate(o) for o in out]
 
@@ -250,7 +254,7 @@ class Encoder:
                 t = self.core.embed_text(tok["input_ids"], tok["attention_mask"])
                 if not self.core.own_embeddings:
                     t = self._project(t, self.projections[0], self.projections[1])
-                out.append(t.float().numpy())
+                out.append(t.float().cpu().numpy())
         return np.concatenate(out)
 
     def image_embeddings(self, images: Sequence[bytes]) -> np.ndarray:
@@ -261,7 +265,7 @@ class Encoder:
                 im = self.core.embed_image(self._pixels(images[i : i + BATCH]))
                 if not self.core.own_embeddings:
                     im = self._project(im, self.projections[2], self.projections[3])
-                out.append(im.float().numpy())
+                out.append(im.float().cpu().numpy())
         return np.concatenate(out)
 
     def features(self, samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -281,7 +285,7 @@ class Encoder:
                                            self._pixels([s["image"] for s in batch])).pooled  # fmt: skip
                 else:
                     vec = self.core.encode(tok["input_ids"], tok["attention_mask"]).pooled
-                out.append(vec.float().numpy())
+                out.append(vec.float().cpu().numpy())
         return np.concatenate(out)
 
 
