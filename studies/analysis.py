@@ -107,6 +107,8 @@ def correlation(xs: Sequence[float], ys: Sequence[float], stat: Any = measures.s
                 ) -> dict[str, Any]:  # fmt: skip
     """``{"n", "rho", "low", "high"}``, or ``{"n", "rho": None, "why"}`` under MIN_POINTS points or undefined."""
     n = len(xs)
+    if n == 0:
+        return {"n": 0, "rho": None, "why": "no values (e.g. pretraining data unknown)"}
     if n < MIN_POINTS:
         return {"n": n, "rho": None, "why": f"n = {n} < {MIN_POINTS}: no correlation reported"}
     rho = stat(xs, ys)
@@ -206,9 +208,16 @@ def checkpoint_section(study: Study, runs: Sequence[Run]) -> dict[str, Any]:
                 avg = _average([summarise(d) for d in tested])
                 avg["change"] = {k: _diff(v, start.get("avg_xling", {}).get(k)) for k, v in avg["avg_xling"].items()}
                 targets[target][condition] = avg
+    # runs with a checkpoint of their own but no stored diagnostics (an evaluation-only target has none: it tests
+    # its parent's weights); their checkpoint was deleted before diagnostics were stored, or they failed
+    missing = [r.name for r in diagnostics.diagnosed_runs(runs) if not stored.get(r.name) and _has_checkpoint(r)]
     return {"start": start, "conditions": conditions, "targets": dict(targets),
-            "stored": sorted(k for k, v in stored.items() if v), "missing": sorted(k for k, v in stored.items()
-                                                                                   if not v)}  # fmt: skip
+            "stored": sorted(k for k, v in stored.items() if v), "missing": sorted(missing)}
+
+
+def _has_checkpoint(run: Run) -> bool:
+    info = diagnostics.finished(run)
+    return bool(info) and any(info.get(k) for k in ("best_ckpt", "final_ckpt", "last_ckpt"))
 
 
 def measured_deltas(study: Study, table: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], float]:
@@ -498,10 +507,11 @@ def scatter_plots(data: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
                     slope, icpt = _fit(xs, ys)
                     lo, hi = min(xs), max(xs)
                     ax.plot([lo, hi], [icpt + slope * lo, icpt + slope * hi], color=colours[condition], lw=1.2)
-            for lang in dict.fromkeys(r["lang"] for r in rows):
-                if table[lang][kind] is not None:
-                    ax.annotate(lang, (table[lang][kind], 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
-                                textcoords="offset points", ha="center", fontsize=8, color="dimgrey")  # fmt: skip
+            placed = sorted((table[lg][kind], lg) for lg in dict.fromkeys(r["lang"] for r in rows)
+                            if table[lg][kind] is not None)  # fmt: skip
+            for i, (x, lang) in enumerate(placed):  # language codes along the bottom, two rows against overlaps
+                ax.annotate(lang, (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 3 + 9 * (i % 2)),
+                            textcoords="offset points", ha="center", fontsize=8, color="dimgrey")  # fmt: skip
             ax.axhline(0, color="grey", lw=0.6, ls="--")
             ax.set_xlabel(f"{kind} distance from English (URIEL)")
             ax.grid(alpha=0.3)
