@@ -465,6 +465,7 @@ def _logme_md(sec: Mapping[str, Any]) -> list[str]:
         for i, (condition, score) in enumerate(ranked, 1):
             lines.append(f"| {i} | {condition} | {score:.4f} | {_num(measured.get((condition, ENGLISH)))} | "
                          f"{_num(measured.get((condition, 'avg_xling')))} |")  # fmt: skip
+        lines.append("")
         for tau in (t for t in sec["taus"] if t["target"] == target):
             lines.append(f"- vs Δ {tau['against']}: {_corr(tau, 'τ')}")
         lines.append("")
