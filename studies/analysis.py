@@ -130,12 +130,16 @@ def language_correlations(deltas: Sequence[Mapping[str, Any]], table: Mapping[st
     for target, rows in by_target.items():
         groups = {c: [r for r in rows if r["condition"] == c] for c in dict.fromkeys(r["condition"] for r in rows)}
         groups["(pooled)"] = rows
+        n_langs = len({r["lang"] for r in rows})
         for condition, group in groups.items():
             for name in PREDICTORS:
                 points = [(_predictor(table[r["lang"]], name), r["delta"]) for r in group]
                 points = [(x, y) for x, y in points if x is not None and y is not None and math.isfinite(y)]
-                out.append({"target": target, "condition": condition, "predictor": name,
-                            **correlation([p[0] for p in points], [p[1] for p in points])})  # fmt: skip
+                if n_langs < MIN_POINTS:  # pooling conditions adds points, not languages
+                    corr = {"n": n_langs, "rho": None, "why": f"{n_langs} languages < {MIN_POINTS}: no correlation"}
+                else:
+                    corr = correlation([p[0] for p in points], [p[1] for p in points])
+                out.append({"target": target, "condition": condition, "predictor": name, **corr})
     return out
 
 
