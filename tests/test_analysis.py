@@ -164,3 +164,20 @@ def test_analysis_of_a_demo_study_after_retention(analysed_study: Path, capsys: 
     assert set(data["logme"]["scores"]["demo_ve"]) == {"none", "nli"}
     assert (out / "analysis_demo_ve.png").stat().st_size > 0
     assert "## Why it transfers" in (out / "study.md").read_text()
+
+
+def test_language_correlations_need_five_languages() -> None:
+    from studies import analysis
+
+    langs = ["de", "es", "ru", "ja", "sw", "ta"]
+    table = analysis.language_table(["en", *langs], "xlm-roberta-large")
+    order = sorted(langs, key=lambda lg: table[lg]["syntactic"])
+    deltas = [{"target": "t", "condition": c, "lang": lg, "delta": -float(order.index(lg)) * k}
+              for c, k in (("a", 1.0), ("b", 2.0)) for lg in langs]  # fmt: skip
+    rows = analysis.language_correlations(deltas, table)
+    syn = {r["condition"]: r for r in rows if r["predictor"] == "syntactic"}
+    assert syn["a"]["rho"] == pytest.approx(-1.0) and syn["(pooled)"]["n"] == 12
+    assert syn["(pooled)"]["rho"] < -0.9
+    assert all(r["rho"] is None for r in rows if r["predictor"] == "pretraining")  # unknown: no figures, no rho
+    few = analysis.language_correlations([d for d in deltas if d["lang"] in langs[:4]], table)
+    assert all(r["rho"] is None and "no correlation" in r["why"] for r in few)
