@@ -102,6 +102,9 @@ def test_pretraining_table_says_unknown_rather_than_inventing() -> None:
     for row in languages.pretraining_rows():
         assert row["value"] == "unknown" or (float(row["value"]) >= 0 and row["source"]), row
     assert languages.pretraining("nobody/no-such-model", "de") == {"value": "unknown", "unit": "", "source": ""}
+    assert languages.pretraining_value("xlm-roberta-large", "en") == 300.8  # CC-100, Conneau et al. 2020 Table 6
+    assert languages.pretraining_value("xlm-roberta-base", "sw") == 1.6
+    assert languages.pretraining("xlm-roberta-large", "wo")["value"] == "unknown"  # not a CC-100 language
 
 
 # -- end to end on the demo world: real train.py runs, intermediate checkpoints deleted by retention ----------
@@ -170,7 +173,7 @@ def test_language_correlations_need_five_languages() -> None:
     from studies import analysis
 
     langs = ["de", "es", "ru", "ja", "sw", "ta"]
-    table = analysis.language_table(["en", *langs], "xlm-roberta-large")
+    table = analysis.language_table(["en", *langs], "google/siglip-base-patch16-256-multilingual")
     order = sorted(langs, key=lambda lg: table[lg]["syntactic"])
     deltas = [{"target": "t", "condition": c, "lang": lg, "delta": -float(order.index(lg)) * k}
               for c, k in (("a", 1.0), ("b", 2.0)) for lg in langs]  # fmt: skip
