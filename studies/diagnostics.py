@@ -155,8 +155,8 @@ def probe_items(shards: str, split: str, limit: int) -> tuple[list[str], dict[st
         items = {}
         for s in _samples(root, split, lang):
             text, key = _text(s), str(s.get("id", s.get("image_id", "")))
-            if text and key not in items:
-                items[key] = (text, s["image"])
+            if text and key not in items:  # pictures are the same in every language: English's are kept
+                items[key] = (text, s["image"] if lang == "en" else None)
         by_lang[lang] = items
     if "en" not in by_lang:
         return [], {}, []
