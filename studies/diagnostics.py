@@ -89,7 +89,8 @@ def ensure(study: Study, runs: Sequence[Run], log: Any = print, force: bool = Fa
     for run in diagnosed_runs(runs):
         if run.phase not in phases or (only is not None and run.name not in only):
             continue
-        if read(run) is not None:
+        path = run.run_dir / DIAGNOSTICS_FILE
+        if path.is_file() and (not force or read(run) is not None):  # after each run: no parsing of every file
             continue
         ckpt = checkpoint_of(run, runs)
         if ckpt is None:
