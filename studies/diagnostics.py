@@ -19,6 +19,8 @@ Everything here runs on the study runner's machine after a run finishes (``ensur
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tarfile
 import time
@@ -190,14 +192,15 @@ class Encoder:
         self.text_model = core_args["text_model"]
         # every tensor comes from the checkpoint: the towers are built from their configs, no weights loaded
         # (module.CoreConfig.build's arguments; not imported: it would load Lightning into the study runner)
-        self.core = EncoderCore(
-            core_args["text_model"], core_args.get("vision_model"), pretrained=False,
-            fusion=core_args.get("fusion", "single_stream"), text_tower=core_args.get("text_tower"),
-            text_drop=core_args.get("text_drop") or (), text_kwargs=core_args.get("text_kwargs"),
-            vision_kwargs=core_args.get("vision_kwargs"),
-            attn_implementation=core_args.get("attn_implementation", "sdpa"),
-            text_embedding=core_args.get("text_embedding"),
-        )  # fmt: skip
+        with contextlib.redirect_stdout(io.StringIO()):  # its load report ("random towers"): not news here
+            self.core = EncoderCore(
+                core_args["text_model"], core_args.get("vision_model"), pretrained=False,
+                fusion=core_args.get("fusion", "single_stream"), text_tower=core_args.get("text_tower"),
+                text_drop=core_args.get("text_drop") or (), text_kwargs=core_args.get("text_kwargs"),
+                vision_kwargs=core_args.get("vision_kwargs"),
+                attn_implementation=core_args.get("attn_implementation", "sdpa"),
+                text_embedding=core_args.get("text_embedding"),
+            )  # fmt: skip
         state = data["state_dict"]
         self.core.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("core.")})
         # a GPU where the process has one (a SLURM job after its training); untested on GPU in this repository's
