@@ -192,7 +192,7 @@ class Encoder:
         self.text_model = core_args["text_model"]
         # every tensor comes from the checkpoint: the towers are built from their configs, no weights loaded
         # (module.CoreConfig.build's arguments; not imported: it would load Lightning into the study runner)
-        with contextlib.redirect_stdout(io.StringIO()):  # its load report ("random towers"): not news here
+        with contextlib.redirect_stderr(io.StringIO()):  # its load report ("random towers"): not news here
             self.core = EncoderCore(
                 core_args["text_model"], core_args.get("vision_model"), pretrained=False,
                 fusion=core_args.get("fusion", "single_stream"), text_tower=core_args.get("text_tower"),
