@@ -44,7 +44,7 @@ from studies import analysis, diagnostics, fingerprint, rehearsal
 from studies.executors import queued_slurm_jobs, run_local, submit_slurm, visible_gpus
 from studies.plan import PROTOCOLS, TRAIN_CMD_ENV, Run, plan, run_args, run_env, summary_lines, train_command
 from studies.probe import measure
-from studies.report import collect, power, write_report
+from studies.report import analysis_inputs, collect, power, write_report
 from studies.runs import apply_retention, finished, parent_weights, run_status, supersede
 from studies.spec import Study, StudyError, load_study, parse_study
 
@@ -163,7 +163,7 @@ def _retain(study: Study, runs: Sequence[Run], **ensure: object) -> list[Path]:
 
 
 def _analyze(study: Study, args: Namespace) -> int:
-    paths = analysis.write_analysis(study)
+    paths = analysis.write_analysis(study, *analysis_inputs(study))
     print(paths["md"].read_text())
     print("analysis: " + ", ".join(str(p) for p in paths.values()), flush=True)
     if args.rehearse:

@@ -300,17 +300,15 @@ def ranking_lines(study: Study, scores: Mapping[str, Mapping[str, float]]) -> li
 # ----------------------------------------------------------------------------------------------- report
 
 
-def analyse(study: Study, compute: bool = True) -> dict[str, Any]:
-    """The analysis of a study's finished runs (computing missing checkpoint diagnostics where the checkpoint
-    still exists, if ``compute``)."""
-    from studies.report import collect, study_rows
-
+def analyse(study: Study, results: Sequence[Mapping[str, Any]], table: Sequence[Mapping[str, Any]],
+            compute: bool = True) -> dict[str, Any]:  # fmt: skip
+    """The analysis of a study's finished runs: ``results`` = the finished zero-shot target runs and ``table`` =
+    the study table (``studies.report``: ``collect`` and ``study_rows``); missing checkpoint diagnostics are
+    computed where the checkpoint still exists, if ``compute``."""
     runs = plan(study)
     if compute:
         diagnostics.ensure(study, runs, force=True)
-    results, _, _ = collect(study)
-    zero_shot = [r for r in results.get("test", []) if r["target"] in study.targets]
-    table = study_rows(study, {"test": zero_shot}) if zero_shot else []
+    zero_shot = [r for r in results if r["target"] in study.targets]
     deltas = language_deltas(study, zero_shot)
     model = text_model(study)
     langs = sorted({d["lang"] for d in deltas}, key=lambda lg: (lg != ENGLISH, lg))
@@ -542,11 +540,12 @@ def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
-def write_analysis(study: Study, compute: bool = True) -> dict[str, Path]:
-    """analysis.json, analysis.md and the plots into ``study.out``; returns their paths."""
+def write_analysis(study: Study, results: Sequence[Mapping[str, Any]], table: Sequence[Mapping[str, Any]],
+                   compute: bool = True) -> dict[str, Path]:  # fmt: skip
+    """analysis.json, analysis.md and the plots into ``study.out`` (arguments: ``analyse``); returns their paths."""
     out = study.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    data = analyse(study, compute=compute)
+    data = analyse(study, results, table, compute=compute)
     plots = scatter_plots(data, out)
     paths = {"json": out / "analysis.json", "md": out / "analysis.md"}
     paths["json"].write_text(json.dumps({**data, "plots": plots}, indent=1, default=str) + "\n")

@@ -137,6 +137,12 @@ def protocols_markdown(study: Study, table: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def analysis_inputs(study: Study) -> tuple[list[dict], list[dict]]:
+    """The finished zero-shot target runs and the study table: what ``studies.analysis`` reads."""
+    results, _, _ = collect(study)
+    return results.get("test", []), study_rows(study, results) if results else []
+
+
 def significance_tests(study: Study, results: Sequence[dict], controls: dict[str, str]) -> list[dict]:
     """Paired-bootstrap rows of every zero-shot (condition, target, aggregate) delta vs the baseline."""
     zero_shot = [r for r in results if r["target"] in study.targets]
@@ -189,7 +195,7 @@ def write_report(study: Study) -> dict[str, Path]:
     if study.analysis.enabled:  # why it transfers: analysis.md, its headings one level down in study.md
         from studies.analysis import write_analysis
 
-        analysis = write_analysis(study)
+        analysis = write_analysis(study, results.get("test", []), table)
         with paths["md"].open("a") as f:
             f.write("\n" + "\n".join("#" + line if line.startswith("#") else line
                                      for line in analysis["md"].read_text().splitlines()) + "\n")  # fmt: skip
