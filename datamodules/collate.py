@@ -1,8 +1,8 @@
-"""Collation, and the data part of every family: decoded samples of one task -> one batch dict.
+"""Collation, and the collate method of every family: decoded samples of one task -> one batch dict.
 
-``FAMILY_DATA`` (bottom of this file) is the data half of each family's home: the json fields a sample must
-carry (the shard contract, ``shards/__init__.py``), whether its labels index the label names (checked on
-decode), and its collate method. The model half (head, metric) is ``lightning_modules/families.py``.
+``FAMILY_COLLATE`` (bottom of this file) maps each family to its collate method. The json fields its samples
+carry are ``contracts/fields.py`` (the shard contract); the model half (head, metric) is
+``lightning_modules/families.py``.
 
 Runs inside the loader workers: text is tokenized here, in one batched call of the fast tokenizer, padded
 to the longest sequence of the batch (rounded up to a multiple of 8 for tensor cores). Family targets:
@@ -30,16 +30,14 @@ import random
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
+from contracts.catalogue import get_task
+from contracts.ranges import PAD_MULTIPLE
 from datamodules.span_qa import prepare_features
-from lightning_modules.tasks import get_task
-
-PAD_MULTIPLE = 8
 
 
 class Collator:
@@ -99,7 +97,7 @@ class Collator:
             for s in samples:
                 skipped.update(s.get("skipped", {}))
             batch["skipped"] = dict(skipped)
-        batch.update(FAMILY_DATA[self.family].collate(self, samples, records))
+        batch.update(FAMILY_COLLATE[self.family](self, samples, records))
         return batch
 
     # -- one method per family -------------------------------------------------------------------------
@@ -198,26 +196,15 @@ class Collator:
         return out
 
 
-@dataclass(frozen=True)
-class FamilyData:
-    """The data part of one family (the model part: ``lightning_modules.families.FamilyModel``)."""
-
-    fields: tuple[str, ...]
-    """json fields every sample must carry (the shard contract in ``shards/__init__.py``)."""
-    indexed_labels: bool
-    """``label``/``labels`` are indices into the task's label names: the decoder checks their range."""
-    collate: Callable[[Collator, list[dict], list[dict]], dict[str, Any]]
-    """(collator, samples, their json records) -> the family's batch fields."""
-
-
-FAMILY_DATA: dict[str, FamilyData] = {
-    "classification": FamilyData(("text", "label"), True, Collator._classification),
-    "image_pair": FamilyData(("text", "label"), True, Collator._image_pair),
-    "vqa": FamilyData(("text", "labels", "scores"), True, Collator._vqa),
-    "retrieval": FamilyData(("texts", "image_id"), False, Collator._retrieval),
-    "multiple_choice": FamilyData(("text", "choices", "label"), False, Collator._multiple_choice),
-    "span_qa": FamilyData(("text", "context", "answers"), False, Collator._span_qa),
-    "tagging": FamilyData(("tokens", "tags"), False, Collator._tagging),
-    "mlm": FamilyData(("text",), False, Collator._mlm),
-    "sentence_retrieval": FamilyData(("text",), False, Collator._sentence_retrieval),
+FAMILY_COLLATE: dict[str, Callable[[Collator, list[dict], list[dict]], dict[str, Any]]] = {
+    "classification": Collator._classification,
+    "image_pair": Collator._image_pair,
+    "vqa": Collator._vqa,
+    "retrieval": Collator._retrieval,
+    "multiple_choice": Collator._multiple_choice,
+    "span_qa": Collator._span_qa,
+    "tagging": Collator._tagging,
+    "mlm": Collator._mlm,
+    "sentence_retrieval": Collator._sentence_retrieval,
 }
+"""(collator, samples, their json records) -> the family's batch fields."""

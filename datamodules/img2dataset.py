@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from contracts.catalogue import get_task
 from datamodules.pipeline import SafeDecoder
-from lightning_modules.tasks import get_task
 from shards.manifest import shard_location
 
 RECENT = 256  # captions kept for matching negatives

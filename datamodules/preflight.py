@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contracts.catalogue import get_task
 from datamodules.datamodule import TransferDataModule
-from lightning_modules.tasks import get_task
 from shards.manifest import TarReadError, is_url, tar_samples
 from shards.verify import verify_shard
 

@@ -2,7 +2,7 @@
 
 A family's home is two table entries: this one (head + metric) and ``datamodules.collate.FAMILY_DATA``
 (required sample fields, label checks, collate method), with the family's name in
-``lightning_modules.tasks.Family``. Nothing else branches on a family (docs/tasks.md, "Adding a family").
+``contracts.catalogue.Family``. Nothing else branches on a family (docs/tasks.md, "Adding a family").
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from torch import nn
 from torchmetrics import Metric
 
+from contracts.catalogue import TaskSpec
 from lightning_modules import heads as h
 from lightning_modules.metrics import classification as mc
 from lightning_modules.metrics.retrieval import RetrievalRecall
 from lightning_modules.metrics.sentence_retrieval import BuccF1, TatoebaAccuracy
 from lightning_modules.metrics.squad import SquadMetric
-from lightning_modules.tasks import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def family_model(family: str) -> FamilyModel:
 def build_head(family: str, hidden: int, *, label_names: Sequence[str] = (), vocab_size: int = 0,
                retrieval_layer: int | None = None, lm_head: nn.Module | None = None,
                own_embeddings: bool = False) -> nn.Module:  # fmt: skip
-    """The head for ``family`` (see ``lightning_modules.tasks.FAMILIES``)."""
+    """The head for ``family`` (see ``contracts.catalogue.FAMILIES``)."""
     entry = family_model(family)
     if entry.needs_label_names and not label_names:
         raise ValueError(f"A {family} head needs label names (from the catalogue or the shards' manifest)")

@@ -13,14 +13,14 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import SumMetric
 
+from contracts.catalogue import get_task
+from contracts.ranges import FRACTION, NON_NEGATIVE, POSITIVE, check_fields, ranged
 from lightning_modules.checkpoints import lineage, load_init_checkpoint
 from lightning_modules.core import EncoderCore
 from lightning_modules.families import build_head, build_metrics
 from lightning_modules.heads import HeadOutput, load_lm_head
 from lightning_modules.metrics import BuccF1
 from lightning_modules.reports import label_name
-from lightning_modules.settings import check_model_groups, check_warmup
-from lightning_modules.tasks import get_task
 from lightning_modules.weights import warn_if_lr_too_high
 
 EvalStage = Literal["val", "test"]
@@ -42,11 +42,11 @@ class TaskInfo(TypedDict, total=False):
 class Optimizer:
     """AdamW (fused on CUDA); weight decay is not applied to biases and norms."""
 
-    lr: float = 2e-5
+    lr: float = ranged(2e-5, POSITIVE)
     """Peak learning rate of the core."""
-    head_lr: float | None = None
+    head_lr: float | None = ranged(None, POSITIVE)
     """Peak learning rate of the heads (default: lr)."""
-    weight_decay: float = 0.01
+    weight_decay: float = ranged(0.01, NON_NEGATIVE)
     """AdamW weight decay."""
 
 
@@ -54,9 +54,9 @@ class Optimizer:
 class Schedule:
     """Linear warm-up, then linear decay to 0 at ``trainer.max_steps``; give at most one of the two lengths."""
 
-    warmup_steps: int | None = None
+    warmup_steps: int | None = ranged(None, NON_NEGATIVE)
     """Warm-up length in optimizer steps."""
-    warmup_fraction: float | None = None
+    warmup_fraction: float | None = ranged(None, FRACTION)
     """Warm-up length as a fraction of max_steps (default 0.1 when neither is given)."""
 
     def warmup(self, max_steps: int) -> int:
@@ -73,6 +73,16 @@ class Schedule:
             raise ValueError(f"model.schedule.warmup_fraction={fraction} must be in [0, 1]; for steps use warmup_steps")
         return int(fraction * max_steps)
 
+    def check_fits(self, max_steps: int) -> None:
+        """The warm-up must end before the run does (``max_steps`` ≤ 0: not known yet, not checked); raises when
+        both lengths are given."""
+        warmup = self.warmup(max(max_steps, 0))
+        if max_steps > 0 and warmup >= max_steps:
+            raise ValueError(
+                f"model.schedule: the warm-up ({warmup} steps) must be shorter than trainer.max_steps={max_steps}; "
+                "give fewer warmup_steps or a warmup_fraction < 1"
+            )
+
 
 @dataclass
 class Freezing:
@@ -82,7 +92,7 @@ class Freezing:
     """Freeze the vision tower."""
     text_embeddings: bool = False
     """Freeze the text embeddings."""
-    text_layers: int = 0
+    text_layers: int = ranged(0, NON_NEGATIVE)
     """Freeze the first k text transformer layers."""
 
 
@@ -180,11 +190,12 @@ class TransferModule(pl.LightningModule):
         core, optimizer, schedule = _plain(core, CoreConfig), _plain(optimizer, Optimizer), _plain(schedule, Schedule)
         freezing = _plain(freezing, Freezing)
         self.save_hyperparameters()
-        check_model_groups({"optimizer": optimizer, "schedule": schedule, "freezing": freezing})
         self.core_config, self.optimizer_config = CoreConfig(**core), Optimizer(**optimizer)
         self.schedule, self.freezing = Schedule(**schedule), Freezing(**freezing)
+        for group in ("optimizer_config", "schedule", "freezing"):  # each field's range (contracts.ranges.ranged)
+            check_fields(getattr(self, group), f"model.{group.removesuffix('_config')}.")
         # both lengths given, or a warm-up as long as the run: fail at construction, not at fit
-        check_warmup(self.schedule.warmup(max(max_steps, 0)), max_steps)
+        self.schedule.check_fits(max_steps)
         if not tasks:
             raise ValueError("model.tasks is empty: it is linked from data.tasks; configure data.tasks")
         self.core = self.core_config.build()

@@ -39,8 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_modules.atomic import atomic_open, atomic_write_text
-from lightning_modules.tasks import TASKS
+from contracts.catalogue import TASKS
+from contracts.files import atomic_open, atomic_write_text
 
 Row = dict[str, Any]
 
@@ -64,7 +64,7 @@ OVERLAP_LEGEND = (
 )
 
 # Intermediate task -> evaluation tasks whose (English) training data it is or contains: the catalogue's
-# ``overlaps`` field (lightning_modules/tasks.py).
+# ``overlaps`` field (contracts/catalogue.py).
 KNOWN_OVERLAPS: dict[str, frozenset[str]] = {name: frozenset(s.overlaps) for name, s in TASKS.items() if s.overlaps}
 
 _SELECTION_KEY = re.compile(r"^(?:val|validate)/(?P<task>[^/]+)/(?P<lang>[^/]+)/(?P<metric>[^/]+)$")

@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from contracts.catalogue import TASKS
+from contracts.outcomes import OUTCOMES_FILE, read_outcomes
 from lightning_modules import stats
-from lightning_modules.tasks import TASKS
 
 ENGLISH = "en"
 TESTED_AGGREGATES = (ENGLISH, "avg_xling", "avg_all")
 ALPHA = 0.05
+NOT_COLUMNS = ("key", "key_hash", "seed")  # outcome row fields that are not metric components
 SIGNIFICANCE_FIELDS = ("target", "task", "metric", "lang", "condition", "control", "delta", "low", "high", "p",
                        "p_adj", "correction", "significant", "n_items", "n_seeds", "resamples")  # fmt: skip
 
@@ -44,8 +46,8 @@ def aggregate_langs(aggregate: str, langs: Sequence[str]) -> list[str]:
 
 
 def _outcomes(result: Result) -> dict[tuple[str, str], dict[str, Any]]:
-    path = Path(result.get("run_dir", "")) / stats.OUTCOMES_FILE
-    return stats.read_outcomes(path) if result.get("run_dir") and path.is_file() else {}
+    path = Path(result.get("run_dir", "")) / OUTCOMES_FILE
+    return read_outcomes(path) if result.get("run_dir") and path.is_file() else {}
 
 
 def _primary(task: str) -> str:
@@ -64,7 +66,7 @@ def _block(
         return None
     arrays = []
     for e in entries:
-        columns = {c: [e["rows"][k][c] for k in common] for c in e["rows"][common[0]] if c not in ("key_hash", "seed")}
+        columns = {c: [e["rows"][k][c] for k in common] for c in e["rows"][common[0]] if c not in NOT_COLUMNS}
         arrays.append(stats.components(columns, formula))
     return np.stack(arrays)
 
@@ -200,7 +202,7 @@ def power_estimate(
 
 def _all_columns(entry: Mapping[str, Any]) -> dict[str, list]:
     rows = list(entry["rows"].values())
-    return {c: [r[c] for r in rows] for c in rows[0] if c not in ("key_hash", "seed")} if rows else {}
+    return {c: [r[c] for r in rows] for c in rows[0] if c not in NOT_COLUMNS} if rows else {}
 
 
 def power_lines(estimates: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -21,17 +21,13 @@ p-values; ``seeds_needed`` estimates from a baseline's variance how many seeds d
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 Formula = tuple
-OUTCOMES_FILE = "outcomes.jsonl"
 CORRECTIONS = ("holm", "bh")
 CORRECTION_NAMES = {"holm": "Holm–Bonferroni (family-wise error)", "bh": "Benjamini–Hochberg (false discovery rate)"}
 Z_975 = 1.959963984540054  # two-sided 95 %
@@ -272,21 +268,3 @@ def _z(q: float) -> float:
         else:
             hi = mid
     return (lo + hi) / 2
-
-
-def read_outcomes(path: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """``{(task, lang): {"rows": {key_hash: {column: value}}, "formulas": {...}}}`` from ``outcomes.jsonl``."""
-    sets: dict[tuple[str, str], dict[str, Any]] = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            entry = sets.setdefault((row["task"], row["lang"]), {"rows": {}, "formulas": {}})
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}:{n}: not an outcomes line ({err}); rerun the test to rewrite it") from None
-        if "formulas" in row:
-            entry["formulas"] = {k: tuple(v) for k, v in row["formulas"].items()}
-            continue
-        entry["rows"][row["key_hash"]] = {k: v for k, v in row.items() if k not in ("task", "lang", "key")}
-    return sets

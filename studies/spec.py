@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from jsonargparse import ArgumentParser
 
+from contracts.catalogue import get_task
 from lightning_modules import reports
-from lightning_modules.tasks import get_task
 
 Keep = Literal["best", "last", "none"]
 PHASES = ("start", "intermediate", "target", "translate_test", "few_shot")

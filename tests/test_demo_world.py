@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from lightning_modules.tasks import DEMO_LANGS, NLI_LABELS, TASKS
+from contracts.catalogue import DEMO_LANGS, NLI_LABELS, TASKS
 from shards.__main__ import main as shards_main
 from shards.demo import DEMO_TASKS, build_demo
 from shards.demo.lexicon import COLOURS, SHAPES, WORDS, render

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TESTS, free_port, run_process_group, subprocess_env
 
+from contracts.outcomes import read_outcomes, write_outcomes
 from lightning_modules.metrics import (
     Accuracy,
     BuccF1,
@@ -20,7 +21,6 @@ from lightning_modules.metrics import (
     TatoebaAccuracy,
     VQAAccuracy,
 )
-from lightning_modules.metrics.outcomes import read_outcomes, write_outcomes
 from lightning_modules.stats import reaggregate
 
 

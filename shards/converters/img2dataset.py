@@ -32,8 +32,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lightning_modules.tasks import get_task
-from shards.manifest import MANIFEST, TarReadError, load_manifest, select_shards, sha256_file, tar_samples
+from contracts.catalogue import get_task
+from contracts.files import sha256_file
+from shards.manifest import MANIFEST, TarReadError, load_manifest, select_shards, tar_samples
 
 FORMAT = "img2dataset"
 DEFAULT_TASK = "captions"
