@@ -15,7 +15,7 @@ import yaml
 from contracts.catalogue import get_task
 from contracts.outcomes import read_outcomes
 from datamodules.mixing import TaskSampler
-from lightning_modules.stats import reaggregate
+from studies.stats import reaggregate
 from train import cli_main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

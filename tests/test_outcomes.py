@@ -21,7 +21,7 @@ from lightning_modules.metrics import (
     TatoebaAccuracy,
     VQAAccuracy,
 )
-from lightning_modules.stats import reaggregate
+from studies.stats import reaggregate
 
 
 def _check(metric, expected_rows: int) -> dict[str, list]:
