@@ -154,6 +154,14 @@ class MMStiltsCLI(LightningCLI):
             check_checkpoint_file(cfg.model.init_from, "model.init_from")
         super().instantiate_classes()
 
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The DDP names get the model's DDP options (which parameters a step can leave unused) before the trainer
+        builds its strategy; an explicit ``--trainer.strategy`` object keeps its own."""
+        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        options = self.model.ddp_options(cfg.trainer.get("accumulate_grad_batches") or 1)
+        register_ddp_strategies(cfg.collective_timeout, **options)
+        return super().instantiate_trainer(**kwargs)
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parses, then checks ``--ckpt_path`` before LightningCLI reads its hyperparameters (``check_resume_file``)."""
         super().parse_arguments(parser, args)

@@ -8,7 +8,6 @@ from typing import Any, Literal, TypedDict
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import SumMetric
@@ -266,16 +265,20 @@ class TransferModule(pl.LightningModule):
         modalities = {self.specs[t].modality for t in self.train_tasks}
         return len(heads) <= 1 and len(modalities) <= 1
 
+    def ddp_options(self, accumulate_grad_batches: int = 1) -> dict[str, bool]:
+        """``DistributedDataParallel`` options for this module's training tasks, given to the DDP strategy's
+        constructor (``lightning_modules.ddp.register_ddp_strategies``; ``train.py`` does it for every run)."""
+        # Multi-task steps leave other heads (and, on text-only steps, the vision tower) without gradients; only
+        # then pay for DDP's unused-parameter search. Same graph every step: DDP keeps the first step's bucket
+        # order (not with no_sync accumulation). Gradients live in the all-reduce buckets: no copy.
+        every = self.every_step_uses_every_parameter()
+        return {
+            "find_unused_parameters": not every,
+            "gradient_as_bucket_view": True,
+            "static_graph": every and accumulate_grad_batches == 1,
+        }
+
     def setup(self, stage: str) -> None:
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy):
-            # Multi-task steps leave other heads (and, on text-only steps, the vision tower) without
-            # gradients; only then pay for DDP's unused-parameter search.
-            every = self.every_step_uses_every_parameter()
-            strategy._ddp_kwargs.setdefault("find_unused_parameters", not every)
-            strategy._ddp_kwargs.setdefault("gradient_as_bucket_view", True)  # grads live in the buckets: no copy
-            # Same graph every step: DDP keeps the first step's bucket order (not with no_sync accumulation).
-            strategy._ddp_kwargs.setdefault("static_graph", every and self.trainer.accumulate_grad_batches == 1)
         if self.hparams.init_from and not self._lineage:  # a resume (ckpt_path) overwrites these weights later
             self._lineage = self.load_init(self.hparams.init_from, self.hparams.init_scope)
         self.create_metrics()
