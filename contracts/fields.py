@@ -24,6 +24,14 @@ class FamilyFields:
     """``label``/``labels`` are indices into the task's label names: the decoder checks their range."""
     shuffled: tuple[str, ...] = ()
     """Fields ``shuffle_labels`` permutes together among a batch's samples (empty: no movable target)."""
+    soft_labels: bool = False
+    """``labels``/``scores`` are soft targets over an answer vocabulary; a sample whose answer is outside it has
+    none (scored 0): preflight reports the share of test samples inside the vocabulary."""
+
+    @property
+    def single_label(self) -> bool:
+        """Each sample has one ``label`` among the task's label names: a uniform guess scores 1 / #labels."""
+        return self.indexed_labels and "label" in self.required
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -34,7 +42,7 @@ class FamilyFields:
 FAMILY_FIELDS: dict[str, FamilyFields] = {
     "classification": FamilyFields(("text", "label"), ("text_pair",), True, ("label",)),
     "image_pair": FamilyFields(("text", "label"), (), True, ("label",)),
-    "vqa": FamilyFields(("text", "labels", "scores"), ("answer",), True, ("labels", "scores", "answer")),
+    "vqa": FamilyFields(("text", "labels", "scores"), ("answer",), True, ("labels", "scores", "answer"), True),
     "retrieval": FamilyFields(("texts", "image_id"), (), False, ("texts",)),
     "multiple_choice": FamilyFields(("text", "choices", "label"), (), False, ("label",)),
     "span_qa": FamilyFields(("text", "context", "answers")),

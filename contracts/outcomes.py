@@ -59,10 +59,10 @@ def read_outcomes(path: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
         try:
             row = json.loads(line)
             entry = sets.setdefault((row["task"], row["lang"]), {"rows": {}, "formulas": {}})
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            if "formulas" in row:
+                entry["formulas"] = {k: tuple(v) for k, v in row["formulas"].items()}
+                continue
+            entry["rows"][row["key_hash"]] = {k: v for k, v in row.items() if k not in ("task", "lang")}
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{path}:{n}: not an outcomes line ({err}); rerun the test to rewrite it") from None
-        if "formulas" in row:
-            entry["formulas"] = {k: tuple(v) for k, v in row["formulas"].items()}
-            continue
-        entry["rows"][row["key_hash"]] = {k: v for k, v in row.items() if k not in ("task", "lang")}
     return sets

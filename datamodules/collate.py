@@ -30,6 +30,7 @@ import random
 import zlib
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -70,14 +71,11 @@ class Collator:
         self.tokenizer, self.max_length, self.num_labels = tokenizer, max_length, num_labels
         # HF run_qa's proportions (stride 128 of 384): overlapping windows still leave room for the question.
         self.train, self.doc_stride = train, max_length // 3 if doc_stride is None else doc_stride
-        if self.family == "span_qa" and not 0 < self.doc_stride < max_length // 2:
-            raise ValueError(f"doc_stride={self.doc_stride} must be in (0, max_length // 2 = {max_length // 2})")
-        self.rng, self.seed = random.Random(seed), seed
-        self.mlm = (
-            DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
-            if self.family == "mlm"
-            else None
-        )
+        self.rng, self.seed, self.mlm_probability = random.Random(seed), seed, mlm_probability
+        self.mlm: DataCollatorForLanguageModeling | None = None
+        family = FAMILY_COLLATE[self.family]
+        if family.setup is not None:
+            family.setup(self)
 
     def tokenize(self, texts: list[str], pairs: list[str] | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
         return self.tokenizer(
@@ -97,10 +95,10 @@ class Collator:
             for s in samples:
                 skipped.update(s.get("skipped", {}))
             batch["skipped"] = dict(skipped)
-        batch.update(FAMILY_COLLATE[self.family](self, samples, records))
+        batch.update(FAMILY_COLLATE[self.family].collate(self, samples, records))
         return batch
 
-    # -- one method per family -------------------------------------------------------------------------
+    # -- one method per family (and a setup where a family needs one) ------------------------------------
     def _classification(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         pairs = [r.get("text_pair") for r in records]
         if any(p is None for p in pairs) and not all(p is None for p in pairs):
@@ -150,6 +148,10 @@ class Collator:
         out["labels"] = torch.tensor([r["label"] for r in records], dtype=torch.long)
         return out
 
+    def _check_stride(self) -> None:
+        if not 0 < self.doc_stride < self.max_length // 2:
+            raise ValueError(f"doc_stride={self.doc_stride} must be in (0, max_length // 2 = {self.max_length // 2})")
+
     def _span_qa(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         contexts = [r["context"] for r in records]
         feats = prepare_features(
@@ -170,6 +172,9 @@ class Collator:
                     labels[i, t] = r["tags"][word]
                 previous = word
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+    def _mlm_masker(self) -> None:
+        self.mlm = DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=self.mlm_probability, seed=self.seed)
 
     def _mlm(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         enc = self.tokenize([r["text"] for r in records], return_special_tokens_mask=True)
@@ -196,15 +201,24 @@ class Collator:
         return out
 
 
-FAMILY_COLLATE: dict[str, Callable[[Collator, list[dict], list[dict]], dict[str, Any]]] = {
-    "classification": Collator._classification,
-    "image_pair": Collator._image_pair,
-    "vqa": Collator._vqa,
-    "retrieval": Collator._retrieval,
-    "multiple_choice": Collator._multiple_choice,
-    "span_qa": Collator._span_qa,
-    "tagging": Collator._tagging,
-    "mlm": Collator._mlm,
-    "sentence_retrieval": Collator._sentence_retrieval,
+@dataclass(frozen=True)
+class FamilyCollate:
+    """How one family's samples become a batch (its json fields: ``contracts.fields.FAMILY_FIELDS``)."""
+
+    collate: Callable[[Collator, list[dict], list[dict]], dict[str, Any]]
+    """(collator, samples, their json records) -> the family's batch fields."""
+    setup: Callable[[Collator], None] | None = None
+    """Run once when the collator is made: checks its settings, builds what the family needs (MLM's masker)."""
+
+
+FAMILY_COLLATE: dict[str, FamilyCollate] = {
+    "classification": FamilyCollate(Collator._classification),
+    "image_pair": FamilyCollate(Collator._image_pair),
+    "vqa": FamilyCollate(Collator._vqa),
+    "retrieval": FamilyCollate(Collator._retrieval),
+    "multiple_choice": FamilyCollate(Collator._multiple_choice),
+    "span_qa": FamilyCollate(Collator._span_qa, Collator._check_stride),
+    "tagging": FamilyCollate(Collator._tagging),
+    "mlm": FamilyCollate(Collator._mlm, Collator._mlm_masker),
+    "sentence_retrieval": FamilyCollate(Collator._sentence_retrieval),
 }
-"""(collator, samples, their json records) -> the family's batch fields."""

@@ -43,6 +43,10 @@ class FamilyModel:
     """(catalogue entry, label names, MLQA language or None) -> the metric of one (task, language)."""
     needs_label_names: bool = False
     """The head's output width is the number of label names."""
+    lm_head: bool = False
+    """The head starts from the pretrained text model's LM head where its checkpoint has one."""
+    dual_encoder: bool = False
+    """Images and texts are encoded apart (no fusion); an aligned two-tower core uses its towers' own embeddings."""
 
 
 def _accuracy(spec: TaskSpec, labels: Sequence[str], lang: str | None) -> Metric:
@@ -54,7 +58,7 @@ FAMILY_MODEL: dict[str, FamilyModel] = {
     "image_pair": FamilyModel(lambda a: h.ImagePairHead(a.hidden, len(a.label_names)), _accuracy, True),
     "vqa": FamilyModel(lambda a: h.VQAHead(a.hidden, len(a.label_names)), lambda s, n, g: mc.VQAAccuracy(), True),
     "retrieval": FamilyModel(lambda a: h.RetrievalHead(a.hidden, own_embeddings=a.own_embeddings),
-                             lambda s, n, g: RetrievalRecall()),  # fmt: skip
+                             lambda s, n, g: RetrievalRecall(), dual_encoder=True),  # fmt: skip
     "multiple_choice": FamilyModel(lambda a: h.MultipleChoiceHead(a.hidden), _accuracy),
     "span_qa": FamilyModel(lambda a: h.SpanQAHead(a.hidden), lambda s, n, lang: SquadMetric(lang)),
     "tagging": FamilyModel(
@@ -63,7 +67,7 @@ FAMILY_MODEL: dict[str, FamilyModel] = {
         True,
     ),
     "mlm": FamilyModel(lambda a: h.MLMHead(a.hidden, a.vocab_size, a.lm_head),
-                       lambda s, n, g: mc.Accuracy(ignore_index=-100, name="mlm_acc")),  # fmt: skip
+                       lambda s, n, g: mc.Accuracy(ignore_index=-100, name="mlm_acc"), lm_head=True),  # fmt: skip
     "sentence_retrieval": FamilyModel(
         lambda a: h.SentenceRetrievalHead(a.retrieval_layer),
         lambda s, n, g: BuccF1() if "bucc_f1" in s.metrics else TatoebaAccuracy(),

@@ -12,11 +12,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import SumMetric
 
-from contracts.catalogue import get_task
+from contracts.catalogue import TaskSpec, get_task
 from contracts.ranges import FRACTION, NON_NEGATIVE, POSITIVE, check_fields, ranged
 from lightning_modules.checkpoints import lineage, load_init_checkpoint
 from lightning_modules.core import EncoderCore
-from lightning_modules.families import build_head, build_metrics
+from lightning_modules.families import build_head, build_metrics, family_model
 from lightning_modules.heads import HeadOutput, load_lm_head
 from lightning_modules.metrics import BuccF1
 from lightning_modules.reports import label_name
@@ -146,6 +146,11 @@ class CoreConfig:
         )  # fmt: skip
 
 
+def _dual(spec: TaskSpec) -> bool:
+    """The task's family encodes images and texts apart (retrieval): no fusion path."""
+    return family_model(spec.family).dual_encoder
+
+
 def _plain(value: Any, kind: type) -> dict[str, Any]:
     """A group as a plain dict: checkpoints load with ``weights_only=True``, which refuses dataclasses."""
     if value is None:
@@ -212,7 +217,7 @@ class TransferModule(pl.LightningModule):
             if spec.head not in self.heads:
                 # a pretrained text model's LM head where its checkpoint has one (else fresh: one line says so)
                 lm_head = None
-                if spec.family == "mlm" and self.core.sources.text_pretrained:
+                if family_model(spec.family).lm_head and self.core.sources.text_pretrained:
                     lm_head = load_lm_head(core.text_model)
                 self.heads[spec.head] = build_head(
                     spec.family, self.core.hidden_size, label_names=tasks[name]["labels"],
@@ -244,13 +249,13 @@ class TransferModule(pl.LightningModule):
                 p.requires_grad_(False)
         if hasattr(self.core, "fuser"):  # only joint image + text encoding runs it: not text, not retrieval
             specs = [self.specs[t] for t in self.train_tasks]
-            self.core.fuser.requires_grad_(any(s.modality != "text" and s.family != "retrieval" for s in specs))
+            self.core.fuser.requires_grad_(any(s.modality != "text" and not _dual(s) for s in specs))
         if self.core.own_embeddings:  # the towers' own pooling/projections vs the fusion path: train what runs
             specs = [self.specs[t] for t in self.train_tasks]
-            if not any(s.family == "retrieval" for s in specs):  # only freezes: freeze_vision etc. still hold
+            if not any(_dual(s) for s in specs):  # only freezes: freeze_vision etc. still hold
                 for module in self.core.embedding_heads():
                     module.requires_grad_(False)
-            joint = any(s.modality != "text" and s.family != "retrieval" for s in specs)  # fusion path runs
+            joint = any(s.modality != "text" and not _dual(s) for s in specs)  # fusion path runs
             if self.core.vision is not None and not joint:
                 for p in [*self.core.image_proj.parameters(), self.core.image_type]:
                     p.requires_grad_(False)

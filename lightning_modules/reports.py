@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.catalogue import TASKS
+from contracts.fields import family_fields
 from contracts.files import atomic_open, atomic_write_text
 
 Row = dict[str, Any]
@@ -231,7 +232,7 @@ def selection_entry(
 def chance_levels(label_counts: Mapping[str, int]) -> dict[str, float]:
     """Task -> accuracy (%) of a uniform guess, for single-label tasks whose primary metric is ``acc``."""
     return {task: 100.0 / n for task, n in label_counts.items()
-            if n > 1 and task in TASKS and TASKS[task].family in ("classification", "image_pair")
+            if n > 1 and task in TASKS and family_fields(TASKS[task].family).single_label
             and TASKS[task].primary == "acc"}  # fmt: skip
 
 

@@ -214,7 +214,7 @@ def test_docs_quote_the_dry_run() -> None:
 def test_translate_test_runs_keep_the_study_job_type(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from jsonargparse import Namespace
 
-    from lightning_modules.run_setup import eval_wandb_run
+    from lightning_modules.config_adjustments import eval_wandb_run
 
     monkeypatch.setenv("WANDB_JOB_TYPE", "translate_test")
     logger = Namespace(class_path="lightning.pytorch.loggers.WandbLogger", init_args=Namespace(name="x", id=None))
