@@ -1,8 +1,9 @@
 """The model part of every family: its head builder and its metric factory, one ``FAMILY_MODEL`` entry each.
 
-A family's home is two table entries: this one (head + metric) and ``datamodules.collate.FAMILY_DATA``
-(required sample fields, label checks, collate method), with the family's name in
-``contracts.catalogue.Family``. Nothing else branches on a family (docs/tasks.md, "Adding a family").
+A family is declared by one entry in each of three tables: this one (head, metric, LM-head start, dual encoder),
+``contracts.fields.FAMILY_FIELDS`` (sample fields, label checks, control fields) and
+``datamodules.collate.FAMILY_COLLATE`` (collate method), with the family's name in ``contracts.catalogue.Family``.
+Nothing else branches on a family (docs/tasks.md, "Adding a family").
 """
 
 from __future__ import annotations
