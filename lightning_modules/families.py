@@ -36,7 +36,7 @@ class HeadArgs:
 
 @dataclass(frozen=True)
 class FamilyModel:
-    """The model part of one family (the data part: ``datamodules.collate.FamilyData``)."""
+    """The model part of one family (its fields: ``contracts.fields.FamilyFields``; its collate: ``FamilyCollate``)."""
 
     head: Callable[[HeadArgs], nn.Module]
     """Builds the family's head."""
