@@ -39,10 +39,10 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser, Namespace
 
-from lightning_modules import significance
 from studies import analysis, diagnostics, fingerprint, rehearsal
 from studies.executors import queued_slurm_jobs, run_local, submit_slurm, visible_gpus
 from studies.plan import PROTOCOLS, TRAIN_CMD_ENV, Run, plan, run_args, run_env, summary_lines, train_command
+from studies.power import power_lines
 from studies.probe import measure
 from studies.report import analysis_inputs, collect, power, write_report
 from studies.runs import apply_retention, finished, parent_weights, run_status, supersede
@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     estimate = power(study, collect(study)[0].get("test", []))
     if estimate and not args.report_only:
-        print("power (from the baseline's finished runs):\n  " + "\n  ".join(significance.power_lines(estimate)))
+        print("power (from the baseline's finished runs):\n  " + "\n  ".join(power_lines(estimate)))
     try:
         failures = [] if args.report_only else _execute(study, runs, args)
     except StudyError as err:

@@ -40,13 +40,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from datamodules.datamodule import TransferDataModule
 from datamodules.pipeline import DataError
 from datamodules.preflight import PreflightReport, preflight
-from lightning_modules import run_setup
+from lightning_modules import config_adjustments
 from lightning_modules.callbacks import DivergenceGuard, FinalCheckpoint, PredictionWriter, RunReport
 from lightning_modules.checkpoints import is_weights_only, keep_weights_only
-from lightning_modules.checks import model_checks
 from lightning_modules.core import vision_data_config
 from lightning_modules.ddp import DEFAULT_TIMEOUT_S, register_ddp_strategies
 from lightning_modules.module import CoreConfig, TransferModule
+from lightning_modules.preflight import model_checks
 from lightning_modules.protocol import ProtocolRecord, append_finished, read_record
 from lightning_modules.reports import compact_table, rows_from_metrics
 from lightning_modules.weights import (
@@ -132,15 +132,15 @@ class MMStiltsCLI(LightningCLI):
         root = cfg.trainer.default_root_dir or os.path.join("runs", cfg.name)
         cfg.trainer.default_root_dir = root
         register_ddp_strategies(cfg.collective_timeout)  # `ddp` (also `auto` on several devices) cannot hang
-        run_setup.drop_lr_monitor_without_logger(cfg)
-        run_setup.evaluate_checkpoint_alone(cfg, self.subcommand)
+        config_adjustments.drop_lr_monitor_without_logger(cfg)
+        config_adjustments.evaluate_checkpoint_alone(cfg, self.subcommand)
         for logger in _as_list(cfg.trainer.logger):
             args = logger.init_args
             if "save_dir" in args and args.save_dir in (None, ".", "runs"):
                 args.save_dir = root
             if logger.class_path.endswith("WandbLogger"):
                 args.name = args.name or os.environ.get("WANDB_NAME") or cfg.name
-                run_setup.eval_wandb_run(logger, self.subcommand, root)
+                config_adjustments.eval_wandb_run(logger, self.subcommand, root)
         for callback in _as_list(cfg.trainer.callbacks):
             if callback.class_path.endswith("ModelCheckpoint") and callback.init_args.dirpath is None:
                 callback.init_args.dirpath = os.path.join(root, "checkpoints")
@@ -153,6 +153,14 @@ class MMStiltsCLI(LightningCLI):
         if cfg.model.get("init_from"):  # after evaluate_checkpoint_alone, which drops it where it is not loaded
             check_checkpoint_file(cfg.model.init_from, "model.init_from")
         super().instantiate_classes()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The DDP names get the model's DDP options (which parameters a step can leave unused) before the trainer
+        builds its strategy; an explicit ``--trainer.strategy`` object keeps its own."""
+        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        options = self.model.ddp_options(cfg.trainer.get("accumulate_grad_batches") or 1)
+        register_ddp_strategies(cfg.collective_timeout, **options)
+        return super().instantiate_trainer(**kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parses, then checks ``--ckpt_path`` before LightningCLI reads its hyperparameters (``check_resume_file``)."""
@@ -275,7 +283,7 @@ def image_config(vision_model: str | None, vision_kwargs: dict[str, Any] | None)
 
 def full_preflight(dm: TransferDataModule, trainer: Any, model: TransferModule, *, full: bool = False
                    ) -> PreflightReport:  # fmt: skip
-    """The data half (``datamodules.preflight``) and the model half (``lightning_modules.checks``)."""
+    """The data half (``datamodules.preflight``) and the model half (``lightning_modules.preflight``)."""
     report = preflight(dm, trainer, full=full)
     errors, info = model_checks(model, dm.max_length)
     report.errors += errors

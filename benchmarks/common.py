@@ -88,7 +88,7 @@ def write_text_model(out: Path, captions: Sequence[str]) -> Path:
 def write_bench_shards(out: Path, photos: Sequence[Path], captions: Sequence[str], per_shard: int,
                        max_side: int = 384) -> Path:  # fmt: skip
     """The photos + captions as ``demo_ve`` training shards, images bounded at ``max_side`` (the real default)."""
-    from lightning_modules.tasks import NLI_LABELS
+    from contracts.catalogue import NLI_LABELS
     from shards.writer import build_shards
 
     records = [

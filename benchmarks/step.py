@@ -23,8 +23,8 @@ from lightning.pytorch.loggers import CSVLogger
 from transformers import XLMRobertaConfig
 
 from benchmarks.common import BENCH_TASK, table
+from contracts.catalogue import NLI_LABELS
 from lightning_modules.module import CoreConfig, TransferModule
-from lightning_modules.tasks import NLI_LABELS
 
 # A small single-stream core: big enough that a CPU step is model compute (~0.1-0.2 s), small enough to be quick.
 SHAPES = {

@@ -1,8 +1,8 @@
-"""Collation, and the data part of every family: decoded samples of one task -> one batch dict.
+"""Collation, and the collate method of every family: decoded samples of one task -> one batch dict.
 
-``FAMILY_DATA`` (bottom of this file) is the data half of each family's home: the json fields a sample must
-carry (the shard contract, ``shards/__init__.py``), whether its labels index the label names (checked on
-decode), and its collate method. The model half (head, metric) is ``lightning_modules/families.py``.
+``FAMILY_COLLATE`` (bottom of this file) maps each family to its collate method. The json fields its samples
+carry are ``contracts/fields.py`` (the shard contract); the model half (head, metric) is
+``lightning_modules/families.py``.
 
 Runs inside the loader workers: text is tokenized here, in one batched call of the fast tokenizer, padded
 to the longest sequence of the batch (rounded up to a multiple of 8 for tensor cores). Family targets:
@@ -36,10 +36,9 @@ from typing import Any
 import torch
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
+from contracts.catalogue import get_task
+from contracts.ranges import PAD_MULTIPLE
 from datamodules.span_qa import prepare_features
-from lightning_modules.tasks import get_task
-
-PAD_MULTIPLE = 8
 
 
 class Collator:
@@ -72,14 +71,11 @@ class Collator:
         self.tokenizer, self.max_length, self.num_labels = tokenizer, max_length, num_labels
         # HF run_qa's proportions (stride 128 of 384): overlapping windows still leave room for the question.
         self.train, self.doc_stride = train, max_length // 3 if doc_stride is None else doc_stride
-        if self.family == "span_qa" and not 0 < self.doc_stride < max_length // 2:
-            raise ValueError(f"doc_stride={self.doc_stride} must be in (0, max_length // 2 = {max_length // 2})")
-        self.rng, self.seed = random.Random(seed), seed
-        self.mlm = (
-            DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
-            if self.family == "mlm"
-            else None
-        )
+        self.rng, self.seed, self.mlm_probability = random.Random(seed), seed, mlm_probability
+        self.mlm: DataCollatorForLanguageModeling | None = None
+        family = FAMILY_COLLATE[self.family]
+        if family.setup is not None:
+            family.setup(self)
 
     def tokenize(self, texts: list[str], pairs: list[str] | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
         return self.tokenizer(
@@ -99,10 +95,10 @@ class Collator:
             for s in samples:
                 skipped.update(s.get("skipped", {}))
             batch["skipped"] = dict(skipped)
-        batch.update(FAMILY_DATA[self.family].collate(self, samples, records))
+        batch.update(FAMILY_COLLATE[self.family].collate(self, samples, records))
         return batch
 
-    # -- one method per family -------------------------------------------------------------------------
+    # -- one method per family (and a setup where a family needs one) ------------------------------------
     def _classification(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         pairs = [r.get("text_pair") for r in records]
         if any(p is None for p in pairs) and not all(p is None for p in pairs):
@@ -152,6 +148,10 @@ class Collator:
         out["labels"] = torch.tensor([r["label"] for r in records], dtype=torch.long)
         return out
 
+    def _check_stride(self) -> None:
+        if not 0 < self.doc_stride < self.max_length // 2:
+            raise ValueError(f"doc_stride={self.doc_stride} must be in (0, max_length // 2 = {self.max_length // 2})")
+
     def _span_qa(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         contexts = [r["context"] for r in records]
         feats = prepare_features(
@@ -172,6 +172,9 @@ class Collator:
                     labels[i, t] = r["tags"][word]
                 previous = word
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+    def _mlm_masker(self) -> None:
+        self.mlm = DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=self.mlm_probability, seed=self.seed)
 
     def _mlm(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         enc = self.tokenize([r["text"] for r in records], return_special_tokens_mask=True)
@@ -199,25 +202,23 @@ class Collator:
 
 
 @dataclass(frozen=True)
-class FamilyData:
-    """The data part of one family (the model part: ``lightning_modules.families.FamilyModel``)."""
+class FamilyCollate:
+    """How one family's samples become a batch (its json fields: ``contracts.fields.FAMILY_FIELDS``)."""
 
-    fields: tuple[str, ...]
-    """json fields every sample must carry (the shard contract in ``shards/__init__.py``)."""
-    indexed_labels: bool
-    """``label``/``labels`` are indices into the task's label names: the decoder checks their range."""
     collate: Callable[[Collator, list[dict], list[dict]], dict[str, Any]]
     """(collator, samples, their json records) -> the family's batch fields."""
+    setup: Callable[[Collator], None] | None = None
+    """Run once when the collator is made: checks its settings, builds what the family needs (MLM's masker)."""
 
 
-FAMILY_DATA: dict[str, FamilyData] = {
-    "classification": FamilyData(("text", "label"), True, Collator._classification),
-    "image_pair": FamilyData(("text", "label"), True, Collator._image_pair),
-    "vqa": FamilyData(("text", "labels", "scores"), True, Collator._vqa),
-    "retrieval": FamilyData(("texts", "image_id"), False, Collator._retrieval),
-    "multiple_choice": FamilyData(("text", "choices", "label"), False, Collator._multiple_choice),
-    "span_qa": FamilyData(("text", "context", "answers"), False, Collator._span_qa),
-    "tagging": FamilyData(("tokens", "tags"), False, Collator._tagging),
-    "mlm": FamilyData(("text",), False, Collator._mlm),
-    "sentence_retrieval": FamilyData(("text",), False, Collator._sentence_retrieval),
+FAMILY_COLLATE: dict[str, FamilyCollate] = {
+    "classification": FamilyCollate(Collator._classification),
+    "image_pair": FamilyCollate(Collator._image_pair),
+    "vqa": FamilyCollate(Collator._vqa),
+    "retrieval": FamilyCollate(Collator._retrieval),
+    "multiple_choice": FamilyCollate(Collator._multiple_choice),
+    "span_qa": FamilyCollate(Collator._span_qa, Collator._check_stride),
+    "tagging": FamilyCollate(Collator._tagging),
+    "mlm": FamilyCollate(Collator._mlm, Collator._mlm_masker),
+    "sentence_retrieval": FamilyCollate(Collator._sentence_retrieval),
 }

@@ -8,8 +8,9 @@ separates "the towers saw these images and texts" from "the model learnt the tas
 fixed sequence per seed (and loader worker), so a rerun with the same seed shuffles identically.
 
 What is permuted, per family: the class label (classification, image_pair, multiple_choice), the answer
-with its soft scores (vqa), the captions of each image (retrieval). Other families have no target that can
-be moved between samples without changing the input, and are refused.
+with its soft scores (vqa), the captions of each image (retrieval): each family's ``shuffled`` fields in
+``contracts/fields.py``. Other families have no target that can be moved between samples without changing the
+input, and are refused.
 """
 
 from __future__ import annotations
@@ -20,23 +21,19 @@ from typing import Any
 
 import torch
 
-SHUFFLED_FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("label",),
-    "image_pair": ("label",),
-    "multiple_choice": ("label",),
-    "vqa": ("labels", "scores", "answer"),
-    "retrieval": ("texts",),
-}
+from contracts.fields import FAMILY_FIELDS, family_fields
 
 
 def shuffled_fields(task: str, family: str) -> tuple[str, ...]:
     """The json fields ``shuffle_labels`` permutes for ``family``; a clear error for families without them."""
-    if family not in SHUFFLED_FIELDS:
+    fields = family_fields(family).shuffled
+    if not fields:
+        supported = sorted(name for name, schema in FAMILY_FIELDS.items() if schema.shuffled)
         raise ValueError(
             f"data.tasks[{task}].shuffle_labels: the {family} family has no label that can be shuffled between "
-            f"samples (supported: {sorted(SHUFFLED_FIELDS)}); remove shuffle_labels for {task}"
+            f"samples (supported: {supported}); remove shuffle_labels for {task}"
         )
-    return SHUFFLED_FIELDS[family]
+    return fields
 
 
 def permute_targets(samples: Sequence[dict[str, Any]], fields: Sequence[str], rng: random.Random) -> list[dict]:

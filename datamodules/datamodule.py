@@ -17,7 +17,20 @@ import timm.data
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from datamodules.collate import FAMILY_DATA, Collator
+from contracts.catalogue import get_task
+from contracts.fields import family_fields
+from contracts.files import sha256_file
+from contracts.ranges import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    Range,
+    check_fields,
+    check_max_length,
+    check_ranges,
+    ranged,
+)
+from datamodules.collate import Collator
 from datamodules.controls import LabelShuffle, shuffled_fields
 from datamodules.img2dataset import adapt_decoder
 from datamodules.mixing import MultiTaskLoader, SamplerKind, TaskSampler, task_weights
@@ -29,9 +42,7 @@ from datamodules.pipeline import (
     eval_pipeline,
     train_pipeline,
 )
-from lightning_modules.settings import DATA_RANGES, TASK_RANGES, check_max_length, check_ranges
-from lightning_modules.tasks import get_task
-from shards.manifest import is_url, load_manifest, sample_count, select_shards, sha256_file, shard_location
+from shards.manifest import is_url, load_manifest, sample_count, select_shards, shard_location
 
 NUM_IMAGES = {"text": 0, "image_text": 1, "image_pair": 2}
 
@@ -53,7 +64,7 @@ class TaskData:
     """One task's shards and how the run uses them."""
 
     name: str
-    """Catalogue task name (``lightning_modules.tasks.TASKS``)."""
+    """Catalogue task name (``contracts.catalogue.TASKS``)."""
     shards: str
     """Directory or URL (``s3://...``, ``pipe:...``: ``shards/manifest.py``) with ``manifest.json`` and the shards."""
     train_split: str | None = None
@@ -68,17 +79,30 @@ class TaskData:
     """Split to test on."""
     test_langs: list[str] | None = None
     """Test languages; default every language the test split has."""
-    batch_size: int | None = None
+    batch_size: int | None = ranged(None, AT_LEAST_ONE)
     """Training batch size for this task (default: data.batch_size)."""
-    weight: float | None = None
+    weight: float | None = ranged(None, POSITIVE)
     """Sampling weight when data.sampler=fixed."""
-    loss_weight: float = 1.0
+    loss_weight: float = ranged(1.0, NON_NEGATIVE)
     """Multiplies this task's loss."""
     augment: bool = False
     """Training images get a random resized crop + horizontal flip (evaluation keeps the centre crop)."""
     shuffle_labels: bool = False
     """Negative control: permute the training targets among the samples of each batch (fixed per seed; keeps
     the label distribution, breaks the pairing; ``datamodules/controls.py``)."""
+
+
+DATA_RANGES: dict[str, Range] = {
+    "batch_size": AT_LEAST_ONE,
+    "eval_batch_size": AT_LEAST_ONE,
+    "num_workers": NON_NEGATIVE,
+    "eval_num_workers": NON_NEGATIVE,
+    "steps_per_epoch": AT_LEAST_ONE,
+    "temperature": POSITIVE,
+    "example_cap": AT_LEAST_ONE,
+    "shuffle_buffer": NON_NEGATIVE,
+}
+"""Ranges of ``TransferDataModule``'s numeric arguments (a test checks each key names one of its parameters)."""
 
 
 class TransferDataModule(pl.LightningDataModule):
@@ -132,7 +156,7 @@ class TransferDataModule(pl.LightningDataModule):
         check_ranges("data.", locals(), DATA_RANGES)
         check_max_length(max_length)
         for t in tasks:
-            check_ranges(f"data.tasks[{t.name}].", vars(t), TASK_RANGES)
+            check_fields(t, f"data.tasks[{t.name}].")
         self.tasks = {t.name: t for t in tasks}
         if len(self.tasks) != len(tasks):
             raise ValueError(f"data.tasks names a task twice: {[t.name for t in tasks]}")
@@ -267,9 +291,9 @@ class TransferDataModule(pl.LightningDataModule):
                 transform = timm.data.create_transform(**config, is_training=train)
             # timm's own transforms get PIL images decoded down to the short side their resize goes to
             size = int(config["input_size"][-1] / config.get("crop_pct", 1.0))
-        family = FAMILY_DATA[spec.family]
-        n_labels = len(self.label_names[name]) if family.indexed_labels else 0
-        decoder = SafeDecoder(transform, draft_size=size, required=family.fields, num_images=n_images,
+        schema = family_fields(spec.family)
+        n_labels = len(self.label_names[name]) if schema.indexed_labels else 0
+        decoder = SafeDecoder(transform, draft_size=size, required=schema.required, num_images=n_images,
                               num_labels=n_labels, strict=strict)  # fmt: skip
         return adapt_decoder(self.manifests[name], name, decoder)  # img2dataset's tars are read where they lie
 

@@ -19,8 +19,9 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from contracts.catalogue import get_task
+from contracts.fields import family_fields
 from datamodules.pipeline import SafeDecoder
-from lightning_modules.tasks import get_task
 from shards.manifest import shard_location
 
 RECENT = 256  # captions kept for matching negatives
@@ -39,7 +40,8 @@ class Img2datasetSamples:
 
     def __init__(self, decoder: SafeDecoder, manifest: dict[str, Any], task: str) -> None:
         self.decoder, self.task, self.count = decoder, task, decoder.count
-        self.matching = get_task(task).family == "classification"  # image-text matching, else retrieval
+        # a task whose samples carry a label is image-text matching (caption vs another image's), else retrieval
+        self.matching = "label" in family_fields(get_task(task).family).required
         self.recent: deque[tuple[str, str]] = deque(maxlen=RECENT)  # (caption, image url) of earlier samples
         directory = manifest["_dir"]
         drop = manifest.get(FORMAT, {}).get("drop", {})

@@ -6,7 +6,7 @@ Runs automatically before ``train.py fit`` (fast mode) and on demand, with the s
         --config configs/demo/target_ve.yaml [--full]
 
 The model half (``init_scope`` vs heads and the parent's vocabularies, position limits) lives with the
-model in ``lightning_modules/checks.py``; ``train.run_preflight`` runs both. Data checks (errors stop the
+model in ``lightning_modules/preflight.py``; ``train.run_preflight`` runs both. Data checks (errors stop the
 run; info lines are reported):
 
 - every shard the run reads exists and looks like a whole tar (fast: size > 0 and a multiple of 512
@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contracts.catalogue import get_task
+from contracts.fields import family_fields
 from datamodules.datamodule import TransferDataModule
-from lightning_modules.tasks import get_task
 from shards.manifest import TarReadError, is_url, tar_samples
 from shards.verify import verify_shard
 
@@ -156,7 +157,7 @@ def _vocabularies(dm: TransferDataModule, world: int, full: bool, report: Prefli
 
 def _vqa_coverage(dm: TransferDataModule, world: int, full: bool, report: PreflightReport) -> None:
     for task, lang, urls in dm.eval_sets["test"]:
-        if get_task(task).family != "vqa":
+        if not family_fields(get_task(task).family).soft_labels:
             continue
         total = inside = 0
         for url in urls:

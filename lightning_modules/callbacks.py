@@ -32,8 +32,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
-from lightning_modules.atomic import atomic_write_text
-from lightning_modules.metrics.outcomes import write_outcomes
+from contracts.files import atomic_write_text
+from contracts.outcomes import write_outcomes
 
 
 class PredictionWriter(BasePredictionWriter):

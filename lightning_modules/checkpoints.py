@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shards.manifest import sha256_file
+from contracts.files import sha256_file
 
 
 @dataclass
@@ -175,7 +175,7 @@ def is_weights_only(path: str | Path) -> bool:
 def keep_weights_only(paths: list[str]) -> list[str]:
     """Rewrites each checkpoint of a finished fit weights-only (``weights_only``), atomically; returns them. A
     finished run is never resumed, so its optimizer state (2 of AdamW's ~3 parts) only costs disk."""
-    from lightning_modules.atomic import atomic_open
+    from contracts.files import atomic_open
 
     done = []
     for path in dict.fromkeys(p for p in paths if p):

@@ -27,6 +27,10 @@ towers, ``text_pretrained`` / ``vision_pretrained`` per tower, ``vision_checkpoi
 (``lightning_modules/weights.py`` checks every source before anything is built). Once built, the core prints
 where each tower's weights came from and how many tensors loaded (``load_report``); a pretrained load that
 supplies under 90 % of a tower's tensors, or other shapes, is refused.
+
+~490 lines: the core is one ``nn.Module`` with the encode surface every head uses and its two fusions; splitting
+the fusions or the tower builders out would spread one object's invariants (token layout, type embeddings, the
+two-tower start) over several files.
 """
 
 from __future__ import annotations

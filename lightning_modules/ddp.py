@@ -17,7 +17,8 @@ Three failure modes of Lightning's ``DDPStrategy`` this strategy removes (issue 
   ``SIGTERM_GRACE_S`` if the main thread has not ended it by then.
 
 ``register_ddp_strategies`` puts the strategy under Lightning's names ``ddp``, ``ddp_spawn`` and ``ddp_fork``,
-so ``--trainer.strategy ddp`` and ``strategy: auto`` on several devices use it.
+so ``--trainer.strategy ddp`` and ``strategy: auto`` on several devices use it, with the module's DDP options
+(``TransferModule.ddp_options``) as constructor arguments.
 """
 
 from __future__ import annotations
@@ -116,12 +117,14 @@ def _watch(read_end: socket.socket, strategy: DDPStrategy, grace_s: float) -> No
         os._exit(128 + signal.SIGTERM.value)
 
 
-def register_ddp_strategies(timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """Register ``TransferDDPStrategy`` under Lightning's DDP names with the given collective timeout."""
+def register_ddp_strategies(timeout_s: float = DEFAULT_TIMEOUT_S, **ddp_options: Any) -> None:
+    """Register ``TransferDDPStrategy`` under Lightning's DDP names with the given collective timeout and
+    ``DistributedDataParallel`` options (``TransferModule.ddp_options``): the registry passes them to the strategy's
+    constructor, Lightning's public way to set them (``DDPStrategy(find_unused_parameters=...)``)."""
     if timeout_s <= 0:
         raise ValueError(f"collective_timeout={timeout_s}: must be > 0 seconds (default {DEFAULT_TIMEOUT_S})")
     for name, start_method in START_METHODS.items():
         StrategyRegistry.register(
             name, TransferDDPStrategy, description=f"mmstilts DDP ({start_method}), collective timeout {timeout_s:g} s",
-            override=True, start_method=start_method, timeout=timedelta(seconds=timeout_s),
+            override=True, start_method=start_method, timeout=timedelta(seconds=timeout_s), **ddp_options,
         )  # fmt: skip

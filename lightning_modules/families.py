@@ -1,8 +1,9 @@
 """The model part of every family: its head builder and its metric factory, one ``FAMILY_MODEL`` entry each.
 
-A family's home is two table entries: this one (head + metric) and ``datamodules.collate.FAMILY_DATA``
-(required sample fields, label checks, collate method), with the family's name in
-``lightning_modules.tasks.Family``. Nothing else branches on a family (docs/tasks.md, "Adding a family").
+A family is declared by one entry in each of three tables: this one (head, metric, LM-head start, dual encoder),
+``contracts.fields.FAMILY_FIELDS`` (sample fields, label checks, control fields) and
+``datamodules.collate.FAMILY_COLLATE`` (collate method), with the family's name in ``contracts.catalogue.Family``.
+Nothing else branches on a family (docs/tasks.md, "Adding a family").
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from dataclasses import dataclass
 from torch import nn
 from torchmetrics import Metric
 
+from contracts.catalogue import TaskSpec
 from lightning_modules import heads as h
 from lightning_modules.metrics import classification as mc
 from lightning_modules.metrics.retrieval import RetrievalRecall
 from lightning_modules.metrics.sentence_retrieval import BuccF1, TatoebaAccuracy
 from lightning_modules.metrics.squad import SquadMetric
-from lightning_modules.tasks import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class HeadArgs:
 
 @dataclass(frozen=True)
 class FamilyModel:
-    """The model part of one family (the data part: ``datamodules.collate.FamilyData``)."""
+    """The model part of one family (its fields: ``contracts.fields.FamilyFields``; its collate: ``FamilyCollate``)."""
 
     head: Callable[[HeadArgs], nn.Module]
     """Builds the family's head."""
@@ -43,6 +44,10 @@ class FamilyModel:
     """(catalogue entry, label names, MLQA language or None) -> the metric of one (task, language)."""
     needs_label_names: bool = False
     """The head's output width is the number of label names."""
+    lm_head: bool = False
+    """The head starts from the pretrained text model's LM head where its checkpoint has one."""
+    dual_encoder: bool = False
+    """Images and texts are encoded apart (no fusion); an aligned two-tower core uses its towers' own embeddings."""
 
 
 def _accuracy(spec: TaskSpec, labels: Sequence[str], lang: str | None) -> Metric:
@@ -54,7 +59,7 @@ FAMILY_MODEL: dict[str, FamilyModel] = {
     "image_pair": FamilyModel(lambda a: h.ImagePairHead(a.hidden, len(a.label_names)), _accuracy, True),
     "vqa": FamilyModel(lambda a: h.VQAHead(a.hidden, len(a.label_names)), lambda s, n, g: mc.VQAAccuracy(), True),
     "retrieval": FamilyModel(lambda a: h.RetrievalHead(a.hidden, own_embeddings=a.own_embeddings),
-                             lambda s, n, g: RetrievalRecall()),  # fmt: skip
+                             lambda s, n, g: RetrievalRecall(), dual_encoder=True),  # fmt: skip
     "multiple_choice": FamilyModel(lambda a: h.MultipleChoiceHead(a.hidden), _accuracy),
     "span_qa": FamilyModel(lambda a: h.SpanQAHead(a.hidden), lambda s, n, lang: SquadMetric(lang)),
     "tagging": FamilyModel(
@@ -63,7 +68,7 @@ FAMILY_MODEL: dict[str, FamilyModel] = {
         True,
     ),
     "mlm": FamilyModel(lambda a: h.MLMHead(a.hidden, a.vocab_size, a.lm_head),
-                       lambda s, n, g: mc.Accuracy(ignore_index=-100, name="mlm_acc")),  # fmt: skip
+                       lambda s, n, g: mc.Accuracy(ignore_index=-100, name="mlm_acc"), lm_head=True),  # fmt: skip
     "sentence_retrieval": FamilyModel(
         lambda a: h.SentenceRetrievalHead(a.retrieval_layer),
         lambda s, n, g: BuccF1() if "bucc_f1" in s.metrics else TatoebaAccuracy(),
@@ -81,7 +86,7 @@ def family_model(family: str) -> FamilyModel:
 def build_head(family: str, hidden: int, *, label_names: Sequence[str] = (), vocab_size: int = 0,
                retrieval_layer: int | None = None, lm_head: nn.Module | None = None,
                own_embeddings: bool = False) -> nn.Module:  # fmt: skip
-    """The head for ``family`` (see ``lightning_modules.tasks.FAMILIES``)."""
+    """The head for ``family`` (see ``contracts.catalogue.FAMILIES``)."""
     entry = family_model(family)
     if entry.needs_label_names and not label_names:
         raise ValueError(f"A {family} head needs label names (from the catalogue or the shards' manifest)")

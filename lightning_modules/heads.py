@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contracts.catalogue import get_task
 from lightning_modules.core import EncoderCore
 from lightning_modules.span_qa import postprocess
-from lightning_modules.tasks import get_task
 from lightning_modules.weights import load_masked_lm
 
 

@@ -8,19 +8,18 @@ from typing import Any, Literal, TypedDict
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import SumMetric
 
+from contracts.catalogue import TaskSpec, get_task
+from contracts.ranges import FRACTION, NON_NEGATIVE, POSITIVE, check_fields, ranged
 from lightning_modules.checkpoints import lineage, load_init_checkpoint
 from lightning_modules.core import EncoderCore
-from lightning_modules.families import build_head, build_metrics
+from lightning_modules.families import build_head, build_metrics, family_model
 from lightning_modules.heads import HeadOutput, load_lm_head
 from lightning_modules.metrics import BuccF1
 from lightning_modules.reports import label_name
-from lightning_modules.settings import check_model_groups, check_warmup
-from lightning_modules.tasks import get_task
 from lightning_modules.weights import warn_if_lr_too_high
 
 EvalStage = Literal["val", "test"]
@@ -42,11 +41,11 @@ class TaskInfo(TypedDict, total=False):
 class Optimizer:
     """AdamW (fused on CUDA); weight decay is not applied to biases and norms."""
 
-    lr: float = 2e-5
+    lr: float = ranged(2e-5, POSITIVE)
     """Peak learning rate of the core."""
-    head_lr: float | None = None
+    head_lr: float | None = ranged(None, POSITIVE)
     """Peak learning rate of the heads (default: lr)."""
-    weight_decay: float = 0.01
+    weight_decay: float = ranged(0.01, NON_NEGATIVE)
     """AdamW weight decay."""
 
 
@@ -54,9 +53,9 @@ class Optimizer:
 class Schedule:
     """Linear warm-up, then linear decay to 0 at ``trainer.max_steps``; give at most one of the two lengths."""
 
-    warmup_steps: int | None = None
+    warmup_steps: int | None = ranged(None, NON_NEGATIVE)
     """Warm-up length in optimizer steps."""
-    warmup_fraction: float | None = None
+    warmup_fraction: float | None = ranged(None, FRACTION)
     """Warm-up length as a fraction of max_steps (default 0.1 when neither is given)."""
 
     def warmup(self, max_steps: int) -> int:
@@ -73,6 +72,16 @@ class Schedule:
             raise ValueError(f"model.schedule.warmup_fraction={fraction} must be in [0, 1]; for steps use warmup_steps")
         return int(fraction * max_steps)
 
+    def check_fits(self, max_steps: int) -> None:
+        """The warm-up must end before the run does (``max_steps`` ≤ 0: not known yet, not checked); raises when
+        both lengths are given."""
+        warmup = self.warmup(max(max_steps, 0))
+        if max_steps > 0 and warmup >= max_steps:
+            raise ValueError(
+                f"model.schedule: the warm-up ({warmup} steps) must be shorter than trainer.max_steps={max_steps}; "
+                "give fewer warmup_steps or a warmup_fraction < 1"
+            )
+
 
 @dataclass
 class Freezing:
@@ -82,7 +91,7 @@ class Freezing:
     """Freeze the vision tower."""
     text_embeddings: bool = False
     """Freeze the text embeddings."""
-    text_layers: int = 0
+    text_layers: int = ranged(0, NON_NEGATIVE)
     """Freeze the first k text transformer layers."""
 
 
@@ -137,6 +146,11 @@ class CoreConfig:
         )  # fmt: skip
 
 
+def _dual(spec: TaskSpec) -> bool:
+    """The task's family encodes images and texts apart (retrieval): no fusion path."""
+    return family_model(spec.family).dual_encoder
+
+
 def _plain(value: Any, kind: type) -> dict[str, Any]:
     """A group as a plain dict: checkpoints load with ``weights_only=True``, which refuses dataclasses."""
     if value is None:
@@ -180,11 +194,12 @@ class TransferModule(pl.LightningModule):
         core, optimizer, schedule = _plain(core, CoreConfig), _plain(optimizer, Optimizer), _plain(schedule, Schedule)
         freezing = _plain(freezing, Freezing)
         self.save_hyperparameters()
-        check_model_groups({"optimizer": optimizer, "schedule": schedule, "freezing": freezing})
         self.core_config, self.optimizer_config = CoreConfig(**core), Optimizer(**optimizer)
         self.schedule, self.freezing = Schedule(**schedule), Freezing(**freezing)
+        for group in ("optimizer_config", "schedule", "freezing"):  # each field's range (contracts.ranges.ranged)
+            check_fields(getattr(self, group), f"model.{group.removesuffix('_config')}.")
         # both lengths given, or a warm-up as long as the run: fail at construction, not at fit
-        check_warmup(self.schedule.warmup(max(max_steps, 0)), max_steps)
+        self.schedule.check_fits(max_steps)
         if not tasks:
             raise ValueError("model.tasks is empty: it is linked from data.tasks; configure data.tasks")
         self.core = self.core_config.build()
@@ -202,7 +217,7 @@ class TransferModule(pl.LightningModule):
             if spec.head not in self.heads:
                 # a pretrained text model's LM head where its checkpoint has one (else fresh: one line says so)
                 lm_head = None
-                if spec.family == "mlm" and self.core.sources.text_pretrained:
+                if family_model(spec.family).lm_head and self.core.sources.text_pretrained:
                     lm_head = load_lm_head(core.text_model)
                 self.heads[spec.head] = build_head(
                     spec.family, self.core.hidden_size, label_names=tasks[name]["labels"],
@@ -234,13 +249,13 @@ class TransferModule(pl.LightningModule):
                 p.requires_grad_(False)
         if hasattr(self.core, "fuser"):  # only joint image + text encoding runs it: not text, not retrieval
             specs = [self.specs[t] for t in self.train_tasks]
-            self.core.fuser.requires_grad_(any(s.modality != "text" and s.family != "retrieval" for s in specs))
+            self.core.fuser.requires_grad_(any(s.modality != "text" and not _dual(s) for s in specs))
         if self.core.own_embeddings:  # the towers' own pooling/projections vs the fusion path: train what runs
             specs = [self.specs[t] for t in self.train_tasks]
-            if not any(s.family == "retrieval" for s in specs):  # only freezes: freeze_vision etc. still hold
+            if not any(_dual(s) for s in specs):  # only freezes: freeze_vision etc. still hold
                 for module in self.core.embedding_heads():
                     module.requires_grad_(False)
-            joint = any(s.modality != "text" and s.family != "retrieval" for s in specs)  # fusion path runs
+            joint = any(s.modality != "text" and not _dual(s) for s in specs)  # fusion path runs
             if self.core.vision is not None and not joint:
                 for p in [*self.core.image_proj.parameters(), self.core.image_type]:
                     p.requires_grad_(False)
@@ -255,16 +270,20 @@ class TransferModule(pl.LightningModule):
         modalities = {self.specs[t].modality for t in self.train_tasks}
         return len(heads) <= 1 and len(modalities) <= 1
 
+    def ddp_options(self, accumulate_grad_batches: int = 1) -> dict[str, bool]:
+        """``DistributedDataParallel`` options for this module's training tasks, given to the DDP strategy's
+        constructor (``lightning_modules.ddp.register_ddp_strategies``; ``train.py`` does it for every run)."""
+        # Multi-task steps leave other heads (and, on text-only steps, the vision tower) without gradients; only
+        # then pay for DDP's unused-parameter search. Same graph every step: DDP keeps the first step's bucket
+        # order (not with no_sync accumulation). Gradients live in the all-reduce buckets: no copy.
+        every = self.every_step_uses_every_parameter()
+        return {
+            "find_unused_parameters": not every,
+            "gradient_as_bucket_view": True,
+            "static_graph": every and accumulate_grad_batches == 1,
+        }
+
     def setup(self, stage: str) -> None:
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy):
-            # Multi-task steps leave other heads (and, on text-only steps, the vision tower) without
-            # gradients; only then pay for DDP's unused-parameter search.
-            every = self.every_step_uses_every_parameter()
-            strategy._ddp_kwargs.setdefault("find_unused_parameters", not every)
-            strategy._ddp_kwargs.setdefault("gradient_as_bucket_view", True)  # grads live in the buckets: no copy
-            # Same graph every step: DDP keeps the first step's bucket order (not with no_sync accumulation).
-            strategy._ddp_kwargs.setdefault("static_graph", every and self.trainer.accumulate_grad_batches == 1)
         if self.hparams.init_from and not self._lineage:  # a resume (ckpt_path) overwrites these weights later
             self._lineage = self.load_init(self.hparams.init_from, self.hparams.init_scope)
         self.create_metrics()

@@ -16,6 +16,9 @@ naming the key, the file and the counts. ``check_checkpoint_file`` refuses a tru
 
 Also here: the learning-rate check for pretrained cores and the quiet load of a masked-LM checkpoint whose
 LM head may be missing (embedding models such as all-MiniLM-L6-v2 or multilingual-e5).
+
+~500 lines: many short functions, each one check of one weight source with its own message (hub, local
+directory, safetensors, timm file, Lightning checkpoint); they share the source descriptions and the report.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ separators, unique within a directory) with members:
 
 - ``json``: the task fields, always ``task`` (catalogue name), ``lang``, ``id`` (the dataset's own id,
   type preserved: xFlickr&CO keeps Flickr ids as strings and COCO ids as ints), plus per family
-  (``lightning_modules.tasks``):
+  (``contracts.catalogue``):
 
   ================== ==========================================================================
   classification     ``text``, ``text_pair`` (str or null), ``label`` (int; -1 = unlabelled,

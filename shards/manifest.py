@@ -12,12 +12,11 @@ streams its shards from object storage:
 ``manifest.json`` is read through the same mechanism, and :func:`select_shards` returns URL strings that
 :func:`open_shard` opens. :func:`tar_samples` is the project's one tar reader (the training and evaluation
 pipelines, ``shards verify``/``inspect``, preflight and the benchmarks all read shards through it), and
-:func:`sha256_file` its one file hash (manifests, verify, checkpoint lineage).
+``contracts.files.sha256_file`` its one file hash (manifests, verify, checkpoint lineage).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tarfile
@@ -80,15 +79,6 @@ def _read_text(location: str | Path) -> str:
     if not data:  # a pipe whose command wrote nothing
         raise FileNotFoundError(f"{location} (empty)")
     return data.decode("utf-8")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in ``chunk``-byte blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def safe_member(name: str) -> bool:

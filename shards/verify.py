@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shards.manifest import TarReadError, load_manifest, sha256_file, tar_samples
+from contracts.files import sha256_file
+from shards.manifest import TarReadError, load_manifest, tar_samples
 
 
 def count_samples(path: str | Path) -> int:

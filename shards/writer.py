@@ -27,7 +27,7 @@ import webdataset as wds
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from shards.manifest import sha256_file
+from contracts.files import sha256_file
 
 WRITER_VERSION = 1
 JPEG_QUALITY = 90

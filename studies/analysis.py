@@ -27,10 +27,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# the paired bootstrap of the significance table (issue 24 moves it into studies/: repoint this one line)
-from lightning_modules.significance import ENGLISH, _outcomes, _primary, _test
 from studies import diagnostics, languages, measures
 from studies.plan import Run, plan, resolved
+
+# the paired bootstrap of the significance table (issue 24 moves it into studies/: repoint this one line)
+from studies.significance import ENGLISH, _test, primary_of, run_outcomes
 from studies.spec import Study
 
 MIN_POINTS = 5
@@ -47,7 +48,7 @@ def language_deltas(study: Study, results: Sequence[Mapping[str, Any]]) -> list[
     loaded: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     for res in results:
         if res["target"] in study.targets:
-            outcomes = _outcomes(res)
+            outcomes = run_outcomes(res)
             if outcomes:
                 loaded[(res["condition"], res["target"])][res["seed"]] = outcomes
     controls = {n: c.control for n, c in study.conditions.items() if c.control}
@@ -62,7 +63,7 @@ def language_deltas(study: Study, results: Sequence[Mapping[str, Any]]) -> list[
             sample = by_seed[seeds[0]]
             tested = sorted({t for t, _ in sample})
             task = spec.task if spec.task in tested else tested[0]
-            metric = _primary(task)
+            metric = primary_of(task)
             formula = next((e["formulas"].get(metric) for (t, _), e in sample.items() if t == task), None)
             if formula is None:
                 continue

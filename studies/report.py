@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_modules import budgets, reports, significance
+from studies import budgets, significance
 from studies.plan import Run, plan
+from studies.power import power_estimate
 from studies.runs import diverged_at, finished
 from studies.spec import Study
+from studies.table import attach_significance, study_table, write_study_report
 
 
 def column(run: Run) -> str:
@@ -94,7 +96,7 @@ def study_rows(study: Study, results: dict[str, list[dict]]) -> list[dict]:
     overlaps = {c: [col for t in targets for col in _columns(study, t)] for c, targets in study.overlaps().items()}
     table = []
     for split, entries in results.items():
-        rows = reports.study_table(entries, baseline=study.baseline, overlaps=overlaps, split=split)
+        rows = study_table(entries, baseline=study.baseline, overlaps=overlaps, split=split)
         table += [dict(r, protocol=_protocol(r["target"])) for r in rows]
     return table
 
@@ -156,7 +158,7 @@ def power(study: Study, results: Sequence[dict]) -> list[dict]:
     """Seeds the grid needs per target, from the baseline's finished runs (empty before any has run)."""
     comparisons = (len(study.conditions) - 1) * len(study.targets) * len(significance.TESTED_AGGREGATES)
     zero_shot = [r for r in results if r["target"] in study.targets]
-    return significance.power_estimate(zero_shot, study.baseline, comparisons=comparisons,
+    return power_estimate(zero_shot, study.baseline, comparisons=comparisons,
                                        effects=study.significance.effects)  # fmt: skip
 
 
@@ -168,7 +170,7 @@ def write_report(study: Study) -> dict[str, Path]:
     table = study_rows(study, results)
     controls = {n: c.control for n, c in study.conditions.items() if c.control}
     tests = significance_tests(study, results.get("test", []), controls)
-    table = reports.attach_significance(table, tests)
+    table = attach_significance(table, tests)
     meta = {
         "seeds": list(study.seeds),
         "conditions": {n: {"configs": c.configs, "tasks": c.tasks, "control": c.control, **c.meta}
@@ -187,7 +189,7 @@ def write_report(study: Study) -> dict[str, Path]:
         "protocol_breaks": protocol_breaks(study),
         "missing": missing,
     }  # fmt: skip
-    paths = reports.write_study_report(study.out_dir, table, name=study.name, baseline=study.baseline, meta=meta)
+    paths = write_study_report(study.out_dir, table, name=study.name, baseline=study.baseline, meta=meta)
     extra = protocols_markdown(study, table)
     if extra:
         with paths["md"].open("a") as f:

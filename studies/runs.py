@@ -24,7 +24,7 @@ from studies.plan import Run, run_args, run_env, train_command
 from studies.spec import Study, StudyError
 
 LOCK_NAME = "run.lock"
-TIME_FILE = "study_time.json"  # lightning_modules.budgets reads it (not imported here: keep the runner light)
+TIME_FILE = "study_time.json"  # studies.budgets reads it (not imported here: keep the runner light)
 EPOCH_PREFIX = "epoch "  # lightning_modules.progress.EpochLine's lines (not imported: it would load Lightning)
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from jsonargparse import ArgumentParser
 
-from lightning_modules import reports
-from lightning_modules.tasks import get_task
+from contracts.catalogue import get_task
+from studies.table import find_overlaps
 
 Keep = Literal["best", "last", "none"]
 PHASES = ("start", "intermediate", "target", "translate_test", "few_shot")
@@ -193,7 +193,7 @@ class Study:
     """Per phase (``start``, ``intermediate``, ``target``, ``translate_test``, ``few_shot``) or ``default``."""
     retention: Retention = field(default_factory=Retention)
     significance: Significance = field(default_factory=lambda: Significance())
-    """Paired-bootstrap settings of the report (``lightning_modules/significance.py``)."""
+    """Paired-bootstrap settings of the report (``studies/significance.py``)."""
     budget: Budget = field(default_factory=lambda: Budget())
     """Equal budgets for every intermediate phase."""
     analysis: Analysis = field(default_factory=lambda: Analysis())
@@ -228,9 +228,9 @@ class Study:
         return list(dict.fromkeys([*self.base, *(c for e in entries for c in e.configs)]))
 
     def overlaps(self) -> dict[str, list[str]]:
-        """Condition -> targets whose training data its intermediate data overlaps (``reports.find_overlaps``)."""
+        """Condition -> targets whose training data its intermediate data overlaps (``studies.table.find_overlaps``)."""
         targets = {name: [t.task, *(t.train_tasks or [])] for name, t in self.targets.items()}
-        return reports.find_overlaps({name: c.tasks for name, c in self.conditions.items()}, targets)
+        return find_overlaps({name: c.tasks for name, c in self.conditions.items()}, targets)
 
 
 def _parser() -> ArgumentParser:

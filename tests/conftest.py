@@ -62,7 +62,7 @@ def task_records(task: str, split: str, lang: str, n: int, start: int = 0) -> li
 
 def write_task_shards(out: Path, task: str, sizes: dict[tuple[str, str], int], max_per_shard: int = 4) -> dict:
     """Shards of ``task`` with ``sizes[(split, lang)]`` samples each, ``max_per_shard`` per tar; the manifest."""
-    from lightning_modules.tasks import NLI_LABELS
+    from contracts.catalogue import NLI_LABELS
     from shards.writer import build_shards
 
     records = [r for (split, lang), n in sizes.items() for r in task_records(task, split, lang, n)]

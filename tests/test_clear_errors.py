@@ -1,6 +1,6 @@
 """Errors a user causes end in a few lines naming the path, the key and the fix, not a traceback (``train.main``):
 range errors, truncated checkpoints, a read-only run folder, a full disk, no W&B login; ``--optimizer`` is refused;
-``MMSTILTS_DEBUG=1`` shows the traceback. Result files are written whole or not at all (``lightning_modules.atomic``).
+``MMSTILTS_DEBUG=1`` shows the traceback. Result files are written whole or not at all (``contracts.files``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from conftest import run_process_group, subprocess_env
 
 import train
-from lightning_modules.atomic import atomic_open, atomic_write_text
+from contracts.files import atomic_open, atomic_write_text
 from lightning_modules.weights import CheckpointFileError, check_checkpoint_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def test_no_wandb_login_says_how_to_log(demo_cwd: Path, tmp_path: Path) -> None:
 def test_atomic_write_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "outcomes.jsonl"
     atomic_write_text(target, "old\n")
-    script = ("import os, sys; from lightning_modules.atomic import atomic_open\nwith atomic_open(sys.argv[1]) as f:\n"
+    script = ("import os, sys; from contracts.files import atomic_open\nwith atomic_open(sys.argv[1]) as f:\n"
               "    f.write('new\\n' * 1000); f.flush(); os._exit(9)\n")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", script, str(target)], env=subprocess_env(), timeout=60)
     assert proc.returncode == 9
@@ -196,7 +196,7 @@ def test_atomic_write_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> No
 
 def test_test_run_dying_mid_outcomes_leaves_no_results_json(demo_cwd: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from lightning_modules.metrics import outcomes
+    from contracts import outcomes
 
     lines = outcomes.outcome_lines
 

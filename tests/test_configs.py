@@ -14,9 +14,9 @@ import yaml
 
 import study
 import train
+from contracts.catalogue import get_task
 from datamodules.datamodule import TransferDataModule
 from lightning_modules.module import TransferModule
-from lightning_modules.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -14,7 +14,7 @@ import make_iglue_fixtures  # tests/ is on sys.path (pytest rootdir-less test mo
 import pytest
 from PIL import Image
 
-from lightning_modules.tasks import NLI_LABELS
+from contracts.catalogue import NLI_LABELS
 from shards.__main__ import main as shards_main
 from shards.converters import CONVERTERS
 from shards.converters.iglue import marvl_name, ve_name, ve_split, wit_name, xgqa_name

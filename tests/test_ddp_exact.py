@@ -53,10 +53,12 @@ def make_model(args: dict[str, Any], dm: Any) -> Any:
                           evaluation=dm.evaluation, max_steps=MAX_STEPS, optimizer={"lr": 1e-3})  # fmt: skip
 
 
-def trainer(devices: int, callbacks: list, root: str) -> Any:
+def trainer(devices: int, callbacks: list, root: str, model: Any = None) -> Any:
     import lightning.pytorch as pl
+    from lightning.pytorch.strategies import DDPStrategy
 
-    return pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+    strategy = DDPStrategy(**model.ddp_options()) if devices > 1 else "auto"
+    return pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy,
                       max_steps=MAX_STEPS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=root, callbacks=callbacks)  # fmt: skip
 
@@ -81,7 +83,7 @@ def run_ddp(args: dict[str, Any]) -> None:
     record = Record()
     dm = make_datamodule(args)
     model = make_model(args, dm)
-    tr = trainer(2, [record], args["out"])
+    tr = trainer(2, [record], args["out"], model)
     tr.fit(model, datamodule=dm)
     tr.test(model, datamodule=dm, verbose=False)
     names = [f"{task}/{lang}" for task, lang in dm.eval_names("test")]

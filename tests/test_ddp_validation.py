@@ -63,7 +63,6 @@ def run_script(mode: str, args: dict[str, Any]) -> None:
 
     from lightning_modules.ddp import register_ddp_strategies
 
-    register_ddp_strategies(timeout_s=args.get("timeout_s", 300))
     out = Path(args["out"])
 
     class Record(pl.Callback):
@@ -78,6 +77,7 @@ def run_script(mode: str, args: dict[str, Any]) -> None:
 
     dm = make_datamodule(args)
     model = make_model(args, dm)
+    register_ddp_strategies(timeout_s=args.get("timeout_s", 300), **model.ddp_options())
     trainer = make_trainer(2, [Record()], str(out))
     trainer.fit(model, datamodule=dm)
     if trainer.global_rank == 0:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from lightning_modules.tasks import DEMO_LANGS, NLI_LABELS, TASKS
+from contracts.catalogue import DEMO_LANGS, NLI_LABELS, TASKS
 from shards.__main__ import main as shards_main
 from shards.demo import DEMO_TASKS, build_demo
 from shards.demo.lexicon import COLOURS, SHAPES, WORDS, render
@@ -176,7 +176,7 @@ def test_scores_by_kind_reads_a_runs_outcomes(tmp_path: Path, capsys: pytest.Cap
     from shards.demo.rules import main, scores_by_kind
 
     items = DEMO_TASKS["demo_vqa"].make_items(random.Random("0/demo_vqa/test"), 24, "test")
-    lines = [{"task": "demo_vqa", "lang": "en", "key": f"test-en-{i:06d}", "total": 1.0,
+    lines = [{"task": "demo_vqa", "lang": "en", "key": f"test-en-{i:06d}", "key_hash": i, "total": 1.0,
               "score": float(item["question"][0] == "q_count")} for i, item in enumerate(items)]  # fmt: skip
     path = tmp_path / "outcomes.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contracts.catalogue import get_task
+from contracts.outcomes import read_outcomes
 from datamodules.mixing import TaskSampler
-from lightning_modules.metrics.outcomes import read_outcomes
-from lightning_modules.stats import reaggregate
-from lightning_modules.tasks import get_task
+from studies.stats import reaggregate
 from train import cli_main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -1,4 +1,5 @@
-"""The data -> model boundary, read from the source: data code imports no model code, and no import cycle."""
+"""Package boundaries, read from the source: the shared contracts are a leaf, data code imports no model code, and
+there is no import cycle."""
 
 from __future__ import annotations
 
@@ -6,10 +7,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("datamodules", "lightning_modules", "shards", "benchmarks", "studies")
-# What data code may import from lightning_modules/: the catalogue (tasks.py). The data half of each family
-# lives in datamodules/collate.py itself (FAMILY_DATA), so no family home is needed here.
-DATA_MAY_IMPORT = {"lightning_modules.tasks", "lightning_modules.settings"}  # settings: range checks, no model code
+PACKAGES = ("contracts", "datamodules", "lightning_modules", "shards", "benchmarks", "studies")
+LEAF = "contracts"  # what data, model and study share: the catalogue, the sample schema, ranges, outcomes, files
 
 
 def module_name(path: Path) -> str:
@@ -43,11 +42,27 @@ def graph() -> dict[str, set[str]]:
 
 def test_data_code_imports_no_model_code() -> None:
     wrong = {
-        name: sorted(d for d in deps if d.startswith("lightning_modules") and d not in DATA_MAY_IMPORT)
+        name: sorted(d for d in deps if d.split(".")[0] == "lightning_modules")
         for name, deps in graph().items()
         if name.split(".")[0] in ("datamodules", "shards")
     }
     assert not {k: v for k, v in wrong.items() if v}, wrong
+
+
+def test_the_contracts_import_nothing_of_the_project() -> None:
+    wrong = {
+        name: sorted(d for d in deps if d.split(".")[0] != LEAF)
+        for name, deps in graph().items()
+        if name.split(".")[0] == LEAF
+    }
+    assert wrong and not {k: v for k, v in wrong.items() if v}, wrong
+
+
+def test_the_families_agree_between_catalogue_and_schema() -> None:
+    from contracts.catalogue import FAMILIES
+    from contracts.fields import FAMILY_FIELDS
+
+    assert set(FAMILY_FIELDS) == set(FAMILIES)
 
 
 def test_no_import_cycle() -> None:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TESTS, free_port, run_process_group, subprocess_env
 
+from contracts.catalogue import TASKS
 from lightning_modules.families import build_metrics
 from lightning_modules.metrics import (
     Accuracy,
@@ -25,7 +26,6 @@ from lightning_modules.metrics import (
     vqa_official_score,
     vqa_soft_score,
 )
-from lightning_modules.tasks import TASKS
 
 
 def _values(out: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TESTS, free_port, run_process_group, subprocess_env
 
+from contracts.outcomes import read_outcomes, write_outcomes
 from lightning_modules.metrics import (
     Accuracy,
     BuccF1,
@@ -20,8 +21,7 @@ from lightning_modules.metrics import (
     TatoebaAccuracy,
     VQAAccuracy,
 )
-from lightning_modules.metrics.outcomes import read_outcomes, write_outcomes
-from lightning_modules.stats import reaggregate
+from studies.stats import reaggregate
 
 
 def _check(metric, expected_rows: int) -> dict[str, list]:

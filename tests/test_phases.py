@@ -16,9 +16,9 @@ from lightning.pytorch.callbacks import Callback
 from transformers import AltCLIPConfig, BertConfig, Siglip2Config, SiglipConfig, XLMRobertaConfig
 
 import train
+from contracts.catalogue import NLI_LABELS
 from lightning_modules.checkpoints import load_init_checkpoint, read_checkpoint, sha256_file
 from lightning_modules.module import CoreConfig, Freezing, TransferModule
-from lightning_modules.tasks import NLI_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

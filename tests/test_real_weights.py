@@ -21,11 +21,11 @@ from huggingface_hub import constants as hf_constants
 from transformers import BertConfig, BertModel
 
 import train
+from contracts.catalogue import NLI_LABELS
 from lightning_modules import weights
 from lightning_modules.checkpoints import load_init_checkpoint
 from lightning_modules.core import EncoderCore, build_vision_encoder, vision_data_config, vision_token_count
 from lightning_modules.module import CoreConfig, TransferModule
-from lightning_modules.tasks import NLI_LABELS
 from lightning_modules.weights import WeightSourceError, WeightSources, weight_source_problems
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lightning_modules import reports
+from studies.table import find_overlaps, study_table, write_study_report
 
 # Fixed scores: English 80, then 60 / 63 / 57 -> IGLUE mean 60, XTREME macro 65, gap 20.
 SCORES = {"en": 80.0, "de": 60.0, "es": 63.0, "ru": 57.0}
@@ -79,7 +80,7 @@ def _results() -> list[dict]:
 
 
 def test_study_table_means_stds_deltas() -> None:
-    table = reports.study_table(_results(), baseline="none", overlaps={"mm": ["demo_ve"]})
+    table = study_table(_results(), baseline="none", overlaps={"mm": ["demo_ve"]})
     cell = {(r["condition"], r["lang"]): r for r in table}
     assert cell[("none", "avg_xling")]["mean"] == pytest.approx(61.0)
     assert cell[("none", "avg_xling")]["std"] == pytest.approx(1.0)
@@ -97,7 +98,7 @@ def test_study_table_means_stds_deltas() -> None:
 
 def test_study_table_without_baseline_has_no_delta() -> None:
     results = [r for r in _results() if r["condition"] == "mm"]
-    assert all(r["delta"] is None for r in reports.study_table(results, baseline="none"))
+    assert all(r["delta"] is None for r in study_table(results, baseline="none"))
 
 
 def test_find_overlaps() -> None:
@@ -105,7 +106,7 @@ def test_find_overlaps() -> None:
                   "mix": ["vqav2", "gqa"], "same": ["demo_ve"]}  # fmt: skip
     targets = {"xvnli": ["xvnli", "snli_ve"], "xnli": ["xnli", "mnli"], "xquad": ["xquad", "squad_v1"],
                "xgqa": ["xgqa", "gqa"], "demo_ve": ["demo_ve"]}  # fmt: skip
-    assert reports.find_overlaps(conditions, targets) == {
+    assert find_overlaps(conditions, targets) == {
         "snli_ve": ["xvnli"], "mnli": ["xnli"], "squad": ["xquad"], "mix": ["xgqa"], "same": ["demo_ve"],
     }  # fmt: skip
 
@@ -176,8 +177,8 @@ def test_write_study_report(tmp_path: Path) -> None:
          + _rows({"en": 30.0, "de": 20.0}, task="demo_retrieval", metric="ir_r1")}
         for c, d in (("none", 0.0), ("mm", -1.0))
     ]  # fmt: skip
-    table = reports.study_table(results, baseline="none", overlaps={"mm": ["demo_ve"]})
-    paths = reports.write_study_report(tmp_path, table, name="t", meta={"missing": ["x/seed0/demo_ve"]})
+    table = study_table(results, baseline="none", overlaps={"mm": ["demo_ve"]})
+    paths = write_study_report(tmp_path, table, name="t", meta={"missing": ["x/seed0/demo_ve"]})
     assert {p.name for p in paths.values()} == {"study.json", "study.csv", "study.md", "study_heatmap.png"}
     data = json.loads(paths["json"].read_text())
     assert data["name"] == "t" and data["missing"] == ["x/seed0/demo_ve"] and len(data["rows"]) == len(table)
@@ -192,5 +193,5 @@ def test_write_study_report(tmp_path: Path) -> None:
 
 
 def test_study_report_empty(tmp_path: Path) -> None:
-    paths = reports.write_study_report(tmp_path, [], name="empty")
+    paths = write_study_report(tmp_path, [], name="empty")
     assert json.loads(paths["json"].read_text())["rows"] == [] and paths["png"].is_file()

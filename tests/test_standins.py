@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_modules.tasks import get_task
+from contracts.catalogue import get_task
 from shards.__main__ import main as shards_main
 from shards.inspect import iter_json
 from shards.manifest import load_manifest

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightning_modules.stats import (
+from studies.power import seeds_needed
+from studies.stats import (
     benjamini_hochberg,
     components,
     holm,
     paired_bootstrap,
     reaggregate,
     resample_indices,
-    seeds_needed,
 )
 
 RATIO = ("ratio", "correct", "total")

@@ -214,7 +214,7 @@ def test_docs_quote_the_dry_run() -> None:
 def test_translate_test_runs_keep_the_study_job_type(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from jsonargparse import Namespace
 
-    from lightning_modules.run_setup import eval_wandb_run
+    from lightning_modules.config_adjustments import eval_wandb_run
 
     monkeypatch.setenv("WANDB_JOB_TYPE", "translate_test")
     logger = Namespace(class_path="lightning.pytorch.loggers.WandbLogger", init_args=Namespace(name="x", id=None))
@@ -320,7 +320,7 @@ def test_inspect_label_counts_are_whole_or_say_they_are_sampled(tmp_path: Path) 
 
 def test_budget_device_is_what_the_run_ran_on(tmp_path: Path) -> None:
     """`trainer.accelerator: auto` on a CPU machine was labelled GPU in the study's budgets table."""
-    from lightning_modules.budgets import CONFIG_FILE, run_budget
+    from studies.budgets import CONFIG_FILE, run_budget
 
     (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump({"trainer": {"accelerator": "auto", "max_steps": 4}}))
     assert run_budget(tmp_path)["device"] == "device"  # nothing recorded: not guessed
@@ -331,7 +331,7 @@ def test_budget_device_is_what_the_run_ran_on(tmp_path: Path) -> None:
 
 
 def test_significance_on_one_seed_says_it_covers_item_noise_only() -> None:
-    from lightning_modules.reports import _significance_sections
+    from studies.table import _significance_sections
 
     test = {"condition": "nli", "target": "xvnli", "metric": "acc", "lang": "avg_xling", "delta": 1.0, "low": 0.5,
             "high": 1.5, "p": 0.01, "p_adj": 0.02, "significant": True, "n_seeds": 1, "n_items": 100,
@@ -366,7 +366,7 @@ def test_dry_run_into_a_closed_pipe_is_no_error() -> None:
 
 def test_study_headline_states_the_selection_the_runs_recorded() -> None:
     """A study whose target runs ran no validation still claimed "checkpoint selected on English dev data only"."""
-    from lightning_modules.reports import SELECTION_NOTE, selection_headline
+    from studies.table import SELECTION_NOTE, selection_headline
 
     none = selection_headline({"xvnli": {"": 3}})
     assert "xvnli: no checkpoint selected in 3 of 3 run(s)" in none and SELECTION_NOTE not in none

@@ -22,12 +22,12 @@ from torch import nn
 from torchmetrics import SumMetric
 from transformers import AutoTokenizer, ViTConfig, XLMRobertaConfig, XLMRobertaForMaskedLM
 
+from contracts.catalogue import TASKS, TaskSpec, get_task
 from datamodules.collate import Collator
 from lightning_modules.core import load_vision_spec, vision_data_config
 from lightning_modules.families import build_metrics
 from lightning_modules.heads import HeadOutput, load_lm_head
 from lightning_modules.module import CoreConfig, TransferModule
-from lightning_modules.tasks import TASKS, TaskSpec, get_task
 
 # Pairwise-distinct sizes, so a transposed or swapped axis fails: 5 samples per batch, 3 NLI labels, 4 choices,
 # 7 VQA answers, hidden 64, vision width 48, image 80 px, at most 56 tokens (lengths vary per batch).

@@ -1,7 +1,7 @@
 """Every metric of the study as a ``torchmetrics.Metric``, so that DDP ranks sync their states exactly.
 
 Each metric's ``compute()`` returns a flat dict ``{name: 0-dim tensor}`` whose names are the catalogue's
-metric names (``lightning_modules.tasks``); ``lightning_modules.families.build_metrics`` returns one such
+metric names (``contracts.catalogue``); ``lightning_modules.families.build_metrics`` returns one such
 object per (task, language).
 All scores are **percentages (0-100)**, as IGLUE and XTREME report them; BUCC's ``bucc_threshold`` is a raw
 margin score. A metric that saw no sample returns NaN rather than a made-up 0.

@@ -2,7 +2,7 @@
 
 Every metric class keeps, next to its sums, one row per test item (``OutcomeStates``): the item's key (a
 stable 64-bit hash, plus the string where this rank saw it) and a few numbers whose sums over items give
-the metric back through the formulas of ``lightning_modules.stats`` (``outcome_formulas()``):
+the metric back through the formulas of ``studies.stats`` (``outcome_formulas()``):
 
 ============================  ==========================================  =====================================
 family                        one row per                                 columns
@@ -19,25 +19,20 @@ BUCC                          source sentence                             ``tp``
 ============================  ==========================================  =====================================
 
 The rows are list states synced across DDP ranks by the same ``gather_ragged`` as the metric's own, so
-after a sync every item counts exactly once. ``write_outcomes`` writes them to ``outcomes.jsonl`` next to
-``results.json``: one JSON line per item ``{"task", "lang", "key", "key_hash", ...columns}``, then one line
-per (task, language) with ``"formulas"`` (the metric name -> formula map), so the file explains itself.
+after a sync every item counts exactly once. ``contracts.outcomes.write_outcomes`` writes them to
+``outcomes.jsonl`` next to ``results.json`` (the file's format is described there).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lightning_modules.atomic import atomic_open
 from lightning_modules.metrics.sync import cat_state, hash_ids
-from lightning_modules.stats import OUTCOMES_FILE, read_outcomes  # noqa: F401  (re-exported: the file's reader)
 
 
 @contextlib.contextmanager
@@ -84,7 +79,7 @@ class OutcomeStates:
         self._key_names = {}
 
     def outcome_formulas(self) -> dict[str, tuple]:
-        """Metric name -> formula over the outcome columns (``lightning_modules.stats``)."""
+        """Metric name -> formula over the outcome columns (``studies.stats``)."""
         raise NotImplementedError
 
     def outcomes(self) -> dict[str, list] | None:
@@ -101,29 +96,3 @@ class OutcomeStates:
         for col in self.outcome_columns:
             out[col] = cat_state(getattr(self, f"out_{col}"), empty).tolist()
         return out
-
-
-def outcome_lines(task: str, lang: str, outcomes: Mapping[str, list], formulas: Mapping[str, tuple]) -> list[dict]:
-    """The JSON lines of one (task, language): one per item, then its formulas line."""
-    columns = [c for c in outcomes if c not in ("key", "key_hash")]
-    lines = [
-        {"task": task, "lang": lang, "key": outcomes["key"][i], "key_hash": outcomes["key_hash"][i],
-         **{c: outcomes[c][i] for c in columns}}
-        for i in range(len(outcomes["key_hash"]))
-    ]  # fmt: skip
-    lines.append({"task": task, "lang": lang, "formulas": {k: list(v) for k, v in formulas.items()}})
-    return lines
-
-
-def write_outcomes(run_dir: str | Path, per_set: Iterable[tuple[str, str, Mapping[str, list], Mapping[str, tuple]]],
-                   extra: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
-    """Write ``outcomes.jsonl`` into ``run_dir`` from ``(task, lang, outcomes, formulas)`` per test set.
-
-    ``extra`` (e.g. the run's seed and controls) is added to every line.
-    """
-    path = Path(run_dir) / OUTCOMES_FILE
-    with atomic_open(path) as f:  # whole or not at all
-        for task, lang, outcomes, formulas in per_set:
-            for line in outcome_lines(task, lang, outcomes, formulas):
-                f.write(json.dumps({**line, **(extra or {})}) + "\n")
-    return path

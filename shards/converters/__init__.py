@@ -1,7 +1,7 @@
 """One converter per real dataset: ``CONVERTERS[name](src=, images=, out=, split=, lang=, workers=, allow_missing=,
 max_per_shard=, max_side=, fields=)`` reads the original files and writes shards + manifest (returned).
 
-Names are the catalogue's task names (``lightning_modules.tasks``) plus the generic ``jsonl`` and ``hf_disk``.
+Names are the catalogue's task names (``contracts.catalogue``) plus the generic ``jsonl`` and ``hf_disk``.
 Where each dataset comes from and the exact build command: ``docs/real_data.md``.
 """
 

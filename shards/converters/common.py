@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from lightning_modules.tasks import get_task
+from contracts.catalogue import get_task
 
 UNLABELLED = -1
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_-]+")

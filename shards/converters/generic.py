@@ -5,10 +5,11 @@ with ``save_to_disk``, mapped onto a catalogue task with ``--field`` options::
         --field task=xvnli --field text=hypothesis --field label=gold --field image={image_id}.jpg
 
 ``--field <sample field>=<source field>`` names the source column of each family field (``text``, ``label``,
-``texts``, ``choices``, ...; see ``shards/__init__.py``). Special keys: ``task`` (catalogue name, required),
-``id`` / ``lang`` / ``split`` (source columns; default: row number, ``--lang`` or en, ``--split`` or train),
-``image`` / ``image0`` + ``image1`` (a column holding a path below ``--images``, or a ``{column}`` template),
-``label_map`` (``src:index,src:index``; default: the catalogue's label names, case-insensitive, or integers).
+``texts``, ``choices``, ...: ``contracts/fields.py``; see ``shards/__init__.py``). Special keys: ``task`` (catalogue
+name, required), ``id`` / ``lang`` / ``split`` (source columns; default: row number, ``--lang`` or en,
+``--split`` or train), ``image`` / ``image0`` + ``image1`` (a column holding a path below ``--images``, or a
+``{column}`` template), ``label_map`` (``src:index,src:index``; default: the catalogue's label names,
+case-insensitive, or integers).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lightning_modules.tasks import get_task
+from contracts.catalogue import get_task
+from contracts.fields import family_fields
 
 from .common import (
     Conversion,
@@ -31,19 +33,6 @@ from .common import (
     record,
     task_entry,
 )
-
-FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
-    "classification": ("text", "text_pair", "label"),
-    "image_pair": ("text", "label"),
-    "vqa": ("text", "answer", "labels", "scores"),
-    "retrieval": ("texts", "image_id"),
-    "multiple_choice": ("text", "choices", "label"),
-    "span_qa": ("text", "context", "answers"),
-    "tagging": ("tokens", "tags"),
-    "mlm": ("text",),
-    "sentence_retrieval": ("text", "text_pair", "side", "gold"),
-}
-OPTIONAL = {"text_pair", "side", "gold"}
 
 
 def label_map_of(opts: Options, task: str) -> dict[str, int]:
@@ -88,9 +77,10 @@ def mapped_record(
 ) -> dict:
     """One record from one source row under the ``--field`` mapping; ``split`` is the source's (hf splits)."""
     fields = {}
-    for name in FAMILY_FIELDS[get_task(task).family]:
+    schema = family_fields(get_task(task).family)
+    for name in schema.all:
         column = opts.fields.get(name)
-        if column is None and name not in OPTIONAL:
+        if column is None and name not in schema.optional:
             raise ValueError(f"--field {name}=<source field> is required for {task} ({get_task(task).family}).")
         fields[name] = None if column is None else need(row, where, column)
     if "label" in fields and get_task(task).labels:

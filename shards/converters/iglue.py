@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from lightning_modules.tasks import MARVL_LANGS, XFLICKRCO_LANGS, XGQA_LANGS, XVNLI_LANGS
+from contracts.catalogue import MARVL_LANGS, XFLICKRCO_LANGS, XGQA_LANGS, XVNLI_LANGS
 
 from .common import (
     NLI_MAP,

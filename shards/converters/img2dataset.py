@@ -32,8 +32,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lightning_modules.tasks import get_task
-from shards.manifest import MANIFEST, TarReadError, load_manifest, select_shards, sha256_file, tar_samples
+from contracts.catalogue import get_task
+from contracts.fields import family_fields
+from contracts.files import sha256_file
+from shards.manifest import MANIFEST, TarReadError, load_manifest, select_shards, tar_samples
 
 FORMAT = "img2dataset"
 DEFAULT_TASK = "captions"
@@ -167,7 +169,7 @@ def index_img2dataset(
         raise ValueError("img2dataset: the start phase must not see xFlickr&CO test images. Pass --exclude with the "
                          "xFlickr&CO shard directory (python -m shards build xflickrco ...) or IGLUE's xFlickrCO "
                          f"annotation .jsonl files; --exclude {NO_CHECK} indexes without the check.")  # fmt: skip
-    if get_task(task).family != "retrieval":
+    if family_fields(get_task(task).family).required != ("texts", "image_id"):  # an image with its captions
         raise ValueError(f"--field task={task}: img2dataset captions feed a retrieval task (e.g. {DEFAULT_TASK})")
     src, out = Path(src), Path(out)
     tars = sorted(src.rglob("*.tar"))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_modules.tasks import PAWSX_LANGS
+from contracts.catalogue import PAWSX_LANGS
 
 from .common import (
     BINARY_MAP,

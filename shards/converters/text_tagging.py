@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from lightning_modules.tasks import PANX_LANGS
+from contracts.catalogue import PANX_LANGS
 
 from .common import (
     Conversion,

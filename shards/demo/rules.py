@@ -13,13 +13,13 @@ beats these by a wide margin must be reading the pictures.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Literal
 
-from lightning_modules.tasks import NLI_LABELS
+from contracts.catalogue import NLI_LABELS
+from contracts.outcomes import read_outcomes
 from shards.demo import SIZES
 from shards.demo.tasks import DEMO_TASKS
 
@@ -66,11 +66,11 @@ def item_kind(task: str, item: dict) -> str:
 def scores_by_kind(outcomes: str | Path, size: Literal["small", "full"] = "full", seed: int = 0) -> dict[str, tuple]:
     """A run's English test score (%) per kind of item, from its ``outcomes.jsonl``: {kind: (score, items)}.
     The items are re-drawn as ``demo_records`` drew them (same size and seed as the world the run was tested on)."""
-    rows = [json.loads(line) for line in Path(outcomes).read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("lang") == "en" and r.get("task") in RULE_TASKS and "key" in r]  # items only
-    if not rows:
+    sets = read_outcomes(outcomes)
+    task = next((task for task, lang in sets if lang == "en" and task in RULE_TASKS and sets[task, lang]["rows"]), None)
+    if task is None:
         raise ValueError(f"{outcomes}: no English demo_ve or demo_vqa test outcomes")
-    task = rows[0]["task"]
+    rows = sets[task, "en"]["rows"].values()
     items = DEMO_TASKS[task].make_items(random.Random(f"{seed}/{task}/test"), SIZES[size][0]["test"], "test")
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for row in rows:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lightning_modules.tasks import BINARY_LABELS, DEMO_LANGS, NLI_LABELS
+from contracts.catalogue import BINARY_LABELS, DEMO_LANGS, NLI_LABELS
 from shards.demo.lexicon import COLOURS, PROPS, SHAPES, SLOTS, WORDS, render, words_and_classes
 from shards.demo.scenes import Scene, draw_scene, random_scene
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from contracts.catalogue import FAMILIES, get_task
 from lightning_modules.checkpoints import read_checkpoint
-from lightning_modules.tasks import FAMILIES, get_task
 
 # Models whose position ids start after the padding index (RoBERTa family: padding_idx + 1 = 2).
 POSITION_OFFSET_MODEL_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer"})
@@ -73,7 +73,7 @@ def positions(model: Any, max_length: int) -> Lines:
         errors.append(
             f"data.max_length={max_length} + {image_tokens} image tokens needs {need} positions but the text "
             f"model has {limit - offset} (max_position_embeddings {limit} - offset {offset}); lower data.max_length "
-            f"to {(limit - offset - image_tokens) // 8 * 8}"  # a multiple of 8 (lightning_modules/settings.py)
+            f"to {(limit - offset - image_tokens) // 8 * 8}"  # a multiple of 8 (contracts/ranges.py)
         )
     return errors, [f"positions: {need} of {limit - offset} used ({image_tokens} image tokens)"]
 

@@ -2,7 +2,7 @@
 
 A catalogue entry (`TaskSpec`) holds only what code reads:
 
-- ``family``: which head class serves the task and which batch fields it needs (see ``datamodules``).
+- ``family``: which head class serves the task and which sample fields it needs (``contracts/fields.py``).
 - ``head``: the key of the head instance in ``TransferModule.heads``. Tasks with the same ``head`` share
   weights: every language of a task, and datasets of one family with the same label set (SNLI-VE and
   XVNLI; MNLI, ANLI and XNLI; all retrieval datasets).

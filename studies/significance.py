@@ -8,13 +8,11 @@ languages) and ``avg_all``; an aggregate's bootstrap resamples the items of each
 averages the per-language metrics, as the table does. The p-values of the whole grid are then adjusted
 (Holm–Bonferroni by default, or Benjamini–Hochberg) and a delta *survives* when its adjusted p < alpha.
 
-``power_estimate`` reads the baseline's finished runs and says how many seeds the grid would need to
-detect a given effect (``stats.seeds_needed``, at Holm's worst-case alpha / number of comparisons).
+How many seeds the grid would need is ``studies/power.py``.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,12 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from lightning_modules import stats
-from lightning_modules.tasks import TASKS
+from contracts.catalogue import TASKS
+from contracts.outcomes import OUTCOMES_FILE, read_outcomes
+from studies import stats
 
 ENGLISH = "en"
 TESTED_AGGREGATES = (ENGLISH, "avg_xling", "avg_all")
 ALPHA = 0.05
+NOT_COLUMNS = ("key", "key_hash", "seed")  # outcome row fields that are not metric components
 SIGNIFICANCE_FIELDS = ("target", "task", "metric", "lang", "condition", "control", "delta", "low", "high", "p",
                        "p_adj", "correction", "significant", "n_items", "n_seeds", "resamples")  # fmt: skip
 
@@ -43,12 +43,12 @@ def aggregate_langs(aggregate: str, langs: Sequence[str]) -> list[str]:
     return list(langs)
 
 
-def _outcomes(result: Result) -> dict[tuple[str, str], dict[str, Any]]:
-    path = Path(result.get("run_dir", "")) / stats.OUTCOMES_FILE
-    return stats.read_outcomes(path) if result.get("run_dir") and path.is_file() else {}
+def run_outcomes(result: Result) -> dict[tuple[str, str], dict[str, Any]]:
+    path = Path(result.get("run_dir", "")) / OUTCOMES_FILE
+    return read_outcomes(path) if result.get("run_dir") and path.is_file() else {}
 
 
-def _primary(task: str) -> str:
+def primary_of(task: str) -> str:
     return TASKS[task].primary if task in TASKS else ""
 
 
@@ -64,7 +64,7 @@ def _block(
         return None
     arrays = []
     for e in entries:
-        columns = {c: [e["rows"][k][c] for k in common] for c in e["rows"][common[0]] if c not in ("key_hash", "seed")}
+        columns = {c: [e["rows"][k][c] for k in common] for c in e["rows"][common[0]] if c not in NOT_COLUMNS}
         arrays.append(stats.components(columns, formula))
     return np.stack(arrays)
 
@@ -98,7 +98,7 @@ def significance_rows(
     loaded: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)  # (condition, target) -> seed -> outcomes
     tasks: dict[str, str] = {}
     for res in results:
-        outcomes = _outcomes(res)
+        outcomes = run_outcomes(res)
         if outcomes:
             loaded[(res["condition"], res["target"])][res["seed"]] = outcomes
             tested = sorted({t for t, _ in outcomes})
@@ -106,7 +106,7 @@ def significance_rows(
             tasks.setdefault(res["target"], wanted if wanted in tested else tested[0])
     rows = []
     for target, task in tasks.items():
-        metric = _primary(task)
+        metric = primary_of(task)
         base = loaded.get((baseline, target), {})
         for (condition, tgt), by_seed in loaded.items():
             if tgt != target or condition == baseline:
@@ -144,74 +144,3 @@ def _test(task: str, langs: Sequence[str], formula: tuple, base: Sequence[dict],
         return None
     result = stats.paired_bootstrap(blocks_b, blocks_c, formula, resamples=resamples, seed=seed)
     return result.as_dict()
-
-
-def power_estimate(
-    results: Sequence[Result],
-    baseline: str,
-    *,
-    comparisons: int,
-    effects: Sequence[float] = (1.0, 2.0, 5.0),
-    alpha: float = ALPHA,
-) -> list[dict[str, Any]]:
-    """Seeds needed per target (``avg_xling`` of the primary metric) from the baseline's finished runs.
-
-    Args:
-        results: finished target runs (the baseline's are used).
-        baseline: the baseline condition.
-        comparisons: deltas in the grid (Holm's worst case tests the smallest p at alpha / comparisons).
-        effects: deltas (points) to detect.
-        alpha: family-wise level.
-    """
-    out = []
-    by_target: dict[str, list[Result]] = defaultdict(list)
-    for res in results:
-        if res["condition"] == baseline:
-            by_target[res["target"]].append(res)
-    for target, runs in by_target.items():
-        outcomes = [_outcomes(r) for r in runs]
-        outcomes = [o for o in outcomes if o]
-        if not outcomes:
-            continue
-        task = next(iter({t for t, _ in outcomes[0]}))
-        metric = _primary(task)
-        langs = aggregate_langs("avg_xling", sorted({lang for t, lang in outcomes[0] if t == task}))
-        scores: list[float] = []
-        for lang in langs:
-            entry = outcomes[0].get((task, lang))
-            formula = entry["formulas"].get(metric) if entry else None
-            if formula is None or formula[0] not in ("ratio", "recall"):
-                continue
-            comp = stats.components(_all_columns(entry), formula)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per_item = 100.0 * comp[:, 0] / comp[:, 1]
-            scores += [float(v) for v in per_item if not math.isnan(v)]
-        seed_values = [r["value"] for res in runs for r in res["rows"] if r.get("split") == "test"
-                       and r.get("metric") == metric and r.get("lang") == "avg_xling"]  # fmt: skip
-        if not scores:
-            continue
-        level = alpha / max(comparisons, 1)
-        for effect in effects:
-            power = stats.seeds_needed(np.array(scores), effect, seed_values=seed_values, alpha=level)
-            out.append({"target": target, "metric": metric, "lang": "avg_xling", **power.as_dict(),
-                        "comparisons": comparisons})  # fmt: skip
-    return out
-
-
-def _all_columns(entry: Mapping[str, Any]) -> dict[str, list]:
-    rows = list(entry["rows"].values())
-    return {c: [r[c] for r in rows] for c in rows[0] if c not in ("key_hash", "seed")} if rows else {}
-
-
-def power_lines(estimates: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Human-readable lines for the study runner and study.md."""
-    lines = []
-    for e in estimates:
-        seed_sd = "seed sd unknown (one baseline seed)" if e["seed_sd"] is None else f"seed sd {e['seed_sd']:.2f}"
-        lines.append(
-            f"{e['target']} ({e['metric']}, {e['lang']}): to detect Δ = {e['effect']:g} points with power "
-            f"{e['power']:.0%} at alpha {e['alpha']:.2g} (0.05 / {e['comparisons']} comparisons): {e['seeds']} "
-            f"seed(s) per condition (item sd {e['item_sd']:.1f} over {e['n_items']} items, {seed_sd})"
-        )
-    return lines
-

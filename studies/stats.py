@@ -1,7 +1,7 @@
 """Significance for study deltas: paired bootstrap, multiple-comparison corrections, seeds needed.
 
 Pure numpy over **per-item components** (no Lightning import). A test run's per-sample outcomes
-(``outcomes.jsonl``, written by ``lightning_modules.metrics.outcomes``) give each test item a few numbers;
+(``outcomes.jsonl``, ``contracts/outcomes.py``) give each test item a few numbers;
 a metric is a *formula* over their sums over items, so resampling items and re-summing reproduces the
 metric exactly:
 
@@ -16,26 +16,20 @@ metric exactly:
 several): each resample draws items (and seeds) with replacement, identically for both sides, and recomputes
 the delta. The interval is the percentile interval; the p-value is the two-sided test of "no difference"
 (the bootstrap distribution shifted to mean zero). ``holm`` and ``benjamini_hochberg`` adjust a family of
-p-values; ``seeds_needed`` estimates from a baseline's variance how many seeds detect an effect.
+p-values. How many seeds detect an effect is ``studies/power.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 Formula = tuple
-OUTCOMES_FILE = "outcomes.jsonl"
 CORRECTIONS = ("holm", "bh")
 CORRECTION_NAMES = {"holm": "Holm–Bonferroni (family-wise error)", "bh": "Benjamini–Hochberg (false discovery rate)"}
-Z_975 = 1.959963984540054  # two-sided 95 %
-Z_POWER = {0.8: 0.8416212335729143, 0.9: 1.2815515655446004}
 
 
 def components(outcomes: Mapping[str, Sequence[float]], formula: Formula) -> np.ndarray:
@@ -207,86 +201,3 @@ def adjust(pvalues: Sequence[float], correction: str) -> list[float]:
     if correction not in CORRECTIONS:
         raise ValueError(f"Unknown correction {correction!r}; choose one of {list(CORRECTIONS)}")
     return holm(pvalues) if correction == "holm" else benjamini_hochberg(pvalues)
-
-
-@dataclass(frozen=True)
-class Power:
-    """How many seeds a paired comparison needs to detect ``effect`` points."""
-
-    effect: float
-    item_sd: float
-    seed_sd: float | None
-    n_items: int
-    alpha: float
-    power: float
-    seeds: int
-
-    def as_dict(self) -> dict[str, float | int | None]:
-        return asdict(self)
-
-
-def seeds_needed(
-    item_scores: np.ndarray,
-    effect: float,
-    *,
-    seed_values: Sequence[float] = (),
-    alpha: float = 0.05,
-    power: float = 0.8,
-) -> Power:
-    """Seeds per condition so a two-sided test at ``alpha`` detects a true delta of ``effect`` points.
-
-    The variance of one seed's delta is taken as ``2 * seed_var + 2 * item_var / N``: two independent
-    training runs (seed variance of the baseline's metric, from ``seed_values``; 0 when only one seed has
-    run, said so by ``seed_sd=None``) and the test items' sampling noise of each model, assuming the two
-    models' per-item outcomes uncorrelated (conservative: real pairs are positively correlated).
-
-    Args:
-        item_scores: the baseline's per-item scores in points (N,), e.g. 100 * correct.
-        effect: the delta to detect, in points.
-        seed_values: the baseline's metric per seed (points).
-        alpha: significance level (divide it by the number of comparisons for Holm's worst case).
-        power: 0.8 or 0.9.
-    """
-    if effect <= 0:
-        raise ValueError(f"effect must be > 0 points, got {effect}")
-    if power not in Z_POWER:
-        raise ValueError(f"power must be one of {sorted(Z_POWER)}, got {power}")
-    scores = np.asarray(item_scores, dtype=np.float64)
-    item_var = float(scores.var(ddof=1)) if len(scores) > 1 else 0.0
-    seed_sd = float(np.std(seed_values, ddof=1)) if len(seed_values) > 1 else None
-    var_one = 2 * (seed_sd or 0.0) ** 2 + 2 * item_var / max(len(scores), 1)
-    z_alpha = _z(1 - alpha / 2)
-    seeds = max(1, math.ceil(((z_alpha + Z_POWER[power]) ** 2) * var_one / effect**2))
-    return Power(effect, math.sqrt(item_var), seed_sd, len(scores), alpha, power, seeds)
-
-
-def _z(q: float) -> float:
-    """Standard normal quantile by bisection on the CDF (no scipy needed)."""
-    if abs(q - 0.975) < 1e-12:
-        return Z_975
-    lo, hi = -10.0, 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if 0.5 * math.erfc(-mid / math.sqrt(2)) < q:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def read_outcomes(path: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """``{(task, lang): {"rows": {key_hash: {column: value}}, "formulas": {...}}}`` from ``outcomes.jsonl``."""
-    sets: dict[tuple[str, str], dict[str, Any]] = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            entry = sets.setdefault((row["task"], row["lang"]), {"rows": {}, "formulas": {}})
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}:{n}: not an outcomes line ({err}); rerun the test to rewrite it") from None
-        if "formulas" in row:
-            entry["formulas"] = {k: tuple(v) for k, v in row["formulas"].items()}
-            continue
-        entry["rows"][row["key_hash"]] = {k: v for k, v in row.items() if k not in ("task", "lang", "key")}
-    return sets
