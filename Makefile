@@ -35,8 +35,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
 # One intra-op thread per process here too: the DDP and torchrun tests start several processes at once.
+# The tests run side by side, one pytest-xdist worker per core (TEST_JOBS): a file's tests stay in one worker unless
+# tests/conftest.py lists it in SPLIT, and the longest files start first (HEAVY_FIRST). TEST_JOBS=0: one process.
+TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test: $(BIN)/.installed lint
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 bench: $(BIN)/.installed  # builds its own photos and shards in a temp dir; figures in benchmarks/out/results.json
 	$(BIN)/python -m benchmarks.run_all

@@ -1,4 +1,5 @@
-"""Shared test setup: no network, no W&B uploads, and one small demo world per test session."""
+"""Shared test setup: no network, no W&B uploads, one small demo world per test session (per worker under
+pytest-xdist), and the grouping and order that let ``make test`` run the suite on every core."""
 
 from __future__ import annotations
 
@@ -155,3 +156,50 @@ def checkpoint_config(path: Path, monitor: str) -> Path:
                               "filename": "best", "auto_insert_metric_name": False}}  # fmt: skip
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
     return path
+
+
+# -- parallel runs: ``make test`` is ``pytest -n <cores> --dist loadfile`` (pytest-xdist) -------------------------
+
+HEAVY_FIRST = ("test_rehearsal.py", "test_ddp_validation.py", "test_demo_study.py", "test_benchmarks_smoke.py",
+               "test_resume.py", "test_ddp.py", "test_ddp_exact.py", "test_metrics.py", "test_outcomes.py",
+               "test_clear_errors.py", "test_remote_shards.py", "test_study_executors.py", "test_study_breaks.py",
+               "test_divergence.py", "test_real_weights.py")  # fmt: skip
+"""Test files queued first under pytest-xdist, longest first (``pytest --durations``): a long file that starts
+last keeps one core busy while the others idle."""
+SPLIT = ("test_ddp_validation.py", "test_benchmarks_smoke.py", "test_resume.py", "test_metrics.py",
+         "test_outcomes.py", "test_clear_errors.py", "test_study_executors.py", "test_study_breaks.py",
+         "test_demo_study.py", "test_run_protocol.py", "test_final_weights.py", "test_train_demo.py",
+         "test_study.py", "test_iglue_start.py", "test_families_e2e.py", "test_checkpoint_size.py",
+         "test_eval_integrity.py")  # fmt: skip
+"""Files whose tests share no costly module-scoped fixture (at most a few shards, built once per worker): their
+tests go to the workers one by one. Every other file goes to one worker whole, so that a module-scoped fixture
+(a rehearsal, a 2-rank fit) is built once, as in a plain ``pytest``."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist: the files of ``HEAVY_FIRST`` first (the scheduler queues work in this order). A plain
+    ``pytest`` keeps the file order."""
+    if hasattr(config, "workerinput"):
+        rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+        items.sort(key=lambda item: rank.get(Path(str(item.path)).name, len(rank)))
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pytest-xdist (the dev extra) not installed: plain pytest only
+    LoadScopeScheduling = None
+else:
+
+    class FileScheduling(LoadScopeScheduling):
+        """``--dist loadfile`` with the files of ``SPLIT`` sent test by test, in the collection order."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return nodeid if Path(file).name in SPLIT else file
+
+    @pytest.hookimpl(tryfirst=True)  # before xdist's own scheduler choice
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling | None:
+        if config.getvalue("dist") != "loadfile":
+            return None
+        config.option.loadscopereorder = False  # keep HEAVY_FIRST's order, not "most tests first"
+        return FileScheduling(config, log)
