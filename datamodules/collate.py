@@ -31,15 +31,23 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
 from datamodules.span_qa import prepare_features
 from lightning_modules.tasks import get_task
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 PAD_MULTIPLE = 8
+
+
+def _mlm_collator(tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> Any:
+    from transformers import DataCollatorForLanguageModeling  # on use: transformers is seconds of start-up
+
+    return DataCollatorForLanguageModeling(tokenizer, **kwargs)
 
 
 class Collator:
@@ -76,7 +84,7 @@ class Collator:
             raise ValueError(f"doc_stride={self.doc_stride} must be in (0, max_length // 2 = {max_length // 2})")
         self.rng, self.seed = random.Random(seed), seed
         self.mlm = (
-            DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
+            _mlm_collator(tokenizer, mlm_probability=mlm_probability, seed=seed)
             if self.family == "mlm"
             else None
         )
