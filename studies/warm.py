@@ -34,9 +34,11 @@ from typing import Any
 
 TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 ENV = "MMSTILTS_WARM"
-PRELOAD = ["train", "wandb", "wandb.sdk.launch", "matplotlib.pyplot"]
-"""Imported once by the server: train.py's own imports, and what every run imports later (W&B's run start
-imports its ``launch`` package, the reports import pyplot)."""
+PRELOAD = ["train", "timm", "transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto",
+           "transformers.data.data_collator", "wandb", "wandb.sdk.launch", "matplotlib.pyplot"]  # fmt: skip
+"""Imported once by the server: train.py's own imports, and what every run imports later: timm and transformers'
+auto classes (train.py imports them on use, lightning_modules.lazy), W&B's run start imports its ``launch``
+package, the reports import pyplot."""
 PACKAGES = ("lightning_modules", "datamodules", "shards", "studies")
 _LOCK = threading.Lock()
 _CONTEXT: Any = None
