@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench bench-gpu clean
+.PHONY: setup demo test lint bench bench-gpu gpu-wheels clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,14 +41,25 @@ TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test: $(BIN)/.installed lint
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
-bench: $(BIN)/.installed  # builds its own photos and shards in a temp dir; figures in benchmarks/out/results.json
-	$(BIN)/python -m benchmarks.run_all
+# builds its own photos and shards in a temp dir; figures in benchmarks/out/results.json. The start-up row uses the
+# demo world (built if missing); `make bench BENCH_ARGS="--make-times demo test"` also times those two targets.
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 
-# The prepared GPU run, one call under 8 minutes on one GPU (H200, 16 cores): bf16 samples/s + MFU of base and
+# The prepared GPU run, one call under 8 minutes on one GPU (H100/H200, 16 cores): bf16 samples/s + MFU of base and
 # large ± torch.compile, a 2-process DDP step on the one GPU, loader scaling 1/2/4/8 workers; one JSON,
-# benchmarks/out/gpu_run.json. Without a GPU: `make bench-gpu BENCH_GPU_ARGS=--dry-run` (the same plan, tiny, on CPU).
-bench-gpu: $(BIN)/.installed
-	$(BIN)/python -m benchmarks.run_all --only gpu loader --gpu-run $(BENCH_GPU_ARGS)
+# benchmarks/out/gpu_run.json. For the lent GPU machine, which has no network: `make gpu-wheels` here first (the
+# wheels its python3 3.12 lacks, benchmarks/gpu_wheels.txt, into the git-ignored .whl/, ~26 MiB), then on the machine
+# (carry .whl) `make bench-gpu` or `bash benchmarks/gpu_offline.sh`: installs only the missing ones (--no-index,
+# never torch), checks every import, runs the plan with the machine's own python3 and torch. No venv is made.
+# Without a GPU: `make bench-gpu GPU_PY=.venv/bin/python BENCH_GPU_ARGS=--dry-run` (the same plan, tiny, on CPU).
+WHEELS ?= .whl
+GPU_PY ?= python3
+gpu-wheels:
+	$(PY) -m benchmarks.offline download --dest $(WHEELS)
+
+bench-gpu:
+	GPU_PY=$(GPU_PY) WHEELS=$(WHEELS) bash benchmarks/gpu_offline.sh $(BENCH_GPU_ARGS)
 
 clean:
 	rm -rf runs $(DEMO)

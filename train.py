@@ -31,6 +31,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+# isort: off
+import lightning_modules.lazy  # noqa: F401  first: torchmetrics without its unused torchvision/transformers parts
+# isort: on
 from jsonargparse import set_parsing_settings
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback

@@ -2,6 +2,7 @@
 
     python -m benchmarks.run_all [--quick] [--only loader step ...]
     python -m benchmarks.run_all --only gpu loader --gpu-run [--dry-run]     # = make bench-gpu
+    python -m benchmarks.run_all --only startup [--make-times demo test]     # start-up row (+ make wall times)
 
 ``--quick`` runs each benchmark small (a smoke run, ~1-2 minutes); its figures are not meaningful.
 ``--gpu-run`` is the prepared plan for a GPU machine (one call, under 8 minutes on one H200 with 16 cores):
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-BENCHMARKS = ("loader", "memory", "step", "gpu")
+BENCHMARKS = ("loader", "memory", "step", "gpu", "startup")
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--gpu-run", action="store_true", help="the prepared GPU plan (gpu and loader only)")
     parser.add_argument("--dry-run", action="store_true", help="with --gpu-run: the same plan tiny, on the CPU")
+    parser.add_argument("--make-times", nargs="+", default=[], metavar="TARGET",
+                        help="startup: also time these make targets here, e.g. demo test (minutes; opt-in)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where the JSON results go (default benchmarks/out/results.json, gpu_run.json)")
     args = parser.parse_args(argv)
@@ -63,7 +66,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in args.only:
         module = __import__(f"benchmarks.{name}", fromlist=["run"])
         start = time.perf_counter()
-        results[name] = module.gpu_run(dry_run=args.dry_run) if args.gpu_run else module.run(quick=args.quick)
+        if args.gpu_run:
+            results[name] = module.gpu_run(dry_run=args.dry_run)
+        elif name == "startup":
+            results[name] = module.run(quick=args.quick, make_targets=args.make_times)
+        else:
+            results[name] = module.run(quick=args.quick)
         results[name]["seconds"] = time.perf_counter() - start
         out.parent.mkdir(parents=True, exist_ok=True)  # after every benchmark: a later crash keeps what ran
         out.write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -31,14 +31,22 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
 from contracts.catalogue import get_task
 from contracts.ranges import PAD_MULTIPLE
 from datamodules.span_qa import prepare_features
+
+if TYPE_CHECKING:
+    from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
+
+
+def _mlm_collator(tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> Any:
+    from transformers import DataCollatorForLanguageModeling  # on use: transformers is seconds of start-up
+
+    return DataCollatorForLanguageModeling(tokenizer, **kwargs)
 
 
 class Collator:
@@ -174,7 +182,7 @@ class Collator:
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
     def _mlm_masker(self) -> None:
-        self.mlm = DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=self.mlm_probability, seed=self.seed)
+        self.mlm = _mlm_collator(self.tokenizer, mlm_probability=self.mlm_probability, seed=self.seed)
 
     def _mlm(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         enc = self.tokenize([r["text"] for r in records], return_special_tokens_mask=True)

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import timm.data
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from contracts.catalogue import get_task
 from contracts.fields import family_fields
@@ -271,9 +269,12 @@ class TransferDataModule(pl.LightningDataModule):
 
     # -- loaders --------------------------------------------------------------------------------------
     @cached_property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
+    def tokenizer(self) -> Any:  # a transformers PreTrainedTokenizerBase (not imported here: jsonargparse would
+        # import it for --help, reading this module's TYPE_CHECKING block)
         if not self.tokenizer_name:
             raise ValueError("data.tokenizer is empty: set model.core.text_model (it is linked) or data.tokenizer")
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(self.tokenizer_name)
 
     def _decoder(self, name: str, strict: bool) -> SafeDecoder:
@@ -288,6 +289,8 @@ class TransferDataModule(pl.LightningDataModule):
             if EvalImageTransform.supports(config):
                 transform = TrainImageTransform(config) if train else EvalImageTransform(config)
             else:
+                import timm.data
+
                 transform = timm.data.create_transform(**config, is_training=train)
             # timm's own transforms get PIL images decoded down to the short side their resize goes to
             size = int(config["input_size"][-1] / config.get("crop_pct", 1.0))

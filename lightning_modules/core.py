@@ -40,13 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import timm
-import timm.data
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel
 
+from lightning_modules.lazy import LazyModule
 from lightning_modules.weights import (  # load_vision_spec lives there: the source check reads vision.json too
     TowerLoad,
     WeightSources,
@@ -58,6 +56,8 @@ from lightning_modules.weights import (  # load_vision_spec lives there: the sou
     random_tower,
     timm_checkpoint_overlay,
 )
+
+timm = LazyModule("timm")  # imported when a vision tower is built (it pulls torchvision's model zoo)
 
 Fusion = Literal["single_stream", "fusion_transformer"]
 Pool = Literal["first", "last"]  # where a two-tower text embedding is read (model.core.text_embedding.pool)
@@ -77,6 +77,8 @@ def build_text_encoder(
     """A Hugging Face encoder from a hub name or a local directory (random init unless ``pretrained``), and its
     load report: the checkpoint keys ``missing`` from it, ``unexpected`` by the model, shape-``mismatched``, and
     the model's ``total`` tensors. A load that supplies under 90 % of them is refused (``check_loaded_share``)."""
+    from transformers import AutoConfig, AutoModel
+
     kwargs = {"attn_implementation": attn_implementation, **kwargs}
     report: dict[str, Any] = {"missing": [], "unexpected": [], "mismatched": [], "total": 0}
     if pretrained:

@@ -36,16 +36,14 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import timm
-import timm.models
-import timm.models._builder
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
 from torch import nn
-from transformers import AutoModelForMaskedLM
-from transformers.utils import logging as hf_logging
 
+from lightning_modules.lazy import LazyModule
+
+timm = LazyModule("timm")  # imported on first use (lightning_modules.lazy)
 logger = logging.getLogger(__name__)
 
 # A learning rate above this bound collapses a pretrained transformer to a constant prediction
@@ -312,6 +310,8 @@ def warn_if_lr_too_high(lr: float, sources: WeightSources) -> str | None:
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silences transformers' warnings (load tables, "checkpoint seems corrupted") for one load."""
+    from transformers.utils import logging as hf_logging
+
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -323,6 +323,8 @@ def quiet_transformers() -> Iterator[None]:
 def load_masked_lm(text_model: str) -> nn.Module:
     """``AutoModelForMaskedLM`` of ``text_model``; when the checkpoint has no LM head (an embedding model) one
     line says that the head starts fresh, instead of transformers' "corrupted" warning and key table."""
+    from transformers import AutoModelForMaskedLM
+
     with quiet_transformers():
         model, info = AutoModelForMaskedLM.from_pretrained(text_model, output_loading_info=True)
     model.train()  # from_pretrained returns eval mode; Lightning keeps the modes it finds

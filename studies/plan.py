@@ -279,8 +279,8 @@ class PhaseCost:
 FULL_STATE_FACTOR = 3
 
 
-def _kept_files(study: Study, phase: str) -> int:
-    return 0 if study.retention.keep_for(phase) == "none" else 1
+def _kept_files(study: Study, run: Run) -> int:
+    return 0 if study.retention.keep_for(run.phase, run.seed) == "none" else 1
 
 
 def cost_plan(study: Study, runs: Sequence[Run], done: Mapping[str, bool]) -> tuple[dict[str, PhaseCost], dict]:
@@ -315,7 +315,7 @@ def cost_plan(study: Study, runs: Sequence[Run], done: Mapping[str, bool]) -> tu
         elif left and cost.gpu_hours is not None:
             cost.gpu_hours += steps * res.seconds_per_step * res.gpus * res.nodes / 3600 if steps else 0.0
         files = 0 if evaluates_only else 2  # best + last
-        kept = min(files, _kept_files(study, run.phase))
+        kept = min(files, _kept_files(study, run))
         held = files if run.name in parents else kept  # until its dependents finish; else retention at its end
         for key, n in (("disk_peak_gb", held), ("disk_kept_gb", kept)):
             value = getattr(cost, key)
@@ -372,7 +372,9 @@ def summary_lines(study: Study, runs: Sequence[Run], done: Mapping[str, bool], v
     lines.append("disk peak = best + last of runs others start from, kept files of the rest, + per phase one run "
                  "training")  # fmt: skip
     lines.append(f"kept = after retention (keep: {keep.keep}, intermediate: {keep.keep_intermediate}, "
-                 f"protocol: {keep.keep_protocol})")  # fmt: skip
+                 f"protocol: {keep.keep_protocol}"
+                 + (f", seeds: {', '.join(map(str, keep.keep_seeds))}" if keep.keep_seeds is not None else "")
+                 + ")")  # fmt: skip
     if missing:
         lines.append(f"missing shard directories ({len(missing)}; build them with `python -m shards build`):")
         shown = list(missing.items()) if verbose else list(missing.items())[:12]

@@ -364,7 +364,7 @@ def apply_retention(study: Study, runs: Sequence[Run]) -> list[Path]:
         ckpt_dir = run.run_dir / "checkpoints"
         if info is None or not ckpt_dir.is_dir() or not all(finished(c) for c in children.get(run.name, [])):
             continue
-        keep_mode = study.retention.keep_for(run.phase)
+        keep_mode = study.retention.keep_for(run.phase, run.seed)
         final = info.get("final_ckpt") or info.get("last_ckpt")
         keep = {"best": info.get("best_ckpt") or final, "last": final}.get(keep_mode)  # no selection: the final
         keep_paths = {Path(keep).resolve(), (run.run_dir / keep).resolve()} if keep else set()

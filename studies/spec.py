@@ -126,9 +126,16 @@ class Retention:
     """Start and intermediate runs (their final weights are what they hand on)."""
     keep_protocol: Keep = "none"
     """Translate-test and few-shot runs: a study reads their outcomes and results, not their weights."""
+    keep_seeds: list[int] | None = None
+    """Only runs of these seeds keep a checkpoint (as the keys above say); runs of other seeds keep none once their
+    dependents have finished. Default: every seed. Results are the same either way: a study reads outcomes and
+    results, and no checkpoint goes before every run starting from it has finished."""
 
-    def keep_for(self, phase: str) -> Keep:
-        """Which checkpoint a finished run of ``phase`` keeps."""
+    def keep_for(self, phase: str, seed: int | None = None) -> Keep:
+        """Which checkpoint a finished run of ``phase`` (and ``seed``) keeps: the one rule of the runner's retention
+        (``studies.runs.apply_retention``) and the dry run's disk plan (``studies.plan.cost_plan``)."""
+        if self.keep_seeds is not None and seed is not None and seed not in self.keep_seeds:
+            return "none"
         if phase in ("start", "intermediate"):
             return self.keep_intermediate
         return self.keep_protocol if phase in ("translate_test", "few_shot") else self.keep
@@ -333,6 +340,9 @@ def validate(study: Study) -> None:
         raise StudyError("`seeds` must be a non-empty list of integers")
     if len(set(study.seeds)) != len(study.seeds):
         raise StudyError(f"`seeds` lists a seed twice: {study.seeds}")
+    stray = [s for s in study.retention.keep_seeds or [] if s not in study.seeds]
+    if stray:
+        raise StudyError(f"`retention.keep_seeds`: {stray} not among the study's `seeds` {study.seeds}")
     if study.start is not None and not study.start.configs:
         raise StudyError("`start` needs `configs` (the phase-1 run's config files); remove `start` to skip it.")
     bad = sorted(set(study.resources) - {*PHASES, "default"})

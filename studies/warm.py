@@ -34,9 +34,14 @@ from typing import Any
 
 TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 ENV = "MMSTILTS_WARM"
-PRELOAD = ["train", "wandb", "wandb.sdk.launch", "matplotlib.pyplot"]
-"""Imported once by the server: train.py's own imports, and what every run imports later (W&B's run start
-imports its ``launch`` package, the reports import pyplot)."""
+PRELOAD = ["train", "timm", "transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto",
+           "transformers.data.data_collator", "transformers.modeling_utils", "transformers.modeling_layers",
+           "transformers.activations", "wandb", "wandb.sdk.launch", "wandb.sdk.launch.inputs.internal",
+           "matplotlib.pyplot"]  # fmt: skip
+"""Imported once by the server: train.py's own imports, and what every run imports later (read off
+``python -X importtime`` of a demo run): timm and transformers' auto classes and model base classes (train.py
+imports them on use, lightning_modules.lazy), W&B's run start imports its ``launch`` package and its inputs, the
+reports import pyplot."""
 PACKAGES = ("lightning_modules", "datamodules", "shards", "studies")
 _LOCK = threading.Lock()
 _CONTEXT: Any = None

@@ -16,7 +16,8 @@ from datamodules.pipeline import EvalImageTransform
 
 def test_run_all_quick_prints_every_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results.json"
-    results = run_all.main(["--quick", "--out", str(out)])
+    # startup starts train.py processes and demo runs (minutes): its code is checked below on small commands
+    results = run_all.main(["--quick", "--only", "loader", "memory", "step", "gpu", "--out", str(out)])
     printed = capsys.readouterr().out
     for title in ("Loader: batch 32", "Memory:", "Step:", "GPU"):
         assert title in printed, printed
@@ -140,3 +141,14 @@ def test_loaders_pin_persist_and_pad_to_multiples_of_8(tmp_path: Path, tiny_mode
     assert dm._decoder("demo_ve", strict=False).draft_size == 71  # demo ViT: 64 px / crop_pct 0.9
     batch = next(iter(dm._loader(loader.dataset, 0, persistent=False)))
     assert batch["input_ids"].shape[1] % 8 == 0
+
+
+def test_startup_times_commands_side_by_side() -> None:
+    import sys
+
+    from benchmarks import startup
+
+    got = startup._pair({"a": ([sys.executable, "-c", "pass"], startup._env()),
+                         "b": ([sys.executable, "-c", "import json"], startup._env())}, repeats=2)  # fmt: skip
+    assert set(got) == {"a", "b"} and all(v["wall_s"] > 0 and v["cpu_s"] >= 0 for v in got.values())
+    assert "startup" in run_all.BENCHMARKS

@@ -20,7 +20,9 @@ from study_fakes import install_fake_slurm, make_fake_study
 
 import study as study_mod
 from studies import executors
+from studies.plan import cost_plan
 from studies.runs import read_state
+from studies.spec import StudyError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -250,6 +252,34 @@ def test_retention_keeps_no_protocol_checkpoints_unless_asked(fake_study: Path) 
     (fs.run_dir / "checkpoints" / "last.ckpt").write_text("x")
     study_mod.apply_retention(study, study_mod.plan(study))
     assert ckpts(fs) == ["best.ckpt"]
+
+
+def test_keep_seeds_runner_and_dry_run_follow_one_rule(fake_study: Path) -> None:
+    """``retention.keep_seeds``: only seed 0's runs keep a checkpoint once their dependents have finished; the dry
+    run's kept figure is the files the runner left (both read ``Retention.keep_for``); a seed not in ``seeds`` is
+    refused."""
+    _edit(fake_study, retention={"keep": "best", "keep_intermediate": "last", "keep_seeds": [0]},
+          resources={"default": {"checkpoint_gb": 1.0}})  # fmt: skip
+    study = study_mod.load_study(fake_study)
+    runs = study_mod.plan(study)
+    assert {r.seed for r in runs} == {0, 1}
+    kept_before = {p: c.disk_kept_gb for p, c in cost_plan(study, runs, {})[0].items()}
+    assert study_mod.main(["--config", str(fake_study)]) == 0
+    on_disk: dict[str, int] = {}
+    for run in runs:
+        files = sorted(p.name for p in (run.run_dir / "checkpoints").glob("*.ckpt"))
+        assert (run.run_dir / "finished.json").is_file() and (run.run_dir / "results.json").is_file() or \
+            run.phase in ("start", "intermediate"), run.name
+        if run.seed == 1:
+            assert files == [], run.name  # outcomes and results stay, checkpoints go
+        else:
+            assert files == (["best.ckpt"] if run.phase == "target" else ["last.ckpt"]), run.name
+        on_disk[run.phase] = on_disk.get(run.phase, 0) + len(files)
+    assert {p: int(v) for p, v in kept_before.items()} == on_disk
+    assert "seeds: 0)" in "\n".join(study_mod.summary_lines(study, runs, {}))
+    _edit(fake_study, retention={"keep": "best", "keep_seeds": [7]})
+    with pytest.raises(StudyError, match="keep_seeds"):
+        study_mod.load_study(fake_study)
 
 
 def test_cost_plan_and_missing_shards(fake_study: Path, tmp_path: Path) -> None:
