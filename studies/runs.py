@@ -332,7 +332,10 @@ def _train(cmd: list[str], log: Path, env: dict[str, str], lock_fd: int, heartbe
                                     start_new_session=True, preexec_fn=lambda: _die_with_parent(runner))  # fmt: skip
         with _LIVE_LOCK:
             LIVE.add(proc)
+            stopping = STOPPING.is_set()  # kill_live() ran between the start and the add: its list missed us
         try:
+            if stopping:
+                os.killpg(proc.pid, signal.SIGTERM)
             while True:
                 try:
                     return proc.wait(timeout=heartbeat)
