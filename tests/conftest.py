@@ -197,7 +197,7 @@ else:
             file = nodeid.split("::", 1)[0]
             return nodeid if Path(file).name in SPLIT else file
 
-    @pytest.hookimpl(tryfirst=True)  # before xdist's own scheduler choice
+    @pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own scheduler choice
     def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling | None:
         if config.getvalue("dist") != "loadfile":
             return None
