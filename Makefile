@@ -31,8 +31,10 @@ DEMO_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 demo: $(BIN)/.installed $(DEMO)/manifest.json
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python study.py --config configs/studies/demo.yaml --jobs $(DEMO_JOBS)
 
+# One formatter: ruff format (pinned in the dev extra) lays out every file; check and format together.
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # One intra-op thread per process here too: the DDP and torchrun tests start several processes at once.
 # The tests run side by side, one pytest-xdist worker per core (TEST_JOBS): a file's tests stay in one worker unless

@@ -48,8 +48,22 @@ from studies.report import analysis_inputs, collect, power, write_report
 from studies.runs import apply_retention, finished, parent_weights, run_status, supersede
 from studies.spec import Study, StudyError, load_study, parse_study
 
-__all__ = ["TRAIN_CMD_ENV", "Run", "Study", "StudyError", "collect", "finished", "load_study", "main",
-           "parent_weights", "parse_study", "plan", "run_args", "run_env", "write_report"]  # fmt: skip
+__all__ = [
+    "TRAIN_CMD_ENV",
+    "Run",
+    "Study",
+    "StudyError",
+    "collect",
+    "finished",
+    "load_study",
+    "main",
+    "parent_weights",
+    "parse_study",
+    "plan",
+    "run_args",
+    "run_env",
+    "write_report",
+]
 
 
 def _print_runs(study: Study, runs: Sequence[Run]) -> None:
@@ -57,8 +71,9 @@ def _print_runs(study: Study, runs: Sequence[Run]) -> None:
     for i, run in enumerate(runs, 1):
         status = "finished" if finished(run) else "to run"
         init = f"{run.parent.run_dir}/<{run.init_key}>" if run.parent else None
-        print(f"[{i}/{len(runs)}] {run.name} ({run.phase}, {status})\n"
-              f"    {shlex.join(cmd + run_args(study, run, init))}")  # fmt: skip
+        print(
+            f"[{i}/{len(runs)}] {run.name} ({run.phase}, {status})\n    {shlex.join(cmd + run_args(study, run, init))}"
+        )
     overlaps = study.overlaps()
     if overlaps:
         print("overlap marks (†): " + "; ".join(f"{c} -> {', '.join(t)}" for c, t in overlaps.items()))
@@ -91,33 +106,59 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--config", required=True, help="study YAML, e.g. configs/studies/iglue.yaml")
     parser.add_argument("--dry-run", action="store_true", help="print the plan: runs, GPU-hours, disk; run nothing")
     parser.add_argument("--verbose", action="store_true", help="with --dry-run: every run and its command")
-    parser.add_argument("--probe", type=int, default=0, metavar="N",
-                        help="with --dry-run: measure s/step per phase by two short runs (N, 2N steps)")  # fmt: skip
+    parser.add_argument(
+        "--probe",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --dry-run: measure s/step per phase by two short runs (N, 2N steps)",
+    )
     parser.add_argument("--only", nargs="+", default=[], help="run only these conditions")
     parser.add_argument("--targets", nargs="+", default=[], help="run only these targets")
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), help="zero_shot translate_test few_shot")
     parser.add_argument("--report-only", action="store_true", help="only (re)write the report from finished runs")
-    parser.add_argument("--executor", default="local", choices=["local", "local-gpus", "slurm"],
-                        help="local: one run at a time; local-gpus: one run per GPU; slurm: submitit jobs")  # fmt: skip
+    parser.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "local-gpus", "slurm"],
+        help="local: one run at a time; local-gpus: one run per GPU; slurm: submitit jobs",
+    )
     parser.add_argument("--gpus", default=None, help="local-gpus: N or a list of ids; default: the visible GPUs")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="local: runs at once (CPU runs, e.g. one per core with OMP_NUM_THREADS=1)")  # fmt: skip
-    parser.add_argument("--cluster", default="slurm", choices=["slurm", "local", "debug"],
-                        help="slurm executor: submitit's cluster (local/debug: jobs on this machine)")  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="local: runs at once (CPU runs, e.g. one per core with OMP_NUM_THREADS=1)"
+    )
+    parser.add_argument(
+        "--cluster",
+        default="slurm",
+        choices=["slurm", "local", "debug"],
+        help="slurm executor: submitit's cluster (local/debug: jobs on this machine)",
+    )
     parser.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, then write the report")
     parser.add_argument("--keep-going", action="store_true", help="after a failure, run what does not depend on it")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs whose last attempt failed")
     parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between 'still running' lines")
-    parser.add_argument("--rerun-changed", action="store_true",
-                        help="redo finished runs made with other settings than the study's now (and what starts "
-                             "from them); without it such a study is refused")
-    parser.add_argument("--rehearse", action="store_true",
-                        help="run this study file at toy scale on this machine (configs/rehearsal.yaml says how)")
-    parser.add_argument("--workspace", default=None,
-                        help="with --rehearse: where data, models and runs go (default: configs/rehearsal.yaml's)")
-    parser.add_argument("--rank-conditions", action="store_true",
-                        help="run only the start and intermediate phases, then print the conditions ranked by LogME "
-                             "on each target's English training data (docs/analysis.md)")  # fmt: skip
+    parser.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="redo finished runs made with other settings than the study's now (and what starts "
+        "from them); without it such a study is refused",
+    )
+    parser.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="run this study file at toy scale on this machine (configs/rehearsal.yaml says how)",
+    )
+    parser.add_argument(
+        "--workspace",
+        default=None,
+        help="with --rehearse: where data, models and runs go (default: configs/rehearsal.yaml's)",
+    )
+    parser.add_argument(
+        "--rank-conditions",
+        action="store_true",
+        help="run only the start and intermediate phases, then print the conditions ranked by LogME "
+        "on each target's English training data (docs/analysis.md)",
+    )
     return parser
 
 
@@ -131,14 +172,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, Namespace]:
 
 
 def _changed_message(changed: dict[str, list[str]], shown: int = 12) -> str:
-    lines = [f"{len(changed)} finished run(s) were made with other settings than the study file's now; their results "
-             "would be compared with runs made with the new ones:"]  # fmt: skip
+    lines = [
+        f"{len(changed)} finished run(s) were made with other settings than the study file's now; their results "
+        "would be compared with runs made with the new ones:"
+    ]
     for name, diffs in list(changed.items())[:shown]:
         lines.append(f"  {name}: " + "; ".join(diffs))
     if len(changed) > shown:
         lines.append(f"  ... {len(changed) - shown} more")
-    lines.append("Restore the settings, or redo these runs (and what starts from them) with --rerun-changed; the old "
-                 "runs are kept beside them as <run>.superseded.")  # fmt: skip
+    lines.append(
+        "Restore the settings, or redo these runs (and what starts from them) with --rerun-changed; the old "
+        "runs are kept beside them as <run>.superseded."
+    )
     return "\n".join(lines)
 
 
@@ -149,8 +194,15 @@ def _execute(study: Study, runs: list[Run], args: Namespace) -> list[str]:
         raise StudyError(f"--jobs {args.jobs}: must be >= 1 (runs at once with --executor local)")
     devices = visible_gpus(args.gpus) if args.executor == "local-gpus" else [None] * args.jobs
     every_run = plan(study)  # retention looks at every dependent in the study, not only the selected runs
-    return run_local(study, runs, devices, args.heartbeat, args.keep_going, args.retry_failed,
-                     on_done=lambda: _retain(study, every_run))  # fmt: skip
+    return run_local(
+        study,
+        runs,
+        devices,
+        args.heartbeat,
+        args.keep_going,
+        args.retry_failed,
+        on_done=lambda: _retain(study, every_run),
+    )
 
 
 def _retain(study: Study, runs: Sequence[Run], **ensure: object) -> list[Path]:
@@ -199,13 +251,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             done = {r.name: finished(r) is not None for r in runs}
             print("\n".join(summary_lines(study, runs, done, args.verbose)))
         if missing and not args.report_only:
-            raise StudyError("Config file(s) not found (paths are relative to the working directory): "
-                             + ", ".join(missing))  # fmt: skip
+            raise StudyError(
+                "Config file(s) not found (paths are relative to the working directory): " + ", ".join(missing)
+            )
         every_run = plan(study)
         changed, unknown = fingerprint.changed_runs(study, every_run)
         if changed and (args.dry_run or args.report_only):
-            print(f"changed: {len(changed)} finished run(s) were made with other settings than the study's now "
-                  "(a run without --dry-run/--report-only lists them; --rerun-changed redoes them)")  # fmt: skip
+            print(
+                f"changed: {len(changed)} finished run(s) were made with other settings than the study's now "
+                "(a run without --dry-run/--report-only lists them; --rerun-changed redoes them)"
+            )
         if args.dry_run:
             return 0
         if changed and not args.report_only:
@@ -213,11 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise StudyError(_changed_message(changed))
             for run in every_run:
                 if run.name in changed and run.run_dir.is_dir():
-                    print(f"rerun (settings changed): {run.name} (the old run is kept in {supersede(run)})",
-                          flush=True)
+                    print(f"rerun (settings changed): {run.name} (the old run is kept in {supersede(run)})", flush=True)
         if unknown and not args.report_only:
-            print(f"note: {len(unknown)} finished run(s) have no fingerprint.json (made before fingerprints were "
-                  "recorded): their settings are not compared", flush=True)  # fmt: skip
+            print(
+                f"note: {len(unknown)} finished run(s) have no fingerprint.json (made before fingerprints were "
+                "recorded): their settings are not compared",
+                flush=True,
+            )
     except StudyError as err:
         print(f"study: {err}", file=sys.stderr)
         return 2

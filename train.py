@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 
 # isort: off
 import lightning_modules.lazy  # noqa: F401  first: torchmetrics without its unused torchvision/transformers parts
+
 # isort: on
 from jsonargparse import set_parsing_settings
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -85,8 +86,10 @@ def optimizer_hint(message: str) -> str:
     (``auto_configure_optimizers=False``); the error says where the optimizer is set."""
     if not re.search(r"(?<![\w.])(optimizer|lr_scheduler)\b", message):
         return ""
-    return (" (the optimizer is AdamW, set by model.optimizer.{lr, head_lr, weight_decay}, and the learning-rate "
-            "schedule by model.schedule.*; --optimizer and --lr_scheduler are not supported)")  # fmt: skip
+    return (
+        " (the optimizer is AdamW, set by model.optimizer.{lr, head_lr, weight_decay}, and the learning-rate "
+        "schedule by model.schedule.*; --optimizer and --lr_scheduler are not supported)"
+    )
 
 
 class MMStiltsArgumentParser(LightningArgumentParser):
@@ -107,8 +110,7 @@ class RunConfigCallback(SaveConfigCallback):
         root.mkdir(parents=True, exist_ok=True)
         stage = getattr(stage, "value", stage)
         n = len(list(root.glob(f"config-{stage}-*.yaml")))
-        self.parser.save(self.config, root / f"config-{stage}-{n}.yaml", overwrite=True,
-                         multifile=False)  # fmt: skip
+        self.parser.save(self.config, root / f"config-{stage}-{n}.yaml", overwrite=True, multifile=False)
         self.already_saved = True
 
 
@@ -116,13 +118,22 @@ class MMStiltsCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--name", type=str, default="run", help="Run name: the run directory is runs/<name>.")
         parser.add_argument("--phase", type=str, default="train", help="Phase name stored with the lineage.")
-        parser.add_argument("--test_after_fit", type=bool, default=False,
-                            help="After fit, test the checkpoint best on English dev on every test set.")  # fmt: skip
-        parser.add_argument("--collective_timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                            help="Seconds a DDP collective may wait for other ranks before the run fails.")  # fmt: skip
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After fit, test the checkpoint best on English dev on every test set.",
+        )
+        parser.add_argument(
+            "--collective_timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT_S,
+            help="Seconds a DDP collective may wait for other ranks before the run fails.",
+        )
         parser.link_arguments("model.core.text_model", "data.tokenizer")
-        parser.link_arguments(("model.core.vision_model", "model.core.vision_kwargs"), "data.image_config",
-                              compute_fn=image_config)  # fmt: skip
+        parser.link_arguments(
+            ("model.core.vision_model", "model.core.vision_kwargs"), "data.image_config", compute_fn=image_config
+        )
         parser.link_arguments("trainer.max_steps", "model.max_steps")
         parser.link_arguments("seed_everything", "data.seed")
         parser.link_arguments("phase", "model.phase")
@@ -203,8 +214,13 @@ class MMStiltsCLI(LightningCLI):
             )
         best = selected_checkpoint(self.trainer)  # before the test, which loads that file's callback states
         final = next((cb for cb in self.trainer.callbacks if isinstance(cb, FinalCheckpoint)), None)
-        ckpts = {"best_ckpt": best["path"], "best_step": best["step"], "best_score": best["score"],
-                 "final_ckpt": final.path if final else "", "final_step": final.step if final else 0}  # fmt: skip
+        ckpts = {
+            "best_ckpt": best["path"],
+            "best_step": best["step"],
+            "best_score": best["score"],
+            "final_ckpt": final.path if final else "",
+            "final_step": final.step if final else 0,
+        }
         if self.config.fit.test_after_fit and not getattr(self, "_evaluation_only", False):
             # the selected checkpoint; with none (no validation, or only NaN scores) the weights at the end of fit
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best["path"] or None, verbose=False)
@@ -233,8 +249,13 @@ class MMStiltsCLI(LightningCLI):
         if self.trainer.is_global_zero:
             ckpt = self.config[self.subcommand].get("ckpt_path")
             device = type(self.trainer.accelerator).__name__.removesuffix("Accelerator").lower()  # cpu, cuda, mps
-            info = {"subcommand": self.subcommand, "phase": self.model.hparams.phase, "ckpt_path": ckpt,
-                    "device": device, **extra}  # fmt: skip
+            info = {
+                "subcommand": self.subcommand,
+                "phase": self.model.hparams.phase,
+                "ckpt_path": ckpt,
+                "device": device,
+                **extra,
+            }
             append_finished(self.trainer.default_root_dir, info)
         if any(isinstance(logger, WandbLogger) for logger in self.trainer.loggers):
             import wandb
@@ -284,8 +305,9 @@ def image_config(vision_model: str | None, vision_kwargs: dict[str, Any] | None)
     return vision_data_config(vision_model, vision_kwargs or {}) if vision_model else None
 
 
-def full_preflight(dm: TransferDataModule, trainer: Any, model: TransferModule, *, full: bool = False
-                   ) -> PreflightReport:  # fmt: skip
+def full_preflight(
+    dm: TransferDataModule, trainer: Any, model: TransferModule, *, full: bool = False
+) -> PreflightReport:
     """The data half (``datamodules.preflight``) and the model half (``lightning_modules.preflight``)."""
     report = preflight(dm, trainer, full=full)
     errors, info = model_checks(model, dm.max_length)
@@ -294,8 +316,9 @@ def full_preflight(dm: TransferDataModule, trainer: Any, model: TransferModule, 
     return report
 
 
-def run_preflight(dm: TransferDataModule, trainer: Any, model: TransferModule, *, full: bool = False
-                  ) -> PreflightReport:  # fmt: skip
+def run_preflight(
+    dm: TransferDataModule, trainer: Any, model: TransferModule, *, full: bool = False
+) -> PreflightReport:
     """Preflight, printed on rank 0; raises ``ValueError`` listing every problem."""
     report = full_preflight(dm, trainer, model, full=full)
     if getattr(trainer, "is_global_zero", True):
@@ -367,8 +390,10 @@ def explain(err: Exception) -> tuple[str, int] | None:
         return str(err), RUNTIME_ERROR
     if isinstance(err, RuntimeError) and "PytorchStream" in str(err):  # torch.save / torch.load on a bad file
         where = file_in_traceback(err)
-        return (f"{str(err).strip().splitlines()[0]}{f' ({where})' if where else ''}: is the disk full, or the "
-                "checkpoint cut off? Free space (df -h) or copy the checkpoint again"), RUNTIME_ERROR  # fmt: skip
+        return (
+            f"{str(err).strip().splitlines()[0]}{f' ({where})' if where else ''}: is the disk full, or the "
+            "checkpoint cut off? Free space (df -h) or copy the checkpoint again"
+        ), RUNTIME_ERROR
     if isinstance(err, (ValueError, MisconfigurationException)):
         return str(err), CONFIG_ERROR
     return None
@@ -382,8 +407,10 @@ def os_message(err: OSError) -> str:
     if err.errno in NOT_WRITABLE:
         fix = f"the run folder must be writable: fix its permissions, or write the run elsewhere with {RUN_DIR_FIX}"
     elif err.errno in DISK_FULL:
-        fix = (f"the disk, your quota or your file-size limit (ulimit -f) is full: free space (df -h {path or '.'}) "
-               f"or write the run elsewhere with {RUN_DIR_FIX}")  # fmt: skip
+        fix = (
+            f"the disk, your quota or your file-size limit (ulimit -f) is full: free space (df -h {path or '.'}) "
+            f"or write the run elsewhere with {RUN_DIR_FIX}"
+        )
     else:
         fix = "check the path and its permissions"
     return f"{where}{what}; {fix}"
@@ -406,8 +433,10 @@ def file_in_traceback(err: BaseException) -> str | None:
 
 def wandb_message(err: Exception) -> str:
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
-    return (f"W&B: {reason}. Log offline with WANDB_MODE=offline (sync later with `wandb sync`), log in with "
-            "`wandb login` (or set WANDB_API_KEY), or run without W&B: --trainer.logger false")  # fmt: skip
+    return (
+        f"W&B: {reason}. Log offline with WANDB_MODE=offline (sync later with `wandb sync`), log in with "
+        "`wandb login` (or set WANDB_API_KEY), or run without W&B: --trainer.logger false"
+    )
 
 
 if __name__ == "__main__":

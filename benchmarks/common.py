@@ -10,14 +10,24 @@ from typing import Any
 from PIL import Image
 
 # Natural photographs scikit-image ships (no download); grey and synthetic images left out.
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
-          "stereo_motorcycle", "retina")  # fmt: skip
+PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "stereo_motorcycle",
+    "retina",
+)
 # COCO and Flickr30k sizes: 640×480 and 500×375 are the common ones.
 SIZES = ((640, 480), (640, 427), (612, 459), (600, 450), (560, 420), (512, 384), (500, 375), (500, 333))
-WORDS = ("a man woman child dog cat two three people group young old red blue green white black small large "
-         "standing sitting riding walking playing holding looking running next to in on of the with near front "
-         "street park beach field table kitchen room city water snow grass building car bike horse train bus "
-         "shirt hat ball frisbee phone camera pizza sandwich plate bowl cup sign road tree sky").split()  # fmt: skip
+WORDS = (
+    "a man woman child dog cat two three people group young old red blue green white black small large "
+    "standing sitting riding walking playing holding looking running next to in on of the with near front "
+    "street park beach field table kitchen room city water snow grass building car bike horse train bus "
+    "shirt hat ball frisbee phone camera pizza sandwich plate bowl cup sign road tree sky"
+).split()
 BENCH_TASK = "demo_ve"  # an image + text classification task of the catalogue: the common case
 
 
@@ -30,8 +40,9 @@ def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     body = [[cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([f"\n{title}", line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *(line(r) for r in body)])  # fmt: skip
+    return "\n".join(
+        [f"\n{title}", line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in body)]
+    )
 
 
 def _sources() -> list[Image.Image]:
@@ -85,17 +96,30 @@ def write_text_model(out: Path, captions: Sequence[str]) -> Path:
     return save_text_model(out, captions)
 
 
-def write_bench_shards(out: Path, photos: Sequence[Path], captions: Sequence[str], per_shard: int,
-                       max_side: int = 384) -> Path:  # fmt: skip
+def write_bench_shards(
+    out: Path, photos: Sequence[Path], captions: Sequence[str], per_shard: int, max_side: int = 384
+) -> Path:
     """The photos + captions as ``demo_ve`` training shards, images bounded at ``max_side`` (the real default)."""
     from contracts.catalogue import NLI_LABELS
     from shards.writer import build_shards
 
     records = [
-        {"key": f"bench-{i:05d}", "split": "train", "lang": "en", "images": {"jpg": str(path)},
-         "json": {"task": BENCH_TASK, "lang": "en", "id": i, "text": text, "label": i % 3}}
+        {
+            "key": f"bench-{i:05d}",
+            "split": "train",
+            "lang": "en",
+            "images": {"jpg": str(path)},
+            "json": {"task": BENCH_TASK, "lang": "en", "id": i, "text": text, "label": i % 3},
+        }
         for i, (path, text) in enumerate(zip(photos, captions))
-    ]  # fmt: skip
-    build_shards(out, records, dataset="bench", tasks={BENCH_TASK: {"label_names": list(NLI_LABELS), "label_map": {}}},
-                 max_per_shard=per_shard, max_side=max_side, progress=False)  # fmt: skip
+    ]
+    build_shards(
+        out,
+        records,
+        dataset="bench",
+        tasks={BENCH_TASK: {"label_names": list(NLI_LABELS), "label_map": {}}},
+        max_per_shard=per_shard,
+        max_side=max_side,
+        progress=False,
+    )
     return out

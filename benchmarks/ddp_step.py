@@ -71,8 +71,9 @@ def run_steps(args: argparse.Namespace, device: torch.device, rank: int, world: 
     batches = make_batches(shapes, steps, seed=rank)  # different data per rank, as a DistributedSampler gives
     module = build_module(args.text, args.vision, steps).to(device)
     module.train()
-    ddp = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
-                                  gradient_as_bucket_view=True)  # fmt: skip
+    ddp = DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True
+    )
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     marks, losses = [], []
     for batch in batches:
@@ -89,13 +90,20 @@ def run_steps(args: argparse.Namespace, device: torch.device, rank: int, world: 
     sums = [None] * world
     dist.all_gather_object(sums, checksum(module))
     return {
-        "backend": args.backend, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "world_size": world, "ranks_on_one_device": True, "batch_per_rank": args.batch, "step_ms": step_s * 1e3,
-        "samples_s": world * args.batch / step_s, "loss_first_last": [losses[0], losses[-1]],
-        "weight_checksums": sums, "weights_equal": len(set(sums)) == 1,
-        "torch": torch.__version__, "nccl": ".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda"
-        else None, "pid": os.getpid(),
-    }  # fmt: skip
+        "backend": args.backend,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "world_size": world,
+        "ranks_on_one_device": True,
+        "batch_per_rank": args.batch,
+        "step_ms": step_s * 1e3,
+        "samples_s": world * args.batch / step_s,
+        "loss_first_last": [losses[0], losses[-1]],
+        "weight_checksums": sums,
+        "weights_equal": len(set(sums)) == 1,
+        "torch": torch.__version__,
+        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None,
+        "pid": os.getpid(),
+    }
 
 
 if __name__ == "__main__":

@@ -38,11 +38,19 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"base": "configs/models/xlmr_base_vit_b16.yaml", "large": "configs/models/xlmr_large_vit_b16.yaml"}
 # Published dimensions of the text models the YAMLs name (their config.json on the Hugging Face hub).
 TEXT_SHAPES = {
-    "xlm-roberta-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                         "intermediate_size": 3072},
-    "xlm-roberta-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-                          "intermediate_size": 4096},
-}  # fmt: skip
+    "xlm-roberta-base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+    "xlm-roberta-large": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+    },
+}
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
 BATCH, TOKENS, IMAGE = 32, 128, 224
 
@@ -58,8 +66,15 @@ def write_text_config(root: Path, text_model: str, **overrides: int) -> str:
         raise ValueError(f"benchmarks.gpu knows the shapes of {sorted(TEXT_SHAPES)}, not {text_model!r}")
     out = root / text_model
     shape = {**TEXT_SHAPES[text_model], **overrides}
-    XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-                     bos_token_id=0, eos_token_id=2, **shape).save_pretrained(out)  # fmt: skip
+    XLMRobertaConfig(
+        vocab_size=250002,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        **shape,
+    ).save_pretrained(out)
     return str(out)
 
 
@@ -80,9 +95,21 @@ def step_flops(module: torch.nn.Module, batch: dict[str, Any], device: torch.dev
     return counter.get_total_flops()
 
 
-def measure(text_dir: str, vision_model: str, root: Path, *, compile: bool, accelerator: str = "gpu",
-            precision: str = "bf16-mixed", batch: int = BATCH, tokens: int = TOKENS, image: int = IMAGE,
-            warmup: int = 3, timed: int = 10, compile_backend: str | None = None) -> dict[str, Any]:  # fmt: skip
+def measure(
+    text_dir: str,
+    vision_model: str,
+    root: Path,
+    *,
+    compile: bool,
+    accelerator: str = "gpu",
+    precision: str = "bf16-mixed",
+    batch: int = BATCH,
+    tokens: int = TOKENS,
+    image: int = IMAGE,
+    warmup: int = 3,
+    timed: int = 10,
+    compile_backend: str | None = None,
+) -> dict[str, Any]:
     """``compile_backend``: compile the core with this torch.compile backend instead of ``model.core.compile``'s
     default (inductor); the dry run uses ``eager`` (dynamo tracing without code generation)."""
     batches = make_batches({"batch": batch, "tokens": tokens, "image": image}, warmup + timed + 1)
@@ -94,8 +121,13 @@ def measure(text_dir: str, vision_model: str, root: Path, *, compile: bool, acce
     steps = lightning_steps(module, batches, warmup, root, accelerator=accelerator, precision=precision)
     step_s = _median([wall for wall, _ in steps])
     params = sum(p.numel() for p in module.parameters())
-    return {"params_m": params / 1e6, "step_ms": step_s * 1e3, "samples_s": batch / step_s,
-            "tflops": flops / step_s / 1e12, "flops_per_step": flops}  # fmt: skip
+    return {
+        "params_m": params / 1e6,
+        "step_ms": step_s * 1e3,
+        "samples_s": batch / step_s,
+        "tflops": flops / step_s / 1e12,
+        "flops_per_step": flops,
+    }
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -110,25 +142,40 @@ def run(quick: bool = False) -> dict[str, Any]:
             text_model, vision_model = real_config(name)
             text_dir = write_text_config(Path(tmp), text_model)
             for compile in (False, True):
-                fig = measure(text_dir, vision_model, Path(tmp) / f"{name}-{compile}", compile=compile,
-                              timed=5 if quick else 10)  # fmt: skip
+                fig = measure(
+                    text_dir, vision_model, Path(tmp) / f"{name}-{compile}", compile=compile, timed=5 if quick else 10
+                )
                 fig.update(config=name, compile=compile, mfu=fig["tflops"] / peak if peak else None)
                 rows.append(fig)
                 torch.cuda.empty_cache()
-    print(table(
-        f"GPU: {card}, bf16-mixed, batch {BATCH} x ({TOKENS} text + 197 image tokens), Lightning Trainer; "
-        f"MFU against {peak or '?'} TFLOP/s dense bf16",
-        ["config", "params (M)", "torch.compile", "ms / step", "samples/s", "model TFLOP/s", "MFU"],
-        [[r["config"], r["params_m"], r["compile"], r["step_ms"], r["samples_s"], r["tflops"],
-          f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"] for r in rows],
-    ))  # fmt: skip
+    print(
+        table(
+            f"GPU: {card}, bf16-mixed, batch {BATCH} x ({TOKENS} text + 197 image tokens), Lightning Trainer; "
+            f"MFU against {peak or '?'} TFLOP/s dense bf16",
+            ["config", "params (M)", "torch.compile", "ms / step", "samples/s", "model TFLOP/s", "MFU"],
+            [
+                [
+                    r["config"],
+                    r["params_m"],
+                    r["compile"],
+                    r["step_ms"],
+                    r["samples_s"],
+                    r["tflops"],
+                    f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a",
+                ]
+                for r in rows
+            ],
+        )
+    )
     return {"card": card, "peak_tflops": peak, "rows": rows}
 
 
 # -- the prepared GPU run (``make bench-gpu``) ----------------------------------------------------------------
 TINY_TEXT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-TINY_VISION = {"model_name": "vit_tiny_patch16_224", "kwargs": {"img_size": 32, "embed_dim": 32, "depth": 1,
-                                                                 "num_heads": 2}}  # fmt: skip
+TINY_VISION = {
+    "model_name": "vit_tiny_patch16_224",
+    "kwargs": {"img_size": 32, "embed_dim": 32, "depth": 1, "num_heads": 2},
+}
 TINY = {"batch": 2, "tokens": 8, "image": 32}
 
 
@@ -154,8 +201,10 @@ def gpu_run(dry_run: bool = False, budget_s: float = 330) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         vision = {name: _tiny_vision(root) if dry_run else real_config(name)[1] for name in CONFIGS}
-        text = {name: write_text_config(root / name, real_config(name)[0], **(TINY_TEXT if dry_run else {}))
-                for name in CONFIGS}  # fmt: skip
+        text = {
+            name: write_text_config(root / name, real_config(name)[0], **(TINY_TEXT if dry_run else {}))
+            for name in CONFIGS
+        }
         for name, compile in PLAN:
             if time.perf_counter() - start > budget_s:
                 print(f"gpu-run: {name} compile={compile} skipped: past the {budget_s:.0f} s budget", flush=True)
@@ -164,8 +213,9 @@ def gpu_run(dry_run: bool = False, budget_s: float = 330) -> dict[str, Any]:
             if compile is None:
                 ddp = ddp_step(text["base"], vision["base"], root, dry_run)
                 continue
-            kwargs: dict[str, Any] = dict(accelerator="cpu", compile_backend="eager", warmup=1, timed=2,
-                                          **TINY) if dry_run else {}  # fmt: skip
+            kwargs: dict[str, Any] = (
+                dict(accelerator="cpu", compile_backend="eager", warmup=1, timed=2, **TINY) if dry_run else {}
+            )
             fig = measure(text[name], vision[name], root / f"{name}-{compile}", compile=compile, **kwargs)
             fig.update(config=name, compile=compile, mfu=fig["tflops"] / peak if peak else None)
             rows.append(fig)
@@ -173,14 +223,28 @@ def gpu_run(dry_run: bool = False, budget_s: float = 330) -> dict[str, Any]:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     done = [r for r in rows if "skipped" not in r]
-    print(table(
-        f"GPU run: {card}, bf16, batch {TINY['batch'] if dry_run else BATCH}; MFU against {peak or '?'} TFLOP/s",
-        ["config", "params (M)", "torch.compile", "ms / step", "samples/s", "model TFLOP/s", "MFU"],
-        [[r["config"], r["params_m"], r["compile"], r["step_ms"], r["samples_s"], r["tflops"],
-          f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"] for r in done],
-    ))  # fmt: skip
-    print(f"DDP step, 2 processes on one device: backend {ddp.get('backend')}, {ddp.get('samples_s', 0):.1f} "
-          f"samples/s, weights equal on both ranks: {ddp.get('weights_equal')}; attempts {ddp.get('attempts')}")
+    print(
+        table(
+            f"GPU run: {card}, bf16, batch {TINY['batch'] if dry_run else BATCH}; MFU against {peak or '?'} TFLOP/s",
+            ["config", "params (M)", "torch.compile", "ms / step", "samples/s", "model TFLOP/s", "MFU"],
+            [
+                [
+                    r["config"],
+                    r["params_m"],
+                    r["compile"],
+                    r["step_ms"],
+                    r["samples_s"],
+                    r["tflops"],
+                    f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a",
+                ]
+                for r in done
+            ],
+        )
+    )
+    print(
+        f"DDP step, 2 processes on one device: backend {ddp.get('backend')}, {ddp.get('samples_s', 0):.1f} "
+        f"samples/s, weights equal on both ranks: {ddp.get('weights_equal')}; attempts {ddp.get('attempts')}"
+    )
     return {"card": card, "peak_tflops": peak, "dry_run": dry_run, "rows": rows, "ddp": ddp}
 
 
@@ -193,8 +257,9 @@ def _tiny_vision(root: Path) -> str:
 def run_group(cmd: list[str], env: dict[str, str], timeout_s: float) -> tuple[bool, str]:
     """Run ``cmd`` in its own process group; on timeout kill the whole group (torchrun and its ranks).
     Returns (exit status 0, the last 2000 characters of its output)."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         output, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -210,13 +275,31 @@ def ddp_step(text_dir: str, vision: str, root: Path, dry_run: bool, timeout_s: f
     attempts = []
     for backend in ("gloo",) if dry_run else ("nccl", "gloo"):
         out = root / f"ddp-{backend}.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-               "benchmarks.ddp_step", "--backend", backend, "--text", text_dir, "--vision", vision, "--out", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "benchmarks.ddp_step",
+            "--backend",
+            backend,
+            "--text",
+            text_dir,
+            "--vision",
+            vision,
+            "--out",
+            str(out),
+        ]
         if dry_run:
-            cmd += ["--device", "cpu", "--warmup", "1", "--timed", "2",
-                    *(f"--{k}={v}" for k, v in TINY.items())]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get(
-            "PYTHONPATH", "")}  # fmt: skip
+            cmd += ["--device", "cpu", "--warmup", "1", "--timed", "2", *(f"--{k}={v}" for k, v in TINY.items())]
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
         ok, tail = run_group(cmd, env, timeout_s)
         ok = ok and out.exists()
         attempts.append({"backend": backend, "ok": ok, **({} if ok else {"error_tail": tail})})

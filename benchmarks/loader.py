@@ -66,15 +66,21 @@ def prepare(root: Path, n: int) -> LoaderData:
 
 
 # -- the loaders: pipeline, (a) naive, (c) recipe -------------------------------------------------------------
-def pipeline_loader(data: LoaderData, workers: int, steps: int, shuffle_buffer: int = 1000, augment: bool = False
-                    ) -> Iterable[dict[str, Any]]:  # fmt: skip
+def pipeline_loader(
+    data: LoaderData, workers: int, steps: int, shuffle_buffer: int = 1000, augment: bool = False
+) -> Iterable[dict[str, Any]]:
     """The real training loader (``MultiTaskLoader`` over one task); ``.loaders`` holds its DataLoader."""
     dm = TransferDataModule(
         [TaskData(BENCH_TASK, shards=str(data.shards), train_split="train", augment=augment)],
-        tokenizer=str(data.text_model), image_config=vision_data_config(VISION_MODEL, {}), batch_size=BATCH_SIZE,
-        max_length=MAX_LENGTH, num_workers=workers, steps_per_epoch=steps, shuffle_buffer=shuffle_buffer,
+        tokenizer=str(data.text_model),
+        image_config=vision_data_config(VISION_MODEL, {}),
+        batch_size=BATCH_SIZE,
+        max_length=MAX_LENGTH,
+        num_workers=workers,
+        steps_per_epoch=steps,
+        shuffle_buffer=shuffle_buffer,
         pin_memory=False,  # no CUDA: pinning would only warn
-    )  # fmt: skip
+    )
     return dm.train_dataloader()
 
 
@@ -91,15 +97,26 @@ class NaiveDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         pixels = self.transform(Image.open(self.photos[i]).convert("RGB"))
-        enc = self.tokenizer(self.captions[i], padding="max_length", truncation=True, max_length=MAX_LENGTH,
-                             return_tensors="pt")  # fmt: skip
-        return {"pixel_values": pixels, "input_ids": enc["input_ids"][0], "attention_mask": enc["attention_mask"][0],
-                "labels": torch.tensor(i % 3)}  # fmt: skip
+        enc = self.tokenizer(
+            self.captions[i], padding="max_length", truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+        )
+        return {
+            "pixel_values": pixels,
+            "input_ids": enc["input_ids"][0],
+            "attention_mask": enc["attention_mask"][0],
+            "labels": torch.tensor(i % 3),
+        }
 
 
 def naive_loader(data: LoaderData, workers: int, steps: int) -> Iterable[dict[str, Any]]:
-    loader = DataLoader(NaiveDataset(data), batch_size=BATCH_SIZE, shuffle=True, num_workers=workers, drop_last=True,
-                        persistent_workers=workers > 0)  # fmt: skip
+    loader = DataLoader(
+        NaiveDataset(data),
+        batch_size=BATCH_SIZE,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
 
     return Endless(loader)
 
@@ -125,10 +142,15 @@ class RecipeSample:
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         record = sample["json"]
-        enc = self.tokenizer(record["text"], padding="max_length", truncation=True, max_length=MAX_LENGTH,
-                             return_tensors="pt")  # fmt: skip
-        return {"pixel_values": self.transform(sample["jpg"]), "input_ids": enc["input_ids"][0],
-                "attention_mask": enc["attention_mask"][0], "labels": record["label"]}  # fmt: skip
+        enc = self.tokenizer(
+            record["text"], padding="max_length", truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+        )
+        return {
+            "pixel_values": self.transform(sample["jpg"]),
+            "input_ids": enc["input_ids"][0],
+            "attention_mask": enc["attention_mask"][0],
+            "labels": record["label"],
+        }
 
 
 def recipe_loader(data: LoaderData, workers: int, steps: int) -> Iterable[dict[str, Any]]:
@@ -174,8 +196,13 @@ def decode_limit(data: LoaderData, seconds: float, op: str = "limit") -> tuple[f
         w, h = image_size(blob)
         return fast.from_array(decode_rgb(blob, fast.scale_size / min(w, h), scaling="eighths"), (w, h))
 
-    fn = {"limit": limit, "pil_limit": pil_limit, "eval_work": fast.from_bytes, "eval_work_eighths": eval_eighths,
-          "train_work": train.from_bytes}[op]  # fmt: skip
+    fn = {
+        "limit": limit,
+        "pil_limit": pil_limit,
+        "eval_work": fast.from_bytes,
+        "eval_work_eighths": eval_eighths,
+        "train_work": train.from_bytes,
+    }[op]
     blobs = _shard_jpegs(data.shards)
     n, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
@@ -188,8 +215,13 @@ def decode_limit(data: LoaderData, seconds: float, op: str = "limit") -> tuple[f
 def _shard_jpegs(directory: Path) -> list[bytes]:
     from shards.manifest import tar_samples
 
-    return [data for shard in sorted(directory.glob("*.tar")) for sample in tar_samples(shard)
-            for ext, data in sample.items() if ext.endswith("jpg")]  # fmt: skip
+    return [
+        data
+        for shard in sorted(directory.glob("*.tar"))
+        for sample in tar_samples(shard)
+        for ext, data in sample.items()
+        if ext.endswith("jpg")
+    ]
 
 
 # -- measuring ---------------------------------------------------------------------------------------------
@@ -208,8 +240,12 @@ def measure(batches: Any, warmup: int, n: int) -> tuple[float, float]:
     it = iter(batches)
     for _ in range(warmup):
         next(it)
-    pids = [w.pid for loader in batches.loaders.values() if loader._iterator is not None
-            for w in getattr(loader._iterator, "_workers", [])]  # fmt: skip
+    pids = [
+        w.pid
+        for loader in batches.loaders.values()
+        if loader._iterator is not None
+        for w in getattr(loader._iterator, "_workers", [])
+    ]
     wall, cpu = time.perf_counter(), cpu_seconds(pids)
     samples = sum(len(next(it)["input_ids"]) for _ in range(n))
     wall, cpu = time.perf_counter() - wall, cpu_seconds(pids) - cpu
@@ -225,23 +261,38 @@ def run(quick: bool = False, root: Path | None = None, workers: tuple[int, ...] 
         with tempfile.TemporaryDirectory() as tmp:
             data = prepare(Path(root or tmp), n_photos)
             limits = [decode_limit(data, limit_s)]
-            ops = {op: decode_limit(data, limit_s, op) for op in ("pil_limit", "eval_work", "eval_work_eighths",
-                                                                   "train_work")}  # fmt: skip
+            ops = {
+                op: decode_limit(data, limit_s, op)
+                for op in ("pil_limit", "eval_work", "eval_work_eighths", "train_work")
+            }
             rows = []
             for n in workers:
                 steps = warmup + n_batches
                 naive = measure(naive_loader(data, n, steps), warmup, n_batches)
                 recipe = measure(recipe_loader(data, n, steps), warmup, n_batches)
                 pipe = measure(pipeline_loader(data, n, steps), warmup, n_batches)
-                rows.append({"workers": n, "pipeline": pipe[0], "naive": naive[0], "recipe": recipe[0],
-                             "pipeline_per_cpu_s": pipe[1], "naive_per_cpu_s": naive[1],
-                             "recipe_per_cpu_s": recipe[1]})  # fmt: skip
+                rows.append(
+                    {
+                        "workers": n,
+                        "pipeline": pipe[0],
+                        "naive": naive[0],
+                        "recipe": recipe[0],
+                        "pipeline_per_cpu_s": pipe[1],
+                        "naive_per_cpu_s": naive[1],
+                        "recipe_per_cpu_s": recipe[1],
+                    }
+                )
             augmented = measure(pipeline_loader(data, 0, warmup + n_batches, augment=True), warmup, n_batches)
             limits.append(decode_limit(data, limit_s))
             matched = None
             if not quick:  # the same photos bounded for 224-px models: what a tighter write-time bound buys
-                shards = write_bench_shards(Path(root or tmp) / "shards256", data.photos, data.captions,
-                                            per_shard=max(16, n_photos // 8), max_side=256)  # fmt: skip
+                shards = write_bench_shards(
+                    Path(root or tmp) / "shards256",
+                    data.photos,
+                    data.captions,
+                    per_shard=max(16, n_photos // 8),
+                    max_side=256,
+                )
                 small = LoaderData(data.photos, data.captions, shards, data.text_model)
                 matched = measure(pipeline_loader(small, 0, warmup + n_batches), warmup, n_batches)
     finally:
@@ -254,35 +305,76 @@ def run(quick: bool = False, root: Path | None = None, workers: tuple[int, ...] 
         row["per_core_vs_limit"] = row["pipeline"] / max(1, row["workers"]) / limit
         row["per_cpu_s_vs_limit"] = row["pipeline_per_cpu_s"] / limit_cpu
     load = (load_before, os.getloadavg()[0])
-    print(table(
-        f"Loader: batch {BATCH_SIZE}, {n_photos} photos 500x375..640x480 (shards: short side <= 384), ViT-B/16 "
-        f"preprocessing. Decode-only limit (b) with the pipeline's decoder: {limit:.0f} samples/s, {limit_cpu:.0f} "
-        f"per CPU-second (old PIL limit: {ops['pil_limit'][1]:.0f}; the pipeline's whole image work: "
-        f"{ops['eval_work'][1]:.0f}, with DCT scaling in eighths {ops['eval_work_eighths'][1]:.0f}, with augmentation "
-        f"{ops['train_work'][1]:.0f} per CPU-second). Load average "
-        f"{load[0]:.1f} -> {load[1]:.1f} on {os.cpu_count()} cores: wall figures share the cores, CPU-second "
-        "figures do not",
-        ["workers", "pipeline samples/s", "naive (a)", "recipe (c)", "wall: / (a)", "wall: / (c)",
-         "per CPU-s: / (a) (>= 2.0)", "per CPU-s: / (c) (>= 2.0)", "per CPU-s / (b) (>= 0.85)"],
-        [[r["workers"], r["pipeline"], r["naive"], r["recipe"], r["vs_naive"], r["vs_recipe"], r["vs_naive_cpu"],
-          r["vs_recipe_cpu"], r["per_cpu_s_vs_limit"]] for r in rows],
-    ))  # fmt: skip
-    print(f"per CPU-second: pipeline {rows[0]['pipeline_per_cpu_s']:.0f}, naive (a) {rows[0]['naive_per_cpu_s']:.0f}, "
-          f"recipe (c) {rows[0]['recipe_per_cpu_s']:.0f} (0 workers)")
-    print(f"with augmentation (random resized crop + flip), 0 workers: {augmented[0]:.0f} samples/s, "
-          f"{augmented[1]:.0f} per CPU-second = {augmented[1] / rows[0]['recipe_per_cpu_s']:.2f}x the recipe (c)")
+    print(
+        table(
+            f"Loader: batch {BATCH_SIZE}, {n_photos} photos 500x375..640x480 (shards: short side <= 384), ViT-B/16 "
+            f"preprocessing. Decode-only limit (b) with the pipeline's decoder: {limit:.0f} samples/s, {limit_cpu:.0f} "
+            f"per CPU-second (old PIL limit: {ops['pil_limit'][1]:.0f}; the pipeline's whole image work: "
+            f"{ops['eval_work'][1]:.0f}, with DCT scaling in eighths {ops['eval_work_eighths'][1]:.0f}, "
+            f"with augmentation {ops['train_work'][1]:.0f} per CPU-second). Load average "
+            f"{load[0]:.1f} -> {load[1]:.1f} on {os.cpu_count()} cores: wall figures share the cores, CPU-second "
+            "figures do not",
+            [
+                "workers",
+                "pipeline samples/s",
+                "naive (a)",
+                "recipe (c)",
+                "wall: / (a)",
+                "wall: / (c)",
+                "per CPU-s: / (a) (>= 2.0)",
+                "per CPU-s: / (c) (>= 2.0)",
+                "per CPU-s / (b) (>= 0.85)",
+            ],
+            [
+                [
+                    r["workers"],
+                    r["pipeline"],
+                    r["naive"],
+                    r["recipe"],
+                    r["vs_naive"],
+                    r["vs_recipe"],
+                    r["vs_naive_cpu"],
+                    r["vs_recipe_cpu"],
+                    r["per_cpu_s_vs_limit"],
+                ]
+                for r in rows
+            ],
+        )
+    )
+    print(
+        f"per CPU-second: pipeline {rows[0]['pipeline_per_cpu_s']:.0f}, naive (a) {rows[0]['naive_per_cpu_s']:.0f}, "
+        f"recipe (c) {rows[0]['recipe_per_cpu_s']:.0f} (0 workers)"
+    )
+    print(
+        f"with augmentation (random resized crop + flip), 0 workers: {augmented[0]:.0f} samples/s, "
+        f"{augmented[1]:.0f} per CPU-second = {augmented[1] / rows[0]['recipe_per_cpu_s']:.2f}x the recipe (c)"
+    )
     if matched:
-        print(f"shards bounded at 256 px instead of 384, 0 workers: {matched[0]:.0f} samples/s, {matched[1]:.0f} per "
-              f"CPU-second = {matched[1] / rows[0]['naive_per_cpu_s']:.2f}x the naive loader per CPU-second")
-    result = {"rows": rows, "decode_limit": limit, "decode_limit_per_cpu_s": limit_cpu, "decode_limits": limits,
-              "image_ops": ops, "augmented": augmented, "photos": n_photos, "batch_size": BATCH_SIZE,
-              "batches_timed": n_batches, "load_average": load, "pipeline_max_side_256": matched}  # fmt: skip
+        print(
+            f"shards bounded at 256 px instead of 384, 0 workers: {matched[0]:.0f} samples/s, {matched[1]:.0f} per "
+            f"CPU-second = {matched[1] / rows[0]['naive_per_cpu_s']:.2f}x the naive loader per CPU-second"
+        )
+    result = {
+        "rows": rows,
+        "decode_limit": limit,
+        "decode_limit_per_cpu_s": limit_cpu,
+        "decode_limits": limits,
+        "image_ops": ops,
+        "augmented": augmented,
+        "photos": n_photos,
+        "batch_size": BATCH_SIZE,
+        "batches_timed": n_batches,
+        "load_average": load,
+        "pipeline_max_side_256": matched,
+    }
     by_workers = {r["workers"]: r for r in rows}
     if 1 in by_workers and 2 in by_workers:
         scaling = by_workers[2]["pipeline"] / by_workers[1]["pipeline"]
         cpu_scaling = by_workers[2]["pipeline_per_cpu_s"] / by_workers[1]["pipeline_per_cpu_s"]
-        print(f"1 -> 2 workers: {scaling:.2f}x samples/s (target >= 1.8); samples per CPU-second {cpu_scaling:.2f}x "
-              "(1.0 = the second worker adds no overhead, so 2 free cores would give ~2x)")
+        print(
+            f"1 -> 2 workers: {scaling:.2f}x samples/s (target >= 1.8); samples per CPU-second {cpu_scaling:.2f}x "
+            "(1.0 = the second worker adds no overhead, so 2 free cores would give ~2x)"
+        )
         result.update(scaling_1_to_2=scaling, cpu_efficiency_1_to_2=cpu_scaling)
     return result
 
@@ -304,19 +396,29 @@ def gpu_run(dry_run: bool = False, workers: tuple[int, ...] = (1, 2, 4, 8)) -> d
                 warmup, timed = (n, n) if dry_run else (2 * n, max(32, 8 * n))
                 pipe = measure(pipeline_loader(data, n, warmup + timed), warmup, timed)
                 recipe = measure(recipe_loader(data, n, warmup + timed), warmup, timed)
-                rows.append({"workers": n, "pipeline": pipe[0], "pipeline_per_cpu_s": pipe[1], "recipe": recipe[0],
-                             "recipe_per_cpu_s": recipe[1], "vs_recipe": pipe[0] / recipe[0]})  # fmt: skip
+                rows.append(
+                    {
+                        "workers": n,
+                        "pipeline": pipe[0],
+                        "pipeline_per_cpu_s": pipe[1],
+                        "recipe": recipe[0],
+                        "recipe_per_cpu_s": recipe[1],
+                        "vs_recipe": pipe[0] / recipe[0],
+                    }
+                )
                 print(f"loader scaling: {n} workers: pipeline {pipe[0]:.0f} samples/s", flush=True)
     finally:
         torch.set_num_threads(threads)
     for row in rows:
         row["speedup_vs_1"] = row["pipeline"] / rows[0]["pipeline"]
-    print(table(
-        f"Loader scaling on {os.cpu_count()} cores{' (dry run)' if dry_run else ''}: batch {BATCH_SIZE}, ViT-B/16 "
-        "preprocessing, 384-px shards",
-        ["workers", "pipeline samples/s", "x vs 1 worker", "recipe (c) samples/s", "pipeline / (c)"],
-        [[r["workers"], r["pipeline"], r["speedup_vs_1"], r["recipe"], r["vs_recipe"]] for r in rows],
-    ))  # fmt: skip
+    print(
+        table(
+            f"Loader scaling on {os.cpu_count()} cores{' (dry run)' if dry_run else ''}: batch {BATCH_SIZE}, ViT-B/16 "
+            "preprocessing, 384-px shards",
+            ["workers", "pipeline samples/s", "x vs 1 worker", "recipe (c) samples/s", "pipeline / (c)"],
+            [[r["workers"], r["pipeline"], r["speedup_vs_1"], r["recipe"], r["vs_recipe"]] for r in rows],
+        )
+    )
     return {"rows": rows, "photos": n_photos, "cpus": os.cpu_count(), "dry_run": dry_run}
 
 

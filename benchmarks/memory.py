@@ -56,8 +56,14 @@ def run(quick: bool = False, root: Path | None = None) -> dict[str, Any]:
                 mems = [process_memory_mib(pid) for pid in worker_pids(loader)]
                 rss = [m[0] for m in mems if m[0] is not None]
                 uss = [m[1] for m in mems if m[1] is not None]
-                rows.append({"epoch": epoch, "samples": samples, "rss_mib": sum(rss) if rss else None,
-                             "uss_mib": sum(uss) if uss else None})  # fmt: skip
+                rows.append(
+                    {
+                        "epoch": epoch,
+                        "samples": samples,
+                        "rss_mib": sum(rss) if rss else None,
+                        "uss_mib": sum(uss) if uss else None,
+                    }
+                )
             del loader
     finally:
         torch.set_num_threads(threads)
@@ -66,12 +72,14 @@ def run(quick: bool = False, root: Path | None = None) -> dict[str, Any]:
         first, last = rows[0][key], rows[-1][key]
         return None if first is None or last is None else last - first
 
-    print(table(
-        f"Memory: {WORKERS} persistent loader workers (summed), {steps} batches of 32 per epoch, shuffle buffer "
-        f"{SHUFFLE_BUFFER} (full within epoch 1)",
-        ["epoch", "samples", "worker RSS MiB", "worker USS (private) MiB"],
-        [[r["epoch"], r["samples"], r["rss_mib"] or "n/a", r["uss_mib"] or "n/a"] for r in rows],
-    ))  # fmt: skip
+    print(
+        table(
+            f"Memory: {WORKERS} persistent loader workers (summed), {steps} batches of 32 per epoch, shuffle buffer "
+            f"{SHUFFLE_BUFFER} (full within epoch 1)",
+            ["epoch", "samples", "worker RSS MiB", "worker USS (private) MiB"],
+            [[r["epoch"], r["samples"], r["rss_mib"] or "n/a", r["uss_mib"] or "n/a"] for r in rows],
+        )
+    )
     rss_growth, uss_growth = growth("rss_mib"), growth("uss_mib")
     if rss_growth is not None:
         print(f"growth epoch 1 -> {EPOCHS}: RSS {rss_growth:+.1f} MiB, USS {uss_growth or 0.0:+.1f} MiB (target: flat)")

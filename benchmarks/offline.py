@@ -23,14 +23,42 @@ from pathlib import Path
 
 PINS = Path(__file__).with_name("gpu_wheels.txt")
 PYTHON_VERSION = "3.12"
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
-             "manylinux2014_x86_64", "manylinux1_x86_64")  # fmt: skip
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 # What the GPU plan (benchmarks/run_all.py --only gpu loader --gpu-run) and the code it loads import, in an order
 # that names the culprit: the carried packages first, then the machine's own.
-IMPORTS = ("yaml", "braceexpand", "webdataset", "simplejpeg", "jsonargparse", "submitit", "wandb", "torch",
-           "torchvision", "lightning", "lightning.pytorch", "torchmetrics", "transformers", "tokenizers",
-           "safetensors", "timm", "timm.data", "PIL", "skimage.data", "datamodules.datamodule",
-           "lightning_modules.core", "benchmarks.gpu", "benchmarks.loader", "benchmarks.ddp_step")  # fmt: skip
+IMPORTS = (
+    "yaml",
+    "braceexpand",
+    "webdataset",
+    "simplejpeg",
+    "jsonargparse",
+    "submitit",
+    "wandb",
+    "torch",
+    "torchvision",
+    "lightning",
+    "lightning.pytorch",
+    "torchmetrics",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "timm",
+    "timm.data",
+    "PIL",
+    "skimage.data",
+    "datamodules.datamodule",
+    "lightning_modules.core",
+    "benchmarks.gpu",
+    "benchmarks.loader",
+    "benchmarks.ddp_step",
+)
 OPTIONAL = ("wandb",)
 """Carried but not needed by the plan: if one does not import there, it is removed again (timm imports wandb when
 it finds it, and a broken one would break timm)."""
@@ -61,8 +89,21 @@ def download(dest: Path, pin_file: Path = PINS) -> list[Path]:
     """Download every pinned wheel for CPython 3.12 / manylinux x86_64 into ``dest``; drop other versions there."""
     dest.mkdir(parents=True, exist_ok=True)
     wanted = pins(pin_file)
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-           "--python-version", PYTHON_VERSION, "--implementation", "cp", "-d", str(dest)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        PYTHON_VERSION,
+        "--implementation",
+        "cp",
+        "-d",
+        str(dest),
+    ]
     for platform in PLATFORMS:
         cmd += ["--platform", platform]
     subprocess.run([*cmd, *(f"{n}=={v}" for n, v in wanted.items())], check=True)
@@ -103,8 +144,11 @@ def install(wheels: Path, target: Path) -> list[Path]:
     if not wheels.is_dir():
         raise SystemExit(f"{wheels}/ not found: run `make gpu-wheels` on a machine with network and carry {wheels}")
     todo = to_install(wheels)
-    print(f"offline install: {len(todo)} of {len(list(wheels.glob('*.whl')))} carried wheels missing here"
-          + (f": {', '.join(wheel_dist(w)[0] for w in todo)}" if todo else ""), flush=True)  # fmt: skip
+    print(
+        f"offline install: {len(todo)} of {len(list(wheels.glob('*.whl')))} carried wheels missing here"
+        + (f": {', '.join(wheel_dist(w)[0] for w in todo)}" if todo else ""),
+        flush=True,
+    )
     if todo:
         pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile"]
         subprocess.run([*pip, "--no-cache-dir", "--upgrade", "--target", str(target), *map(str, todo)], check=True)

@@ -48,10 +48,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--gpu-run", action="store_true", help="the prepared GPU plan (gpu and loader only)")
     parser.add_argument("--dry-run", action="store_true", help="with --gpu-run: the same plan tiny, on the CPU")
-    parser.add_argument("--make-times", nargs="+", default=[], metavar="TARGET",
-                        help="startup: also time these make targets here, e.g. demo test (minutes; opt-in)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where the JSON results go (default benchmarks/out/results.json, gpu_run.json)")
+    parser.add_argument(
+        "--make-times",
+        nargs="+",
+        default=[],
+        metavar="TARGET",
+        help="startup: also time these make targets here, e.g. demo test (minutes; opt-in)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the JSON results go (default benchmarks/out/results.json, gpu_run.json)",
+    )
     args = parser.parse_args(argv)
     if args.dry_run and not args.gpu_run:
         parser.error("--dry-run rehearses --gpu-run: give both")
@@ -59,8 +68,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--gpu-run runs gpu and loader only, not {sorted(set(args.only) - {'gpu', 'loader'})}")
     out = args.out or OUT / ("gpu_run.json" if args.gpu_run else "results.json")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "gpu_run": args.gpu_run,
-                               "dry_run": args.dry_run}  # fmt: skip
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "quick": args.quick,
+        "gpu_run": args.gpu_run,
+        "dry_run": args.dry_run,
+    }
     print(f"machine: {results['machine']}")
     start_all = time.perf_counter()
     for name in args.only:

@@ -25,14 +25,32 @@ from benchmarks.common import table
 
 REPO = Path(__file__).resolve().parents[1]
 EAGER = "import timm, transformers, runpy, sys; sys.argv = ['train.py', *sys.argv[1:]]; "
-DEMO_RUN = ["fit", "--config", "configs/base.yaml", "--config", "configs/demo/base.yaml", "--config",
-            "configs/demo/target_ve.yaml", "--trainer.callbacks+=benchmarks.first_step.FirstStep",
-            "--seed_everything", "0", "--test_after_fit", "false"]  # fmt: skip
+DEMO_RUN = [
+    "fit",
+    "--config",
+    "configs/base.yaml",
+    "--config",
+    "configs/demo/base.yaml",
+    "--config",
+    "configs/demo/target_ve.yaml",
+    "--trainer.callbacks+=benchmarks.first_step.FirstStep",
+    "--seed_everything",
+    "0",
+    "--test_after_fit",
+    "false",
+]
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="offline", WANDB_SILENT="true",
-               TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # fmt: skip
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+    )
     env.update(extra)
     return env
 
@@ -59,8 +77,9 @@ def _pair(cmds: dict[str, tuple[list[str], dict[str, str]]], repeats: int) -> di
     for _ in range(repeats):
         for name, (cmd, env) in cmds.items():
             got[name].append(timed(cmd, env))
-    return {name: {"wall_s": _median([w for w, _ in v]), "cpu_s": _median([c for _, c in v])}
-            for name, v in got.items()}
+    return {
+        name: {"wall_s": _median([w for w, _ in v]), "cpu_s": _median([c for _, c in v])} for name, v in got.items()
+    }
 
 
 def _demo_shards() -> Path:
@@ -85,8 +104,14 @@ def _first_step(tmp: Path, i: int, warm: bool) -> tuple[float, float]:
         code = warm_mod.start(args, log, env).wait(600)
     else:
         with log.open("a") as out:
-            code = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=600).returncode  # fmt: skip
+            code = subprocess.run(
+                [sys.executable, "train.py", *args],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=600,
+            ).returncode
     if code != 0 or not stamp.is_file():
         raise RuntimeError(f"demo run {'warm' if warm else 'cold'} failed (exit {code}): {log.read_text()[-2000:]}")
     at, cpu = map(float, stamp.read_text().split())
@@ -101,9 +126,15 @@ def per_run(repeats: int) -> dict[str, Any]:
         for i in range(repeats):
             cold.append(_first_step(Path(tmp), 2 * i + 1, warm=False))
             warm.append(_first_step(Path(tmp), 2 * i + 2, warm=True))
-    return {"cold_s": _median([w for w, _ in cold]), "warm_s": _median([w for w, _ in warm]),
-            "cold_cpu_s": _median([c for _, c in cold]), "warm_cpu_s": _median([c for _, c in warm]),
-            "warm_first_s": first_warm[0], "cold_all": cold, "warm_all": warm}  # fmt: skip
+    return {
+        "cold_s": _median([w for w, _ in cold]),
+        "warm_s": _median([w for w, _ in warm]),
+        "cold_cpu_s": _median([c for _, c in cold]),
+        "warm_cpu_s": _median([c for _, c in warm]),
+        "warm_first_s": first_warm[0],
+        "cold_all": cold,
+        "warm_all": warm,
+    }
 
 
 def make_times(targets: list[str]) -> dict[str, float]:
@@ -120,50 +151,88 @@ def run(quick: bool = False, make_targets: list[str] | None = None) -> dict[str,
     repeats = 1 if quick else 3
     py = sys.executable
     eager_env = _env(MMSTILTS_LEAN_IMPORTS="0")
-    imports = _pair({
-        "torch": ([py, "-c", "import torch"], _env()),
-        "eager": ([py, "-c", "import timm, transformers, train"], eager_env),
-        "lean": ([py, "-c", "import train"], _env()),
-        "help_eager": ([py, "-c", EAGER + "runpy.run_path('train.py', run_name='__main__')", "--help"], eager_env),
-        "help": ([py, "train.py", "--help"], _env()),
-        "fit_help_eager": ([py, "-c", EAGER + "runpy.run_path('train.py', run_name='__main__')", "fit", "--help"],
-                           eager_env),
-        "fit_help": ([py, "train.py", "fit", "--help"], _env()),
-    }, repeats)  # fmt: skip
+    imports = _pair(
+        {
+            "torch": ([py, "-c", "import torch"], _env()),
+            "eager": ([py, "-c", "import timm, transformers, train"], eager_env),
+            "lean": ([py, "-c", "import train"], _env()),
+            "help_eager": ([py, "-c", EAGER + "runpy.run_path('train.py', run_name='__main__')", "--help"], eager_env),
+            "help": ([py, "train.py", "--help"], _env()),
+            "fit_help_eager": (
+                [py, "-c", EAGER + "runpy.run_path('train.py', run_name='__main__')", "fit", "--help"],
+                eager_env,
+            ),
+            "fit_help": ([py, "train.py", "fit", "--help"], _env()),
+        },
+        repeats,
+    )
     runs = per_run(repeats)
     f = imports
 
     def row(name: str, now: str, before: str) -> list[Any]:
-        return [name, f[now]["wall_s"], f[now]["cpu_s"], f[before]["wall_s"], f[before]["cpu_s"],
-                f[now]["cpu_s"] / f[before]["cpu_s"], f[now]["cpu_s"] / f["torch"]["cpu_s"]]  # fmt: skip
+        return [
+            name,
+            f[now]["wall_s"],
+            f[now]["cpu_s"],
+            f[before]["wall_s"],
+            f[before]["cpu_s"],
+            f[now]["cpu_s"] / f[before]["cpu_s"],
+            f[now]["cpu_s"] / f["torch"]["cpu_s"],
+        ]
 
-    print(table(
-        f"Start-up: median of {repeats} alternating rounds; eager = train.py's imports before 2026-12-08 (timm, "
-        "transformers, torchmetrics whole); floor = `import torch`",
-        ["what", "wall s", "CPU s", "eager wall s", "eager CPU s", "CPU / eager", "CPU / floor"],
-        [row("import train", "lean", "eager"), row("train.py --help", "help", "help_eager"),
-         row("train.py fit --help", "fit_help", "fit_help_eager"),
-         ["import torch (floor)", f["torch"]["wall_s"], f["torch"]["cpu_s"], "", "", "", 1.0]],
-    ))  # fmt: skip
-    print(table(
-        "Per-run overhead: a demo target run, asked for -> first training step (wall s; CPU s of its process; "
-        "median of "
-        f"{repeats}); warm = a child of the warm worker (studies/warm.py), its first run starting the worker",
-        ["run", "wall s", "CPU s", "wall / cold", "CPU / cold"],
-        [["cold process (python train.py)", runs["cold_s"], runs["cold_cpu_s"], 1.0, 1.0],
-         ["warm worker child", runs["warm_s"], runs["warm_cpu_s"], runs["warm_s"] / runs["cold_s"],
-          runs["warm_cpu_s"] / runs["cold_cpu_s"]],
-         ["warm worker, first run (starts the worker)", runs["warm_first_s"], "", runs["warm_first_s"] / runs["cold_s"],
-          ""]],
-    ))  # fmt: skip
-    out: dict[str, Any] = {"imports": imports, "per_run": runs, "repeats": repeats,
-                           "help_cpu_ratio": f["help"]["cpu_s"] / f["help_eager"]["cpu_s"],
-                           "warm_over_cold": runs["warm_s"] / runs["cold_s"],
-                           "warm_over_cold_cpu": runs["warm_cpu_s"] / runs["cold_cpu_s"]}  # fmt: skip
+    print(
+        table(
+            f"Start-up: median of {repeats} alternating rounds; eager = train.py's imports before 2026-12-08 (timm, "
+            "transformers, torchmetrics whole); floor = `import torch`",
+            ["what", "wall s", "CPU s", "eager wall s", "eager CPU s", "CPU / eager", "CPU / floor"],
+            [
+                row("import train", "lean", "eager"),
+                row("train.py --help", "help", "help_eager"),
+                row("train.py fit --help", "fit_help", "fit_help_eager"),
+                ["import torch (floor)", f["torch"]["wall_s"], f["torch"]["cpu_s"], "", "", "", 1.0],
+            ],
+        )
+    )
+    print(
+        table(
+            "Per-run overhead: a demo target run, asked for -> first training step (wall s; CPU s of its process; "
+            "median of "
+            f"{repeats}); warm = a child of the warm worker (studies/warm.py), its first run starting the worker",
+            ["run", "wall s", "CPU s", "wall / cold", "CPU / cold"],
+            [
+                ["cold process (python train.py)", runs["cold_s"], runs["cold_cpu_s"], 1.0, 1.0],
+                [
+                    "warm worker child",
+                    runs["warm_s"],
+                    runs["warm_cpu_s"],
+                    runs["warm_s"] / runs["cold_s"],
+                    runs["warm_cpu_s"] / runs["cold_cpu_s"],
+                ],
+                [
+                    "warm worker, first run (starts the worker)",
+                    runs["warm_first_s"],
+                    "",
+                    runs["warm_first_s"] / runs["cold_s"],
+                    "",
+                ],
+            ],
+        )
+    )
+    out: dict[str, Any] = {
+        "imports": imports,
+        "per_run": runs,
+        "repeats": repeats,
+        "help_cpu_ratio": f["help"]["cpu_s"] / f["help_eager"]["cpu_s"],
+        "warm_over_cold": runs["warm_s"] / runs["cold_s"],
+        "warm_over_cold_cpu": runs["warm_cpu_s"] / runs["cold_cpu_s"],
+    }
     if make_targets:
         out["make"] = make_times(make_targets)
-        print(table("make targets on this machine (wall)", ["target", "min"],
-                    [[t, s / 60] for t, s in out["make"].items()]))  # fmt: skip
+        print(
+            table(
+                "make targets on this machine (wall)", ["target", "min"], [[t, s / 60] for t, s in out["make"].items()]
+            )
+        )
     return out
 
 

@@ -27,16 +27,24 @@ def outcome_lines(task: str, lang: str, outcomes: Mapping[str, list], formulas: 
     """The JSON lines of one (task, language): one per item, then its formulas line."""
     columns = [c for c in outcomes if c not in ("key", "key_hash")]
     lines = [
-        {"task": task, "lang": lang, "key": outcomes["key"][i], "key_hash": outcomes["key_hash"][i],
-         **{c: outcomes[c][i] for c in columns}}
+        {
+            "task": task,
+            "lang": lang,
+            "key": outcomes["key"][i],
+            "key_hash": outcomes["key_hash"][i],
+            **{c: outcomes[c][i] for c in columns},
+        }
         for i in range(len(outcomes["key_hash"]))
-    ]  # fmt: skip
+    ]
     lines.append({"task": task, "lang": lang, "formulas": {k: list(v) for k, v in formulas.items()}})
     return lines
 
 
-def write_outcomes(run_dir: str | Path, per_set: Iterable[tuple[str, str, Mapping[str, list], Mapping[str, tuple]]],
-                   extra: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
+def write_outcomes(
+    run_dir: str | Path,
+    per_set: Iterable[tuple[str, str, Mapping[str, list], Mapping[str, tuple]]],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``outcomes.jsonl`` into ``run_dir`` from ``(task, lang, outcomes, formulas)`` per test set.
 
     ``extra`` (e.g. the run's seed and controls) is added to every line.

@@ -87,9 +87,15 @@ class Collator:
 
     def tokenize(self, texts: list[str], pairs: list[str] | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
         return self.tokenizer(
-            texts, pairs, padding="longest", truncation=True, max_length=self.max_length,
-            pad_to_multiple_of=PAD_MULTIPLE, return_tensors="pt", **kwargs,
-        )  # fmt: skip
+            texts,
+            pairs,
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            pad_to_multiple_of=PAD_MULTIPLE,
+            return_tensors="pt",
+            **kwargs,
+        )
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         records = [s["json"] for s in samples]
@@ -163,9 +169,13 @@ class Collator:
     def _span_qa(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         contexts = [r["context"] for r in records]
         feats = prepare_features(
-            self.tokenizer, [r["text"] for r in records], contexts, self.max_length, self.doc_stride,
+            self.tokenizer,
+            [r["text"] for r in records],
+            contexts,
+            self.max_length,
+            self.doc_stride,
             answers=[r["answers"] for r in records],
-        )  # fmt: skip
+        )
         feats["contexts"] = contexts
         feats["references"] = [list(r["answers"]["text"]) for r in records]
         return feats
@@ -201,8 +211,11 @@ class Collator:
     def _sentence_retrieval(self, samples: list[dict], records: list[dict]) -> dict[str, Any]:
         out = dict(self.tokenize([r["text"] for r in records]))
         if "side" in records[0]:  # BUCC: one sentence per sample, gold partners listed
-            out.update(ids=[str(r["id"]) for r in records], sides=[r["side"] for r in records],
-                       gold=[None if r.get("gold") is None else str(r["gold"]) for r in records])  # fmt: skip
+            out.update(
+                ids=[str(r["id"]) for r in records],
+                sides=[r["side"] for r in records],
+                gold=[None if r.get("gold") is None else str(r["gold"]) for r in records],
+            )
             return out
         pair = self.tokenize([r["text_pair"] for r in records])
         out["pair_input_ids"], out["pair_attention_mask"] = pair["input_ids"], pair["attention_mask"]

@@ -52,9 +52,11 @@ def changed_shard(path: str, entry: dict[str, Any] | None) -> str | None:
         return None  # a missing file fails when it is read, naming it
     if sha256_file(path) == entry["sha256"]:
         return None
-    return (f"{path}: sha256 differs from the manifest: the shard changed after it was written, so its scores would "
-            f"be of other data. Rebuild the shards, or see what changed with `python -m shards verify "
-            f"{Path(path).parent}`")  # fmt: skip
+    return (
+        f"{path}: sha256 differs from the manifest: the shard changed after it was written, so its scores would "
+        f"be of other data. Rebuild the shards, or see what changed with `python -m shards verify "
+        f"{Path(path).parent}`"
+    )
 
 
 @dataclass
@@ -183,8 +185,10 @@ class TransferDataModule(pl.LightningDataModule):
         if t.shuffle_labels:
             shuffled_fields(t.name, get_task(t.name).family)  # fails now for a family without movable labels
         if t.weight is not None and t.train_split is None:
-            raise ValueError(f"data.tasks[{t.name}].weight is set but the task has no train_split, so it is never "
-                             "sampled: remove the weight or set train_split")  # fmt: skip
+            raise ValueError(
+                f"data.tasks[{t.name}].weight is set but the task has no train_split, so it is never "
+                "sampled: remove the weight or set train_split"
+            )
         try:
             manifest = load_manifest(t.shards)
         except (FileNotFoundError, ValueError) as err:
@@ -247,8 +251,15 @@ class TransferDataModule(pl.LightningDataModule):
     @property
     def controls(self) -> dict[str, dict[str, Any]]:
         """Per task with a control: what it changes (recorded next to the run's results)."""
-        return {name: {"shuffle_labels": True, "fields": list(shuffled_fields(name, get_task(name).family)),
-                       "seed": self.seed} for name, t in self.tasks.items() if t.shuffle_labels}  # fmt: skip
+        return {
+            name: {
+                "shuffle_labels": True,
+                "fields": list(shuffled_fields(name, get_task(name).family)),
+                "seed": self.seed,
+            }
+            for name, t in self.tasks.items()
+            if t.shuffle_labels
+        }
 
     @property
     def train_tasks(self) -> list[str]:
@@ -257,8 +268,11 @@ class TransferDataModule(pl.LightningDataModule):
     @property
     def evaluation(self) -> dict[str, Any]:
         """The evaluation sets in loader order and the seed (linked to model.evaluation)."""
-        return {"val": [list(n) for n in self.eval_names("val")], "test": [list(n) for n in self.eval_names("test")],
-                "seed": self.seed}  # fmt: skip
+        return {
+            "val": [list(n) for n in self.eval_names("val")],
+            "test": [list(n) for n in self.eval_names("test")],
+            "seed": self.seed,
+        }
 
     def eval_names(self, stage: str) -> list[tuple[str, str]]:
         return [(task, lang) for task, lang, _ in self.eval_sets[stage]]
@@ -296,20 +310,35 @@ class TransferDataModule(pl.LightningDataModule):
             size = int(config["input_size"][-1] / config.get("crop_pct", 1.0))
         schema = family_fields(spec.family)
         n_labels = len(self.label_names[name]) if schema.indexed_labels else 0
-        decoder = SafeDecoder(transform, draft_size=size, required=schema.required, num_images=n_images,
-                              num_labels=n_labels, strict=strict)  # fmt: skip
+        decoder = SafeDecoder(
+            transform,
+            draft_size=size,
+            required=schema.required,
+            num_images=n_images,
+            num_labels=n_labels,
+            strict=strict,
+        )
         return adapt_decoder(self.manifests[name], name, decoder)  # img2dataset's tars are read where they lie
 
     def _collator(self, name: str, train: bool) -> Collator:
-        return Collator(name, self.tokenizer, max_length=self.max_length, num_labels=len(self.label_names[name]),
-                        train=train, seed=self.seed)  # fmt: skip
+        return Collator(
+            name,
+            self.tokenizer,
+            max_length=self.max_length,
+            num_labels=len(self.label_names[name]),
+            train=train,
+            seed=self.seed,
+        )
 
     def _loader(self, dataset: Any, workers: int, persistent: bool) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
+            dataset,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
             persistent_workers=persistent and workers > 0,
             multiprocessing_context=self.multiprocessing_context if workers > 0 else None,
-        )  # fmt: skip
+        )
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -329,10 +358,15 @@ class TransferDataModule(pl.LightningDataModule):
             if self.tasks[name].shuffle_labels:
                 collate = LabelShuffle(collate, shuffled_fields(name, get_task(name).family), self.seed)
             pipeline = train_pipeline(
-                urls, collate=collate, decoder=self._decoder(name, strict=False),
-                batch_size=self.tasks[name].batch_size or self.batch_size, seed=seed, rank=rank, world_size=world,
+                urls,
+                collate=collate,
+                decoder=self._decoder(name, strict=False),
+                batch_size=self.tasks[name].batch_size or self.batch_size,
+                seed=seed,
+                rank=rank,
+                world_size=world,
                 shuffle_buffer=self.shuffle_buffer,
-            )  # fmt: skip
+            )
             loaders[name] = self._loader(pipeline, self.train_workers(name, world), persistent=True)
         accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         self._train_loader = MultiTaskLoader(
@@ -348,19 +382,24 @@ class TransferDataModule(pl.LightningDataModule):
 
     def _train_urls(self, name: str) -> list[str]:
         t = self.tasks[name]
-        return [str(p) for lang in t.train_langs or [None]
-                for p in select_shards(self.manifests[name], t.train_split, lang=lang, task=name)]  # fmt: skip
+        return [
+            str(p)
+            for lang in t.train_langs or [None]
+            for p in select_shards(self.manifests[name], t.train_split, lang=lang, task=name)
+        ]
 
     def _train_size(self, name: str) -> int:
         t = self.tasks[name]
-        return sum(sample_count(self.manifests[name], t.train_split, lang=lang, task=name)
-                   for lang in t.train_langs or [None])  # fmt: skip
+        return sum(
+            sample_count(self.manifests[name], t.train_split, lang=lang, task=name) for lang in t.train_langs or [None]
+        )
 
     def weights(self) -> dict[str, float]:
         sizes = {n: self._train_size(n) for n in self.train_tasks}
         fixed = {n: self.tasks[n].weight for n in self.train_tasks}
-        return task_weights(self.sampler_kind, sizes, temperature=self.temperature, example_cap=self.example_cap,
-                            fixed=fixed)  # fmt: skip
+        return task_weights(
+            self.sampler_kind, sizes, temperature=self.temperature, example_cap=self.example_cap, fixed=fixed
+        )
 
     def _check_eval_shards(self, stage: str) -> None:
         """Raises ``DataError`` naming the first evaluation shard of ``stage`` that changed (``changed_shard``)."""
@@ -387,7 +426,7 @@ class TransferDataModule(pl.LightningDataModule):
                     rank=rank,
                     world_size=world,
                     expected=self._shard_counts(task),
-                ),  # fmt: skip
+                ),
                 self.eval_num_workers,
                 persistent=self.persistent_workers and stage == "val",
             )

@@ -108,8 +108,9 @@ class ShardReader:
     (training) the problem is counted through ``count`` and the rest of the shard is read where possible.
     """
 
-    def __init__(self, count: Callable[[str], None], *, strict: bool, expected: Mapping[str, int] | None = None
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self, count: Callable[[str], None], *, strict: bool, expected: Mapping[str, int] | None = None
+    ) -> None:
         self.count, self.strict, self.expected = count, strict, dict(expected or {})
         self.empty_in_a_row = 0
 
@@ -129,25 +130,36 @@ class ShardReader:
 
     def check_count(self, url: str, n: int) -> None:
         if n == 0:
-            self.problem(f"shard {url}: no samples (empty or unreadable); rebuild it with `python -m shards build`",
-                         "empty_shard")  # fmt: skip
+            self.problem(
+                f"shard {url}: no samples (empty or unreadable); rebuild it with `python -m shards build`",
+                "empty_shard",
+            )
             self.empty_in_a_row += 1
             if self.empty_in_a_row >= MAX_CONSECUTIVE_EMPTY_SHARDS:
-                raise DataError(f"{self.empty_in_a_row} shards in a row gave no sample (last: {url}); check them "
-                                "with `python -m shards verify <dir>`", "empty_shard")  # fmt: skip
+                raise DataError(
+                    f"{self.empty_in_a_row} shards in a row gave no sample (last: {url}); check them "
+                    "with `python -m shards verify <dir>`",
+                    "empty_shard",
+                )
             return
         self.empty_in_a_row = 0
         want = self.expected.get(url)
         if self.strict and want is not None and n != want:
-            raise DataError(f"shard {url}: read {n} samples but its manifest says {want}; the shard changed after "
-                            "writing: check it with `python -m shards verify <dir>`", "bad_tar")  # fmt: skip
+            raise DataError(
+                f"shard {url}: read {n} samples but its manifest says {want}; the shard changed after "
+                "writing: check it with `python -m shards verify <dir>`",
+                "bad_tar",
+            )
 
     def read(self, url: str) -> Iterator[dict[str, Any]]:
         """The samples of one shard, in tar order (``shards.manifest.tar_samples``); problems counted or raised."""
 
         def duplicate(key: str) -> None:
-            self.problem(f"shard {url}, key {key!r}: duplicate key (a second sample with this key); rebuild the "
-                         "shard with unique keys", "duplicate_key")  # fmt: skip
+            self.problem(
+                f"shard {url}, key {key!r}: duplicate key (a second sample with this key); rebuild the "
+                "shard with unique keys",
+                "duplicate_key",
+            )
 
         try:
             yield from tar_samples(url, duplicate=duplicate)
@@ -185,8 +197,9 @@ def decode_rgb(data: bytes, scale: float = 1.0, scaling: Literal["eighths", "hal
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
         # the output is ceil(side * m / 8): asking for ceil(side * factor) selects exactly m / 8 = factor
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=math.ceil(height * factor),
-                                      min_width=math.ceil(width * factor))  # fmt: skip
+        return simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_height=math.ceil(height * factor), min_width=math.ceil(width * factor)
+        )
     except ValueError:
         img = Image.open(io.BytesIO(data))
         if img.format == "JPEG" and factor < 1:
@@ -235,8 +248,13 @@ class EvalImageTransform:
     @staticmethod
     def supports(config: Mapping[str, Any]) -> bool:
         height, width = config["input_size"][-2:]
-        return (height == width and config.get("crop_mode", "center") == "center" and 0 < config.get("crop_pct", 0) <= 1
-                and config["interpolation"] in ("bicubic", "bilinear") and len(config["mean"]) == 3)  # fmt: skip
+        return (
+            height == width
+            and config.get("crop_mode", "center") == "center"
+            and 0 < config.get("crop_pct", 0) <= 1
+            and config["interpolation"] in ("bicubic", "bilinear")
+            and len(config["mean"]) == 3
+        )
 
     def __call__(self, img: Image.Image | np.ndarray) -> torch.Tensor:
         """A decoded image (PIL or (H, W, 3) uint8) -> (3, size, size) uint8."""
@@ -251,8 +269,11 @@ class EvalImageTransform:
         """``array``: the image decoded at any scale; ``stored``: its (width, height) in the file."""
         w, h = stored
         # torchvision's Resize(scale_size): the short side to scale_size, the long side int(...) of the ratio
-        sw, sh = (self.scale_size, int(self.scale_size * h / w)) if w <= h else (int(self.scale_size * w / h),
-                                                                                 self.scale_size)  # fmt: skip
+        sw, sh = (
+            (self.scale_size, int(self.scale_size * h / w))
+            if w <= h
+            else (int(self.scale_size * w / h), self.scale_size)
+        )
         pixels = resize_uint8(array, (sh, sw), self.interpolation)  # (3, sh, sw)
         top, left = int(round((sh - self.size) / 2.0)), int(round((sw - self.size) / 2.0))  # torchvision CenterCrop
         return pixels[:, top : top + self.size, left : left + self.size].contiguous()
@@ -271,8 +292,13 @@ class TrainImageTransform:
     each worker its own), so runs with the same seed draw the same crops.
     """
 
-    def __init__(self, config: Mapping[str, Any], scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: float = 0.5) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+    ) -> None:
         self.size = int(config["input_size"][-1])
         self.interpolation = str(config["interpolation"])
         self.scale, self.ratio, self.hflip = scale, ratio, hflip
@@ -332,8 +358,16 @@ class SafeDecoder:
     Otherwise (training) it is skipped and counted by reason; the counts ride on the next good sample.
     """
 
-    def __init__(self, transform: Callable[[Image.Image], torch.Tensor] | None, *, draft_size: int | None,
-                 required: Sequence[str], num_images: int, num_labels: int = 0, strict: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        transform: Callable[[Image.Image], torch.Tensor] | None,
+        *,
+        draft_size: int | None,
+        required: Sequence[str],
+        num_images: int,
+        num_labels: int = 0,
+        strict: bool,
+    ) -> None:
         self.transform, self.draft_size, self.required = transform, draft_size, tuple(required)
         self.num_images, self.num_labels, self.strict = num_images, num_labels, strict
         self.pending: Counter[str] = Counter()
@@ -360,16 +394,19 @@ class SafeDecoder:
         self.count(err.reason)
         self.skipped_in_a_row += 1
         if self.skipped_in_a_row >= MAX_CONSECUTIVE_SKIPS:
-            raise DataError(f"{self.skipped_in_a_row} samples in a row were corrupt (counts {dict(self.pending)}; "
-                            f"last: {err}); the shards are broken, not noisy: `python -m shards verify <dir>`",
-                            err.reason)  # fmt: skip
+            raise DataError(
+                f"{self.skipped_in_a_row} samples in a row were corrupt (counts {dict(self.pending)}; "
+                f"last: {err}); the shards are broken, not noisy: `python -m shards verify <dir>`",
+                err.reason,
+            )
 
     def decode(self, raw: dict[str, Any]) -> dict[str, Any]:
         key, url = raw.get("__key__", "?"), raw.get("__url__", "?")
         where = f"shard {url}, key {key!r}"
         if "json" not in raw:
-            raise DataError(f"{where}: no json member (members: {sorted(k for k in raw if not k.startswith('__'))})",
-                            "missing_json")  # fmt: skip
+            raise DataError(
+                f"{where}: no json member (members: {sorted(k for k in raw if not k.startswith('__'))})", "missing_json"
+            )
         try:
             record = json.loads(raw["json"])
         except ValueError as err:
@@ -411,8 +448,17 @@ class SafeDecoder:
             raise DataError(f"{where}: label(s) {bad} outside the vocabulary of {self.num_labels}", "bad_label")
 
 
-def train_pipeline(urls: Sequence[str], *, collate: Callable, batch_size: int, decoder: SafeDecoder, seed: int,
-                   rank: int, world_size: int, shuffle_buffer: int = 1000) -> wds.DataPipeline:  # fmt: skip
+def train_pipeline(
+    urls: Sequence[str],
+    *,
+    collate: Callable,
+    batch_size: int,
+    decoder: SafeDecoder,
+    seed: int,
+    rank: int,
+    world_size: int,
+    shuffle_buffer: int = 1000,
+) -> wds.DataPipeline:
     return wds.DataPipeline(
         ResampledShardStream(urls, seed=seed, rank=rank, world_size=world_size),
         ShardReader(decoder.count, strict=False),
@@ -422,8 +468,16 @@ def train_pipeline(urls: Sequence[str], *, collate: Callable, batch_size: int, d
     )
 
 
-def eval_pipeline(urls: Sequence[str], *, collate: Callable, batch_size: int, decoder: SafeDecoder, rank: int,
-                  world_size: int, expected: Mapping[str, int] | None = None) -> wds.DataPipeline:  # fmt: skip
+def eval_pipeline(
+    urls: Sequence[str],
+    *,
+    collate: Callable,
+    batch_size: int,
+    decoder: SafeDecoder,
+    rank: int,
+    world_size: int,
+    expected: Mapping[str, int] | None = None,
+) -> wds.DataPipeline:
     """``expected`` maps a shard url to its manifest sample count: a shard that reads otherwise is an error."""
     return wds.DataPipeline(
         wds.SimpleShardList(list(urls)),

@@ -98,11 +98,15 @@ def _shards(dm: TransferDataModule, world: int, full: bool, report: PreflightRep
             continue
         path = directory / entry["file"]
         if not path.is_file():
-            report.errors.append(f"data.tasks[{name}]: {path} is missing (listed in the manifest); rebuild the "
-                                 "shards with `python -m shards build`")  # fmt: skip
+            report.errors.append(
+                f"data.tasks[{name}]: {path} is missing (listed in the manifest); rebuild the "
+                "shards with `python -m shards build`"
+            )
         elif path.stat().st_size == 0 or path.stat().st_size % TAR_BLOCK:
-            report.errors.append(f"data.tasks[{name}]: {path} is truncated ({path.stat().st_size} bytes, not whole "
-                                 "512-byte tar blocks); rebuild it")  # fmt: skip
+            report.errors.append(
+                f"data.tasks[{name}]: {path} is truncated ({path.stat().st_size} bytes, not whole "
+                "512-byte tar blocks); rebuild it"
+            )
     mode = "sha256 + counts" if full else "exist + size (--full hashes them)"
     report.info.append(f"shards: {n - remote} checked ({mode})" + (f", {remote} remote not checked" if remote else ""))
 
@@ -115,8 +119,9 @@ def _train_streams(dm: TransferDataModule, world: int, full: bool, report: Prefl
         split = t.train_split
         if not any(s["split"] == split and s["task"] == name for s in dm.manifests[name]["shards"]):
             have = sorted(dm.manifests[name]["counts"])
-            report.errors.append(f"data.tasks[{name}].train_split={split!r}: no such split in {t.shards}; "
-                                 f"it has {have}")  # fmt: skip
+            report.errors.append(
+                f"data.tasks[{name}].train_split={split!r}: no such split in {t.shards}; it has {have}"
+            )
             continue
         try:
             n = len(dm._train_urls(name))
@@ -130,17 +135,21 @@ def _train_streams(dm: TransferDataModule, world: int, full: bool, report: Prefl
                 "needs one; rebuild with a smaller --max-per-shard, or train on fewer devices"
             )
         elif dm.train_workers(name, world) < dm.num_workers:
-            report.info.append(f"data.tasks[{name}]: the train split {split!r}{langs} has {n} shard(s): read by "
-                               f"{dm.train_workers(name, world)} worker(s) per rank (data.num_workers="
-                               f"{dm.num_workers})")  # fmt: skip
+            report.info.append(
+                f"data.tasks[{name}]: the train split {split!r}{langs} has {n} shard(s): read by "
+                f"{dm.train_workers(name, world)} worker(s) per rank (data.num_workers="
+                f"{dm.num_workers})"
+            )
 
 
 def _eval_sets(dm: TransferDataModule, world: int, full: bool, report: PreflightReport) -> None:
     for stage in ("val", "test"):
         for task, lang in dm.eval_names(stage):
             if dm.eval_count(stage, task, lang) == 0:
-                report.errors.append(f"data.tasks[{task}]: the {stage} set for {lang!r} is empty; drop {lang!r} "
-                                     f"from data.tasks[{task}].{stage}_langs or rebuild the shards")  # fmt: skip
+                report.errors.append(
+                    f"data.tasks[{task}]: the {stage} set for {lang!r} is empty; drop {lang!r} "
+                    f"from data.tasks[{task}].{stage}_langs or rebuild the shards"
+                )
 
 
 def _vocabularies(dm: TransferDataModule, world: int, full: bool, report: PreflightReport) -> None:
@@ -149,9 +158,11 @@ def _vocabularies(dm: TransferDataModule, world: int, full: bool, report: Prefli
         head, labels = get_task(name).head, dm.label_names[name]
         if head in by_head and by_head[head][1] != labels:
             other = by_head[head][0]
-            report.errors.append(f"data.tasks: {other} and {name} share head {head!r} but their label vocabularies "
-                                 f"differ ({len(by_head[head][1])} vs {len(labels)} labels, or their order); "
-                                 "rebuild both from one vocabulary")  # fmt: skip
+            report.errors.append(
+                f"data.tasks: {other} and {name} share head {head!r} but their label vocabularies "
+                f"differ ({len(by_head[head][1])} vs {len(labels)} labels, or their order); "
+                "rebuild both from one vocabulary"
+            )
         by_head.setdefault(head, (name, labels))
 
 
@@ -176,5 +187,3 @@ def _json_records(url: str) -> Iterator[dict]:
                 yield json.loads(sample["json"])
     except (TarReadError, ValueError):
         return  # _shards reports the broken file
-
-

@@ -43,9 +43,16 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.rows: list[dict[str, Any]] = []
 
-    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
-                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
-                           dataloader_idx: int) -> None:  # fmt: skip
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
         self.rows += prediction
 
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -82,9 +89,14 @@ class RunReport(Callback):
         write_outcomes(trainer.default_root_dir, complete, {"seed": rows[0]["seed"]})
         counts = {f"{r['task']}/{r['lang']}": int(r["value"]) for r in rows if r["metric"] == "count"}
         atomic_write_text(Path(trainer.default_root_dir, "test_counts.json"), json.dumps(counts, indent=1))
-        write_run_report(trainer.default_root_dir, scores, selection=pl_module.selection_key,
-                         protocol=test_protocol(trainer, pl_module), label_counts=labels,
-                         wandb_logger=wandb)  # fmt: skip
+        write_run_report(
+            trainer.default_root_dir,
+            scores,
+            selection=pl_module.selection_key,
+            protocol=test_protocol(trainer, pl_module),
+            label_counts=labels,
+            wandb_logger=wandb,
+        )
 
 
 class TrainingDiverged(RuntimeError):
@@ -111,27 +123,40 @@ class DivergenceGuard(Callback):
         if trainer.is_global_zero and stale.exists():
             stale.unlink()
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.lrs = sorted({group["lr"] for opt in trainer.optimizers for group in opt.param_groups})
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         local = torch.is_tensor(loss) and not bool(torch.isfinite(loss.detach()).all())
         if trainer.strategy.reduce_boolean_decision(local, all=False):  # any rank: all stop together
             what = f"the training loss is {float(loss)}" if local else "the training loss is not finite on a rank"
-            self.stop(trainer, pl_module, batch.get("task") if isinstance(batch, dict) else None, what,
-                      None if not local else float(loss))  # fmt: skip
+            self.stop(
+                trainer,
+                pl_module,
+                batch.get("task") if isinstance(batch, dict) else None,
+                what,
+                None if not local else float(loss),
+            )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         bad = [name for name, p in pl_module.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
         if bad:  # DDP ranks hold the same weights: every rank finds the same tensors
-            self.stop(trainer, pl_module, None, f"{len(bad)} weight tensors are not finite after the last step "
-                      f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")  # fmt: skip
+            self.stop(
+                trainer,
+                pl_module,
+                None,
+                f"{len(bad)} weight tensors are not finite after the last step "
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})",
+            )
 
-    def stop(self, trainer: pl.Trainer, pl_module: pl.LightningModule, task: str | None, what: str,
-             loss: float | None = None) -> None:  # fmt: skip
+    def stop(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, task: str | None, what: str, loss: float | None = None
+    ) -> None:
         """Write ``diverged.json`` (rank 0) and raise ``TrainingDiverged`` naming step, task and learning rate."""
         config, lrs = pl_module.optimizer_config, self.lrs
         now = ", ".join(f"{lr:.3g}" for lr in lrs) or "unknown"
@@ -145,9 +170,15 @@ class DivergenceGuard(Callback):
         if trainer.is_global_zero:
             root = Path(trainer.default_root_dir)
             root.mkdir(parents=True, exist_ok=True)
-            record = {"step": trainer.global_step, "task": task, "lr": config.lr, "head_lr": config.head_lr,
-                      "lr_at_step": lrs, "loss": None if loss is None else str(loss),
-                      "message": message}  # fmt: skip
+            record = {
+                "step": trainer.global_step,
+                "task": task,
+                "lr": config.lr,
+                "head_lr": config.head_lr,
+                "lr_at_step": lrs,
+                "loss": None if loss is None else str(loss),
+                "message": message,
+            }
             (root / DIVERGED_FILE).write_text(json.dumps(record, indent=1) + "\n")
         raise TrainingDiverged(message)
 

@@ -69,11 +69,15 @@ def _carried_heads(scope: str | list[str], own_heads: set[str], parent_heads: se
     names = [scope] if isinstance(scope, str) else list(scope)
     for name in names:
         if name not in own_heads:
-            raise ValueError(f"model.init_scope names head {name!r}, which this run does not have; "
-                             f"valid: core, all, or a list of {sorted(own_heads)}")  # fmt: skip
+            raise ValueError(
+                f"model.init_scope names head {name!r}, which this run does not have; "
+                f"valid: core, all, or a list of {sorted(own_heads)}"
+            )
         if name not in parent_heads:
-            raise ValueError(f"model.init_scope names head {name!r}, which the checkpoint does not have; "
-                             f"it has {sorted(parent_heads)}")  # fmt: skip
+            raise ValueError(
+                f"model.init_scope names head {name!r}, which the checkpoint does not have; "
+                f"it has {sorted(parent_heads)}"
+            )
     return names
 
 
@@ -85,22 +89,35 @@ def load_init_checkpoint(module: nn.Module, path: str | Path, scope: str | list[
     heads = _carried_heads(scope, _head_names(own), _head_names(state))
     prefixes = ("core.", *[f"heads.{name}." for name in heads])
     chosen = {k: v for k, v in state.items() if k.startswith(prefixes)}
-    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in chosen.items() if k in own and own[k].shape != v.shape]  # fmt: skip
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in chosen.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if mismatched:
         raise ValueError(f"model.init_from={path}: shape mismatch for {len(mismatched)} tensors: {mismatched[:10]}")
     result = module.load_state_dict(chosen, strict=False)
     missing = [k for k in result.missing_keys if k.startswith(prefixes)]
     if missing:
-        raise ValueError(f"model.init_from={path} lacks {len(missing)} tensors of the carried-over scope "
-                         f"{scope!r}: {missing[:10]} — is it a checkpoint of the same model?")  # fmt: skip
+        raise ValueError(
+            f"model.init_from={path} lacks {len(missing)} tensors of the carried-over scope "
+            f"{scope!r}: {missing[:10]} — is it a checkpoint of the same model?"
+        )
     if result.unexpected_keys:
         raise ValueError(f"model.init_from={path} has tensors this model does not: {result.unexpected_keys[:10]}")
     fresh = sorted(k for k in own if not k.startswith(prefixes))
     dropped = sorted(_head_names(state) - set(heads))
-    return InitReport(str(path), len(chosen), fresh, [], dropped, dict(ckpt.get("hyper_parameters", {})),
-                      dict(ckpt.get("lineage") or {}), (ckpt.get("protocol") or {}).get("trained_on"),
-                      checkpoint_weights(ckpt, path))  # fmt: skip
+    return InitReport(
+        str(path),
+        len(chosen),
+        fresh,
+        [],
+        dropped,
+        dict(ckpt.get("hyper_parameters", {})),
+        dict(ckpt.get("lineage") or {}),
+        (ckpt.get("protocol") or {}).get("trained_on"),
+        checkpoint_weights(ckpt, path),
+    )
 
 
 def checkpoint_weights(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
@@ -108,8 +125,11 @@ def checkpoint_weights(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]
     saved by ``callbacks.FinalCheckpoint``) and ``selected`` (a checkpoint callback chose it on a finite score)."""
     from lightning_modules.protocol import selected_by
 
-    return {"step": ckpt.get("global_step"), "final": bool((ckpt.get("protocol") or {}).get("final")),
-            "selected": selected_by(ckpt, path) is not None}  # fmt: skip
+    return {
+        "step": ckpt.get("global_step"),
+        "final": bool((ckpt.get("protocol") or {}).get("final")),
+        "selected": selected_by(ckpt, path) is not None,
+    }
 
 
 def lineage(
@@ -143,16 +163,25 @@ def lineage(
             "config": parent,
             "trained_on": parent_trained_on,
             "lineage": dict(parent_lineage or {}),
-        },  # fmt: skip
+        },
     }
 
 
 # what a finished run's checkpoints are still read for: init_from (state_dict, hyper_parameters, lineage, protocol,
 # global_step), re-evaluation (LightningCLI reads hyper_parameters; the module its lineage) and the protocol record
 # (protocol.read_record: protocol, and the checkpoint callbacks' selection state below)
-WEIGHTS_ONLY_KEYS = ("state_dict", "hyper_parameters", "hparams_name", "datamodule_hyper_parameters",
-                     "datamodule_hparams_name", "lineage", "protocol", "global_step", "epoch",
-                     "pytorch-lightning_version")  # fmt: skip
+WEIGHTS_ONLY_KEYS = (
+    "state_dict",
+    "hyper_parameters",
+    "hparams_name",
+    "datamodule_hyper_parameters",
+    "datamodule_hparams_name",
+    "lineage",
+    "protocol",
+    "global_step",
+    "epoch",
+    "pytorch-lightning_version",
+)
 SELECTION_STATE = ("monitor", "best_model_path", "best_model_score")  # what protocol.selected_by / read_record read
 
 
@@ -160,9 +189,11 @@ def weights_only(ckpt: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint without what only a resume reads: optimizer states, LR schedulers, loops, the datamodule's
     sampler position and the callbacks' state (bar the checkpoint callbacks' selection). Marked ``weights_only``."""
     kept = {key: ckpt[key] for key in WEIGHTS_ONLY_KEYS if key in ckpt}
-    kept["callbacks"] = {key: {k: state[k] for k in SELECTION_STATE if k in state}
-                         for key, state in (ckpt.get("callbacks") or {}).items()
-                         if str(key).startswith("ModelCheckpoint")}  # fmt: skip
+    kept["callbacks"] = {
+        key: {k: state[k] for k in SELECTION_STATE if k in state}
+        for key, state in (ckpt.get("callbacks") or {}).items()
+        if str(key).startswith("ModelCheckpoint")
+    }
     kept["weights_only"] = True
     return kept
 

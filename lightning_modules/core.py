@@ -86,8 +86,15 @@ def build_text_encoder(
         model.train()  # from_pretrained returns eval mode (no dropout), and Lightning keeps the modes it finds
         report = {k: sorted(map(str, info[f"{k}_keys"])) for k in ("missing", "unexpected", "mismatched")}
         report["total"] = total = len(model.state_dict())
-        check_loaded_share("model.core.text_model", name, f"the text model ({type(model).__name__})",
-                           total - len(report["missing"]), total, report["missing"], report["unexpected"])  # fmt: skip
+        check_loaded_share(
+            "model.core.text_model",
+            name,
+            f"the text model ({type(model).__name__})",
+            total - len(report["missing"]),
+            total,
+            report["missing"],
+            report["unexpected"],
+        )
     else:
         model = AutoModel.from_config(AutoConfig.from_pretrained(name), **kwargs)
     if tower is not None:
@@ -126,8 +133,10 @@ def build_vision_tower(
         input_size = (kwargs.get("in_chans", 3), *((size, size) if isinstance(size, int) else size))
         given = overlay.setdefault("input_size", input_size)  # a user overlay never drops it
         if tuple(given) != input_size:
-            raise ValueError(f"model.core.vision_kwargs: pretrained_cfg_overlay.input_size={tuple(given)} contradicts "
-                             f"img_size={size}: the images would not fit the model; drop one of the two")  # fmt: skip
+            raise ValueError(
+                f"model.core.vision_kwargs: pretrained_cfg_overlay.input_size={tuple(given)} contradicts "
+                f"img_size={size}: the images would not fit the model; drop one of the two"
+            )
     if checkpoint is not None:
         overlay.update(timm_checkpoint_overlay(checkpoint))
     if overlay:
@@ -155,9 +164,14 @@ def _submodule(model: nn.Module, path: str, key: str) -> nn.Module:
 
 
 def build_text_tower_with_embedding(
-    name: str, pretrained: bool, tower: str | None, attn_implementation: str, kwargs: dict[str, Any],
-    modules: Sequence[str], vision_check: str | None = None,
-) -> tuple[nn.Module, dict[str, Any], nn.ModuleList, torch.Tensor | None]:  # fmt: skip
+    name: str,
+    pretrained: bool,
+    tower: str | None,
+    attn_implementation: str,
+    kwargs: dict[str, Any],
+    modules: Sequence[str],
+    vision_check: str | None = None,
+) -> tuple[nn.Module, dict[str, Any], nn.ModuleList, torch.Tensor | None]:
     """The text tower of a two-tower checkpoint (with its load report) plus the modules that turn its pooled token
     into the checkpoint's own text embedding; paths (``tower`` too) are dotted and relative to the whole checkpoint.
 
@@ -174,8 +188,9 @@ def build_text_tower_with_embedding(
         try:
             patches = full.get_parameter(vision_check).detach().clone()
         except AttributeError:
-            raise ValueError(f"model.core.text_embedding.vision_check: {type(full).__name__} has no parameter "
-                             f"{vision_check!r}") from None  # fmt: skip
+            raise ValueError(
+                f"model.core.text_embedding.vision_check: {type(full).__name__} has no parameter {vision_check!r}"
+            ) from None
     return text, report, chain, patches
 
 
@@ -245,8 +260,10 @@ def vision_token_count(name: str, kwargs: dict[str, Any]) -> int:
     except (AssertionError, RuntimeError, TypeError, AttributeError) as err:  # timm refuses global_pool="" etc.
         problem, width = f"{type(err).__name__}: {err}", None
     if problem:
-        raise ValueError(f"model.core.vision_model={name!r} cannot give the core image tokens ({problem}; width "
-                         f"{width}). Backbones that work: {WORKING_BACKBONES}")  # fmt: skip
+        raise ValueError(
+            f"model.core.vision_model={name!r} cannot give the core image tokens ({problem}; width "
+            f"{width}). Backbones that work: {WORKING_BACKBONES}"
+        )
     return feats.shape[1]
 
 
@@ -275,9 +292,14 @@ class EncoderCore(nn.Module):
         ``pretrained`` per tower and ``vision_checkpoint`` loads the vision tower from a local file."""
         super().__init__()
         self.sources = WeightSources.resolve(
-            text_model, vision_model, vision_kwargs, pretrained=pretrained, text_pretrained=text_pretrained,
-            vision_pretrained=vision_pretrained, vision_checkpoint=vision_checkpoint,
-        )  # fmt: skip
+            text_model,
+            vision_model,
+            vision_kwargs,
+            pretrained=pretrained,
+            text_pretrained=text_pretrained,
+            vision_pretrained=vision_pretrained,
+            vision_checkpoint=vision_checkpoint,
+        )
         check_weight_sources(self.sources)  # a few lines of advice instead of a download trace
         self.load_report: list[TowerLoad] = []  # where each tower's weights came from: printed once built
         # tokens one image adds to the sequence (position budget: preflight); refuses unusable backbones early
@@ -302,7 +324,10 @@ class EncoderCore(nn.Module):
         self.vision = None
         if vision_model:
             self.vision, loaded = build_vision_tower(
-                vision_model, self.sources.vision_pretrained, vision_kwargs or {}, vision_checkpoint,
+                vision_model,
+                self.sources.vision_pretrained,
+                vision_kwargs or {},
+                vision_checkpoint,
                 keep_head=self.own_embeddings,
             )
             self.load_report.append(loaded or self._unloaded_vision(vision_model, pretrained, vision_pretrained))
@@ -432,8 +457,11 @@ class EncoderCore(nn.Module):
         if self.text_pad_to:  # SigLIP: texts padded to 64 tokens, no attention mask, pooled at position 64 (a pad)
             pad = self.text_pad_to - input_ids.shape[1]
             assert pad >= 0, f"texts of {input_ids.shape[1]} tokens exceed text_embedding.pad_to={self.text_pad_to}"
-            input_ids = F.pad(input_ids.masked_fill(attention_mask == 0, self.text.config.pad_token_id), (0, pad),
-                              value=self.text.config.pad_token_id)  # fmt: skip
+            input_ids = F.pad(
+                input_ids.masked_fill(attention_mask == 0, self.text.config.pad_token_id),
+                (0, pad),
+                value=self.text.config.pad_token_id,
+            )
             hidden = self.text(input_ids=input_ids).last_hidden_state  # (B, pad_to, D), as the checkpoint was trained
         else:
             hidden = self._run_text(input_ids, attention_mask, None, None)  # (B, T, D), the tower alone

@@ -106,8 +106,12 @@ def _watch(read_end: socket.socket, strategy: DDPStrategy, grace_s: float) -> No
         data = read_end.recv(64)
         if signal.SIGTERM.value not in data:
             continue
-        print(f"mmstilts: rank {strategy.global_rank}: SIGTERM, ending this rank and the ranks it launched "
-              f"(at the latest in {grace_s:g} s)", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"mmstilts: rank {strategy.global_rank}: SIGTERM, ending this rank and the ranks it launched "
+            f"(at the latest in {grace_s:g} s)",
+            file=sys.stderr,
+            flush=True,
+        )
         launcher = strategy.launcher
         if launcher is not None and hasattr(launcher, "procs"):
             launcher.kill(signal.SIGTERM)
@@ -125,6 +129,11 @@ def register_ddp_strategies(timeout_s: float = DEFAULT_TIMEOUT_S, **ddp_options:
         raise ValueError(f"collective_timeout={timeout_s}: must be > 0 seconds (default {DEFAULT_TIMEOUT_S})")
     for name, start_method in START_METHODS.items():
         StrategyRegistry.register(
-            name, TransferDDPStrategy, description=f"mmstilts DDP ({start_method}), collective timeout {timeout_s:g} s",
-            override=True, start_method=start_method, timeout=timedelta(seconds=timeout_s), **ddp_options,
-        )  # fmt: skip
+            name,
+            TransferDDPStrategy,
+            description=f"mmstilts DDP ({start_method}), collective timeout {timeout_s:g} s",
+            override=True,
+            start_method=start_method,
+            timeout=timedelta(seconds=timeout_s),
+            **ddp_options,
+        )

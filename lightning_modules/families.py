@@ -58,8 +58,11 @@ FAMILY_MODEL: dict[str, FamilyModel] = {
     "classification": FamilyModel(lambda a: h.ClassificationHead(a.hidden, len(a.label_names)), _accuracy, True),
     "image_pair": FamilyModel(lambda a: h.ImagePairHead(a.hidden, len(a.label_names)), _accuracy, True),
     "vqa": FamilyModel(lambda a: h.VQAHead(a.hidden, len(a.label_names)), lambda s, n, g: mc.VQAAccuracy(), True),
-    "retrieval": FamilyModel(lambda a: h.RetrievalHead(a.hidden, own_embeddings=a.own_embeddings),
-                             lambda s, n, g: RetrievalRecall(), dual_encoder=True),  # fmt: skip
+    "retrieval": FamilyModel(
+        lambda a: h.RetrievalHead(a.hidden, own_embeddings=a.own_embeddings),
+        lambda s, n, g: RetrievalRecall(),
+        dual_encoder=True,
+    ),
     "multiple_choice": FamilyModel(lambda a: h.MultipleChoiceHead(a.hidden), _accuracy),
     "span_qa": FamilyModel(lambda a: h.SpanQAHead(a.hidden), lambda s, n, lang: SquadMetric(lang)),
     "tagging": FamilyModel(
@@ -67,8 +70,11 @@ FAMILY_MODEL: dict[str, FamilyModel] = {
         lambda s, names, g: mc.SpanF1(names) if "span_f1" in s.metrics else mc.Accuracy(ignore_index=-100),
         True,
     ),
-    "mlm": FamilyModel(lambda a: h.MLMHead(a.hidden, a.vocab_size, a.lm_head),
-                       lambda s, n, g: mc.Accuracy(ignore_index=-100, name="mlm_acc"), lm_head=True),  # fmt: skip
+    "mlm": FamilyModel(
+        lambda a: h.MLMHead(a.hidden, a.vocab_size, a.lm_head),
+        lambda s, n, g: mc.Accuracy(ignore_index=-100, name="mlm_acc"),
+        lm_head=True,
+    ),
     "sentence_retrieval": FamilyModel(
         lambda a: h.SentenceRetrievalHead(a.retrieval_layer),
         lambda s, n, g: BuccF1() if "bucc_f1" in s.metrics else TatoebaAccuracy(),
@@ -83,9 +89,16 @@ def family_model(family: str) -> FamilyModel:
         raise ValueError(f"Unknown head family {family!r}. Valid: {', '.join(FAMILY_MODEL)}") from None
 
 
-def build_head(family: str, hidden: int, *, label_names: Sequence[str] = (), vocab_size: int = 0,
-               retrieval_layer: int | None = None, lm_head: nn.Module | None = None,
-               own_embeddings: bool = False) -> nn.Module:  # fmt: skip
+def build_head(
+    family: str,
+    hidden: int,
+    *,
+    label_names: Sequence[str] = (),
+    vocab_size: int = 0,
+    retrieval_layer: int | None = None,
+    lm_head: nn.Module | None = None,
+    own_embeddings: bool = False,
+) -> nn.Module:
     """The head for ``family`` (see ``contracts.catalogue.FAMILIES``)."""
     entry = family_model(family)
     if entry.needs_label_names and not label_names:

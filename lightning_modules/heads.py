@@ -154,10 +154,15 @@ class SpanQAHead(nn.Module):
         if self.training:
             return HeadOutput(loss)
         answers = postprocess(
-            start.float(), end.float(), batch["example_index"], batch["offsets"], batch["contexts"],
-            n_best=self.n_best, max_answer_length=self.max_answer_length,
+            start.float(),
+            end.float(),
+            batch["example_index"],
+            batch["offsets"],
+            batch["contexts"],
+            n_best=self.n_best,
+            max_answer_length=self.max_answer_length,
             allow_null=get_task(batch["task"]).unanswerable,  # one head serves SQuAD v1 and v2 alike
-        )  # fmt: skip
+        )
         return HeadOutput(loss, {"predictions": answers, "references": batch["references"]}, answers)
 
 

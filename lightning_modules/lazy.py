@@ -35,9 +35,16 @@ class LazyModule:
 # metrics, transformers for BERTScore, matplotlib for plots and scipy.signal: ~40 % of train.py's import time.
 # With these flags off torchmetrics skips them; its classification/aggregation metrics (the ones the study's
 # metrics build on) do not read them.
-TORCHMETRICS_OFF = ("_TORCHVISION_AVAILABLE", "_TRANSFORMERS_AVAILABLE", "_TRANSFORMERS_GREATER_EQUAL_4_4",
-                    "_TRANSFORMERS_GREATER_EQUAL_4_10", "_MATPLOTLIB_AVAILABLE", "_SCIPY_AVAILABLE",
-                    "_SCIPY_GREATER_EQUAL_1_8", "_SCIPI_AVAILABLE")  # fmt: skip
+TORCHMETRICS_OFF = (
+    "_TORCHVISION_AVAILABLE",
+    "_TRANSFORMERS_AVAILABLE",
+    "_TRANSFORMERS_GREATER_EQUAL_4_4",
+    "_TRANSFORMERS_GREATER_EQUAL_4_10",
+    "_MATPLOTLIB_AVAILABLE",
+    "_SCIPY_AVAILABLE",
+    "_SCIPY_GREATER_EQUAL_1_8",
+    "_SCIPI_AVAILABLE",
+)
 
 
 class _TorchmetricsFlags(importlib.abc.MetaPathFinder):

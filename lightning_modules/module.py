@@ -138,12 +138,20 @@ class CoreConfig:
     def build(self) -> EncoderCore:
         """The core these settings describe (weights loaded, or random where not pretrained)."""
         return EncoderCore(
-            self.text_model, self.vision_model, pretrained=self.pretrained, fusion=self.fusion,
-            text_tower=self.text_tower, text_drop=self.text_drop, text_kwargs=self.text_kwargs,
-            vision_kwargs=self.vision_kwargs, attn_implementation=self.attn_implementation,
-            text_pretrained=self.text_pretrained, vision_pretrained=self.vision_pretrained,
-            vision_checkpoint=self.vision_checkpoint, text_embedding=self.text_embedding,
-        )  # fmt: skip
+            self.text_model,
+            self.vision_model,
+            pretrained=self.pretrained,
+            fusion=self.fusion,
+            text_tower=self.text_tower,
+            text_drop=self.text_drop,
+            text_kwargs=self.text_kwargs,
+            vision_kwargs=self.vision_kwargs,
+            attn_implementation=self.attn_implementation,
+            text_pretrained=self.text_pretrained,
+            vision_pretrained=self.vision_pretrained,
+            vision_checkpoint=self.vision_checkpoint,
+            text_embedding=self.text_embedding,
+        )
 
 
 def _dual(spec: TaskSpec) -> bool:
@@ -220,10 +228,14 @@ class TransferModule(pl.LightningModule):
                 if family_model(spec.family).lm_head and self.core.sources.text_pretrained:
                     lm_head = load_lm_head(core.text_model)
                 self.heads[spec.head] = build_head(
-                    spec.family, self.core.hidden_size, label_names=tasks[name]["labels"],
-                    vocab_size=self.core.text.config.vocab_size, retrieval_layer=core.retrieval_layer, lm_head=lm_head,
+                    spec.family,
+                    self.core.hidden_size,
+                    label_names=tasks[name]["labels"],
+                    vocab_size=self.core.text.config.vocab_size,
+                    retrieval_layer=core.retrieval_layer,
+                    lm_head=lm_head,
                     own_embeddings=self.core.own_embeddings,
-                )  # fmt: skip
+                )
         self.metrics = nn.ModuleDict()  # "<stage>|<task>|<lang>" -> task metric; created in setup
         self.counts = nn.ModuleDict()  # same keys -> samples scored (exactness check)
         self._lineage: dict[str, Any] = {}
@@ -293,8 +305,14 @@ class TransferModule(pl.LightningModule):
     def load_init(self, path: str, scope: str | list[str]) -> dict[str, Any]:
         report = load_init_checkpoint(self, path, scope)
         rank_zero_info(report.summary())
-        info = lineage(path, report.parent_hparams, self.hparams.phase, report.parent_lineage, report.parent_trained_on,
-                       report.parent_weights)  # fmt: skip
+        info = lineage(
+            path,
+            report.parent_hparams,
+            self.hparams.phase,
+            report.parent_lineage,
+            report.parent_trained_on,
+            report.parent_weights,
+        )
         for logger in self.loggers:
             logger.log_hyperparams(
                 {
@@ -343,9 +361,11 @@ class TransferModule(pl.LightningModule):
     def _eval_set(self, stage: EvalStage, dataloader_idx: int) -> tuple[str, str]:
         names = self.eval_names[stage]
         if dataloader_idx >= len(names):
-            raise ValueError(f"model.evaluation lists {len(names)} {stage} set(s) but the data module has a loader "
-                             f"#{dataloader_idx}: pass evaluation=datamodule.evaluation (train.py links "
-                             "data.evaluation -> model.evaluation)")  # fmt: skip
+            raise ValueError(
+                f"model.evaluation lists {len(names)} {stage} set(s) but the data module has a loader "
+                f"#{dataloader_idx}: pass evaluation=datamodule.evaluation (train.py links "
+                "data.evaluation -> model.evaluation)"
+            )
         return names[dataloader_idx]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -363,10 +383,17 @@ class TransferModule(pl.LightningModule):
         labels = labels.tolist() if torch.is_tensor(labels) else labels
         names = self.task_info[task]["labels"]
         return [
-            {"task": task, "key": k, "lang": lg, "prediction": p, "label": y,
-             "prediction_name": label_name(names, p), "label_name": label_name(names, y)}
+            {
+                "task": task,
+                "key": k,
+                "lang": lg,
+                "prediction": p,
+                "label": y,
+                "prediction_name": label_name(names, p),
+                "label_name": label_name(names, y),
+            }
             for k, lg, p, y in zip(batch["keys"], batch["lang"], out.predictions, labels)
-        ]  # fmt: skip
+        ]
 
     # -- epoch ends: every rank computes every metric in the same order (each compute syncs) ------------
     def _compute_all(self, stage: EvalStage) -> list[dict[str, Any]]:
@@ -377,8 +404,9 @@ class TransferModule(pl.LightningModule):
                 self.metrics[key].threshold = self._dev_thresholds.get((task, lang))  # None: tuned on test
             values = self.metrics[key].compute()
             if stage == "test":  # a collective like compute: every rank, same order
-                self.test_outcomes.append((task, lang, self.metrics[key].outcomes(),
-                                            self.metrics[key].outcome_formulas()))  # fmt: skip
+                self.test_outcomes.append(
+                    (task, lang, self.metrics[key].outcomes(), self.metrics[key].outcome_formulas())
+                )
             if stage == "val" and "bucc_threshold" in values:
                 self._dev_thresholds[(task, lang)] = float(values["bucc_threshold"])
             count = int(self.counts[key].compute().item())
@@ -434,8 +462,10 @@ class TransferModule(pl.LightningModule):
             for p in module.parameters():
                 if p.requires_grad:
                     (no_decay if p.ndim < 2 else decay).append(p)  # biases, norms, scales
-            groups += [{"params": decay, "lr": lr, "weight_decay": opt.weight_decay},
-                       {"params": no_decay, "lr": lr, "weight_decay": 0.0}]  # fmt: skip
+            groups += [
+                {"params": decay, "lr": lr, "weight_decay": opt.weight_decay},
+                {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+            ]
         groups = [g for g in groups if g["params"]]
         fused = all(p.is_cuda for g in groups for p in g["params"])
         optimizer = torch.optim.AdamW(groups, fused=fused or None)

@@ -42,8 +42,10 @@ def init_scope_errors(model: Any) -> list[str]:
     unknown = [n for n in names if n not in heads]
     for name in unknown:
         hint = " (a head family: heads are named by the catalogue's `head` field)" if name in FAMILIES else ""
-        errors.append(f"model.init_scope names head {name!r}{hint}, which this run does not have; valid: "
-                      f"core, all, or a list of {heads}")  # fmt: skip
+        errors.append(
+            f"model.init_scope names head {name!r}{hint}, which this run does not have; valid: "
+            f"core, all, or a list of {heads}"
+        )
     if unknown or not names:
         return errors
     if not Path(hp.init_from).is_file():
@@ -53,9 +55,11 @@ def init_scope_errors(model: Any) -> list[str]:
     for task, info in parent_tasks.items():
         head = get_task(task).head
         if head in names and head in labels and list(info.get("labels", [])) != labels[head]:
-            errors.append(f"model.init_scope carries head {head!r}, but {task} in model.init_from was trained "
-                          "with another label order/vocabulary than this run; rebuild the shards with the "
-                          "parent's vocabulary or use init_scope: core")  # fmt: skip
+            errors.append(
+                f"model.init_scope carries head {head!r}, but {task} in model.init_from was trained "
+                "with another label order/vocabulary than this run; rebuild the shards with the "
+                "parent's vocabulary or use init_scope: core"
+            )
     return errors
 
 

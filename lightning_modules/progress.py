@@ -24,8 +24,15 @@ class EpochLine(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.progress_bar_callback is not None:
             return
-        rank_zero_info(epoch_line(trainer.current_epoch, trainer.global_step, trainer.max_steps,
-                                  trainer.callback_metrics, time.monotonic() - self._start))  # fmt: skip
+        rank_zero_info(
+            epoch_line(
+                trainer.current_epoch,
+                trainer.global_step,
+                trainer.max_steps,
+                trainer.callback_metrics,
+                time.monotonic() - self._start,
+            )
+        )
 
 
 def epoch_line(epoch: int, step: int, max_steps: int, metrics: dict[str, Any], elapsed_s: float) -> str:

@@ -44,8 +44,13 @@ def data_use(datamodule: Any) -> dict[str, list[dict[str, Any]]]:
     use: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
     for name, t in datamodule.tasks.items():
         if t.train_split:
-            use["train"].append({"task": name, "split": t.train_split,
-                                 "langs": split_langs(datamodule, name, t.train_split, t.train_langs)})  # fmt: skip
+            use["train"].append(
+                {
+                    "task": name,
+                    "split": t.train_split,
+                    "langs": split_langs(datamodule, name, t.train_split, t.train_langs),
+                }
+            )
         if t.val_split:
             use["val"].append({"task": name, "split": t.val_split, "langs": list(t.val_langs or [ENGLISH])})
         if t.test_split:
@@ -75,11 +80,18 @@ def checkpoint_record(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dic
     actually monitors (``selections``, by the callback's state key; ``val/selection`` resolved to the module's
     ``selection_key``). ``selection`` is the first checkpoint callback's, the one ``ckpt_path="best"`` uses."""
     dm, key = trainer.datamodule, pl_module.selection_key
-    selections = {cb.state_key: selection_record(key if cb.monitor == SELECTION_ALIAS else cb.monitor, dm)
-                  for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)}  # fmt: skip
+    selections = {
+        cb.state_key: selection_record(key if cb.monitor == SELECTION_ALIAS else cb.monitor, dm)
+        for cb in trainer.checkpoint_callbacks
+        if isinstance(cb, ModelCheckpoint)
+    }
     main = trainer.checkpoint_callback
-    return {"trained_on": data_use(dm)["train"], "selection": selections.get(main.state_key) if main else None,
-            "selections": selections, "global_step": trainer.global_step}  # fmt: skip
+    return {
+        "trained_on": data_use(dm)["train"],
+        "selection": selections.get(main.state_key) if main else None,
+        "selections": selections,
+        "global_step": trainer.global_step,
+    }
 
 
 class ProtocolRecord(pl.Callback):
@@ -122,8 +134,12 @@ def test_protocol(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[st
     dm, ckpt_path = trainer.datamodule, trainer.ckpt_path
     loaded = read_record(ckpt_path) if ckpt_path else None
     weights = tested_weights(ckpt_path, loaded, trainer.global_step, pl_module.hparams.get("init_from"), dm)
-    return run_protocol(weights, data_use(dm)["test"], getattr(pl_module, "_lineage", None),
-                        few_shot=pl_module.hparams.get("phase") == FEW_SHOT_PHASE)  # fmt: skip
+    return run_protocol(
+        weights,
+        data_use(dm)["test"],
+        getattr(pl_module, "_lineage", None),
+        few_shot=pl_module.hparams.get("phase") == FEW_SHOT_PHASE,
+    )
 
 
 def tested_weights(
@@ -139,16 +155,26 @@ def tested_weights(
             how = "the final weights of its fit, not selected by validation"
         else:
             how = "not selected by validation"
-        return {"checkpoint": str(ckpt_path), "weights": f"checkpoint {ckpt_path} ({how}, step "
-                f"{record.get('global_step', '?')})", "trained_on": record.get("trained_on"),
-                "selected_on": loaded.get("selected_on")}  # fmt: skip
+        return {
+            "checkpoint": str(ckpt_path),
+            "weights": f"checkpoint {ckpt_path} ({how}, step {record.get('global_step', '?')})",
+            "trained_on": record.get("trained_on"),
+            "selected_on": loaded.get("selected_on"),
+        }
     if global_step > 0:
-        return {"checkpoint": None, "weights": f"the weights at the end of this fit (step {global_step}): no "
-                "validation selected a checkpoint", "trained_on": data_use(datamodule)["train"],
-                "selected_on": None}  # fmt: skip
+        return {
+            "checkpoint": None,
+            "weights": f"the weights at the end of this fit (step {global_step}): no validation selected a checkpoint",
+            "trained_on": data_use(datamodule)["train"],
+            "selected_on": None,
+        }
     start = f"init_from {init_from}" if init_from else "the model's initial weights"
-    return {"checkpoint": None, "weights": f"the starting weights ({start}): nothing was trained in this command",
-            "trained_on": [], "selected_on": None}  # fmt: skip
+    return {
+        "checkpoint": None,
+        "weights": f"the starting weights ({start}): nothing was trained in this command",
+        "trained_on": [],
+        "selected_on": None,
+    }
 
 
 def earlier_phases(lineage: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -168,8 +194,10 @@ def _training_breaks(uses: list[dict[str, Any]], tested: list[dict[str, Any]], w
             breaks.append(f"trained on test data ({use['task']} {use['split']}){where}")
         foreign = [lang for lang in use["langs"] if lang != ENGLISH]
         if foreign and use["task"] in tested_tasks:
-            breaks.append(f"trained on non-English data of a tested task ({use['task']} {use['split']}: "
-                          f"{', '.join(foreign)}){where}")  # fmt: skip
+            breaks.append(
+                f"trained on non-English data of a tested task ({use['task']} {use['split']}: "
+                f"{', '.join(foreign)}){where}"
+            )
     return breaks
 
 
@@ -187,8 +215,9 @@ def protocol_breaks(
     if selected and selected.get("task") is None:
         breaks.append(f"checkpoint selected on `{selected['monitor']}`, whose data is not recorded")
     elif selected:
-        if selected["split"] in TEST_SPLITS or any(selected["task"] == t["task"] and selected["split"] == t["split"]
-                                                   for t in tested):  # fmt: skip
+        if selected["split"] in TEST_SPLITS or any(
+            selected["task"] == t["task"] and selected["split"] == t["split"] for t in tested
+        ):
             breaks.append(f"checkpoint selected on test data ({selected['task']} {selected['split']})")
         foreign = [lang for lang in selected["langs"] if lang != ENGLISH]
         if foreign:
@@ -207,11 +236,17 @@ def run_protocol(
     earlier = earlier_phases(lineage)
     breaks = protocol_breaks(weights, tested, earlier)
     parent = (lineage or {}).get("parent") or None
-    record = {**weights, "tested_on": tested, "breaks": breaks, "zero_shot": not breaks and not few_shot,
-              "earlier_phases": earlier,
-              "protocol": FEW_SHOT_PHASE if few_shot else "zero_shot",
-              "parent": {"path": parent["path"], "phase": parent.get("phase"), "tasks": parent.get("tasks")}
-              if parent else None}  # fmt: skip
+    record = {
+        **weights,
+        "tested_on": tested,
+        "breaks": breaks,
+        "zero_shot": not breaks and not few_shot,
+        "earlier_phases": earlier,
+        "protocol": FEW_SHOT_PHASE if few_shot else "zero_shot",
+        "parent": {"path": parent["path"], "phase": parent.get("phase"), "tasks": parent.get("tasks")}
+        if parent
+        else None,
+    }
     record["headline"] = headline(record)
     return record
 
@@ -239,11 +274,18 @@ def protocol_lines(record: dict[str, Any]) -> list[str]:
     selected = record.get("selected_on")
     selection = "none"
     if selected:
-        data = (f"{selected['task']} {selected['split']} [{', '.join(selected['langs'])}]" if selected.get("task")
-                else "data not recorded")  # fmt: skip
+        data = (
+            f"{selected['task']} {selected['split']} [{', '.join(selected['langs'])}]"
+            if selected.get("task")
+            else "data not recorded"
+        )
         selection = f"`{selected['monitor']}` ({data})"
-    lines = [f"- Tested: {record['weights']}.", f"- Trained on: {_uses(record.get('trained_on'))}.",
-             f"- Checkpoint selected on: {selection}.", f"- Tested on: {_uses(record.get('tested_on'))}."]  # fmt: skip
+    lines = [
+        f"- Tested: {record['weights']}.",
+        f"- Trained on: {_uses(record.get('trained_on'))}.",
+        f"- Checkpoint selected on: {selection}.",
+        f"- Tested on: {_uses(record.get('tested_on'))}.",
+    ]
     if record.get("parent"):
         p = record["parent"]
         lines.append(f"- Started from: {p['path']} (phase {p.get('phase')}, tasks {', '.join(p.get('tasks') or [])}).")

@@ -199,15 +199,17 @@ def write_run_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": run_dir / "results.json", "csv": run_dir / "results.csv", "md": run_dir / "results.md"}
-    payload = {"protocol": dict(protocol) if protocol else None,
-               "selection": selection_entry(selection, protocol, data, note), "rows": rows}  # fmt: skip
+    payload = {
+        "protocol": dict(protocol) if protocol else None,
+        "selection": selection_entry(selection, protocol, data, note),
+        "rows": rows,
+    }
     write_csv(paths["csv"], rows, ROW_FIELDS)
     atomic_write_text(paths["md"], run_markdown(rows, selection, protocol, note))
     atomic_write_text(paths["json"], json.dumps(payload, indent=1) + "\n")  # last: results.json = complete
     chance = chance_levels(label_counts or {})
     for task in unique(r["task"] for r in rows):
-        chart = plot_languages(rows, task, run_dir / f"results_{task}.png", chance=chance.get(task),
-                               run=run_dir.name)  # fmt: skip
+        chart = plot_languages(rows, task, run_dir / f"results_{task}.png", chance=chance.get(task), run=run_dir.name)
         if chart is not None:
             paths[f"png:{task}"] = chart
     if wandb_logger is not None:
@@ -231,9 +233,11 @@ def selection_entry(
 
 def chance_levels(label_counts: Mapping[str, int]) -> dict[str, float]:
     """Task -> accuracy (%) of a uniform guess, for single-label tasks whose primary metric is ``acc``."""
-    return {task: 100.0 / n for task, n in label_counts.items()
-            if n > 1 and task in TASKS and family_fields(TASKS[task].family).single_label
-            and TASKS[task].primary == "acc"}  # fmt: skip
+    return {
+        task: 100.0 / n
+        for task, n in label_counts.items()
+        if n > 1 and task in TASKS and family_fields(TASKS[task].family).single_label and TASKS[task].primary == "acc"
+    }
 
 
 def write_csv(path: Path, rows: Sequence[Row], fields: Sequence[str]) -> None:
@@ -266,8 +270,13 @@ def run_markdown(
     elif note:
         lines = ["# Results", "", f"Checkpoint selection: `{selection}` — {note}.", ""]
     else:
-        lines = ["# Results", "", f"Selection key of this run: `{selection}`; which weights were tested and what they "
-                 "were trained and selected on was not recorded.", ""]  # fmt: skip
+        lines = [
+            "# Results",
+            "",
+            f"Selection key of this run: `{selection}`; which weights were tested and what they "
+            "were trained and selected on was not recorded.",
+            "",
+        ]
     lines += [f"- `{a}`: {h}" for a, h in AGGREGATE_HELP.items()] + [""]
     groups: dict[tuple, list[Row]] = defaultdict(list)
     for r in rows:
@@ -294,8 +303,17 @@ def rows_from_metrics(metrics: Mapping[str, Any], split: str) -> list[Row]:
     for key, value in metrics.items():
         parts = key.split("/")
         if len(parts) == 4 and parts[0] == split and parts[3] != "count" and parts[2] not in AGGREGATE_LANGS:
-            rows.append({"phase": "", "task": parts[1], "lang": parts[2], "split": split, "metric": parts[3],
-                         "value": float(value), "seed": None})  # fmt: skip
+            rows.append(
+                {
+                    "phase": "",
+                    "task": parts[1],
+                    "lang": parts[2],
+                    "split": split,
+                    "metric": parts[3],
+                    "value": float(value),
+                    "seed": None,
+                }
+            )
     return rows
 
 
@@ -304,14 +322,17 @@ def compact_table(rows: Sequence[Row]) -> str:
     rows = aggregate(rows)
     columns = unique((r["task"], r["split"]) for r in rows)
     metric = {(t, sp): primary_metric(t, {r["metric"] for r in rows if r["task"] == t}) for t, sp in columns}
-    value = {(r["task"], r["split"], r["lang"]): r["value"] for r in rows
-             if r["metric"] == metric[(r["task"], r["split"])]}  # fmt: skip
+    value = {
+        (r["task"], r["split"], r["lang"]): r["value"] for r in rows if r["metric"] == metric[(r["task"], r["split"])]
+    }
     langs = order_languages("", {r["lang"] for r in rows})
     header = ["lang", *(f"{t} {sp} {metric[(t, sp)]}" for t, sp in columns)]
     body = [[lang, *(fmt_value(value.get((t, sp, lang))) for t, sp in columns)] for lang in langs]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
-    fmt_row = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in  # noqa: E731
-                                      enumerate(zip(cells, widths)))  # fmt: skip
+
+    def fmt_row(cells: Sequence[object]) -> str:
+        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([fmt_row(header), *(fmt_row(b) for b in body)])
 
 
@@ -384,8 +405,9 @@ def log_run_report(wandb_logger: Any, rows: Sequence[Row], charts: Mapping[str, 
     for task in unique(r["task"] for r in rows):
         columns, data = task_table(rows, task)
         wandb_logger.log_table(key=f"results/{task}", columns=columns, data=data)
-    aggregates = {f"{r['split']}/{r['task']}/{r['lang']}/{r['metric']}": r["value"] for r in rows
-                  if r["lang"] in AGGREGATE_LANGS}  # fmt: skip
+    aggregates = {
+        f"{r['split']}/{r['task']}/{r['lang']}/{r['metric']}": r["value"] for r in rows if r["lang"] in AGGREGATE_LANGS
+    }
     if aggregates:
         wandb_logger.log_metrics(aggregates)
     for task, path in charts.items():

@@ -98,15 +98,21 @@ class WeightSources:
         """Per-tower switches override ``pretrained``; a ``vision_checkpoint`` means pretrained vision weights."""
         if vision_checkpoint is not None:
             if vision_model is None:
-                raise ValueError(f"model.core.vision_checkpoint={vision_checkpoint!r} but model.core.vision_model is "
-                                 "null: name the timm architecture the checkpoint belongs to")  # fmt: skip
+                raise ValueError(
+                    f"model.core.vision_checkpoint={vision_checkpoint!r} but model.core.vision_model is "
+                    "null: name the timm architecture the checkpoint belongs to"
+                )
             if vision_pretrained is False:
-                raise ValueError(f"model.core.vision_checkpoint={vision_checkpoint!r} loads pretrained vision weights "
-                                 "but model.core.vision_pretrained=false: drop one of the two")  # fmt: skip
+                raise ValueError(
+                    f"model.core.vision_checkpoint={vision_checkpoint!r} loads pretrained vision weights "
+                    "but model.core.vision_pretrained=false: drop one of the two"
+                )
             overlay = (vision_kwargs or {}).get("pretrained_cfg_overlay") or {}
             if any(overlay.get(k) for k in SOURCE_KEYS):
-                raise ValueError("model.core.vision_checkpoint and model.core.vision_kwargs.pretrained_cfg_overlay "
-                                 "both name a weight source: keep model.core.vision_checkpoint only")  # fmt: skip
+                raise ValueError(
+                    "model.core.vision_checkpoint and model.core.vision_kwargs.pretrained_cfg_overlay "
+                    "both name a weight source: keep model.core.vision_checkpoint only"
+                )
         return cls(
             text_model=text_model,
             text_pretrained=pretrained if text_pretrained is None else text_pretrained,
@@ -121,10 +127,14 @@ class WeightSources:
     def from_config(cls, core: Mapping[str, Any]) -> WeightSources:
         """From the ``model.core`` section of a parsed run config (``module.CoreConfig``'s fields)."""
         return cls.resolve(
-            core["text_model"], core.get("vision_model"), core.get("vision_kwargs"),
-            pretrained=core.get("pretrained", True), text_pretrained=core.get("text_pretrained"),
-            vision_pretrained=core.get("vision_pretrained"), vision_checkpoint=core.get("vision_checkpoint"),
-        )  # fmt: skip
+            core["text_model"],
+            core.get("vision_model"),
+            core.get("vision_kwargs"),
+            pretrained=core.get("pretrained", True),
+            text_pretrained=core.get("text_pretrained"),
+            vision_pretrained=core.get("vision_pretrained"),
+            vision_checkpoint=core.get("vision_checkpoint"),
+        )
 
     @property
     def any_pretrained(self) -> bool:
@@ -192,11 +202,13 @@ def _text_problem(name: str, pretrained: bool) -> str | None:
     if "/" in name:  # "org/name" is also a relative path: say that none exists here
         why += f"; no local directory {name!r} exists either"
     return _advice(
-        f"model.core.text_model={name!r}", f"`hf download {name}`", why,
+        f"model.core.text_model={name!r}",
+        f"`hf download {name}`",
+        why,
         "save it on a connected machine with AutoModel/AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR), "
         "copy DIR here and set model.core.text_model=DIR",
         "model.core.text_pretrained=false" if pretrained else None,
-    )  # fmt: skip
+    )
 
 
 def _vision_problem(sources: WeightSources) -> str | None:
@@ -217,8 +229,10 @@ def _vision_problem(sources: WeightSources) -> str | None:
     if cfg is None:
         if not timm.is_model(name):
             return f"model.core.vision_model={name!r} is not a timm model; `timm.list_models('vit_*')` lists them"
-        return (f"model.core.vision_model={name!r}: timm knows no pretrained weights for it; give a local file with "
-                "model.core.vision_checkpoint=PATH or set model.core.vision_pretrained=false")  # fmt: skip
+        return (
+            f"model.core.vision_model={name!r}: timm knows no pretrained weights for it; give a local file with "
+            "model.core.vision_checkpoint=PATH or set model.core.vision_pretrained=false"
+        )
     where = f"model.core.vision_model={name!r}"
     if cfg.hf_hub_id:
         repo, fetch = cfg.hf_hub_id, f"`hf download {cfg.hf_hub_id}`"
@@ -236,12 +250,14 @@ def _vision_problem(sources: WeightSources) -> str | None:
     if why is None:
         return None
     return _advice(
-        where, fetch, why,
+        where,
+        fetch,
+        why,
         "save the weights on a connected machine (timm.create_model(NAME, pretrained=True) then "
         "safetensors.torch.save_file(model.state_dict(), 'vision.safetensors')), copy the file here and set "
         "model.core.vision_checkpoint=PATH (a .safetensors/.pth file, or a timm model directory)",
         "model.core.vision_pretrained=false",
-    )  # fmt: skip
+    )
 
 
 def _local_weights_problem(key: str, value: str | Path) -> str | None:
@@ -378,13 +394,17 @@ def random_tower(tower: str, name: str, pretrained: bool, tower_switch: bool | N
     path = Path(name).expanduser() if tower == "text" else None
     held = [f for f in HF_WEIGHT_FILES if path is not None and (path / f).is_file()]
     if held:
-        return TowerLoad(tower, f"RANDOM, {name} holds weights ({held[0]}) that are NOT loaded ({switch} false); "
-                                f"set model.core.{tower}_pretrained true to load them")  # fmt: skip
+        return TowerLoad(
+            tower,
+            f"RANDOM, {name} holds weights ({held[0]}) that are NOT loaded ({switch} false); "
+            f"set model.core.{tower}_pretrained true to load them",
+        )
     return TowerLoad(tower, f"random ({switch} false)")
 
 
-def check_loaded_share(key: str, source: str, what: str, loaded: int, total: int, missing: list[str],
-                       unused: list[str]) -> None:  # fmt: skip
+def check_loaded_share(
+    key: str, source: str, what: str, loaded: int, total: int, missing: list[str], unused: list[str]
+) -> None:
     """Refuses a load that supplied fewer than ``MIN_LOADED_SHARE`` of the ``total`` tensors of ``what``."""
     if total and loaded >= MIN_LOADED_SHARE * total:
         return
@@ -409,8 +429,9 @@ def _checked_state_dict(model: torch.nn.Module, state: Mapping[str, Any], key: s
             "this architecture: name the matching one in model.core.vision_model (and its vision_kwargs)."
         )
     loaded = sum(1 for k in state if k in own)
-    check_loaded_share(key, source, what, loaded, len(own), [k for k in own if k not in state],
-                       [k for k in state if k not in own])  # fmt: skip
+    check_loaded_share(
+        key, source, what, loaded, len(own), [k for k in own if k not in state], [k for k in state if k not in own]
+    )
     return TowerLoad("vision", source, loaded, len(own))
 
 
@@ -447,8 +468,9 @@ def checked_timm_load(key: str) -> Iterator[list[TowerLoad]]:
     report: list[TowerLoad] = []
     original = timm.models._builder.load_pretrained
 
-    def load_pretrained(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any] | None = None, *args: Any,
-                        **kwargs: Any) -> None:  # fmt: skip
+    def load_pretrained(
+        model: torch.nn.Module, pretrained_cfg: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any
+    ) -> None:
         cfg = dict(pretrained_cfg or getattr(model, "pretrained_cfg", {}) or {})
         source = str(cfg.get("file") or cfg.get("hf_hub_id") or cfg.get("url") or "timm state_dict")
 
@@ -500,8 +522,9 @@ def check_checkpoint_file(path: str | Path, key: str) -> None:
         except (zipfile.BadZipFile, OSError) as err:
             raise CheckpointFileError(f"{key}={path}: truncated checkpoint ({size} bytes; {err}): {fix}") from None
         if ends > size:
-            raise CheckpointFileError(f"{key}={path}: truncated checkpoint ({size} bytes, its index says "
-                                      f"> {ends}): {fix}")  # fmt: skip
+            raise CheckpointFileError(
+                f"{key}={path}: truncated checkpoint ({size} bytes, its index says > {ends}): {fix}"
+            )
     elif size == 0:
         raise CheckpointFileError(f"{key}={path}: empty file (0 bytes): {fix}")
     elif head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle stream

@@ -137,8 +137,12 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--max-side", type=int, default=384, help="bound on each image's short side in pixels")
     build.add_argument("--allow-missing", action="store_true", help="skip records whose image file is missing")
     build.add_argument("--field", action="append", metavar="NAME=SOURCE", help="field mapping (generic JSONL)")
-    build.add_argument("--exclude", action="append", metavar="XFLICKRCO",
-                       help="img2dataset: drop xFlickr&CO test images (its shard dir or annotation .jsonl; 'none')")
+    build.add_argument(
+        "--exclude",
+        action="append",
+        metavar="XFLICKRCO",
+        help="img2dataset: drop xFlickr&CO test images (its shard dir or annotation .jsonl; 'none')",
+    )
     build.add_argument("--size", choices=["small", "full"], default="full", help="demo world size")
     build.add_argument("--seed", type=int, default=0, help="demo world seed")
     build.set_defaults(func=cmd_build)
@@ -153,8 +157,11 @@ def make_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("dir", help="a shard directory, or a directory of them (the demo world)")
         if name == "inspect":
-            cmd.add_argument("--all", action="store_true",
-                             help="count the labels of every sample (default: the first 20,000 of each split)")
+            cmd.add_argument(
+                "--all",
+                action="store_true",
+                help="count the labels of every sample (default: the first 20,000 of each split)",
+            )
         cmd.set_defaults(func=func)
     return parser
 

@@ -73,8 +73,9 @@ def first_sample(path: Path) -> dict:
     return sample
 
 
-def inspect_dir(directory: str | Path, echo: Callable[[str], None] = print,
-                limit: int | None = MAX_SAMPLES_PER_SPLIT) -> None:  # fmt: skip
+def inspect_dir(
+    directory: str | Path, echo: Callable[[str], None] = print, limit: int | None = MAX_SAMPLES_PER_SPLIT
+) -> None:
     """Print the summary of one shard directory."""
     manifest = load_manifest(directory)
     echo(f"== {directory}: dataset {manifest['dataset']}, tasks {', '.join(manifest['tasks'])}")
@@ -88,8 +89,11 @@ def inspect_dir(directory: str | Path, echo: Callable[[str], None] = print,
             if counter:
                 top = ", ".join(f"{name} {n}" for name, n in counter.most_common(12))
                 more = f", ... ({len(counter)} distinct)" if len(counter) > 12 else ""
-                sampled = (f" (the first {limit:,} of {total:,} samples: sampled; --all counts every one)"
-                           if limit is not None and total > limit else "")  # fmt: skip
+                sampled = (
+                    f" (the first {limit:,} of {total:,} samples: sampled; --all counts every one)"
+                    if limit is not None and total > limit
+                    else ""
+                )
                 echo(f"   labels {split}/{task}: {top}{more}{sampled}")
     if manifest.get("skipped"):
         echo(f"   skipped {len(manifest['skipped'])} records, e.g. {manifest['skipped'][0]}")

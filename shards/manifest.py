@@ -59,8 +59,10 @@ def open_shard(url: str | Path) -> IO[bytes]:
     try:
         import fsspec
     except ImportError:
-        raise ImportError(f"Reading {url} needs fsspec and the filesystem's package: `pip install fsspec s3fs` "
-                          "(gcsfs for gs://, adlfs for az://)") from None  # fmt: skip
+        raise ImportError(
+            f"Reading {url} needs fsspec and the filesystem's package: `pip install fsspec s3fs` "
+            "(gcsfs for gs://, adlfs for az://)"
+        ) from None
     return fsspec.open(url, "rb").open()
 
 
@@ -103,8 +105,9 @@ class TarReadError(OSError):
         self.url, self.key, self.cause = url, key, cause
 
 
-def tar_samples(url: str | Path, *, keep: Callable[[str], bool] = safe_member,
-                duplicate: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+def tar_samples(
+    url: str | Path, *, keep: Callable[[str], bool] = safe_member, duplicate: Callable[[str], None] | None = None
+) -> Iterator[dict[str, Any]]:
     """The samples of one shard in tar order: ``{"__key__", "__url__", "<ext>": bytes, ...}``.
 
     A sample is the run of adjacent members sharing a key (as TarWriter writes them); only members whose

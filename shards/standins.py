@@ -120,17 +120,31 @@ def _nlvr2_train(rows: list[dict]) -> list[dict]:
 
 # file the cut tree may lack -> (sibling it is written from, how)
 TREE_STANDINS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
-    "gqa/annotations/train.json.zip": ("gqa/annotations/testdev.json", lambda src, dst: _write_zip(
-        dst, "train.json", json.dumps(_gqa_split(json.loads(src.read_text()), "900"), indent=1))),
-    "gqa/annotations/valid.json": ("gqa/annotations/testdev.json", lambda src, dst: dst.write_text(
-        json.dumps(_gqa_split(json.loads(src.read_text()), "800"), indent=1))),
-    "nlvr2/annotations/train.jsonl": ("nlvr2/annotations/dev.jsonl", lambda src, dst: dst.write_text(
-        _jsonl(_nlvr2_train([json.loads(x) for x in src.read_text().splitlines() if x.strip()])))),
-    "flickr30k/annotations/train_ann.jsonl": ("flickr30k/annotations/valid_ann.jsonl",
-                                              lambda src, dst: shutil.copyfile(src, dst)),
-    "wit/annotations/train_en.jsonl.zip": ("wit/annotations/val_en.jsonl",
-                                           lambda src, dst: _write_zip(dst, "train_en.jsonl", src.read_text())),
-}  # fmt: skip
+    "gqa/annotations/train.json.zip": (
+        "gqa/annotations/testdev.json",
+        lambda src, dst: _write_zip(
+            dst, "train.json", json.dumps(_gqa_split(json.loads(src.read_text()), "900"), indent=1)
+        ),
+    ),
+    "gqa/annotations/valid.json": (
+        "gqa/annotations/testdev.json",
+        lambda src, dst: dst.write_text(json.dumps(_gqa_split(json.loads(src.read_text()), "800"), indent=1)),
+    ),
+    "nlvr2/annotations/train.jsonl": (
+        "nlvr2/annotations/dev.jsonl",
+        lambda src, dst: dst.write_text(
+            _jsonl(_nlvr2_train([json.loads(x) for x in src.read_text().splitlines() if x.strip()]))
+        ),
+    ),
+    "flickr30k/annotations/train_ann.jsonl": (
+        "flickr30k/annotations/valid_ann.jsonl",
+        lambda src, dst: shutil.copyfile(src, dst),
+    ),
+    "wit/annotations/train_en.jsonl.zip": (
+        "wit/annotations/val_en.jsonl",
+        lambda src, dst: _write_zip(dst, "train_en.jsonl", src.read_text()),
+    ),
+}
 
 
 def complete_iglue_tree(root: Path, out: Path) -> list[str]:
@@ -146,8 +160,10 @@ def complete_iglue_tree(root: Path, out: Path) -> list[str]:
         write(out / sibling, out / rel)
         written.append(f"| `{rel}` | stand-in: the records of `{sibling}` in its own format, renamed ids |")
     if written:
-        (out / "STANDINS.md").write_text("# Files written by mmstilts' rehearsal (not in the tree given)\n\n"
-                                         "| file | what |\n| --- | --- |\n" + "\n".join(written) + "\n")  # fmt: skip
+        (out / "STANDINS.md").write_text(
+            "# Files written by mmstilts' rehearsal (not in the tree given)\n\n"
+            "| file | what |\n| --- | --- |\n" + "\n".join(written) + "\n"
+        )
     return [w.split("`")[1] for w in written]
 
 
@@ -166,11 +182,22 @@ def write_mnli(src: Path, images: Path | None, n: int = 48) -> None:
         rows = []
         for i in range(size):
             label = labels[i % 3]
-            second = {"entailment": f"There is a {THINGS[(i // 6) % 6]}.", "neutral": "It is a sunny day.",
-                      "contradiction": "There is nothing at all."}[label]  # fmt: skip
-            rows.append({"annotator_labels": [label], "genre": "fiction", "gold_label": label,
-                         "pairID": f"{split}{i}{label[0]}", "promptID": f"{split}{i}", "sentence1": _sentence(i),
-                         "sentence2": second})  # fmt: skip
+            second = {
+                "entailment": f"There is a {THINGS[(i // 6) % 6]}.",
+                "neutral": "It is a sunny day.",
+                "contradiction": "There is nothing at all.",
+            }[label]
+            rows.append(
+                {
+                    "annotator_labels": [label],
+                    "genre": "fiction",
+                    "gold_label": label,
+                    "pairID": f"{split}{i}{label[0]}",
+                    "promptID": f"{split}{i}",
+                    "sentence1": _sentence(i),
+                    "sentence2": second,
+                }
+            )
         (src / f"multinli_1.0_{split}.jsonl").write_text(_jsonl(rows))
 
 
@@ -185,16 +212,24 @@ def write_vqav2(src: Path, images: Path | None, n: int = 48) -> None:
             image_id, qid = 1000 + i // 2, (1000 + i) * 10
             answer = ("yes", "no", "2")[i % 3]
             questions.append({"image_id": image_id, "question": f"Is there a {THINGS[i % 6]}?", "question_id": qid})
-            annotations.append({"question_id": qid, "image_id": image_id, "question_type": "is there",
-                                "answer_type": "other", "multiple_choice_answer": answer,
-                                "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": k + 1}
-                                            for k in range(10)]})  # fmt: skip
+            annotations.append(
+                {
+                    "question_id": qid,
+                    "image_id": image_id,
+                    "question_type": "is there",
+                    "answer_type": "other",
+                    "multiple_choice_answer": answer,
+                    "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": k + 1} for k in range(10)],
+                }
+            )
             if images is not None:
                 placeholder(images / sub / f"COCO_{sub}_{image_id:012d}.jpg", shade=image_id)
-        (src / f"v2_OpenEnded_mscoco_{sub}_questions.json").write_text(json.dumps(
-            {"task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": sub, "questions": questions}))
-        (src / f"v2_mscoco_{sub}_annotations.json").write_text(json.dumps(
-            {"data_subtype": sub, "data_type": "mscoco", "annotations": annotations}))
+        (src / f"v2_OpenEnded_mscoco_{sub}_questions.json").write_text(
+            json.dumps({"task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": sub, "questions": questions})
+        )
+        (src / f"v2_mscoco_{sub}_annotations.json").write_text(
+            json.dumps({"data_subtype": sub, "data_type": "mscoco", "annotations": annotations})
+        )
 
 
 def write_karpathy(path: Path, images: Path | None, n: int = 24, dataset: str = "coco") -> None:
@@ -205,10 +240,22 @@ def write_karpathy(path: Path, images: Path | None, n: int = 24, dataset: str = 
         split = "train" if i < n * 2 // 3 else ("val" if i % 2 else "test")
         sub = "train2014" if split == "train" else "val2014"
         name = f"COCO_{sub}_{2000 + i:012d}.jpg" if dataset == "coco" else f"{3000 + i}.jpg"
-        sentences = [{"raw": _sentence(i + k), "tokens": _sentence(i + k).lower().rstrip(".").split(),
-                      "imgid": i, "sentid": 5 * i + k} for k in range(5)]  # fmt: skip
-        entry = {"filename": name, "imgid": i, "split": split, "sentences": sentences,
-                 "sentids": [5 * i + k for k in range(5)]}  # fmt: skip
+        sentences = [
+            {
+                "raw": _sentence(i + k),
+                "tokens": _sentence(i + k).lower().rstrip(".").split(),
+                "imgid": i,
+                "sentid": 5 * i + k,
+            }
+            for k in range(5)
+        ]
+        entry = {
+            "filename": name,
+            "imgid": i,
+            "split": split,
+            "sentences": sentences,
+            "sentids": [5 * i + k for k in range(5)],
+        }
         if dataset == "coco":
             entry |= {"filepath": sub, "cocoid": 2000 + i}
         entries.append(entry)
@@ -225,10 +272,19 @@ def write_img2dataset(src: Path, images: Path | None, n: int = 24) -> None:
             key = f"{i:09d}"
             buf = io.BytesIO()
             Image.new("RGB", (16, 12), (30 + 8 * i % 200, 120, 60)).save(buf, format="JPEG")
-            meta = {"url": f"https://example.org/img/{key}.jpg", "key": key, "status": "success", "width": 16,
-                    "height": 12, "caption": _sentence(i)}  # fmt: skip
-            for name, data in ((f"{key}.jpg", buf.getvalue()), (f"{key}.txt", _sentence(i).encode()),
-                               (f"{key}.json", json.dumps(meta).encode())):  # fmt: skip
+            meta = {
+                "url": f"https://example.org/img/{key}.jpg",
+                "key": key,
+                "status": "success",
+                "width": 16,
+                "height": 12,
+                "caption": _sentence(i),
+            }
+            for name, data in (
+                (f"{key}.jpg", buf.getvalue()),
+                (f"{key}.txt", _sentence(i).encode()),
+                (f"{key}.json", json.dumps(meta).encode()),
+            ):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
@@ -240,35 +296,76 @@ def write_img2dataset(src: Path, images: Path | None, n: int = 24) -> None:
 # One small lexicon per language; item i is the same (colour, thing, city) in every language, so that the
 # sentences of one index are translations of each other (BUCC, Tatoeba, XNLI's parallel items).
 LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
-    "en": {"c": ("red", "green", "blue", "yellow"), "t": ("dog", "cat", "bus", "tree", "boat", "chair"),
-           "p": ("Oslo", "Lima", "Kyoto", "Quito")},
-    "de": {"c": ("rote", "grüne", "blaue", "gelbe"), "t": ("Hund", "Kater", "Bus", "Baum", "Kahn", "Stuhl"),
-           "p": ("Oslo", "Lima", "Kyoto", "Quito")},
-    "es": {"c": ("rojo", "verde", "azul", "amarillo"), "t": ("perro", "gato", "autobús", "árbol", "barco", "sillón"),
-           "p": ("Oslo", "Lima", "Kioto", "Quito")},
-    "fr": {"c": ("rouge", "vert", "bleu", "jaune"), "t": ("chien", "chat", "bus", "arbre", "bateau", "fauteuil"),
-           "p": ("Oslo", "Lima", "Kyoto", "Quito")},
-    "ru": {"c": ("красный", "зелёный", "синий", "жёлтый"), "t": ("пёс", "кот", "автобус", "дуб", "корабль", "стул"),
-           "p": ("Осло", "Лима", "Киото", "Кито")},
-    "fi": {"c": ("punainen", "vihreä", "sininen", "keltainen"),
-           "t": ("koira", "kissa", "bussi", "puu", "vene", "tuoli"), "p": ("Oslo", "Lima", "Kioto", "Quito")},
-    "zh": {"c": ("红色", "绿色", "蓝色", "黄色"), "t": ("狗", "猫", "公共汽车", "树", "船", "椅子"),
-           "p": ("奥斯陆", "利马", "京都", "基多")},
-}  # fmt: skip
+    "en": {
+        "c": ("red", "green", "blue", "yellow"),
+        "t": ("dog", "cat", "bus", "tree", "boat", "chair"),
+        "p": ("Oslo", "Lima", "Kyoto", "Quito"),
+    },
+    "de": {
+        "c": ("rote", "grüne", "blaue", "gelbe"),
+        "t": ("Hund", "Kater", "Bus", "Baum", "Kahn", "Stuhl"),
+        "p": ("Oslo", "Lima", "Kyoto", "Quito"),
+    },
+    "es": {
+        "c": ("rojo", "verde", "azul", "amarillo"),
+        "t": ("perro", "gato", "autobús", "árbol", "barco", "sillón"),
+        "p": ("Oslo", "Lima", "Kioto", "Quito"),
+    },
+    "fr": {
+        "c": ("rouge", "vert", "bleu", "jaune"),
+        "t": ("chien", "chat", "bus", "arbre", "bateau", "fauteuil"),
+        "p": ("Oslo", "Lima", "Kyoto", "Quito"),
+    },
+    "ru": {
+        "c": ("красный", "зелёный", "синий", "жёлтый"),
+        "t": ("пёс", "кот", "автобус", "дуб", "корабль", "стул"),
+        "p": ("Осло", "Лима", "Киото", "Кито"),
+    },
+    "fi": {
+        "c": ("punainen", "vihreä", "sininen", "keltainen"),
+        "t": ("koira", "kissa", "bussi", "puu", "vene", "tuoli"),
+        "p": ("Oslo", "Lima", "Kioto", "Quito"),
+    },
+    "zh": {
+        "c": ("红色", "绿色", "蓝色", "黄色"),
+        "t": ("狗", "猫", "公共汽车", "树", "船", "椅子"),
+        "p": ("奥斯陆", "利马", "京都", "基多"),
+    },
+}
 # (statement, question about the city, entailed, neutral, contradicted) per language
 PHRASES: dict[str, tuple[str, ...]] = {
-    "en": ("The {c} {t} is in {p}.", "Where is the {c} {t}?", "There is a {t}.", "The weather is cold.",
-           "There is no {t} at all."),
-    "de": ("Der {c} {t} ist in {p}.", "Wo ist der {c} {t}?", "Es gibt einen {t}.", "Das Wetter ist kalt.",
-           "Es gibt gar keinen {t}."),
+    "en": (
+        "The {c} {t} is in {p}.",
+        "Where is the {c} {t}?",
+        "There is a {t}.",
+        "The weather is cold.",
+        "There is no {t} at all.",
+    ),
+    "de": (
+        "Der {c} {t} ist in {p}.",
+        "Wo ist der {c} {t}?",
+        "Es gibt einen {t}.",
+        "Das Wetter ist kalt.",
+        "Es gibt gar keinen {t}.",
+    ),
     "es": ("El {t} {c} está en {p}.", "¿Dónde está el {t} {c}?", "Hay un {t}.", "Hace frío.", "No hay ningún {t}."),
     "fr": ("Le {t} {c} est à {p}.", "Où est le {t} {c} ?", "Il y a un {t}.", "Il fait froid.", "Il n'y a aucun {t}."),
-    "ru": ("{c} {t} находится в городе {p}.", "Где {c} {t}?", "Здесь есть {t}.", "Погода холодная.",
-           "Здесь нет никакого {t}."),
-    "fi": ("{c} {t} on kaupungissa {p}.", "Missä {c} {t} on?", "Siellä on {t}.", "Sää on kylmä.",
-           "Siellä ei ole yhtään {t}."),
+    "ru": (
+        "{c} {t} находится в городе {p}.",
+        "Где {c} {t}?",
+        "Здесь есть {t}.",
+        "Погода холодная.",
+        "Здесь нет никакого {t}.",
+    ),
+    "fi": (
+        "{c} {t} on kaupungissa {p}.",
+        "Missä {c} {t} on?",
+        "Siellä on {t}.",
+        "Sää on kylmä.",
+        "Siellä ei ole yhtään {t}.",
+    ),
     "zh": ("{c}的{t}在{p}。", "{c}的{t}在哪里？", "有一个{t}。", "天气很冷。", "根本没有{t}。"),
-}  # fmt: skip
+}
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 
 
@@ -315,10 +412,21 @@ def write_xnli(src: Path, images: Path | None, langs: tuple[str, ...] = ("en", "
         for lang in langs:
             for i in range(SIZES[split]):
                 premise, hypothesis, label = _nli_pair(lang, i + (50 if split == "test" else 0))
-                rows.append({"annotator_labels": [label] * 5, "genre": "travel", "gold_label": label, "language": lang,
-                             "match": "True", "pairID": str(i + 1), "promptID": str(i // 3 + 1),
-                             "sentence1": premise, "sentence1_tokenized": premise, "sentence2": hypothesis,
-                             "sentence2_tokenized": hypothesis})  # fmt: skip
+                rows.append(
+                    {
+                        "annotator_labels": [label] * 5,
+                        "genre": "travel",
+                        "gold_label": label,
+                        "language": lang,
+                        "match": "True",
+                        "pairID": str(i + 1),
+                        "promptID": str(i // 3 + 1),
+                        "sentence1": premise,
+                        "sentence1_tokenized": premise,
+                        "sentence2": hypothesis,
+                        "sentence2_tokenized": hypothesis,
+                    }
+                )
         _write_jsonl(src / f"xnli.{split}.jsonl", rows)
 
 
@@ -329,9 +437,19 @@ def write_anli(src: Path, images: Path | None) -> None:
             rows = []
             for i in range(SIZES[split] // 3 + 1):
                 premise, hypothesis, label = _nli_pair("en", i + r)
-                rows.append({"uid": f"{r:02x}{split[:2]}{i:04x}-anli-0000-0000-{i:012x}", "context": premise,
-                             "hypothesis": hypothesis, "label": label[0], "model_label": "e", "emturk": False,
-                             "genre": "", "reason": "", "tag": ""})  # fmt: skip
+                rows.append(
+                    {
+                        "uid": f"{r:02x}{split[:2]}{i:04x}-anli-0000-0000-{i:012x}",
+                        "context": premise,
+                        "hypothesis": hypothesis,
+                        "label": label[0],
+                        "model_label": "e",
+                        "emturk": False,
+                        "genre": "",
+                        "reason": "",
+                        "tag": "",
+                    }
+                )
             _write_jsonl(src / f"R{r}" / f"{split}.jsonl", rows)
 
 
@@ -344,8 +462,11 @@ def write_qqp(src: Path, images: Path | None) -> None:
             other = question.replace("Where is", "In which city is") if i % 2 else _phrase("en", 1, i + 7)
             labelled = [id_, 2 * id_, 2 * id_ + 1, question, other, i % 2]
             rows.append([id_, question, other] if split == "test" else labelled)
-        header = ["id", "question1", "question2"] if split == "test" else \
-            ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]  # fmt: skip
+        header = (
+            ["id", "question1", "question2"]
+            if split == "test"
+            else ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
+        )
         _tsv(src / f"{split}.tsv", header, rows)
 
 
@@ -375,8 +496,9 @@ def write_pawsx(src: Path, images: Path | None, langs: tuple[str, ...] = ("en", 
             _tsv(src / lang / f"{name}.tsv", ["id", "sentence1", "sentence2", "label"], rows)
 
 
-def _squad_article(lang: str, ids: Iterator[str], n: int, first: int, answers: int = 1,
-                   impossible: bool = False) -> dict:  # fmt: skip
+def _squad_article(
+    lang: str, ids: Iterator[str], n: int, first: int, answers: int = 1, impossible: bool = False
+) -> dict:
     """A SQuAD-format article: one paragraph per item, one question whose answer (the city) is in the context;
     with ``impossible`` every third question asks about a thing the paragraph does not have (SQuAD v2.0)."""
     paragraphs = []
@@ -409,8 +531,10 @@ def write_squad(src: Path, images: Path | None) -> None:
         for split, answers in (("train", 1), ("dev", 3)):
             ids = _qids(f"{version[0]}{split[0]}")
             articles = [_squad_article("en", ids, SIZES[split] // 2, k * 50, answers, impossible) for k in (0, 1)]
-            _write_json(src / f"{split}-v{version}.json", {"version": f"v{version}" if impossible else version,
-                                                          "data": articles})  # fmt: skip
+            _write_json(
+                src / f"{split}-v{version}.json",
+                {"version": f"v{version}" if impossible else version, "data": articles},
+            )
 
 
 def write_xquad(src: Path, images: Path | None, langs: tuple[str, ...] = ("en", "de", "es", "zh")) -> None:
@@ -426,8 +550,10 @@ def write_mlqa(src: Path, images: Path | None, langs: tuple[str, ...] = ("en", "
         for lang in langs:
             data = {"data": [_squad_article(lang, _qids("m"), 12, 20)], "version": 1.0}
             _write_json(src / split / f"{split}-context-{lang}-question-{lang}.json", data)
-        _write_json(src / split / f"{split}-context-de-question-en.json",
-                    {"data": [_squad_article("de", _qids("g"), 4, 20)], "version": 1.0})  # fmt: skip
+        _write_json(
+            src / split / f"{split}-context-de-question-en.json",
+            {"data": [_squad_article("de", _qids("g"), 4, 20)], "version": 1.0},
+        )
 
 
 TYDI_NAMES = {"en": "english", "fi": "finnish", "ru": "russian"}
@@ -441,8 +567,10 @@ def write_tydiqa(src: Path, images: Path | None, langs: tuple[str, ...] = ("en",
         ids = (f"{TYDI_NAMES[lang]}-{-(10**18 + k) if k % 2 else 10**18 + k}-0" for k in range(1000))
         train.append(_squad_article(lang, ids, 48 if lang == "en" else 12, 0))
         dev = _squad_article(lang, (f"{TYDI_NAMES[lang]}-{2 * 10**18 + k}-0" for k in range(1000)), 12, 60)
-        _write_json(src / "tydiqa-goldp-v1.1-dev" / f"tydiqa-goldp-dev-{TYDI_NAMES[lang]}.json",
-                    {"data": [dev], "version": "1.1"})  # fmt: skip
+        _write_json(
+            src / "tydiqa-goldp-v1.1-dev" / f"tydiqa-goldp-dev-{TYDI_NAMES[lang]}.json",
+            {"data": [dev], "version": "1.1"},
+        )
     _write_json(src / "tydiqa-goldp-v1.1-train.json", {"data": train, "version": "1.1"})
 
 
@@ -455,9 +583,17 @@ def write_hellaswag(src: Path, images: Path | None) -> None:
             slots = _slots("en", i)
             endings = [f"walks to {slots['p']}.", f"turns {slots['c']}.", "sings a song.", "falls asleep."]
             ctx_a = f"A {slots['c']} {slots['t']} stands in the street."
-            row = {"ind": 1000 * n + i, "activity_label": "Walking", "ctx_a": ctx_a, "ctx_b": "it",
-                   "ctx": f"{ctx_a} it", "split": split, "split_type": "indomain",
-                   "source_id": f"activitynet~v_stand{i}", "endings": endings[i % 4 :] + endings[: i % 4]}  # fmt: skip
+            row = {
+                "ind": 1000 * n + i,
+                "activity_label": "Walking",
+                "ctx_a": ctx_a,
+                "ctx_b": "it",
+                "ctx": f"{ctx_a} it",
+                "split": split,
+                "split_type": "indomain",
+                "source_id": f"activitynet~v_stand{i}",
+                "endings": endings[i % 4 :] + endings[: i % 4],
+            }
             if split != "test":
                 row["label"] = (4 - i % 4) % 4  # where "walks to <city>" landed
             rows.append(row)
@@ -475,10 +611,15 @@ def write_cosmosqa(src: Path, images: Path | None) -> None:
         for i in range(SIZES["dev" if split == "valid" else split]):
             slots = _slots("en", i)
             answers = [f"It went to {slots['p']}.", "None of the above choices .", 'It said "no".', "It slept."]
-            rows.append({"id": f"3STAND{split}{i:06d}##q1_a1##3STANDQ{i:06d}",
-                         "context": f'A {slots["c"]} {slots["t"]} left home, and it said "goodbye".',
-                         "question": "What may have happened next ?", "label": i % 2,
-                         **{f"answer{k}": a for k, a in enumerate(answers)}})  # fmt: skip
+            rows.append(
+                {
+                    "id": f"3STAND{split}{i:06d}##q1_a1##3STANDQ{i:06d}",
+                    "context": f'A {slots["c"]} {slots["t"]} left home, and it said "goodbye".',
+                    "question": "What may have happened next ?",
+                    "label": i % 2,
+                    **{f"answer{k}": a for k, a in enumerate(answers)},
+                }
+            )
         if split == "test":
             _write_jsonl(src / "test.jsonl", [{k: v for k, v in r.items() if k != "label"} for r in rows])
             continue
@@ -498,9 +639,14 @@ def write_commonsenseqa(src: Path, images: Path | None) -> None:
             slots = _slots("en", i)
             texts = {"A": "kitchen", "B": slots["p"].lower(), "C": "roof", "D": "river", "E": "garden"}
             letters = ["C", "A", "E", "B", "D"]
-            row = {"id": f"{split}{i:030x}",
-                   "question": {"question_concept": slots["t"], "stem": f"Where would you find the {slots['t']}?",
-                                "choices": [{"label": x, "text": texts[x]} for x in letters]}}  # fmt: skip
+            row = {
+                "id": f"{split}{i:030x}",
+                "question": {
+                    "question_concept": slots["t"],
+                    "stem": f"Where would you find the {slots['t']}?",
+                    "choices": [{"label": x, "text": texts[x]} for x in letters],
+                },
+            }
             if split != "test":
                 row["answerKey"] = "ABCDE"[i % 5]
             rows.append(row)
@@ -598,8 +744,9 @@ def write_tatoeba(src: Path, images: Path | None, codes: tuple[str, ...] = ("deu
     src.mkdir(parents=True, exist_ok=True)
     for code in codes:
         lang = {"deu": "de", "spa": "es", "cmn": "zh"}[code]
-        (src / f"tatoeba.{code}-eng.{code}").write_text("".join(_phrase(lang, 0, i) + "\n" for i in range(16)),
-                                                        encoding="utf-8")  # fmt: skip
+        (src / f"tatoeba.{code}-eng.{code}").write_text(
+            "".join(_phrase(lang, 0, i) + "\n" for i in range(16)), encoding="utf-8"
+        )
         (src / f"tatoeba.{code}-eng.eng").write_text("".join(_phrase("en", 0, i) + "\n" for i in range(16)))
 
 

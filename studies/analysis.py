@@ -69,11 +69,27 @@ def language_deltas(study: Study, results: Sequence[Mapping[str, Any]]) -> list[
                 continue
             langs = sorted({lang for t, lang in sample if t == task}, key=lambda lg: (lg != ENGLISH, lg))
             for lang in langs:
-                row = _test(task, [lang], formula, [base[s] for s in seeds], [by_seed[s] for s in seeds],
-                            study.significance.resamples, 0)  # fmt: skip
+                row = _test(
+                    task,
+                    [lang],
+                    formula,
+                    [base[s] for s in seeds],
+                    [by_seed[s] for s in seeds],
+                    study.significance.resamples,
+                    0,
+                )
                 if row is not None:
-                    rows.append({"target": target, "task": task, "metric": metric, "condition": condition,
-                                 "control": controls.get(condition, ""), "lang": lang, **row})  # fmt: skip
+                    rows.append(
+                        {
+                            "target": target,
+                            "task": task,
+                            "metric": metric,
+                            "condition": condition,
+                            "control": controls.get(condition, ""),
+                            "lang": lang,
+                            **row,
+                        }
+                    )
     return rows
 
 
@@ -104,8 +120,9 @@ def _predictor(info: Mapping[str, Any], name: str) -> float | None:
     return info.get(name)
 
 
-def correlation(xs: Sequence[float], ys: Sequence[float], stat: Any = measures.spearman, seed: int = 0
-                ) -> dict[str, Any]:  # fmt: skip
+def correlation(
+    xs: Sequence[float], ys: Sequence[float], stat: Any = measures.spearman, seed: int = 0
+) -> dict[str, Any]:
     """``{"n", "rho", "low", "high"}``, or ``{"n", "rho": None, "why"}`` under MIN_POINTS points or undefined."""
     n = len(xs)
     if n == 0:
@@ -119,8 +136,9 @@ def correlation(xs: Sequence[float], ys: Sequence[float], stat: Any = measures.s
     return {"n": n, "rho": rho, "low": None if math.isnan(low) else low, "high": None if math.isnan(high) else high}
 
 
-def language_correlations(deltas: Sequence[Mapping[str, Any]], table: Mapping[str, Mapping[str, Any]]
-                          ) -> list[dict[str, Any]]:  # fmt: skip
+def language_correlations(
+    deltas: Sequence[Mapping[str, Any]], table: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """Spearman ρ of Δ against each predictor over the non-English languages: per (target, condition) and per
     target pooled over conditions (every language × condition point)."""
     out = []
@@ -175,8 +193,7 @@ def _average(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return {}
     langs = list(dict.fromkeys(k for s in summaries for k in s["langs"]))
     keys = ("retrieval", "retrieval_en_to_l", "retrieval_l_to_en", "cka_mean", "cka_last", "image_text_r1")
-    per_lang = {lang: {k: _mean([s["langs"].get(lang, {}).get(k) for s in summaries]) for k in keys}
-                for lang in langs}  # fmt: skip
+    per_lang = {lang: {k: _mean([s["langs"].get(lang, {}).get(k) for s in summaries]) for k in keys} for lang in langs}
     avg = {k: _mean([s["avg_xling"].get(k) for s in summaries]) for k in summaries[0]["avg_xling"]}
     return {"langs": per_lang, "avg_xling": avg, "seeds": len(summaries)}
 
@@ -193,22 +210,30 @@ def checkpoint_section(study: Study, runs: Sequence[Run]) -> dict[str, Any]:
     start = _average([summarise(d) for d in starts.values()])
     conditions: dict[str, Any] = {}
     for condition in study.conditions:
-        mids = [stored[r.name] for r in runs if r.phase == "intermediate" and r.condition == condition
-                and stored.get(r.name)]  # fmt: skip
+        mids = [
+            stored[r.name]
+            for r in runs
+            if r.phase == "intermediate" and r.condition == condition and stored.get(r.name)
+        ]
         if condition == study.baseline and not mids:
             mids = list(starts.values())  # the baseline's targets start from the start itself
         if not mids:
             continue
         avg = _average([summarise(d) for d in mids])
         avg["change"] = {k: _diff(v, start.get("avg_xling", {}).get(k)) for k, v in avg["avg_xling"].items()}
-        avg["lang_change"] = {lang: {k: _diff(v, start.get("langs", {}).get(lang, {}).get(k)) for k, v in row.items()}
-                              for lang, row in avg["langs"].items()}  # fmt: skip
+        avg["lang_change"] = {
+            lang: {k: _diff(v, start.get("langs", {}).get(lang, {}).get(k)) for k, v in row.items()}
+            for lang, row in avg["langs"].items()
+        }
         conditions[condition] = avg
     targets: dict[str, dict[str, Any]] = defaultdict(dict)
     for target in study.targets:
         for condition in study.conditions:
-            tested = [stored[r.name] for r in runs if r.phase == "target" and r.target == target
-                      and r.condition == condition and stored.get(r.name)]  # fmt: skip
+            tested = [
+                stored[r.name]
+                for r in runs
+                if r.phase == "target" and r.target == target and r.condition == condition and stored.get(r.name)
+            ]
             if tested:
                 avg = _average([summarise(d) for d in tested])
                 avg["change"] = {k: _diff(v, start.get("avg_xling", {}).get(k)) for k, v in avg["avg_xling"].items()}
@@ -216,8 +241,13 @@ def checkpoint_section(study: Study, runs: Sequence[Run]) -> dict[str, Any]:
     # runs with a checkpoint of their own but no stored diagnostics (an evaluation-only target has none: it tests
     # its parent's weights); their checkpoint was deleted before diagnostics were stored, or they failed
     missing = [r.name for r in diagnostics.diagnosed_runs(runs) if not stored.get(r.name) and _has_checkpoint(r)]
-    return {"start": start, "conditions": conditions, "targets": dict(targets),
-            "stored": sorted(k for k, v in stored.items() if v), "missing": sorted(missing)}
+    return {
+        "start": start,
+        "conditions": conditions,
+        "targets": dict(targets),
+        "stored": sorted(k for k, v in stored.items() if v),
+        "missing": sorted(missing),
+    }
 
 
 def _has_checkpoint(run: Run) -> bool:
@@ -236,8 +266,9 @@ def measured_deltas(study: Study, table: Sequence[Mapping[str, Any]]) -> dict[tu
     return out
 
 
-def gain_correlations(study: Study, section: Mapping[str, Any], measured: Mapping[tuple, float]
-                      ) -> list[dict[str, Any]]:  # fmt: skip
+def gain_correlations(
+    study: Study, section: Mapping[str, Any], measured: Mapping[tuple, float]
+) -> list[dict[str, Any]]:
     """Per target and alignment measure: Spearman ρ across conditions of the intermediate phase's gain against
     the zero-shot avg_xling Δ."""
     out = []
@@ -264,22 +295,27 @@ def logme_table(study: Study, runs: Sequence[Run]) -> dict[str, dict[str, float]
     for target in study.targets:
         for condition in study.conditions:
             phase = "start" if condition == study.baseline else "intermediate"
-            scores = [((stored[r.name] or {}).get("logme") or {}).get(target, {}).get("logme") for r in runs
-                      if r.phase == phase and (phase == "start" or r.condition == condition) and stored.get(r.name)]
+            scores = [
+                ((stored[r.name] or {}).get("logme") or {}).get(target, {}).get("logme")
+                for r in runs
+                if r.phase == phase and (phase == "start" or r.condition == condition) and stored.get(r.name)
+            ]
             score = _mean(scores)
             if score is not None:
                 out[target][condition] = score
     return dict(out)
 
 
-def logme_taus(study: Study, scores: Mapping[str, Mapping[str, float]], measured: Mapping[tuple, float]
-               ) -> list[dict[str, Any]]:  # fmt: skip
+def logme_taus(
+    study: Study, scores: Mapping[str, Mapping[str, float]], measured: Mapping[tuple, float]
+) -> list[dict[str, Any]]:
     """Kendall τ across conditions of LogME against the measured English and avg_xling Δ, per target."""
     out = []
     for target, by_condition in scores.items():
         for lang in (ENGLISH, "avg_xling"):
-            points = [(c, s, measured[(target, c, lang)]) for c, s in by_condition.items()
-                      if (target, c, lang) in measured]  # fmt: skip
+            points = [
+                (c, s, measured[(target, c, lang)]) for c, s in by_condition.items() if (target, c, lang) in measured
+            ]
             corr = correlation([p[1] for p in points], [p[2] for p in points], stat=measures.kendall_tau)
             out.append({"target": target, "against": lang, "points": points, **corr})
     return out
@@ -301,8 +337,9 @@ def ranking_lines(study: Study, scores: Mapping[str, Mapping[str, float]]) -> li
 # ----------------------------------------------------------------------------------------------- report
 
 
-def analyse(study: Study, results: Sequence[Mapping[str, Any]], table: Sequence[Mapping[str, Any]],
-            compute: bool = True) -> dict[str, Any]:  # fmt: skip
+def analyse(
+    study: Study, results: Sequence[Mapping[str, Any]], table: Sequence[Mapping[str, Any]], compute: bool = True
+) -> dict[str, Any]:
     """The analysis of a study's finished runs: ``results`` = the finished zero-shot target runs and ``table`` =
     the study table (``studies.report``: ``collect`` and ``study_rows``); missing checkpoint diagnostics are
     computed where the checkpoint still exists, if ``compute``."""
@@ -322,13 +359,14 @@ def analyse(study: Study, results: Sequence[Mapping[str, Any]], table: Sequence[
         "baseline": study.baseline,
         "text_model": model,
         "min_points": MIN_POINTS,
-        "languages": {"table": lang_table, "deltas": deltas,
-                      "correlations": language_correlations(deltas, lang_table)},
+        "languages": {"table": lang_table, "deltas": deltas, "correlations": language_correlations(deltas, lang_table)},
         "checkpoints": {**section, "gain_vs_delta": gain_correlations(study, section, measured)},
-        "logme": {"scores": scores, "taus": logme_taus(study, scores, measured),
-                  "measured": [{"target": t, "condition": c, "lang": lg, "delta": d}
-                               for (t, c, lg), d in measured.items()]},
-    }  # fmt: skip
+        "logme": {
+            "scores": scores,
+            "taus": logme_taus(study, scores, measured),
+            "measured": [{"target": t, "condition": c, "lang": lg, "delta": d} for (t, c, lg), d in measured.items()],
+        },
+    }
 
 
 def _num(value: float | None, fmt: str = "{:+.2f}") -> str:
@@ -344,10 +382,14 @@ def _corr(c: Mapping[str, Any], symbol: str = "ρ") -> str:
 
 def markdown(data: Mapping[str, Any], plots: Mapping[str, str]) -> str:
     """analysis.md."""
-    lines = [f"# Why it transfers: {data['study']}", "",
-             f"Baseline: `{data['baseline']}`. Text encoder: `{data['text_model'] or 'unknown'}`. Rank correlations "
-             f"need at least {data['min_points']} points; intervals are 95 % percentile bootstraps over the points. "
-             "Method and sources: docs/analysis.md.", ""]  # fmt: skip
+    lines = [
+        f"# Why it transfers: {data['study']}",
+        "",
+        f"Baseline: `{data['baseline']}`. Text encoder: `{data['text_model'] or 'unknown'}`. Rank correlations "
+        f"need at least {data['min_points']} points; intervals are 95 % percentile bootstraps over the points. "
+        "Method and sources: docs/analysis.md.",
+        "",
+    ]
     lines += _languages_md(data["languages"], data["min_points"], plots)
     lines += _checkpoints_md(data["checkpoints"])
     lines += _logme_md(data["logme"])
@@ -359,10 +401,13 @@ def _languages_md(sec: Mapping[str, Any], min_points: int, plots: Mapping[str, s
     table = sec["table"]
     if not table:
         return [*lines, "No per-language outcomes yet (no finished target run with its baseline).", ""]
-    lines += ["URIEL distance from English (studies/tables/uriel_distances.csv) and the encoder's pretraining data in "
-              "each language (studies/tables/pretraining.csv; sources below).", "",
-              "| lang | script | syntactic | genetic | geographic | phonological | pretraining |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "URIEL distance from English (studies/tables/uriel_distances.csv) and the encoder's pretraining data in "
+        "each language (studies/tables/pretraining.csv; sources below).",
+        "",
+        "| lang | script | syntactic | genetic | geographic | phonological | pretraining |",
+        "|---|---|---|---|---|---|---|",
+    ]
     sources: list[str] = []
     for lang, info in table.items():
         pre = info["pretraining"]
@@ -379,28 +424,48 @@ def _languages_md(sec: Mapping[str, Any], min_points: int, plots: Mapping[str, s
     for target, rows in by_target.items():
         langs = list(dict.fromkeys(r["lang"] for r in rows))
         metric = rows[0]["metric"]
-        lines += [f"### {target} ({rows[0]['task']}, {metric}): Δ vs the baseline per language [95 % paired-bootstrap "
-                  "interval]", "", "| condition | " + " | ".join(langs) + " |", "|---" * (len(langs) + 1) + "|"]
+        lines += [
+            f"### {target} ({rows[0]['task']}, {metric}): Δ vs the baseline per language [95 % paired-bootstrap "
+            "interval]",
+            "",
+            "| condition | " + " | ".join(langs) + " |",
+            "|---" * (len(langs) + 1) + "|",
+        ]
         for condition in dict.fromkeys(r["condition"] for r in rows):
             cells = {r["lang"]: r for r in rows if r["condition"] == condition}
-            lines.append(f"| {condition} | " + " | ".join(
-                f"{_num(cells[lg]['delta'])} [{_num(cells[lg]['low'])}, {_num(cells[lg]['high'])}]" if lg in cells
-                else "–" for lg in langs) + " |")  # fmt: skip
+            lines.append(
+                f"| {condition} | "
+                + " | ".join(
+                    f"{_num(cells[lg]['delta'])} [{_num(cells[lg]['low'])}, {_num(cells[lg]['high'])}]"
+                    if lg in cells
+                    else "–"
+                    for lg in langs
+                )
+                + " |"
+            )
         lines.append("")
         corrs = [c for c in sec["correlations"] if c["target"] == target]
         n_langs = len([lg for lg in langs if lg != ENGLISH])
         if n_langs < min_points:
-            lines += [f"{n_langs} non-English languages (< {min_points}): the values above are all there is; no "
-                      "correlation is reported.", ""]  # fmt: skip
+            lines += [
+                f"{n_langs} non-English languages (< {min_points}): the values above are all there is; no "
+                "correlation is reported.",
+                "",
+            ]
         else:
             preds = list(PREDICTORS)
-            lines += [f"Spearman ρ of Δ with each predictor over the {n_langs} non-English languages "
-                      "(non_latin: 1 for a non-Latin script):", "",
-                      "| condition | " + " | ".join(preds) + " |", "|---" * (len(preds) + 1) + "|"]  # fmt: skip
+            lines += [
+                f"Spearman ρ of Δ with each predictor over the {n_langs} non-English languages "
+                "(non_latin: 1 for a non-Latin script):",
+                "",
+                "| condition | " + " | ".join(preds) + " |",
+                "|---" * (len(preds) + 1) + "|",
+            ]
             for condition in dict.fromkeys(c["condition"] for c in corrs):
                 cells = {c["predictor"]: c for c in corrs if c["condition"] == condition}
-                lines.append(f"| {condition} | " + " | ".join(_corr(cells[p]) if p in cells else "–" for p in preds)
-                             + " |")  # fmt: skip
+                lines.append(
+                    f"| {condition} | " + " | ".join(_corr(cells[p]) if p in cells else "–" for p in preds) + " |"
+                )
             lines.append("")
         if target in plots:
             lines += [f"![{target}: Δ against distance from English]({plots[target]})", ""]
@@ -410,37 +475,70 @@ def _languages_md(sec: Mapping[str, Any], min_points: int, plots: Mapping[str, s
 def _checkpoints_md(sec: Mapping[str, Any]) -> list[str]:
     lines = ["## 2. Checkpoints: did the intermediate phase align the languages?", ""]
     if not sec["conditions"]:
-        return [*lines, "No stored checkpoint diagnostics (enable `analysis` in the study file, or run "
-                "`study.py analyze` while the checkpoints exist).", ""]  # fmt: skip
+        return [
+            *lines,
+            "No stored checkpoint diagnostics (enable `analysis` in the study file, or run "
+            "`study.py analyze` while the checkpoints exist).",
+            "",
+        ]
     start = sec["start"].get("avg_xling", {})
-    lines += ["Mean over the non-English languages and seeds: en↔L retrieval accuracy (both directions, mean-pooled "
-              "last layer), linear CKA between English and L (mean over layers), image→text R@1 (– where the core "
-              "has no retrieval path); in brackets the change from the start.", "",
-              f"Start: retrieval {_num(start.get('retrieval'), '{:.3f}')}, CKA {_num(start.get('cka_mean'), '{:.3f}')}"
-              f", image→text R@1 {_num(start.get('image_text_r1'), '{:.3f}')}", "",
-              "| condition (intermediate checkpoint) | retrieval | CKA | image→text R@1 |", "|---|---|---|---|"]
+    lines += [
+        "Mean over the non-English languages and seeds: en↔L retrieval accuracy (both directions, mean-pooled "
+        "last layer), linear CKA between English and L (mean over layers), image→text R@1 (– where the core "
+        "has no retrieval path); in brackets the change from the start.",
+        "",
+        f"Start: retrieval {_num(start.get('retrieval'), '{:.3f}')}, CKA {_num(start.get('cka_mean'), '{:.3f}')}"
+        f", image→text R@1 {_num(start.get('image_text_r1'), '{:.3f}')}",
+        "",
+        "| condition (intermediate checkpoint) | retrieval | CKA | image→text R@1 |",
+        "|---|---|---|---|",
+    ]
     for condition, entry in sec["conditions"].items():
         a, ch = entry["avg_xling"], entry["change"]
-        lines.append(f"| {condition} | " + " | ".join(
-            f"{_num(a.get(k), '{:.3f}')} ({_num(ch.get(k), '{:+.3f}')})" for k in ("retrieval", "cka_mean",
-                                                                                  "image_text_r1")) + " |")  # fmt: skip
+        lines.append(
+            f"| {condition} | "
+            + " | ".join(
+                f"{_num(a.get(k), '{:.3f}')} ({_num(ch.get(k), '{:+.3f}')})"
+                for k in ("retrieval", "cka_mean", "image_text_r1")
+            )
+            + " |"
+        )
     lines.append("")
     langs = list(dict.fromkeys(lg for e in sec["conditions"].values() for lg in e["langs"] if lg != ENGLISH))
-    lines += ["Retrieval per language (change from the start):", "",
-              "| condition | " + " | ".join(langs) + " |", "|---" * (len(langs) + 1) + "|"]  # fmt: skip
+    lines += [
+        "Retrieval per language (change from the start):",
+        "",
+        "| condition | " + " | ".join(langs) + " |",
+        "|---" * (len(langs) + 1) + "|",
+    ]
     for condition, entry in sec["conditions"].items():
-        lines.append(f"| {condition} | " + " | ".join(
-            f"{_num(entry['langs'].get(lg, {}).get('retrieval'), '{:.3f}')} "
-            f"({_num(entry['lang_change'].get(lg, {}).get('retrieval'), '{:+.3f}')})" for lg in langs) + " |")
+        lines.append(
+            f"| {condition} | "
+            + " | ".join(
+                f"{_num(entry['langs'].get(lg, {}).get('retrieval'), '{:.3f}')} "
+                f"({_num(entry['lang_change'].get(lg, {}).get('retrieval'), '{:+.3f}')})"
+                for lg in langs
+            )
+            + " |"
+        )
     lines.append("")
     for target, by_condition in sec["targets"].items():
-        lines += [f"Tested checkpoints of {target} (after target training):", "",
-                  "| condition | retrieval | CKA | image→text R@1 |", "|---|---|---|---|"]
+        lines += [
+            f"Tested checkpoints of {target} (after target training):",
+            "",
+            "| condition | retrieval | CKA | image→text R@1 |",
+            "|---|---|---|---|",
+        ]
         for condition, entry in by_condition.items():
             a, ch = entry["avg_xling"], entry["change"]
-            lines.append(f"| {condition} | " + " | ".join(
-                f"{_num(a.get(k), '{:.3f}')} ({_num(ch.get(k), '{:+.3f}')})" for k in ("retrieval", "cka_mean",
-                                                                                      "image_text_r1")) + " |")
+            lines.append(
+                f"| {condition} | "
+                + " | ".join(
+                    f"{_num(a.get(k), '{:.3f}')} ({_num(ch.get(k), '{:+.3f}')})"
+                    for k in ("retrieval", "cka_mean", "image_text_r1")
+                )
+                + " |"
+            )
         lines.append("")
     lines += ["Alignment gained in the intermediate phase vs zero-shot avg_xling Δ, across conditions (Spearman):", ""]
     for c in sec["gain_vs_delta"]:
@@ -448,8 +546,11 @@ def _checkpoints_md(sec: Mapping[str, Any]) -> list[str]:
         lines.append(f"- {c['target']}, {c['measure']}: {_corr(c)}" + (f"; (gain, Δ): {values}" if values else ""))
     lines.append("")
     if sec["missing"]:
-        lines += [f"No stored diagnostics for {len(sec['missing'])} run(s): {', '.join(sec['missing'][:12])}"
-                  + (" …" if len(sec["missing"]) > 12 else ""), ""]  # fmt: skip
+        lines += [
+            f"No stored diagnostics for {len(sec['missing'])} run(s): {', '.join(sec['missing'][:12])}"
+            + (" …" if len(sec["missing"]) > 12 else ""),
+            "",
+        ]
     return lines
 
 
@@ -457,17 +558,26 @@ def _logme_md(sec: Mapping[str, Any]) -> list[str]:
     lines = ["## 3. Predicting the grid: LogME of the intermediate checkpoints", ""]
     if not sec["scores"]:
         return [*lines, "No LogME scores stored (no intermediate diagnostics, or no target with class labels).", ""]
-    lines += ["LogME (You et al. 2021) of each condition's intermediate checkpoint (the baseline: the start) on each "
-              "target's English training items, mean over seeds; higher predicts better transfer. Kendall τ against "
-              "the measured Δ across conditions (the baseline counts with Δ 0).", ""]  # fmt: skip
+    lines += [
+        "LogME (You et al. 2021) of each condition's intermediate checkpoint (the baseline: the start) on each "
+        "target's English training items, mean over seeds; higher predicts better transfer. Kendall τ against "
+        "the measured Δ across conditions (the baseline counts with Δ 0).",
+        "",
+    ]
     for target, by_condition in sec["scores"].items():
         ranked = sorted(by_condition.items(), key=lambda kv: -kv[1])
         measured = {(m["condition"], m["lang"]): m["delta"] for m in sec["measured"] if m["target"] == target}
-        lines += [f"### {target}", "", "| rank | condition | LogME | measured Δ en | measured Δ avg_xling |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"### {target}",
+            "",
+            "| rank | condition | LogME | measured Δ en | measured Δ avg_xling |",
+            "|---|---|---|---|---|",
+        ]
         for i, (condition, score) in enumerate(ranked, 1):
-            lines.append(f"| {i} | {condition} | {score:.4f} | {_num(measured.get((condition, ENGLISH)))} | "
-                         f"{_num(measured.get((condition, 'avg_xling')))} |")  # fmt: skip
+            lines.append(
+                f"| {i} | {condition} | {score:.4f} | {_num(measured.get((condition, ENGLISH)))} | "
+                f"{_num(measured.get((condition, 'avg_xling')))} |"
+            )
         lines.append("")
         for tau in (t for t in sec["taus"] if t["target"] == target):
             lines.append(f"- vs Δ {tau['against']}: {_corr(tau, 'τ')}")
@@ -503,19 +613,40 @@ def scatter_plots(data: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
                 shift = (k - (len(conditions) - 1) / 2) * 0.006 * (span or 1)
                 xs = [table[r["lang"]][kind] + shift for r in pts]
                 ys = [r["delta"] for r in pts]
-                err = [[max(0.0, r["delta"] - r["low"]) if r.get("low") is not None else 0 for r in pts],
-                       [max(0.0, r["high"] - r["delta"]) if r.get("high") is not None else 0 for r in pts]]
-                ax.errorbar(xs, ys, yerr=err, fmt="o", color=colours[condition], label=condition, ms=5, lw=0.8,
-                            capsize=2, alpha=0.85)  # fmt: skip
+                err = [
+                    [max(0.0, r["delta"] - r["low"]) if r.get("low") is not None else 0 for r in pts],
+                    [max(0.0, r["high"] - r["delta"]) if r.get("high") is not None else 0 for r in pts],
+                ]
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=err,
+                    fmt="o",
+                    color=colours[condition],
+                    label=condition,
+                    ms=5,
+                    lw=0.8,
+                    capsize=2,
+                    alpha=0.85,
+                )
                 if len(set(xs)) >= 2:
                     slope, icpt = _fit(xs, ys)
                     lo, hi = min(xs), max(xs)
                     ax.plot([lo, hi], [icpt + slope * lo, icpt + slope * hi], color=colours[condition], lw=1.2)
-            placed = sorted((table[lg][kind], lg) for lg in dict.fromkeys(r["lang"] for r in rows)
-                            if table[lg][kind] is not None)  # fmt: skip
+            placed = sorted(
+                (table[lg][kind], lg) for lg in dict.fromkeys(r["lang"] for r in rows) if table[lg][kind] is not None
+            )
             for i, (x, lang) in enumerate(placed):  # language codes along the bottom, two rows against overlaps
-                ax.annotate(lang, (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 3 + 9 * (i % 2)),
-                            textcoords="offset points", ha="center", fontsize=8, color="dimgrey")  # fmt: skip
+                ax.annotate(
+                    lang,
+                    (x, 0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(0, 3 + 9 * (i % 2)),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=8,
+                    color="dimgrey",
+                )
             ax.axhline(0, color="grey", lw=0.6, ls="--")
             ax.set_xlabel(f"{kind} distance from English (URIEL)")
             ax.grid(alpha=0.3)
@@ -524,8 +655,10 @@ def scatter_plots(data: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
         axes[0, 0].legend(fontsize=8, loc="best")
         n = len({r["lang"] for r in rows})
         note = "" if n >= data["min_points"] else f"; {n} languages: no correlation reported"
-        fig.suptitle(f"{target}: zero-shot Δ per language vs distance from English\n"
-                     f"(95 % paired-bootstrap interval{note})", fontsize=11)  # fmt: skip
+        fig.suptitle(
+            f"{target}: zero-shot Δ per language vs distance from English\n(95 % paired-bootstrap interval{note})",
+            fontsize=11,
+        )
         fig.tight_layout()
         name = f"analysis_{target}.png"
         fig.savefig(out_dir / name, dpi=100)
@@ -541,8 +674,9 @@ def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
-def write_analysis(study: Study, results: Sequence[Mapping[str, Any]], table: Sequence[Mapping[str, Any]],
-                   compute: bool = True) -> dict[str, Path]:  # fmt: skip
+def write_analysis(
+    study: Study, results: Sequence[Mapping[str, Any]], table: Sequence[Mapping[str, Any]], compute: bool = True
+) -> dict[str, Path]:
     """analysis.json, analysis.md and the plots into ``study.out`` (arguments: ``analyse``); returns their paths."""
     out = study.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -579,8 +713,9 @@ def gaps(study: Study) -> list[str]:
     if not ckpt_sec["start"] or not ckpt_sec["conditions"]:
         out.append("analysis: no checkpoint diagnostics of the start and the conditions")
     if len(ckpt_sec["conditions"]) < len(study.conditions):
-        out.append(f"analysis: checkpoint diagnostics of {len(ckpt_sec['conditions'])} of {len(study.conditions)} "
-                   "conditions")  # fmt: skip
+        out.append(
+            f"analysis: checkpoint diagnostics of {len(ckpt_sec['conditions'])} of {len(study.conditions)} conditions"
+        )
     if not any(ckpt_sec["targets"].values()):
         out.append("analysis: no diagnostics of the targets' tested checkpoints")
     if not logme_sec["scores"]:

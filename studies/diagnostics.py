@@ -79,9 +79,14 @@ def read(run: Run) -> dict[str, Any] | None:
     return data if data.get("version") == VERSION else None
 
 
-def ensure(study: Study, runs: Sequence[Run], log: Any = print, force: bool = False,
-           phases: Sequence[str] = ("start", "intermediate", "target"), only: Sequence[str] | None = None
-           ) -> list[str]:  # fmt: skip
+def ensure(
+    study: Study,
+    runs: Sequence[Run],
+    log: Any = print,
+    force: bool = False,
+    phases: Sequence[str] = ("start", "intermediate", "target"),
+    only: Sequence[str] | None = None,
+) -> list[str]:
     """Compute and store the diagnostics of every finished run that lacks them while its checkpoint exists
     (called before retention deletes checkpoints when ``analysis.enabled``, and by ``study.py analyze``
     (``force``)); ``only``: these run names (a SLURM job: its own run). Returns the runs done."""
@@ -151,8 +156,10 @@ def probe_items(shards: str, split: str, limit: int) -> tuple[list[str], dict[st
     language of the split, matched by id; languages with no item shared with English are left out."""
     root = Path(shards)
     manifest = json.loads((root / "manifest.json").read_text())
-    langs = sorted({e.get("lang") for e in manifest["shards"] if e["split"] == split and e.get("lang")},
-                   key=lambda lg: (lg != "en", lg))  # fmt: skip
+    langs = sorted(
+        {e.get("lang") for e in manifest["shards"] if e["split"] == split and e.get("lang")},
+        key=lambda lg: (lg != "en", lg),
+    )
     by_lang: dict[str, dict[str, tuple[str, bytes | None]]] = {}
     for lang in langs:
         items = {}
@@ -194,13 +201,17 @@ class Encoder:
         # (module.CoreConfig.build's arguments; not imported: it would load Lightning into the study runner)
         with contextlib.redirect_stderr(io.StringIO()):  # its load report ("random towers"): not news here
             self.core = EncoderCore(
-                core_args["text_model"], core_args.get("vision_model"), pretrained=False,
-                fusion=core_args.get("fusion", "single_stream"), text_tower=core_args.get("text_tower"),
-                text_drop=core_args.get("text_drop") or (), text_kwargs=core_args.get("text_kwargs"),
+                core_args["text_model"],
+                core_args.get("vision_model"),
+                pretrained=False,
+                fusion=core_args.get("fusion", "single_stream"),
+                text_tower=core_args.get("text_tower"),
+                text_drop=core_args.get("text_drop") or (),
+                text_kwargs=core_args.get("text_kwargs"),
                 vision_kwargs=core_args.get("vision_kwargs"),
                 attn_implementation=core_args.get("attn_implementation", "sdpa"),
                 text_embedding=core_args.get("text_embedding"),
-            )  # fmt: skip
+            )
         state = data["state_dict"]
         self.core.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("core.")})
         # a GPU where the process has one (a SLURM job after its training); untested on GPU in this repository's
@@ -217,8 +228,10 @@ class Encoder:
             if key.startswith("heads.") and key.endswith(".text_proj.weight"):
                 head = key[: -len("text_proj.weight")]
                 if f"{head}image_proj.weight" in state:
-                    self.projections = tuple(state[f"{head}{name}"].float().to(self.device) for name in (
-                        "text_proj.weight", "text_proj.bias", "image_proj.weight", "image_proj.bias"))  # fmt: skip
+                    self.projections = tuple(
+                        state[f"{head}{name}"].float().to(self.device)
+                        for name in ("text_proj.weight", "text_proj.bias", "image_proj.weight", "image_proj.bias")
+                    )
                     break
 
     @property
@@ -226,8 +239,9 @@ class Encoder:
         return self.core.vision is not None and (self.core.own_embeddings or self.projections is not None)
 
     def _tokens(self, texts: Sequence[str]) -> dict[str, Any]:
-        tok = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")  # fmt: skip
+        tok = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return {k: tok[k].to(self.device) for k in ("input_ids", "attention_mask")}
 
     def _pixels(self, images: Sequence[bytes]) -> Any:
@@ -239,8 +253,9 @@ class Encoder:
         with self.torch.no_grad():
             for i in range(0, len(texts), BATCH):
                 tok = self._tokens(texts[i : i + BATCH])
-                hidden = self.core.text(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"],
-                                        output_hidden_states=True).hidden_states  # fmt: skip
+                hidden = self.core.text(
+                    input_ids=tok["input_ids"], attention_mask=tok["attention_mask"], output_hidden_states=True
+                ).hidden_states
                 mask = tok["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
                 pooled = [((h * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy() for h in hidden]
                 out = [[p] for p in pooled] if not out else [o + [p] for o, p in zip(out, pooled)]
@@ -285,8 +300,9 @@ class Encoder:
                     px = self.torch.stack([self._pixels([p["img0.jpg"], p["img1.jpg"]]) for p in pairs])
                     vec = self.core.encode_pair(tok["input_ids"], tok["attention_mask"], px).flatten(1)
                 elif self.core.vision is not None and all(s["image"] is not None for s in batch):
-                    vec = self.core.encode(tok["input_ids"], tok["attention_mask"],
-                                           self._pixels([s["image"] for s in batch])).pooled  # fmt: skip
+                    vec = self.core.encode(
+                        tok["input_ids"], tok["attention_mask"], self._pixels([s["image"] for s in batch])
+                    ).pooled
                 else:
                     vec = self.core.encode(tok["input_ids"], tok["attention_mask"]).pooled
                 out.append(vec.float().cpu().numpy())
@@ -296,8 +312,9 @@ class Encoder:
 # ----------------------------------------------------------------------------------------------- measures
 
 
-def alignment(encoder: Encoder, langs: Sequence[str], texts: Mapping[str, list[str]],
-              images: Sequence[bytes | None]) -> dict[str, dict[str, Any]]:  # fmt: skip
+def alignment(
+    encoder: Encoder, langs: Sequence[str], texts: Mapping[str, list[str]], images: Sequence[bytes | None]
+) -> dict[str, dict[str, Any]]:
     """Per language: retrieval accuracy both ways, CKA per layer, image->text R@1 (None without a path)."""
     layers = {lang: encoder.text_layers(texts[lang]) for lang in langs}
     with_images = encoder.has_retrieval and all(b is not None for b in images) and len(images) > 0
@@ -350,8 +367,12 @@ def logme_scores(study: Study, encoder: Encoder, limit: int) -> dict[str, dict[s
             continue
         feats = encoder.features(samples)
         codes = {c: i for i, c in enumerate(sorted(set(labels)))}
-        out[name] = {"task": entry["name"], "items": len(samples), "classes": len(codes),
-                     "logme": measures.logme(feats, [codes[c] for c in labels])}  # fmt: skip
+        out[name] = {
+            "task": entry["name"],
+            "items": len(samples),
+            "classes": len(codes),
+            "logme": measures.logme(feats, [codes[c] for c in labels]),
+        }
     return out
 
 
@@ -384,8 +405,11 @@ def probe_set(study: Study) -> tuple[str, str] | None:
         candidates = []
         for run in plan(study):
             if run.phase == "target":
-                candidates += [(e["shards"], e.get("test_split") or "test") for e in target_tasks(study, run)
-                               if e.get("shards") and e.get("test_split")]  # fmt: skip
+                candidates += [
+                    (e["shards"], e.get("test_split") or "test")
+                    for e in target_tasks(study, run)
+                    if e.get("shards") and e.get("test_split")
+                ]
     return next(((s, split) for s, split in candidates if (Path(s) / "manifest.json").is_file()), None)
 
 
@@ -393,8 +417,15 @@ def compute(study: Study, run: Run, ckpt: str) -> dict[str, Any]:
     """The diagnostics of one checkpoint (see the module docstring)."""
     spec = study.analysis
     encoder = Encoder(ckpt)
-    data: dict[str, Any] = {"version": VERSION, "run": run.name, "phase": run.phase, "condition": run.condition,
-                            "seed": run.seed, "checkpoint": ckpt, "text_model": encoder.text_model}  # fmt: skip
+    data: dict[str, Any] = {
+        "version": VERSION,
+        "run": run.name,
+        "phase": run.phase,
+        "condition": run.condition,
+        "seed": run.seed,
+        "checkpoint": ckpt,
+        "text_model": encoder.text_model,
+    }
     probe = probe_set(study)
     if probe is None:
         data["alignment"], data["probe"] = {}, None

@@ -42,8 +42,10 @@ def visible_gpus(gpus: str | None) -> list[str]:
 
     ids = [str(i) for i in range(torch.cuda.device_count())]
     if not ids:
-        raise StudyError("--executor local-gpus: no GPU is visible; use --executor local, or --gpus N to hand out N "
-                         "device ids anyway.")  # fmt: skip
+        raise StudyError(
+            "--executor local-gpus: no GPU is visible; use --executor local, or --gpus N to hand out N "
+            "device ids anyway."
+        )
     return ids
 
 
@@ -54,9 +56,15 @@ def skipped_failed(study: Study, runs: Sequence[Run], retry_failed: bool) -> set
     return {r.name for r in runs if finished(r) is None and read_state(study, r).get("state") == "failed"}
 
 
-def run_local(study: Study, runs: Sequence[Run], devices: Sequence[str | None] = (None,), heartbeat: float = 60.0,
-              keep_going: bool = False, retry_failed: bool = False,
-              on_done: Callable[[], object] | None = None) -> list[str]:  # fmt: skip
+def run_local(
+    study: Study,
+    runs: Sequence[Run],
+    devices: Sequence[str | None] = (None,),
+    heartbeat: float = 60.0,
+    keep_going: bool = False,
+    retry_failed: bool = False,
+    on_done: Callable[[], object] | None = None,
+) -> list[str]:
     """Run every unfinished run, as many at once as ``devices`` allow, parents before children.
 
     ``devices`` = ``[None]`` is the plain local executor (one run at a time, the environment unchanged);
@@ -103,9 +111,11 @@ def run_local(study: Study, runs: Sequence[Run], devices: Sequence[str | None] =
             kill_live()
             raise
     if failed_before:
-        failures.append(f"{len(failed_before)} run(s) failed in an earlier attempt and were not rerun: "
-                        f"{', '.join(sorted(failed_before))}. `study.py status` shows their logs; fix the cause, "
-                        "then add --retry-failed.")  # fmt: skip
+        failures.append(
+            f"{len(failed_before)} run(s) failed in an earlier attempt and were not rerun: "
+            f"{', '.join(sorted(failed_before))}. `study.py status` shows their logs; fix the cause, "
+            "then add --retry-failed."
+        )
     return failures
 
 
@@ -122,8 +132,9 @@ def _unfinished(runs: Sequence[Run], failed_before: set[str], head: dict[str, st
     return pending
 
 
-def _start(pool: ThreadPoolExecutor, study: Study, run: Run, devices: list[str | None], heartbeat: float,
-           head: str, t0: float) -> Future:  # fmt: skip
+def _start(
+    pool: ThreadPoolExecutor, study: Study, run: Run, devices: list[str | None], heartbeat: float, head: str, t0: float
+) -> Future:
     """Start one run in a pool thread; GPU ids (local-gpus) go to it through ``CUDA_VISIBLE_DEVICES``."""
     env = {} if devices[0] is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))}
     where = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else ""
@@ -150,9 +161,13 @@ def _job_parameters(study: Study, run: Run, dependency: Sequence[str], cluster: 
     """submitit parameters of one run's job: the phase's resources, ``afterok`` on the parent's job."""
     res = study.resources_for(run.phase)
     params: dict[str, Any] = dict(
-        name=f"{study.name}/{run.name}", timeout_min=res.time_min, nodes=res.nodes, gpus_per_node=res.gpus,
-        tasks_per_node=max(1, res.gpus), cpus_per_task=res.cpus_per_gpu,
-    )  # fmt: skip
+        name=f"{study.name}/{run.name}",
+        timeout_min=res.time_min,
+        nodes=res.nodes,
+        gpus_per_node=res.gpus,
+        tasks_per_node=max(1, res.gpus),
+        cpus_per_task=res.cpus_per_gpu,
+    )
     if res.mem_gb is not None:
         params["mem_gb"] = res.mem_gb
     if cluster == "slurm":
@@ -218,8 +233,14 @@ def queued_slurm_jobs() -> set[str] | None:
     return set(out.stdout.split()) if out.returncode == 0 else None
 
 
-def submit_slurm(study: Study, runs: Sequence[Run], cluster: str = "slurm", folder: Path | None = None,
-                 retry_failed: bool = False, wait_jobs: bool = False) -> list[str]:  # fmt: skip
+def submit_slurm(
+    study: Study,
+    runs: Sequence[Run],
+    cluster: str = "slurm",
+    folder: Path | None = None,
+    retry_failed: bool = False,
+    wait_jobs: bool = False,
+) -> list[str]:
     """Submit one submitit job per unfinished run; a child depends ``afterok`` on its parent's job.
 
     A run whose job from an earlier submission is still queued or running is not submitted again (its
@@ -231,10 +252,12 @@ def submit_slurm(study: Study, runs: Sequence[Run], cluster: str = "slurm", fold
 
     absent = [c for c in ("sbatch", "srun") if shutil.which(c) is None] if cluster == "slurm" else []
     if absent:  # submitit's job script starts every task with srun; without it submitit fails with a trace
-        raise StudyError(f"--executor slurm: no {' and no '.join(f'`{c}`' for c in absent)} on PATH (submitit "
-                         "submits with sbatch and starts each task with srun). Submit from a machine of the SLURM "
-                         "cluster (its login node, with the SLURM client tools), or try the jobs here with --cluster "
-                         "local.")  # fmt: skip
+        raise StudyError(
+            f"--executor slurm: no {' and no '.join(f'`{c}`' for c in absent)} on PATH (submitit "
+            "submits with sbatch and starts each task with srun). Submit from a machine of the SLURM "
+            "cluster (its login node, with the SLURM client tools), or try the jobs here with --cluster "
+            "local."
+        )
     folder = folder or study.out_dir / ".slurm"
     failed_before = skipped_failed(study, runs, retry_failed)
     in_queue = queued_slurm_jobs() if cluster == "slurm" else None
@@ -280,6 +303,8 @@ def _wait_job(job: Any, run: Run, failures: list[str]) -> bool:
         if not any(run.name in f for f in failures):
             tail = log_tail(run.run_dir / "train.log") or str(err)[-2000:]
             why = (str(err).strip().splitlines() or [""])[0][:300]  # the job's own error, when train.log looks fine
-            failures.append(f"Run {run.name} (job {job.job_id}) failed: {type(err).__name__}: {why}\n"
-                            f"  log: {run.run_dir / 'train.log'}\n{tail}")  # fmt: skip
+            failures.append(
+                f"Run {run.name} (job {job.job_id}) failed: {type(err).__name__}: {why}\n"
+                f"  log: {run.run_dir / 'train.log'}\n{tail}"
+            )
         return False

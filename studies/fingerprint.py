@@ -44,8 +44,13 @@ def fingerprint(study: Study, run: Run) -> dict[str, Any]:
     """What makes ``run`` now: arguments, config file hashes, data manifest hashes, the parent's digest."""
     args = run_args(study, run, f"<{run.parent.name}:{run.init_key}>" if run.parent else None)
     configs = {c: _sha256(Path(c)) for c in (*study.base, *run.configs)}
-    shards = sorted({str(t.get("shards")) for t in (run_config(study, run).get("data") or {}).get("tasks") or []
-                     if isinstance(t, dict) and t.get("shards")})  # fmt: skip
+    shards = sorted(
+        {
+            str(t.get("shards"))
+            for t in (run_config(study, run).get("data") or {}).get("tasks") or []
+            if isinstance(t, dict) and t.get("shards")
+        }
+    )
     data = {s: _sha256(Path(s) / "manifest.json") for s in shards}
     parent = recorded(run.parent).get("digest") if run.parent else None
     body = {"args": args, "configs": configs, "data": data, "parent": parent}
@@ -96,4 +101,3 @@ def changed_runs(study: Study, runs: Sequence[Run]) -> tuple[dict[str, list[str]
         if diffs:
             changed[run.name] = diffs
     return changed, unknown
-

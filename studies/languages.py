@@ -33,16 +33,98 @@ FEATURE_SETS = {
     "geographic": ("geocoord_features.npz", "GEOCOORDS", ""),
     "phonological": ("feature_predictions.npz", "predicted", "P_"),
 }
-NON_LATIN = {"ar", "bg", "bn", "el", "fa", "he", "hi", "ja", "ka", "kk", "ko", "ml", "mr", "my", "ru", "ta", "te",
-             "th", "uk", "ur", "zh"}  # fmt: skip
-LATIN = {"af", "da", "de", "en", "es", "et", "eu", "fi", "fr", "hu", "id", "it", "jv", "ms", "nl", "pt", "sw", "tl",
-         "tr", "vi", "wo", "yo"}  # fmt: skip
-ISO3 = {"af": "afr", "ar": "arb", "bg": "bul", "bn": "ben", "da": "dan", "de": "deu", "el": "ell", "en": "eng",
-        "es": "spa", "et": "est", "eu": "eus", "fa": "pes", "fi": "fin", "fr": "fra", "he": "heb", "hi": "hin",
-        "hu": "hun", "id": "ind", "it": "ita", "ja": "jpn", "jv": "jav", "ka": "kat", "kk": "kaz", "ko": "kor",
-        "ml": "mal", "mr": "mar", "ms": "zsm", "my": "mya", "nl": "nld", "pt": "por", "ru": "rus", "sw": "swh",
-        "ta": "tam", "te": "tel", "th": "tha", "tl": "tgl", "tr": "tur", "uk": "ukr", "ur": "urd", "vi": "vie",
-        "wo": "wol", "yo": "yor", "zh": "cmn"}  # fmt: skip
+NON_LATIN = {
+    "ar",
+    "bg",
+    "bn",
+    "el",
+    "fa",
+    "he",
+    "hi",
+    "ja",
+    "ka",
+    "kk",
+    "ko",
+    "ml",
+    "mr",
+    "my",
+    "ru",
+    "ta",
+    "te",
+    "th",
+    "uk",
+    "ur",
+    "zh",
+}
+LATIN = {
+    "af",
+    "da",
+    "de",
+    "en",
+    "es",
+    "et",
+    "eu",
+    "fi",
+    "fr",
+    "hu",
+    "id",
+    "it",
+    "jv",
+    "ms",
+    "nl",
+    "pt",
+    "sw",
+    "tl",
+    "tr",
+    "vi",
+    "wo",
+    "yo",
+}
+ISO3 = {
+    "af": "afr",
+    "ar": "arb",
+    "bg": "bul",
+    "bn": "ben",
+    "da": "dan",
+    "de": "deu",
+    "el": "ell",
+    "en": "eng",
+    "es": "spa",
+    "et": "est",
+    "eu": "eus",
+    "fa": "pes",
+    "fi": "fin",
+    "fr": "fra",
+    "he": "heb",
+    "hi": "hin",
+    "hu": "hun",
+    "id": "ind",
+    "it": "ita",
+    "ja": "jpn",
+    "jv": "jav",
+    "ka": "kat",
+    "kk": "kaz",
+    "ko": "kor",
+    "ml": "mal",
+    "mr": "mar",
+    "ms": "zsm",
+    "my": "mya",
+    "nl": "nld",
+    "pt": "por",
+    "ru": "rus",
+    "sw": "swh",
+    "ta": "tam",
+    "te": "tel",
+    "th": "tha",
+    "tl": "tgl",
+    "tr": "tur",
+    "uk": "ukr",
+    "ur": "urd",
+    "vi": "vie",
+    "wo": "wol",
+    "yo": "yor",
+    "zh": "cmn",
+}
 """ISO 639-1 -> the ISO 639-3 code URIEL files the language under (macrolanguages: the main individual one)."""
 
 
@@ -129,9 +211,11 @@ def write_uriel_table(path: Path = URIEL_FILE) -> None:
     table = uriel_distances_from_lang2vec(langs)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
-        f.write("# URIEL distance from English: 1 - cosine similarity of the URIEL vectors (Littell et al. 2017,\n"
-                "# 'URIEL and lang2vec', EACL) shipped in lang2vec 1.1.2 (PyPI): syntax_knn, fam, geo, phonology_knn.\n"
-                "# Regenerate: pip install lang2vec==1.1.2 && python -m studies.languages\n")  # fmt: skip
+        f.write(
+            "# URIEL distance from English: 1 - cosine similarity of the URIEL vectors (Littell et al. 2017,\n"
+            "# 'URIEL and lang2vec', EACL) shipped in lang2vec 1.1.2 (PyPI): syntax_knn, fam, geo, phonology_knn.\n"
+            "# Regenerate: pip install lang2vec==1.1.2 && python -m studies.languages\n"
+        )
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["lang", "iso639_3", *DISTANCES])
         for lang in langs:

@@ -63,9 +63,13 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def bootstrap_interval(
-    stat: Callable[[np.ndarray, np.ndarray], float], x: Sequence[float], y: Sequence[float],
-    resamples: int = 2000, seed: int = 0, level: float = 0.95,
-) -> tuple[float, float]:  # fmt: skip
+    stat: Callable[[np.ndarray, np.ndarray], float],
+    x: Sequence[float],
+    y: Sequence[float],
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile interval of ``stat`` over resamples of the (x, y) pairs; resamples where it is undefined (a
     constant side) are left out. (nan, nan) when fewer than half of them are defined."""
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -102,12 +106,17 @@ def evidence(features: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> 
     m = beta * np.linalg.solve(a_mat, f.T @ y)
     residual = float(np.sum((f @ m - y) ** 2))
     _, logdet = np.linalg.slogdet(a_mat)
-    return float(n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
-                 - beta / 2 * residual - alpha / 2 * float(m @ m) - logdet / 2)  # fmt: skip
+    return float(
+        n / 2 * math.log(beta)
+        + d / 2 * math.log(alpha)
+        - n / 2 * math.log(2 * math.pi)
+        - beta / 2 * residual
+        - alpha / 2 * float(m @ m)
+        - logdet / 2
+    )
 
 
-def maximise_evidence(features: np.ndarray, y: np.ndarray, steps: int = 100, tol: float = 1e-5
-                      ) -> tuple[float, float]:  # fmt: skip
+def maximise_evidence(features: np.ndarray, y: np.ndarray, steps: int = 100, tol: float = 1e-5) -> tuple[float, float]:
     """The fixed-point iteration of You et al. 2021 (Algorithm 1) for alpha, beta: with sigma_i the eigenvalues
     of F^T F, gamma = sum beta sigma_i / (alpha + beta sigma_i), m = beta (alpha I + beta F^T F)^-1 F^T y,
     alpha <- gamma / m^T m, beta <- (n - gamma) / ||F m - y||^2, from alpha = beta = 1."""

@@ -61,8 +61,9 @@ class Run:
         return "best_ckpt" if self.hand_on == "best" else "final_ckpt"
 
 
-def plan(study: Study, only: Sequence[str] = (), targets: Sequence[str] = (),
-         protocols: Sequence[str] = PROTOCOLS) -> list[Run]:  # fmt: skip
+def plan(
+    study: Study, only: Sequence[str] = (), targets: Sequence[str] = (), protocols: Sequence[str] = PROTOCOLS
+) -> list[Run]:
     """The runs in dependency order: start runs, then per condition and seed its intermediate run, its targets
     and their protocol runs. Each (condition, seed) intermediate run is the parent of every target run of it.
 
@@ -82,8 +83,15 @@ def plan(study: Study, only: Sequence[str] = (), targets: Sequence[str] = (),
     starts: dict[int, Run] = {}
     if study.start:
         for seed in study.seeds:
-            start = Run(f"start/seed{seed}", "start", seed, tuple(study.start.configs),
-                        tuple(study.start.overrides), out / "start" / f"seed{seed}", hand_on=study.hand_on)  # fmt: skip
+            start = Run(
+                f"start/seed{seed}",
+                "start",
+                seed,
+                tuple(study.start.configs),
+                tuple(study.start.overrides),
+                out / "start" / f"seed{seed}",
+                hand_on=study.hand_on,
+            )
             starts[seed] = start
             runs.append(start)
     for condition in conditions:
@@ -92,14 +100,32 @@ def plan(study: Study, only: Sequence[str] = (), targets: Sequence[str] = (),
             parent = starts.get(seed)
             prefix = f"{condition}/seed{seed}"
             if spec.configs:
-                parent = Run(f"{prefix}/intermediate", "intermediate", seed, tuple(spec.configs),
-                             tuple(spec.overrides), out / prefix / "intermediate", parent, condition,
-                             hand_on=study.hand_on)  # fmt: skip
+                parent = Run(
+                    f"{prefix}/intermediate",
+                    "intermediate",
+                    seed,
+                    tuple(spec.configs),
+                    tuple(spec.overrides),
+                    out / prefix / "intermediate",
+                    parent,
+                    condition,
+                    hand_on=study.hand_on,
+                )
                 runs.append(parent)
             for target in target_names:
                 t = study.targets[target]
-                run = Run(f"{prefix}/{target}", "target", seed, tuple(t.configs), tuple(t.overrides),
-                          out / prefix / target, parent, condition, target, hand_on=study.hand_on)  # fmt: skip
+                run = Run(
+                    f"{prefix}/{target}",
+                    "target",
+                    seed,
+                    tuple(t.configs),
+                    tuple(t.overrides),
+                    out / prefix / target,
+                    parent,
+                    condition,
+                    target,
+                    hand_on=study.hand_on,
+                )
                 runs.append(run)
                 runs += protocol_runs(study, run, protocols)
     return runs
@@ -110,15 +136,32 @@ def protocol_runs(study: Study, target_run: Run, protocols: Sequence[str]) -> li
     t = study.targets[target_run.target]
     tasks = target_tasks(study, target_run)
     runs = []
-    base = dict(seed=target_run.seed, configs=target_run.configs, parent=target_run,
-                condition=target_run.condition, target=target_run.target)  # fmt: skip
+    base = dict(
+        seed=target_run.seed,
+        configs=target_run.configs,
+        parent=target_run,
+        condition=target_run.condition,
+        target=target_run.target,
+    )
     if t.translate_test and "translate_test" in protocols:
         task = t.translate_test.task or t.task
-        data = [dict(e, test_split=t.translate_test.split) if e.get("name") == task else
-                {k: v for k, v in e.items() if k != "test_split"} for e in tasks]  # fmt: skip
+        data = [
+            dict(e, test_split=t.translate_test.split)
+            if e.get("name") == task
+            else {k: v for k, v in e.items() if k != "test_split"}
+            for e in tasks
+        ]
         name = f"{target_run.name}.translate_test"
-        runs.append(Run(name, "translate_test", overrides=target_run.overrides, run_dir=study.out_dir / name,
-                        data_tasks=tuple(data), **base))  # fmt: skip
+        runs.append(
+            Run(
+                name,
+                "translate_test",
+                overrides=target_run.overrides,
+                run_dir=study.out_dir / name,
+                data_tasks=tuple(data),
+                **base,
+            )
+        )
     few = t.few_shot
     if few and "few_shot" in protocols and (not few.conditions or target_run.condition in few.conditions):
         task = few.task or t.task
@@ -126,13 +169,31 @@ def protocol_runs(study: Study, target_run: Run, protocols: Sequence[str]) -> li
         shards = entry.get("shards") if entry else f"data/{task}"
         for shots in few.shots:
             for lang in few.langs:
-                data = [{"name": task, "shards": shards, "train_split": few.train_split.format(shots=shots),
-                         "train_langs": [lang], "val_split": few.val_split, "val_langs": [few.val_lang or lang],
-                         "test_split": few.test_split, "test_langs": [lang]}]  # fmt: skip
+                data = [
+                    {
+                        "name": task,
+                        "shards": shards,
+                        "train_split": few.train_split.format(shots=shots),
+                        "train_langs": [lang],
+                        "val_split": few.val_split,
+                        "val_langs": [few.val_lang or lang],
+                        "test_split": few.test_split,
+                        "test_langs": [lang],
+                    }
+                ]
                 name = f"{target_run.name}.fs{shots}.{lang}"
-                runs.append(Run(name, "few_shot", overrides=(*target_run.overrides, *few.overrides),
-                                run_dir=study.out_dir / name, data_tasks=tuple(data), shots=shots, lang=lang,
-                                **base))  # fmt: skip
+                runs.append(
+                    Run(
+                        name,
+                        "few_shot",
+                        overrides=(*target_run.overrides, *few.overrides),
+                        run_dir=study.out_dir / name,
+                        data_tasks=tuple(data),
+                        shots=shots,
+                        lang=lang,
+                        **base,
+                    )
+                )
     return runs
 
 
@@ -351,14 +412,18 @@ def summary_lines(study: Study, runs: Sequence[Run], done: Mapping[str, bool], v
     lines = [f"study {study.name}: {len(runs)} runs ({sum(done.values())} finished) in {study.out_dir}", header]
     total = PhaseCost()
     for phase, c in costs.items():
-        lines.append(f"{phase:<15}{c.runs:>6}{c.to_run:>8}{c.steps:>12,}{_num(c.gpu_hours, ',.1f'):>10}"
-                     f"{_num(c.disk_peak_gb, ',.0f'):>14}{_num(c.disk_kept_gb, ',.0f'):>9}")  # fmt: skip
+        lines.append(
+            f"{phase:<15}{c.runs:>6}{c.to_run:>8}{c.steps:>12,}{_num(c.gpu_hours, ',.1f'):>10}"
+            f"{_num(c.disk_peak_gb, ',.0f'):>14}{_num(c.disk_kept_gb, ',.0f'):>9}"
+        )
         total.runs, total.to_run, total.steps = total.runs + c.runs, total.to_run + c.to_run, total.steps + c.steps
         for key in ("gpu_hours", "disk_peak_gb", "disk_kept_gb"):
             a, b = getattr(total, key), getattr(c, key)
             setattr(total, key, None if a is None or b is None else a + b)
-    lines.append(f"{'total':<15}{total.runs:>6}{total.to_run:>8}{total.steps:>12,}{_num(total.gpu_hours, ',.1f'):>10}"
-                 f"{_num(total.disk_peak_gb, ',.0f'):>14}{_num(total.disk_kept_gb, ',.0f'):>9}")  # fmt: skip
+    lines.append(
+        f"{'total':<15}{total.runs:>6}{total.to_run:>8}{total.steps:>12,}{_num(total.gpu_hours, ',.1f'):>10}"
+        f"{_num(total.disk_peak_gb, ',.0f'):>14}{_num(total.disk_kept_gb, ',.0f'):>9}"
+    )
     no_rate = [p for p, c in costs.items() if c.gpu_hours is None and not c.steps_unknown]
     if no_rate:
         lines.append(f"? GPU-h: set resources.<phase>.seconds_per_step (or --probe N) for {', '.join(no_rate)}")
@@ -369,12 +434,15 @@ def summary_lines(study: Study, runs: Sequence[Run], done: Mapping[str, bool], v
     if no_steps:
         lines.append(f"? = no trainer.max_steps in some runs' configs ({', '.join(no_steps)}): steps unknown")
     keep = study.retention
-    lines.append("disk peak = best + last of runs others start from, kept files of the rest, + per phase one run "
-                 "training")  # fmt: skip
-    lines.append(f"kept = after retention (keep: {keep.keep}, intermediate: {keep.keep_intermediate}, "
-                 f"protocol: {keep.keep_protocol}"
-                 + (f", seeds: {', '.join(map(str, keep.keep_seeds))}" if keep.keep_seeds is not None else "")
-                 + ")")  # fmt: skip
+    lines.append(
+        "disk peak = best + last of runs others start from, kept files of the rest, + per phase one run training"
+    )
+    lines.append(
+        f"kept = after retention (keep: {keep.keep}, intermediate: {keep.keep_intermediate}, "
+        f"protocol: {keep.keep_protocol}"
+        + (f", seeds: {', '.join(map(str, keep.keep_seeds))}" if keep.keep_seeds is not None else "")
+        + ")"
+    )
     if missing:
         lines.append(f"missing shard directories ({len(missing)}; build them with `python -m shards build`):")
         shown = list(missing.items()) if verbose else list(missing.items())[:12]

@@ -128,15 +128,20 @@ def power_estimate(
             with np.errstate(invalid="ignore", divide="ignore"):
                 per_item = 100.0 * comp[:, 0] / comp[:, 1]
             scores += [float(v) for v in per_item if not math.isnan(v)]
-        seed_values = [r["value"] for res in runs for r in res["rows"] if r.get("split") == "test"
-                       and r.get("metric") == metric and r.get("lang") == "avg_xling"]  # fmt: skip
+        seed_values = [
+            r["value"]
+            for res in runs
+            for r in res["rows"]
+            if r.get("split") == "test" and r.get("metric") == metric and r.get("lang") == "avg_xling"
+        ]
         if not scores:
             continue
         level = alpha / max(comparisons, 1)
         for effect in effects:
             power = seeds_needed(np.array(scores), effect, seed_values=seed_values, alpha=level)
-            out.append({"target": target, "metric": metric, "lang": "avg_xling", **power.as_dict(),
-                        "comparisons": comparisons})  # fmt: skip
+            out.append(
+                {"target": target, "metric": metric, "lang": "avg_xling", **power.as_dict(), "comparisons": comparisons}
+            )
     return out
 
 
@@ -156,4 +161,3 @@ def power_lines(estimates: Sequence[Mapping[str, Any]]) -> list[str]:
             f"seed(s) per condition (item sd {e['item_sd']:.1f} over {e['n_items']} items, {seed_sd})"
         )
     return lines
-

@@ -29,9 +29,14 @@ def _short(study: Study, run: Run, steps: int) -> Run:
     """The run cut to ``steps`` steps, in ``<out>/.probe/<phase>-<steps>``, from scratch (no parent), untested
     (phase ``probe``)."""
     settings = (f"--trainer.max_steps={steps}", f"--data.steps_per_epoch={4 * steps}")
-    return dataclasses.replace(run, name=f".probe/{run.phase}-{steps}", parent=None, phase="probe",
-                               run_dir=study.out_dir / ".probe" / f"{run.phase}-{steps}",
-                               overrides=(*run.overrides, *settings))  # fmt: skip
+    return dataclasses.replace(
+        run,
+        name=f".probe/{run.phase}-{steps}",
+        parent=None,
+        phase="probe",
+        run_dir=study.out_dir / ".probe" / f"{run.phase}-{steps}",
+        overrides=(*run.overrides, *settings),
+    )
 
 
 def measure(study: Study, runs: Sequence[Run], steps: int = 20) -> dict[str, float]:
@@ -53,9 +58,14 @@ def measure(study: Study, runs: Sequence[Run], steps: int = 20) -> dict[str, flo
             timings.append(time.monotonic() - t0)
         rate = (timings[1] - timings[0]) / steps
         if rate <= 0:
-            raise StudyError(f"probe {phase}: {2 * steps} steps took no longer than {steps} ({timings}); "
-                             "probe with more steps (--probe N)")  # fmt: skip
+            raise StudyError(
+                f"probe {phase}: {2 * steps} steps took no longer than {steps} ({timings}); "
+                "probe with more steps (--probe N)"
+            )
         rates[phase] = rate
-        print(f"probe {phase}: {rate:.3f} s/step ({steps} vs {2 * steps} steps of {run.name}; "
-              f"{study.out_dir / '.probe'})", flush=True)  # fmt: skip
+        print(
+            f"probe {phase}: {rate:.3f} s/step ({steps} vs {2 * steps} steps of {run.name}; "
+            f"{study.out_dir / '.probe'})",
+            flush=True,
+        )
     return rates

@@ -67,8 +67,10 @@ def iglue_root() -> Path:
     if (root / "datasets").is_dir():
         root = root / "datasets"
     if not root.is_dir():
-        raise StudyError(f"The rehearsal builds IGLUE from its release tree: set {IGLUE_ENV} to an e-bug/iglue "
-                         f"checkout (or its datasets/ folder), or provide {SHARED_TREE}.")  # fmt: skip
+        raise StudyError(
+            f"The rehearsal builds IGLUE from its release tree: set {IGLUE_ENV} to an e-bug/iglue "
+            f"checkout (or its datasets/ folder), or provide {SHARED_TREE}."
+        )
     return root
 
 
@@ -79,22 +81,35 @@ def shrink(study: Study, scale: Scale) -> Study:
     """The study with the rehearsal's seeds, condition subset, few-shot subset and ``scale`` arguments."""
     subset = scale.conditions.get(study.name)
     if not subset:
-        raise StudyError(f"{SCALE_FILE.name}: no `conditions.{study.name}`: list the conditions the rehearsal of "
-                         f"study {study.name!r} runs (the baseline, a text, a multimodal, a control, a multi-task).")
+        raise StudyError(
+            f"{SCALE_FILE.name}: no `conditions.{study.name}`: list the conditions the rehearsal of "
+            f"study {study.name!r} runs (the baseline, a text, a multimodal, a control, a multi-task)."
+        )
     unknown = [c for c in subset if c not in study.conditions]
     if unknown or study.baseline not in subset:
-        raise StudyError(f"{SCALE_FILE.name}: `conditions.{study.name}` must name conditions of the study, its "
-                         f"baseline {study.baseline!r} included; unknown: {unknown}")  # fmt: skip
+        raise StudyError(
+            f"{SCALE_FILE.name}: `conditions.{study.name}` must name conditions of the study, its "
+            f"baseline {study.baseline!r} included; unknown: {unknown}"
+        )
     targets = {}
     for name, target in study.targets.items():
         few = target.few_shot
         if few is not None:
             kept = [c for c in few.conditions if c in subset] or ([study.baseline] if few.conditions else [])
-            few = replace(few, shots=few.shots[: scale.few_shot["shots"]], langs=few.langs[: scale.few_shot["langs"]],
-                          conditions=kept)  # fmt: skip
+            few = replace(
+                few,
+                shots=few.shots[: scale.few_shot["shots"]],
+                langs=few.langs[: scale.few_shot["langs"]],
+                conditions=kept,
+            )
         targets[name] = replace(target, few_shot=few)
-    return replace(study, seeds=list(scale.seeds), conditions={c: study.conditions[c] for c in subset},
-                   targets=targets, scale=list(scale.overrides))  # fmt: skip
+    return replace(
+        study,
+        seeds=list(scale.seeds),
+        conditions={c: study.conditions[c] for c in subset},
+        targets=targets,
+        scale=list(scale.overrides),
+    )
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -144,9 +159,11 @@ def _recipe(shards: str, commands: list[list[str]]) -> list[str]:
     for args in candidates:
         if args[1] in WRITERS:
             return args
-    raise StudyError(f"No documented build command in docs/real_data.md can make {shards} here: add a stand-in "
-                     f"writer for its dataset to shards/standins.WRITERS (candidates: "
-                     f"{[' '.join(c) for c in candidates] or 'none'})")  # fmt: skip
+    raise StudyError(
+        f"No documented build command in docs/real_data.md can make {shards} here: add a stand-in "
+        f"writer for its dataset to shards/standins.WRITERS (candidates: "
+        f"{[' '.join(c) for c in candidates] or 'none'})"
+    )
 
 
 def build_data(study: Study, log: Path) -> list[str]:
@@ -199,16 +216,28 @@ def build_model(spec: dict[str, Any], out: Path) -> None:
     from shards.demo.text_model import train_tokenizer
 
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=train_tokenizer(_texts(), vocab_size=800), model_max_length=512, bos_token="<s>",
-        eos_token="</s>", cls_token="<s>", sep_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
-    )  # fmt: skip
+        tokenizer_object=train_tokenizer(_texts(), vocab_size=800),
+        model_max_length=512,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
     tokenizer.save_pretrained(out)
     config_file = out / "tokenizer_config.json"
-    config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
-                                       "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2))  # fmt: skip
+    config_file.write_text(
+        json.dumps({**json.loads(config_file.read_text()), "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2)
+    )
     text = dict(spec["text"])
-    ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-               eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    ids = dict(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     if "text_config" in text:  # a two-tower checkpoint: the text tower's config takes the tokenizer's ids
         text["text_config"] = {**text["text_config"], **ids}
     else:
@@ -221,15 +250,21 @@ def model_overrides(study: Study, scale: Scale) -> list[str]:
     """Build the tiny model of each model config in the study's ``base``; the arguments that use it."""
     chosen = [b for b in study.base if b in scale.models]
     if not chosen:
-        raise StudyError(f"{SCALE_FILE.name}: `models` has no entry for any of the study's base configs "
-                         f"{study.base}: add the tiny stand-in of its model config.")  # fmt: skip
+        raise StudyError(
+            f"{SCALE_FILE.name}: `models` has no entry for any of the study's base configs "
+            f"{study.base}: add the tiny stand-in of its model config."
+        )
     base = chosen[-1]
     spec = scale.models[base]
     out = Path("models") / Path(base).stem
     if not (out / "config.json").is_file():
         build_model(spec, out)
-    return [f"--model.core.text_model={out}", "--model.core.text_pretrained=true",
-            "--model.core.vision_pretrained=false", f"--model.core.vision_kwargs={json.dumps(spec['vision_kwargs'])}"]
+    return [
+        f"--model.core.text_model={out}",
+        "--model.core.text_pretrained=true",
+        "--model.core.vision_pretrained=false",
+        f"--model.core.vision_kwargs={json.dumps(spec['vision_kwargs'])}",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------- entry
@@ -249,8 +284,11 @@ def prepare(study: Study, workspace: str | None = None) -> Study:
     print(f"rehearsal of {study.name}: workspace {ws} (scale: {SCALE_FILE.relative_to(REPO)})", flush=True)
     ran = build_data(small, ws / "build.log")
     if ran:
-        print(f"rehearsal: built {len(ran)} shard director{'y' if len(ran) == 1 else 'ies'} with docs/real_data.md's "
-              f"commands (log: {ws / 'build.log'})", flush=True)  # fmt: skip
+        print(
+            f"rehearsal: built {len(ran)} shard director{'y' if len(ran) == 1 else 'ies'} with docs/real_data.md's "
+            f"commands (log: {ws / 'build.log'})",
+            flush=True,
+        )
     small.scale += model_overrides(small, scale)
     return small
 
@@ -276,4 +314,3 @@ def verdict(study: Study) -> list[str]:
 
         gaps += analysis_gaps(study)
     return gaps
-

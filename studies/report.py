@@ -35,8 +35,9 @@ def _split(study: Study, run: Run) -> str:
     return "test"
 
 
-def collect(study: Study, runs: Sequence[Run] | None = None
-            ) -> tuple[dict[str, list[dict]], list[str], dict[str, dict[str, int]]]:  # fmt: skip
+def collect(
+    study: Study, runs: Sequence[Run] | None = None
+) -> tuple[dict[str, list[dict]], list[str], dict[str, dict[str, int]]]:
     """Results per tabulated split of every finished evaluated run, the missing run names, and per target the
     selection monitor its finished runs recorded ("" = none) with how many runs.
 
@@ -61,14 +62,18 @@ def collect(study: Study, runs: Sequence[Run] | None = None
         if run.phase == "target":
             counts = selected.setdefault(run.target, {})
             counts[monitor or ""] = counts.get(monitor or "", 0) + 1
-        rows = [dict(r, split=_split(study, run)) for r in (data["rows"] if isinstance(data, dict) else data)
-                if r.get("split") == "test"]  # fmt: skip
+        rows = [
+            dict(r, split=_split(study, run))
+            for r in (data["rows"] if isinstance(data, dict) else data)
+            if r.get("split") == "test"
+        ]
         if not rows:
             missing.append(f"{run.name} (finished, no test rows)")
             continue
         key = (run.condition, column(run), run.seed)
         entry = by_split[_split(study, run)].setdefault(
-            key, {"condition": run.condition, "target": column(run), "seed": run.seed, "rows": []})
+            key, {"condition": run.condition, "target": column(run), "seed": run.seed, "rows": []}
+        )
         if run.phase == "target":  # its outcomes.jsonl pairs it with the baseline (significance)
             entry["run_dir"] = str(run.run_dir)
         entry["rows"] += rows
@@ -123,11 +128,16 @@ def protocols_markdown(study: Study, table: Sequence[dict]) -> str:
     if not any(_protocol(c) != "zero_shot" for c in cols):
         return ""
     cell = {(r["condition"], r["target"]): r for r in table if r["primary"] and r["lang"] == "avg_xling"}
-    lines = ["## Zero-shot, translate-test and few-shot side by side", "",
-             "avg_xling of each target's primary metric (mean over seeds; Δ vs the baseline). Zero-shot and "
-             "translate-test select on English dev; few-shot selects on the target language's few-shot dev split "
-             "and averages over the languages it ran.", "",
-             "| condition | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]  # fmt: skip
+    lines = [
+        "## Zero-shot, translate-test and few-shot side by side",
+        "",
+        "avg_xling of each target's primary metric (mean over seeds; Δ vs the baseline). Zero-shot and "
+        "translate-test select on English dev; few-shot selects on the target language's few-shot dev split "
+        "and averages over the languages it ran.",
+        "",
+        "| condition | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
     for condition in study.conditions:
         cells = []
         for c in cols:
@@ -148,18 +158,21 @@ def analysis_inputs(study: Study) -> tuple[list[dict], list[dict]]:
 def significance_tests(study: Study, results: Sequence[dict], controls: dict[str, str]) -> list[dict]:
     """Paired-bootstrap rows of every zero-shot (condition, target, aggregate) delta vs the baseline."""
     zero_shot = [r for r in results if r["target"] in study.targets]
-    return significance.significance_rows(zero_shot, study.baseline, controls=controls,
-                                          target_tasks={n: t.task for n, t in study.targets.items()},
-                                          correction=study.significance.correction,
-                                          resamples=study.significance.resamples)  # fmt: skip
+    return significance.significance_rows(
+        zero_shot,
+        study.baseline,
+        controls=controls,
+        target_tasks={n: t.task for n, t in study.targets.items()},
+        correction=study.significance.correction,
+        resamples=study.significance.resamples,
+    )
 
 
 def power(study: Study, results: Sequence[dict]) -> list[dict]:
     """Seeds the grid needs per target, from the baseline's finished runs (empty before any has run)."""
     comparisons = (len(study.conditions) - 1) * len(study.targets) * len(significance.TESTED_AGGREGATES)
     zero_shot = [r for r in results if r["target"] in study.targets]
-    return power_estimate(zero_shot, study.baseline, comparisons=comparisons,
-                                       effects=study.significance.effects)  # fmt: skip
+    return power_estimate(zero_shot, study.baseline, comparisons=comparisons, effects=study.significance.effects)
 
 
 def write_report(study: Study) -> dict[str, Path]:
@@ -173,22 +186,31 @@ def write_report(study: Study) -> dict[str, Path]:
     table = attach_significance(table, tests)
     meta = {
         "seeds": list(study.seeds),
-        "conditions": {n: {"configs": c.configs, "tasks": c.tasks, "control": c.control, **c.meta}
-                       for n, c in study.conditions.items()},
+        "conditions": {
+            n: {"configs": c.configs, "tasks": c.tasks, "control": c.control, **c.meta}
+            for n, c in study.conditions.items()
+        },
         "significance": tests,
         "controls": controls,
         "budgets": budgets.condition_budgets(plan(study)),
         "power": power(study, results.get("test", [])),
-        "targets": {n: {"task": t.task, "train_tasks": t.train_tasks, "configs": t.configs,
-                        "translate_test": t.translate_test.split if t.translate_test else None,
-                        "few_shot": t.few_shot.shots if t.few_shot else None} for n, t in study.targets.items()},
+        "targets": {
+            n: {
+                "task": t.task,
+                "train_tasks": t.train_tasks,
+                "configs": t.configs,
+                "translate_test": t.translate_test.split if t.translate_test else None,
+                "few_shot": t.few_shot.shots if t.few_shot else None,
+            }
+            for n, t in study.targets.items()
+        },
         "overlaps": study.overlaps(),
         "start": {"base": list(study.base), "start": list(study.start.configs) if study.start else []},
         "selection": selection,
         "selection_by_target": selected,
         "protocol_breaks": protocol_breaks(study),
         "missing": missing,
-    }  # fmt: skip
+    }
     paths = write_study_report(study.out_dir, table, name=study.name, baseline=study.baseline, meta=meta)
     extra = protocols_markdown(study, table)
     if extra:
@@ -199,7 +221,12 @@ def write_report(study: Study) -> dict[str, Path]:
 
         analysis = write_analysis(study, results.get("test", []), table)
         with paths["md"].open("a") as f:
-            f.write("\n" + "\n".join("#" + line if line.startswith("#") else line
-                                     for line in analysis["md"].read_text().splitlines()) + "\n")  # fmt: skip
+            f.write(
+                "\n"
+                + "\n".join(
+                    "#" + line if line.startswith("#") else line for line in analysis["md"].read_text().splitlines()
+                )
+                + "\n"
+            )
         paths.update({f"analysis_{k}": v for k, v in analysis.items()})
     return paths

@@ -57,8 +57,10 @@ def parent_weights(run: Run) -> str | None:
     for candidate in (Path(ckpt), parent.run_dir / ckpt):
         if candidate.exists():
             return str(candidate)
-    raise StudyError(f"{parent.run_dir / 'finished.json'} names {ckpt!r}, which does not exist (deleted by "
-                     "hand, or retention `keep` dropped it): rerun that run (delete its folder) first.")  # fmt: skip
+    raise StudyError(
+        f"{parent.run_dir / 'finished.json'} names {ckpt!r}, which does not exist (deleted by "
+        "hand, or retention `keep` dropped it): rerun that run (delete its folder) first."
+    )
 
 
 def diverged_at(run: Run) -> str | None:
@@ -103,8 +105,11 @@ def redo_parents(runs: Sequence[Run]) -> list[Run]:
         if parent is None or parent in redo or not weights_gone(run):
             continue
         aside = supersede(parent)
-        print(f"redo {parent.name}: the checkpoint {run.name} starts from was deleted (retention or by hand); "
-              f"rerunning it (the finished run is kept in {aside})", flush=True)  # fmt: skip
+        print(
+            f"redo {parent.name}: the checkpoint {run.name} starts from was deleted (retention or by hand); "
+            f"rerunning it (the finished run is kept in {aside})",
+            flush=True,
+        )
         redo.insert(0, parent)
         todo.append(parent)
     return redo
@@ -122,8 +127,13 @@ def write_state(study: Study, run: Run, state: str, **info: Any) -> None:
     path = state_path(study, run)
     path.parent.mkdir(parents=True, exist_ok=True)
     job = {k: v for k, v in read_state(study, run).items() if k in ("job", "job_log")}  # kept from submission
-    payload = {"state": state, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "log": str(run.run_dir / "train.log"),
-               **job, **{k: v for k, v in info.items() if v is not None}}  # fmt: skip
+    payload = {
+        "state": state,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "log": str(run.run_dir / "train.log"),
+        **job,
+        **{k: v for k, v in info.items() if v is not None},
+    }
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=1))
     tmp.replace(path)
@@ -209,9 +219,11 @@ class RunLock:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
                 f.close()
-                raise StudyError(f"Run folder {self.run.run_dir} is being written by another study process "
-                                 f"({holder}). Two runners cannot write one run folder: wait for it (`study.py "
-                                 "status`) or stop that process first.") from None  # fmt: skip
+                raise StudyError(
+                    f"Run folder {self.run.run_dir} is being written by another study process "
+                    f"({holder}). Two runners cannot write one run folder: wait for it (`study.py "
+                    "status`) or stop that process first."
+                ) from None
         f.seek(0)
         f.truncate()
         job = f" (SLURM job {os.environ['SLURM_JOB_ID']})" if os.environ.get("SLURM_JOB_ID") else ""
@@ -269,8 +281,13 @@ def kill_live() -> None:
             pass
 
 
-def execute(study: Study, run: Run, heartbeat: float = 60.0, env: Mapping[str, str] | None = None,
-            extra_args: Sequence[str] = ()) -> float:  # fmt: skip
+def execute(
+    study: Study,
+    run: Run,
+    heartbeat: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> float:
     """Run one training process in the run folder (locked), output to ``train.log``; returns its duration.
 
     Args:
@@ -294,8 +311,15 @@ def execute(study: Study, run: Run, heartbeat: float = 60.0, env: Mapping[str, s
         cmd = train_command(study) + run_args(study, run, init_from) + list(extra_args)
         log = run.run_dir / "train.log"
         t0 = time.monotonic()
-        write_state(study, run, "running", pid=os.getpid(), host=socket.gethostname(),
-                    job=os.environ.get("SLURM_JOB_ID"), devices=(env or {}).get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
+        write_state(
+            study,
+            run,
+            "running",
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            job=os.environ.get("SLURM_JOB_ID"),
+            devices=(env or {}).get("CUDA_VISIBLE_DEVICES"),
+        )
         rc = _train(cmd, log, {**run_env(study, run), **(env or {})}, lock.file.fileno(), heartbeat, run.name, t0)
         if STOPPING.is_set() and finished(run) is None:
             write_state(study, run, "interrupted", rc=rc)
@@ -306,9 +330,11 @@ def execute(study: Study, run: Run, heartbeat: float = 60.0, env: Mapping[str, s
             if diverged:
                 why = f"diverged ({diverged}), exited with status {rc}"
             write_state(study, run, "failed", rc=rc, why=why)
-            raise StudyError(f"Run {run.name} {why}.\n  run dir: {run.run_dir}\n  log: {log}\n"
-                             f"--- last lines of {log} ---\n{log_tail(log)}\n"
-                             "Fix the cause, then run the same command with --retry-failed.")  # fmt: skip
+            raise StudyError(
+                f"Run {run.name} {why}.\n  run dir: {run.run_dir}\n  log: {log}\n"
+                f"--- last lines of {log} ---\n{log_tail(log)}\n"
+                "Fix the cause, then run the same command with --retry-failed."
+            )
         write_state(study, run, "done", seconds=round(time.monotonic() - t0, 1))
         (run.run_dir / TIME_FILE).write_text(json.dumps({"seconds": time.monotonic() - t0}) + "\n")
     return time.monotonic() - t0
@@ -319,8 +345,7 @@ def _last_epoch_line(log: Path) -> str:
     return f": {lines[-1]}" if lines else ""
 
 
-def _train(cmd: list[str], log: Path, env: dict[str, str], lock_fd: int, heartbeat: float, name: str,
-           t0: float) -> int:  # fmt: skip
+def _train(cmd: list[str], log: Path, env: dict[str, str], lock_fd: int, heartbeat: float, name: str, t0: float) -> int:
     with log.open("w") as out:
         out.write("$ " + shlex.join(cmd) + "\n")
         out.flush()
@@ -328,8 +353,15 @@ def _train(cmd: list[str], log: Path, env: dict[str, str], lock_fd: int, heartbe
         if warm.usable(cmd):  # train.py itself: a child forked from a process that imported it once
             proc: Any = warm.start(cmd[2:], log, env)
         else:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=(lock_fd,),
-                                    start_new_session=True, preexec_fn=lambda: _die_with_parent(runner))  # fmt: skip
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                pass_fds=(lock_fd,),
+                start_new_session=True,
+                preexec_fn=lambda: _die_with_parent(runner),
+            )
         with _LIVE_LOCK:
             LIVE.add(proc)
             stopping = STOPPING.is_set()  # kill_live() ran between the start and the add: its list missed us

@@ -28,8 +28,24 @@ ENGLISH = "en"
 TESTED_AGGREGATES = (ENGLISH, "avg_xling", "avg_all")
 ALPHA = 0.05
 NOT_COLUMNS = ("key", "key_hash", "seed")  # outcome row fields that are not metric components
-SIGNIFICANCE_FIELDS = ("target", "task", "metric", "lang", "condition", "control", "delta", "low", "high", "p",
-                       "p_adj", "correction", "significant", "n_items", "n_seeds", "resamples")  # fmt: skip
+SIGNIFICANCE_FIELDS = (
+    "target",
+    "task",
+    "metric",
+    "lang",
+    "condition",
+    "control",
+    "delta",
+    "low",
+    "high",
+    "p",
+    "p_adj",
+    "correction",
+    "significant",
+    "n_items",
+    "n_seeds",
+    "resamples",
+)
 
 Result = Mapping[str, Any]  # {"condition", "target", "seed", "rows", "run_dir"}
 
@@ -120,19 +136,42 @@ def significance_rows(
                 continue
             langs = sorted({lang for t, lang in sample if t == task}, key=lambda lg: (lg != ENGLISH, lg))
             for agg in TESTED_AGGREGATES:
-                row = _test(task, aggregate_langs(agg, langs), formula, [base[s] for s in seeds],
-                            [by_seed[s] for s in seeds], resamples, seed)  # fmt: skip
+                row = _test(
+                    task,
+                    aggregate_langs(agg, langs),
+                    formula,
+                    [base[s] for s in seeds],
+                    [by_seed[s] for s in seeds],
+                    resamples,
+                    seed,
+                )
                 if row is not None:
-                    rows.append({"target": target, "task": task, "metric": metric, "lang": agg, "condition": condition,
-                                 "control": controls.get(condition, ""), **row})  # fmt: skip
+                    rows.append(
+                        {
+                            "target": target,
+                            "task": task,
+                            "metric": metric,
+                            "lang": agg,
+                            "condition": condition,
+                            "control": controls.get(condition, ""),
+                            **row,
+                        }
+                    )
     adjusted = stats.adjust([r["p"] for r in rows], correction)
     for r, p_adj in zip(rows, adjusted):
         r.update(p_adj=p_adj, correction=correction, significant=bool(p_adj < alpha))
     return rows
 
 
-def _test(task: str, langs: Sequence[str], formula: tuple, base: Sequence[dict], cond: Sequence[dict],
-          resamples: int, seed: int) -> dict[str, Any] | None:  # fmt: skip
+def _test(
+    task: str,
+    langs: Sequence[str],
+    formula: tuple,
+    base: Sequence[dict],
+    cond: Sequence[dict],
+    resamples: int,
+    seed: int,
+) -> dict[str, Any] | None:
     blocks_b, blocks_c = [], []
     for lang in langs:
         block = _block([*base, *cond], task, lang, formula)

@@ -301,8 +301,9 @@ def _check_tasks(tasks: list[str], where: str) -> None:
 def _check_name(kind: str, name: str, reserved: str) -> None:
     """Names become directories ``<out>/<condition>/seed<k>/<target>``; protocol runs add ``.<protocol>``."""
     if name == reserved or not name or "/" in name or "." in name:
-        raise StudyError(f"Invalid {kind} name {name!r}: names are directory names; {reserved!r}, '/' and '.' "
-                         "are not allowed.")  # fmt: skip
+        raise StudyError(
+            f"Invalid {kind} name {name!r}: names are directory names; {reserved!r}, '/' and '.' are not allowed."
+        )
 
 
 def validate(study: Study) -> None:
@@ -313,8 +314,9 @@ def validate(study: Study) -> None:
         if cond.control not in ("", "positive", "negative"):
             raise StudyError(f"`conditions.{name}.control` must be positive or negative, got {cond.control!r}")
         if cond.configs and not cond.tasks:
-            raise StudyError(f"`conditions.{name}` has configs but no `tasks`: list its intermediate tasks "
-                             "(overlap marks).")  # fmt: skip
+            raise StudyError(
+                f"`conditions.{name}` has configs but no `tasks`: list its intermediate tasks (overlap marks)."
+            )
     for name, target in study.targets.items():
         _check_name("target", name, "intermediate")
         target.task = target.task or name
@@ -332,8 +334,10 @@ def validate(study: Study) -> None:
             raise StudyError(f"`targets.{name}.few_shot.conditions`: unknown {unknown}; valid: {valid}")
     if study.baseline not in study.conditions:
         names = ", ".join(study.conditions)
-        raise StudyError(f"Baseline condition {study.baseline!r} is not under `conditions` ({names}); "
-                         f"add `{study.baseline}: {{}}` or set `baseline:`.")  # fmt: skip
+        raise StudyError(
+            f"Baseline condition {study.baseline!r} is not under `conditions` ({names}); "
+            f"add `{study.baseline}: {{}}` or set `baseline:`."
+        )
     if study.significance.correction not in ("holm", "bh"):
         raise StudyError(f"`significance.correction` must be holm or bh, got {study.significance.correction!r}")
     if not study.seeds:

@@ -143,21 +143,31 @@ def paired_bootstrap(
     blocks_b = [np.asarray(b, np.float64) for b in blocks_b]
     blocks_c = [np.asarray(c, np.float64) for c in blocks_c]
     shapes = [(b.shape, c.shape) for b, c in zip(blocks_b, blocks_c)]
-    if len(blocks_b) != len(blocks_c) or not blocks_b or any(sb != sc or len(sb) != 3 for sb, sc in shapes) or len(
-        {sb[0] for sb, _ in shapes}
-    ) != 1:
+    if (
+        len(blocks_b) != len(blocks_c)
+        or not blocks_b
+        or any(sb != sc or len(sb) != 3 for sb, sc in shapes)
+        or len({sb[0] for sb, _ in shapes}) != 1
+    ):
         raise ValueError(
             f"paired_bootstrap needs (seeds, items, K) arrays of one shape per block and one seed count, got "
             f"{shapes}: pair the runs by seed and item key first"
         )
     n_seeds = blocks_b[0].shape[0]
-    observed = float(np.mean([np.mean(formula_value(c.sum(1), formula) - formula_value(b.sum(1), formula))
-                               for b, c in zip(blocks_b, blocks_c)]))  # fmt: skip
+    observed = float(
+        np.mean(
+            [
+                np.mean(formula_value(c.sum(1), formula) - formula_value(b.sum(1), formula))
+                for b, c in zip(blocks_b, blocks_c)
+            ]
+        )
+    )
     rng = np.random.default_rng(seed)
     item_idx = [rng.integers(0, b.shape[1], size=(resamples, b.shape[1])) for b in blocks_b]
     seed_idx = rng.integers(0, n_seeds, size=(resamples, n_seeds)) if n_seeds > 1 else np.zeros((resamples, 1), int)
-    deltas = np.mean([_block_deltas(b, c, formula, idx, seed_idx)
-                      for b, c, idx in zip(blocks_b, blocks_c, item_idx)], axis=0)  # fmt: skip
+    deltas = np.mean(
+        [_block_deltas(b, c, formula, idx, seed_idx) for b, c, idx in zip(blocks_b, blocks_c, item_idx)], axis=0
+    )
     # a resample can draw no item of a kind a formula divides by (retrieval: no image query of a small gallery):
     # its metric is undefined, and it is left out (counted in ``resamples``) instead of making the interval NaN
     deltas = deltas[np.isfinite(deltas)]
@@ -166,8 +176,9 @@ def paired_bootstrap(
         return Bootstrap(observed, math.nan, math.nan, math.nan, n_items, n_seeds, len(deltas))
     low, high = np.quantile(deltas, [(1 - level) / 2, (1 + level) / 2])
     extreme = int(np.sum(np.abs(deltas - observed) >= abs(observed) - 1e-12))
-    return Bootstrap(observed, float(low), float(high), (1 + extreme) / (len(deltas) + 1), n_items, n_seeds,
-                     len(deltas))  # fmt: skip
+    return Bootstrap(
+        observed, float(low), float(high), (1 + extreme) / (len(deltas) + 1), n_items, n_seeds, len(deltas)
+    )
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -103,12 +103,23 @@ def study_table(
         for condition, by_seed in by_condition.items():
             seeds = sorted(by_seed)
             mean, std = mean_std([by_seed[s] for s in seeds])
-            table.append(dict(
-                target=target, task=task, lang=lang, metric=metric, condition=condition,
-                primary=metric == primary_metric(task, [metric]), mean=mean, std=std, n=len(seeds), seeds=seeds,
-                values=[by_seed[s] for s in seeds], delta=None if base_mean is None else mean - base_mean,
-                overlap=target in overlaps.get(condition, ()),
-            ))  # fmt: skip
+            table.append(
+                dict(
+                    target=target,
+                    task=task,
+                    lang=lang,
+                    metric=metric,
+                    condition=condition,
+                    primary=metric == primary_metric(task, [metric]),
+                    mean=mean,
+                    std=std,
+                    n=len(seeds),
+                    seeds=seeds,
+                    values=[by_seed[s] for s in seeds],
+                    delta=None if base_mean is None else mean - base_mean,
+                    overlap=target in overlaps.get(condition, ()),
+                )
+            )
     return _sort_table(table, baseline)
 
 
@@ -120,15 +131,39 @@ def _sort_table(table: list[Row], baseline: str) -> list[Row]:
 
     def key(r: Row) -> tuple:
         t = r["task"]
-        return (targets.index(r["target"]), t, metrics[t].index(r["metric"]), conditions.index(r["condition"]),
-                langs[t].index(r["lang"]))  # fmt: skip
+        return (
+            targets.index(r["target"]),
+            t,
+            metrics[t].index(r["metric"]),
+            conditions.index(r["condition"]),
+            langs[t].index(r["lang"]),
+        )
 
     return sorted(table, key=key)
 
 
-STUDY_CSV_FIELDS = ("target", "task", "lang", "metric", "primary", "condition", "mean", "std", "n", "delta", "overlap",
-                    "seeds", "values", "control", "ci_low", "ci_high", "p", "p_adj", "correction",
-                    "significant")  # fmt: skip
+STUDY_CSV_FIELDS = (
+    "target",
+    "task",
+    "lang",
+    "metric",
+    "primary",
+    "condition",
+    "mean",
+    "std",
+    "n",
+    "delta",
+    "overlap",
+    "seeds",
+    "values",
+    "control",
+    "ci_low",
+    "ci_high",
+    "p",
+    "p_adj",
+    "correction",
+    "significant",
+)
 SIGNIFICANCE_KEYS = ("control", "ci_low", "ci_high", "p", "p_adj", "correction", "significant")
 
 
@@ -141,8 +176,15 @@ def attach_significance(table: Sequence[Row], tests: Sequence[Mapping[str, Any]]
         t = by_cell.get((r["target"], r["task"], r["metric"], r["lang"], r["condition"]))
         extra = dict.fromkeys(SIGNIFICANCE_KEYS)
         if t is not None:
-            extra.update(control=t["control"], ci_low=t["low"], ci_high=t["high"], p=t["p"], p_adj=t["p_adj"],
-                         correction=t["correction"], significant=t["significant"])  # fmt: skip
+            extra.update(
+                control=t["control"],
+                ci_low=t["low"],
+                ci_high=t["high"],
+                p=t["p"],
+                p_adj=t["p_adj"],
+                correction=t["correction"],
+                significant=t["significant"],
+            )
         out.append({**r, **extra})
     return out
 
@@ -172,8 +214,15 @@ def write_study_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
     paths = {k: out_dir / f"study.{k}" for k in ("json", "csv", "md")} | {"png": out_dir / "study_heatmap.png"}
-    payload = {"name": name, "baseline": baseline, "split": "test", "selection_note": SELECTION_NOTE,
-               "overlap_legend": OVERLAP_LEGEND, **meta, "rows": list(table)}  # fmt: skip
+    payload = {
+        "name": name,
+        "baseline": baseline,
+        "split": "test",
+        "selection_note": SELECTION_NOTE,
+        "overlap_legend": OVERLAP_LEGEND,
+        **meta,
+        "rows": list(table),
+    }
     paths["json"].write_text(json.dumps(payload, indent=1) + "\n")
     joined = [{"seeds": ";".join(map(str, r["seeds"])), "values": ";".join(map(str, r["values"]))} for r in table]
     csv_rows = [dict.fromkeys(SIGNIFICANCE_KEYS) | r | j for r, j in zip(table, joined)]
@@ -220,8 +269,10 @@ def selection_headline(by_target: Mapping[str, Mapping[str, int]]) -> str:
                 parts.append(f"{target}: `{monitor}` in {n} of {total} run(s)")
             else:
                 english_only = False
-                parts.append(f"{target}: no checkpoint selected in {n} of {total} run(s) (the weights at the "
-                             "end of training, or an evaluation-only run's starting weights, were tested)")
+                parts.append(
+                    f"{target}: no checkpoint selected in {n} of {total} run(s) (the weights at the "
+                    "end of training, or an evaluation-only run's starting weights, were tested)"
+                )
     claim = f" Every target run: {SELECTION_NOTE}." if english_only else ""
     return "Checkpoint selection as the target runs recorded it: " + "; ".join(parts) + "." + claim
 
@@ -232,17 +283,26 @@ def study_markdown(table: Sequence[Row], *, name: str, baseline: str, meta: Mapp
     by_target = meta.get("selection_by_target")
     note = selection_headline(by_target) if by_target is not None else f"Target runs: {SELECTION_NOTE}."
     if breaks:  # said first, as each run's own report does: the study's claim holds only for the other runs
-        lines = [f"# Study `{name}`", "", f"**ZERO-SHOT PROTOCOL BROKEN in {len(breaks)} target run(s)** "
-                 "(their cells are not zero-shot results):", *[f"- {b}" for b in breaks], "",
-                 f"Zero-shot cross-lingual transfer, test split. Other target runs: {note}"]  # fmt: skip
+        lines = [
+            f"# Study `{name}`",
+            "",
+            f"**ZERO-SHOT PROTOCOL BROKEN in {len(breaks)} target run(s)** (their cells are not zero-shot results):",
+            *[f"- {b}" for b in breaks],
+            "",
+            f"Zero-shot cross-lingual transfer, test split. Other target runs: {note}",
+        ]
     else:
         lines = [f"# Study `{name}`", "", f"Zero-shot cross-lingual transfer, test split. {note}"]
     if meta.get("selection") and by_target is None:
         lines.append("Selection keys: " + ", ".join(f"`{k}`" for k in meta["selection"]) + ".")
     if meta.get("start"):
         lines.append(start_note(meta["start"]))
-    lines += ["", f"Cells: mean ± std over seeds (Δ = difference of the means from `{baseline}`). "
-              f"Std is the sample std; n = number of seeds.", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Cells: mean ± std over seeds (Δ = difference of the means from `{baseline}`). "
+        f"Std is the sample std; n = number of seeds.",
+        "",
+    ]
     lines += [f"- `{a}`: {h}" for a, h in AGGREGATE_HELP.items()] + [f"- {OVERLAP_LEGEND}", ""]
     if meta.get("missing"):
         missing = ", ".join(f"`{m}`" for m in meta["missing"])
@@ -266,32 +326,56 @@ def _significance_sections(tests: Sequence[Mapping[str, Any]], baseline: str) ->
     if not tests:
         return ["No paired test yet: it needs `outcomes.jsonl` in the baseline's and a condition's target runs.", ""]
     correction = CORRECTION_TEXT.get(tests[0]["correction"], tests[0]["correction"])
-    lines = [f"## Significance: Δ of the primary metric vs `{baseline}`, paired bootstrap", "",
-             f"Paired over test items (same keys) and seeds (seed k of both conditions), {tests[0]['resamples']} "
-             f"resamples; 95 % percentile interval; two-sided p; p_adj: {correction} over all "
-             f"{len(tests)} deltas of the grid (controls included). ✓ = p_adj < 0.05.", ""]  # fmt: skip
+    lines = [
+        f"## Significance: Δ of the primary metric vs `{baseline}`, paired bootstrap",
+        "",
+        f"Paired over test items (same keys) and seeds (seed k of both conditions), {tests[0]['resamples']} "
+        f"resamples; 95 % percentile interval; two-sided p; p_adj: {correction} over all "
+        f"{len(tests)} deltas of the grid (controls included). ✓ = p_adj < 0.05.",
+        "",
+    ]
     single = sum(1 for t in tests if (t.get("n_seeds") or 0) < 2)
     if single:
-        lines += [f"**{single} of these {len(tests)} deltas rest on one seed per condition: their intervals and "
-                  "p-values measure test-item noise only, not the seed-to-seed variation of training (often the "
-                  "larger part).** A ✓ there says the two trained models differ on these items, not that the "
-                  "condition does; run at least two seeds before claiming an effect (the power estimate below "
-                  "sizes them).", ""]  # fmt: skip
+        lines += [
+            f"**{single} of these {len(tests)} deltas rest on one seed per condition: their intervals and "
+            "p-values measure test-item noise only, not the seed-to-seed variation of training (often the "
+            "larger part).** A ✓ there says the two trained models differ on these items, not that the "
+            "condition does; run at least two seeds before claiming an effect (the power estimate below "
+            "sizes them).",
+            "",
+        ]
     lines += _test_table([t for t in tests if not t["control"]])
     controls = [t for t in tests if t["control"]]
     if controls:
-        lines += ["## Controls", "",
-                  "A **positive** control must show an interval above 0 (the instrument can see an effect); a "
-                  "**negative** control (labels shuffled: same images and texts, no task signal) separates "
-                  "what seeing the data does from what learning the task does.", ""]  # fmt: skip
+        lines += [
+            "## Controls",
+            "",
+            "A **positive** control must show an interval above 0 (the instrument can see an effect); a "
+            "**negative** control (labels shuffled: same images and texts, no task signal) separates "
+            "what seeing the data does from what learning the task does.",
+            "",
+        ]
         lines += _test_table(controls)
     return lines
 
 
 def _test_table(tests: Sequence[Mapping[str, Any]]) -> list[str]:
-    body = [[t["condition"] + (f" ({t['control']})" if t["control"] else ""), t["target"], t["metric"], t["lang"],
-             f"{t['delta']:+.2f}", f"[{t['low']:+.2f}, {t['high']:+.2f}]", f"{t['p']:.4f}", f"{t['p_adj']:.4f}",
-             "✓" if t["significant"] else "", str(t["n_seeds"]), str(t["n_items"])] for t in tests]  # fmt: skip
+    body = [
+        [
+            t["condition"] + (f" ({t['control']})" if t["control"] else ""),
+            t["target"],
+            t["metric"],
+            t["lang"],
+            f"{t['delta']:+.2f}",
+            f"[{t['low']:+.2f}, {t['high']:+.2f}]",
+            f"{t['p']:.4f}",
+            f"{t['p_adj']:.4f}",
+            "✓" if t["significant"] else "",
+            str(t["n_seeds"]),
+            str(t["n_items"]),
+        ]
+        for t in tests
+    ]
     header = ["condition", "target", "metric", "langs", "Δ", "95 % CI", "p", "p_adj", "survives", "seeds", "items"]
     return [*md_table(header, body), ""] if body else []
 
@@ -302,12 +386,25 @@ def _budget_section(budgets: Mapping[str, Mapping[str, Any]]) -> list[str]:
     body = []
     for condition, b in budgets.items():
         device = b.get("device") or "device"
-        body.append([condition, str(b["steps"]), str(b["examples"]), _seconds(b["intermediate_device_seconds"]),
-                     _seconds(b["target_device_seconds"]), device])  # fmt: skip
-    return ["## Budgets", "", "Per intermediate run: optimizer steps and training examples seen; mean device time "
-            "(wall × devices) per intermediate and per target run.", "",
-            *md_table(["condition", "steps", "examples", "intermediate time", "target time", "device"], body),
-            ""]  # fmt: skip
+        body.append(
+            [
+                condition,
+                str(b["steps"]),
+                str(b["examples"]),
+                _seconds(b["intermediate_device_seconds"]),
+                _seconds(b["target_device_seconds"]),
+                device,
+            ]
+        )
+    return [
+        "## Budgets",
+        "",
+        "Per intermediate run: optimizer steps and training examples seen; mean device time "
+        "(wall × devices) per intermediate and per target run.",
+        "",
+        *md_table(["condition", "steps", "examples", "intermediate time", "target time", "device"], body),
+        "",
+    ]
 
 
 def _seconds(value: float | None) -> str:
@@ -317,8 +414,7 @@ def _seconds(value: float | None) -> str:
 def _power_section(power: Sequence[Mapping[str, Any]]) -> list[str]:
     if not power:
         return []
-    return ["## Seeds needed (power estimate from the baseline)", "", *(f"- {line}" for line in power_lines(power)),
-            ""]  # fmt: skip
+    return ["## Seeds needed (power estimate from the baseline)", "", *(f"- {line}" for line in power_lines(power)), ""]
 
 
 def start_note(start: Mapping[str, Any]) -> str:
@@ -326,10 +422,14 @@ def start_note(start: Mapping[str, Any]) -> str:
     model = ", ".join(f"`{c}`" for c in start.get("base", [])) or "the pretrained checkpoints"
     if start.get("start"):
         phase = ", ".join(f"`{c}`" for c in start["start"])
-        return (f"Start of every condition (the same per seed): {model}, then the start phase {phase} "
-                "(`start/seed<k>`); the baseline's targets start from it too.")  # fmt: skip
-    return (f"Start of every condition: {model}, no shared start phase (with unaligned towers the first phase "
-            "that shows images trains the image-text alignment).")  # fmt: skip
+        return (
+            f"Start of every condition (the same per seed): {model}, then the start phase {phase} "
+            "(`start/seed<k>`); the baseline's targets start from it too."
+        )
+    return (
+        f"Start of every condition: {model}, no shared start phase (with unaligned towers the first phase "
+        "that shows images trains the image-text alignment)."
+    )
 
 
 def _group(table: Sequence[Row], fields: Sequence[str]) -> dict[tuple, list[Row]]:

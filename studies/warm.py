@@ -34,10 +34,20 @@ from typing import Any
 
 TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 ENV = "MMSTILTS_WARM"
-PRELOAD = ["train", "timm", "transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto",
-           "transformers.data.data_collator", "transformers.modeling_utils", "transformers.modeling_layers",
-           "transformers.activations", "wandb", "wandb.sdk.launch", "wandb.sdk.launch.inputs.internal",
-           "matplotlib.pyplot"]  # fmt: skip
+PRELOAD = [
+    "train",
+    "timm",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.data.data_collator",
+    "transformers.modeling_utils",
+    "transformers.modeling_layers",
+    "transformers.activations",
+    "wandb",
+    "wandb.sdk.launch",
+    "wandb.sdk.launch.inputs.internal",
+    "matplotlib.pyplot",
+]
 """Imported once by the server: train.py's own imports, and what every run imports later (read off
 ``python -X importtime`` of a demo run): timm and transformers' auto classes and model base classes (train.py
 imports them on use, lightning_modules.lazy), W&B's run start imports its ``launch`` package and its inputs, the

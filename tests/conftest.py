@@ -56,8 +56,9 @@ def task_records(task: str, split: str, lang: str, n: int, start: int = 0) -> li
             images = {"jpg": jpeg_bytes(i)}
         else:
             sample["text_pair"] = f"a blue square {i}"
-        records.append({"key": f"{task}-{split}-{lang}-{i:05d}", "split": split, "lang": lang, "json": sample,
-                        "images": images})  # fmt: skip
+        records.append(
+            {"key": f"{task}-{split}-{lang}-{i:05d}", "split": split, "lang": lang, "json": sample, "images": images}
+        )
     return records
 
 
@@ -113,8 +114,13 @@ def subprocess_env() -> dict[str, str]:
     """The environment of a test's child Python (a DDP launcher, a script run of a test file): the repository and
     tests/ importable, one intra-op thread, offline, and no torch.distributed variables inherited from a launcher."""
     paths = [str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths)), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, paths)),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+    }
     for var in (*DIST_VARS, "WANDB_SERVICE"):  # an in-process W&B run of an earlier test set WANDB_SERVICE: a child
         env.pop(var, None)  # sharing that service cannot reuse a killed run's id (resume: "run ID ... is in use")
     return env
@@ -122,8 +128,9 @@ def subprocess_env() -> dict[str, str]:
 
 def start_process_group(cmd: list[str], cwd: Path | str, env: dict[str, str]) -> subprocess.Popen:
     """``cmd`` in a new session (its ranks and loader workers share its process group); output as text."""
-    return subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def kill_process_group(proc: subprocess.Popen) -> None:
@@ -143,34 +150,70 @@ def finish_process_group(proc: subprocess.Popen, timeout: float, what: str) -> s
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
-def run_process_group(cmd: list[str], cwd: Path | str, env: dict[str, str], timeout: float,
-                      what: str) -> subprocess.CompletedProcess:  # fmt: skip
+def run_process_group(
+    cmd: list[str], cwd: Path | str, env: dict[str, str], timeout: float, what: str
+) -> subprocess.CompletedProcess:
     """``start_process_group`` + ``finish_process_group``."""
     return finish_process_group(start_process_group(cmd, cwd, env), timeout, what)
 
 
 def checkpoint_config(path: Path, monitor: str) -> Path:
     """A config whose only callback is base.yaml's checkpoint callback with another ``monitor``."""
-    callback = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                "init_args": {"monitor": monitor, "mode": "max", "save_top_k": 1, "save_last": True,
-                              "filename": "best", "auto_insert_metric_name": False}}  # fmt: skip
+    callback = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {
+            "monitor": monitor,
+            "mode": "max",
+            "save_top_k": 1,
+            "save_last": True,
+            "filename": "best",
+            "auto_insert_metric_name": False,
+        },
+    }
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
     return path
 
 
 # -- parallel runs: ``make test`` is ``pytest -n <cores> --dist loadfile`` (pytest-xdist) -------------------------
 
-HEAVY_FIRST = ("test_rehearsal.py", "test_ddp_validation.py", "test_demo_study.py", "test_benchmarks_smoke.py",
-               "test_resume.py", "test_ddp.py", "test_ddp_exact.py", "test_metrics.py", "test_outcomes.py",
-               "test_clear_errors.py", "test_remote_shards.py", "test_study_executors.py", "test_study_breaks.py",
-               "test_divergence.py", "test_real_weights.py")  # fmt: skip
+HEAVY_FIRST = (
+    "test_rehearsal.py",
+    "test_ddp_validation.py",
+    "test_demo_study.py",
+    "test_benchmarks_smoke.py",
+    "test_resume.py",
+    "test_ddp.py",
+    "test_ddp_exact.py",
+    "test_metrics.py",
+    "test_outcomes.py",
+    "test_clear_errors.py",
+    "test_remote_shards.py",
+    "test_study_executors.py",
+    "test_study_breaks.py",
+    "test_divergence.py",
+    "test_real_weights.py",
+)
 """Test files queued first under pytest-xdist, longest first (``pytest --durations``): a long file that starts
 last keeps one core busy while the others idle."""
-SPLIT = ("test_ddp_validation.py", "test_benchmarks_smoke.py", "test_resume.py", "test_metrics.py",
-         "test_outcomes.py", "test_clear_errors.py", "test_study_executors.py", "test_study_breaks.py",
-         "test_demo_study.py", "test_run_protocol.py", "test_final_weights.py", "test_train_demo.py",
-         "test_study.py", "test_iglue_start.py", "test_families_e2e.py", "test_checkpoint_size.py",
-         "test_eval_integrity.py")  # fmt: skip
+SPLIT = (
+    "test_ddp_validation.py",
+    "test_benchmarks_smoke.py",
+    "test_resume.py",
+    "test_metrics.py",
+    "test_outcomes.py",
+    "test_clear_errors.py",
+    "test_study_executors.py",
+    "test_study_breaks.py",
+    "test_demo_study.py",
+    "test_run_protocol.py",
+    "test_final_weights.py",
+    "test_train_demo.py",
+    "test_study.py",
+    "test_iglue_start.py",
+    "test_families_e2e.py",
+    "test_checkpoint_size.py",
+    "test_eval_integrity.py",
+)
 """Files whose tests share no costly module-scoped fixture (at most a few shards, built once per worker): their
 tests go to the workers one by one. Every other file goes to one worker whole, so that a module-scoped fixture
 (a rehearsal, a 2-rank fit) is built once, as in a plain ``pytest``."""

@@ -201,8 +201,13 @@ def caption_row(sentences: list[str], id_: str | int, coco: bool = False) -> dic
 
 
 def retrieval() -> dict[str, list[dict]]:
-    de = ["Ein Hund springt über einen Bach.", "Zwei Kinder bauen eine Sandburg.", "Eine Frau malt ein Bild.",
-          "Ein Mann repariert ein Fahrrad.", "Drei Vögel sitzen auf einem Draht."]  # fmt: skip
+    de = [
+        "Ein Hund springt über einen Bach.",
+        "Zwei Kinder bauen eine Sandburg.",
+        "Eine Frau malt ein Bild.",
+        "Ein Mann repariert ein Fahrrad.",
+        "Drei Vögel sitzen auf einem Draht.",
+    ]
     en = ["A dog jumps over a stream.", "Two children build a sandcastle.", "A woman paints a picture."]
     coco = ["A clock on a brick tower.", "A bowl of oranges on a table.", "A kite above a beach."]
     return {

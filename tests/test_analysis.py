@@ -86,8 +86,27 @@ def test_retrieval_accuracy_and_bootstrap_interval() -> None:
 
 
 def test_language_table_covers_the_shipped_studies() -> None:
-    iglue = ["ar", "bg", "bn", "da", "de", "el", "es", "et", "fr", "id", "ja", "ko", "pt", "ru", "sw", "ta", "tr",
-             "vi", "zh"]  # fmt: skip
+    iglue = [
+        "ar",
+        "bg",
+        "bn",
+        "da",
+        "de",
+        "el",
+        "es",
+        "et",
+        "fr",
+        "id",
+        "ja",
+        "ko",
+        "pt",
+        "ru",
+        "sw",
+        "ta",
+        "tr",
+        "vi",
+        "zh",
+    ]
     for lang in [*iglue, "en"]:
         info = languages.language(lang)
         assert info["script"] in ("Latin", "non-Latin"), lang
@@ -109,8 +128,14 @@ def test_pretraining_table_says_unknown_rather_than_inventing() -> None:
 
 # -- end to end on the demo world: real train.py runs, intermediate checkpoints deleted by retention ----------
 
-TINY = ["--trainer.max_steps=2", "--data.steps_per_epoch=2", "--data.batch_size=8", "--data.num_workers=0",
-        "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1"]  # fmt: skip
+TINY = [
+    "--trainer.max_steps=2",
+    "--data.steps_per_epoch=2",
+    "--data.batch_size=8",
+    "--data.num_workers=0",
+    "--trainer.limit_val_batches=1",
+    "--trainer.log_every_n_steps=1",
+]
 
 
 @pytest.fixture()
@@ -124,14 +149,18 @@ def analysed_study(tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "demo").symlink_to(demo_dir)
     spec = {
-        "name": "demo-analysis", "out": "runs/studies/demo-analysis", "seeds": [0], "baseline": "none",
-        "base": [str(repo / "configs/base.yaml"), str(demo / "base.yaml")], "overrides": TINY,
+        "name": "demo-analysis",
+        "out": "runs/studies/demo-analysis",
+        "seeds": [0],
+        "baseline": "none",
+        "base": [str(repo / "configs/base.yaml"), str(demo / "base.yaml")],
+        "overrides": TINY,
         "start": {"configs": [str(demo / "pretrain.yaml")]},
         "conditions": {"none": {}, "nli": {"configs": [str(demo / "intermediate_nli.yaml")], "tasks": ["demo_nli"]}},
         "targets": {"demo_ve": {"configs": [str(demo / "target_ve.yaml")], "train_tasks": ["demo_ve"]}},
         "retention": {"keep": "best", "keep_intermediate": "none"},
         "analysis": {"enabled": True, "probe": "data/demo/demo_retrieval", "probe_items": 24, "logme_items": 32},
-    }  # fmt: skip
+    }
     path = tmp_path / "demo-analysis.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     monkeypatch.chdir(tmp_path)
@@ -175,8 +204,11 @@ def test_language_correlations_need_five_languages() -> None:
     langs = ["de", "es", "ru", "ja", "sw", "ta"]
     table = analysis.language_table(["en", *langs], "google/siglip-base-patch16-256-multilingual")
     order = sorted(langs, key=lambda lg: table[lg]["syntactic"])
-    deltas = [{"target": "t", "condition": c, "lang": lg, "delta": -float(order.index(lg)) * k}
-              for c, k in (("a", 1.0), ("b", 2.0)) for lg in langs]  # fmt: skip
+    deltas = [
+        {"target": "t", "condition": c, "lang": lg, "delta": -float(order.index(lg)) * k}
+        for c, k in (("a", 1.0), ("b", 2.0))
+        for lg in langs
+    ]
     rows = analysis.language_correlations(deltas, table)
     syn = {r["condition"]: r for r in rows if r["predictor"] == "syntactic"}
     assert syn["a"]["rho"] == pytest.approx(-1.0) and syn["(pooled)"]["n"] == 12

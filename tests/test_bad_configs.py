@@ -26,8 +26,13 @@ def ve(world: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return {"name": "demo_ve", "shards": world["ve"], "train_split": "train", "val_split": "dev", **changes}
 
 
-def fit(world: dict[str, Any], tmp_path: Path, tasks: list[dict] | None = None, model: dict | None = None,
-        extra: tuple[str, ...] = ()) -> Path:  # fmt: skip
+def fit(
+    world: dict[str, Any],
+    tmp_path: Path,
+    tasks: list[dict] | None = None,
+    model: dict | None = None,
+    extra: tuple[str, ...] = (),
+) -> Path:
     """Run ``train.py fit`` in this process with the demo configs and these overrides; returns the run dir."""
     root = tmp_path / "run"
     config = {
@@ -37,8 +42,9 @@ def fit(world: dict[str, Any], tmp_path: Path, tasks: list[dict] | None = None, 
     }
     path = tmp_path / "run.yaml"
     path.write_text(json.dumps(config))
-    cli_main(["fit", "--config", "configs/base.yaml", "--config", "configs/demo/base.yaml", "--config", str(path),
-              *extra])  # fmt: skip
+    cli_main(
+        ["fit", "--config", "configs/base.yaml", "--config", "configs/demo/base.yaml", "--config", str(path), *extra]
+    )
     return root
 
 
@@ -54,14 +60,26 @@ def fails(world: dict[str, Any], tmp_path: Path, *parts: str, **kwargs: Any) -> 
 
 
 def test_unknown_task(world: dict[str, Any], tmp_path: Path) -> None:
-    message = fails(world, tmp_path, "data.tasks[*].name", "Unknown task 'demo_vee'", "Valid tasks:",
-                    tasks=[ve(world, name="demo_vee")])  # fmt: skip
+    message = fails(
+        world,
+        tmp_path,
+        "data.tasks[*].name",
+        "Unknown task 'demo_vee'",
+        "Valid tasks:",
+        tasks=[ve(world, name="demo_vee")],
+    )
     assert "demo_ve," in message
 
 
 def test_missing_shards_directory(world: dict[str, Any], tmp_path: Path) -> None:
-    fails(world, tmp_path, "data.tasks[demo_ve].shards", "No shard manifest", "python -m shards build",
-          tasks=[ve(world, shards=str(tmp_path / "nowhere"))])  # fmt: skip
+    fails(
+        world,
+        tmp_path,
+        "data.tasks[demo_ve].shards",
+        "No shard manifest",
+        "python -m shards build",
+        tasks=[ve(world, shards=str(tmp_path / "nowhere"))],
+    )
 
 
 def test_missing_shard_file(world: dict[str, Any], tmp_path: Path) -> None:
@@ -70,34 +88,68 @@ def test_missing_shard_file(world: dict[str, Any], tmp_path: Path) -> None:
     copy = tmp_path / "ve"
     shutil.copytree(world["ve"], copy)
     (copy / "train-en-000001.tar").unlink()
-    fails(world, tmp_path, "data.tasks[demo_ve]", "train-en-000001.tar is missing", "python -m shards build",
-          tasks=[ve(world, shards=str(copy))])  # fmt: skip
+    fails(
+        world,
+        tmp_path,
+        "data.tasks[demo_ve]",
+        "train-en-000001.tar is missing",
+        "python -m shards build",
+        tasks=[ve(world, shards=str(copy))],
+    )
 
 
 def test_train_split_typo(world: dict[str, Any], tmp_path: Path) -> None:
-    fails(world, tmp_path, "data.tasks[demo_ve].train_split='trian'", "it has ['dev', 'test', 'train']",
-          tasks=[ve(world, train_split="trian")])  # fmt: skip
+    fails(
+        world,
+        tmp_path,
+        "data.tasks[demo_ve].train_split='trian'",
+        "it has ['dev', 'test', 'train']",
+        tasks=[ve(world, train_split="trian")],
+    )
 
 
 def test_eval_language_typo(world: dict[str, Any], tmp_path: Path) -> None:
-    fails(world, tmp_path, "data.tasks[demo_ve].val_langs", "lang='eng'", "(split/lang)",
-          tasks=[ve(world, val_langs=["eng"])])  # fmt: skip
+    fails(
+        world,
+        tmp_path,
+        "data.tasks[demo_ve].val_langs",
+        "lang='eng'",
+        "(split/lang)",
+        tasks=[ve(world, val_langs=["eng"])],
+    )
 
 
 def test_init_scope_names_a_head_family(world: dict[str, Any], tmp_path: Path) -> None:
-    fails(world, tmp_path, "model.init_scope", "'classification' (a head family", "valid: core, all, or a list of "
-          "['demo_ve']", model={"init_from": world["parent"], "init_scope": ["classification"]})  # fmt: skip
+    fails(
+        world,
+        tmp_path,
+        "model.init_scope",
+        "'classification' (a head family",
+        "valid: core, all, or a list of ['demo_ve']",
+        model={"init_from": world["parent"], "init_scope": ["classification"]},
+    )
 
 
 def test_init_scope_names_a_missing_head(world: dict[str, Any], tmp_path: Path) -> None:
-    fails(world, tmp_path, "model.init_scope names head 'demo_nli'", "['demo_ve']",
-          model={"init_from": world["parent"], "init_scope": ["demo_nli"]})  # fmt: skip
+    fails(
+        world,
+        tmp_path,
+        "model.init_scope names head 'demo_nli'",
+        "['demo_ve']",
+        model={"init_from": world["parent"], "init_scope": ["demo_nli"]},
+    )
 
 
 def test_sampler_weight_for_a_task_not_trained(world: dict[str, Any], tmp_path: Path) -> None:
     eval_only = {"name": "demo_nli", "shards": world["ve"], "test_split": "test", "weight": 0.5}
-    fails(world, tmp_path, "data.tasks[demo_nli].weight", "no train_split", "remove the weight or set train_split",
-          tasks=[ve(world), eval_only])  # fmt: skip
+    fails(
+        world,
+        tmp_path,
+        "data.tasks[demo_nli].weight",
+        "no train_split",
+        "remove the weight or set train_split",
+        tasks=[ve(world), eval_only],
+    )
 
 
 def test_max_length_beyond_position_limit(world: dict[str, Any], tmp_path: Path) -> None:
@@ -112,8 +164,9 @@ def test_max_length_beyond_position_limit(world: dict[str, Any], tmp_path: Path)
         ("model.core.fusion", "single-stream", "single_stream"),
     ],
 )
-def test_parser_typos(world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture, option: str, value: str,
-                      valid: str) -> None:  # fmt: skip
+def test_parser_typos(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture, option: str, value: str, valid: str
+) -> None:
     with pytest.raises(SystemExit):
         fit(world, tmp_path, extra=(f"--{option}", value))
     err = capsys.readouterr().err
@@ -123,8 +176,14 @@ def test_parser_typos(world: dict[str, Any], tmp_path: Path, capsys: pytest.Capt
 
 def test_warmup_steps_and_fraction_both_given(world: dict[str, Any], tmp_path: Path) -> None:
     """base.yaml gives warmup_fraction; adding warmup_steps without nulling it is ambiguous, so it fails."""
-    fails(world, tmp_path, "model.schedule.warmup_steps=3", "model.schedule.warmup_fraction=0.1",
-          "give one and set the other to null", model={"schedule": {"warmup_steps": 3}})  # fmt: skip
+    fails(
+        world,
+        tmp_path,
+        "model.schedule.warmup_steps=3",
+        "model.schedule.warmup_fraction=0.1",
+        "give one and set the other to null",
+        model={"schedule": {"warmup_steps": 3}},
+    )
 
 
 def test_warmup_lengths() -> None:
@@ -145,8 +204,9 @@ def test_warmup_lengths() -> None:
         ("--model.lr", "model.lr is now model.optimizer.lr"),
     ],
 )
-def test_flat_model_key_names_its_new_home(world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture,
-                                           where: str, hint: str) -> None:  # fmt: skip
+def test_flat_model_key_names_its_new_home(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture, where: str, hint: str
+) -> None:
     """A config written before model.core / model.optimizer existed fails at parsing and says where the key went."""
     old = tmp_path / "old.yaml"
     old.write_text(json.dumps({"model": {"text_model": world["text_model"]}}))

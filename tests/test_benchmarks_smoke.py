@@ -39,8 +39,12 @@ def test_gpu_run_dry_run_rehearses_the_whole_plan_on_cpu(tmp_path: Path, capsys:
     results = json.loads(out.read_text())
     assert results["gpu_run"] and results["dry_run"]
     rows = results["gpu"]["rows"]
-    assert [(r["config"], r["compile"]) for r in rows] == [("base", False), ("base", True), ("large", False),
-                                                           ("large", True)]  # fmt: skip
+    assert [(r["config"], r["compile"]) for r in rows] == [
+        ("base", False),
+        ("base", True),
+        ("large", False),
+        ("large", True),
+    ]
     assert all(r["samples_s"] > 0 and r["flops_per_step"] > 0 for r in rows)
     ddp = results["gpu"]["ddp"]
     assert ddp["backend"] == "gloo" and ddp["world_size"] == 2 and ddp["weights_equal"], ddp
@@ -70,13 +74,15 @@ def test_gpu_measure_runs_on_cpu(tmp_path: Path) -> None:
     """The GPU benchmark's code path (real-config reading, FLOP counting, Trainer steps) on tiny shapes."""
     text_model, vision_model = gpu.real_config("large")
     assert (text_model, vision_model.split(".")[0]) == ("xlm-roberta-large", "vit_base_patch16_224")
-    text = gpu.write_text_config(tmp_path, text_model, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                 intermediate_size=64)  # fmt: skip
+    text = gpu.write_text_config(
+        tmp_path, text_model, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     vision = tmp_path / "vision.json"
     tiny = {"img_size": 32, "embed_dim": 32, "depth": 1, "num_heads": 2}
     vision.write_text(json.dumps({"model_name": "vit_tiny_patch16_224", "kwargs": tiny}))
-    fig = gpu.measure(text, str(vision), tmp_path, compile=False, accelerator="cpu", batch=2, tokens=8, image=32,
-                      warmup=1, timed=1)  # fmt: skip
+    fig = gpu.measure(
+        text, str(vision), tmp_path, compile=False, accelerator="cpu", batch=2, tokens=8, image=32, warmup=1, timed=1
+    )
     assert fig["flops_per_step"] > 0 and fig["samples_s"] > 0
     assert gpu.peak_tflops("NVIDIA H100 80GB HBM3") == gpu.peak_tflops("NVIDIA H200") == 989.0
 
@@ -118,10 +124,13 @@ def _jpeg(size: tuple[int, int]) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize(("size", "target", "decoded"), [((1024, 768), 248, (512, 384)), ((512, 384), 248, (512, 384)),
-                                                         ((384, 288), 71, (96, 72))])  # fmt: skip
-def test_draft_decode_scales_down_to_the_resize_short_side_never_below(size: tuple, target: int, decoded: tuple
-                                                                      ) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("size", "target", "decoded"),
+    [((1024, 768), 248, (512, 384)), ((512, 384), 248, (512, 384)), ((384, 288), 71, (96, 72))],
+)
+def test_draft_decode_scales_down_to_the_resize_short_side_never_below(
+    size: tuple, target: int, decoded: tuple
+) -> None:
     from datamodules.pipeline import decode_image
 
     assert decode_image(_jpeg(size), target).size == decoded
@@ -133,9 +142,14 @@ def test_loaders_pin_persist_and_pad_to_multiples_of_8(tmp_path: Path, tiny_mode
     from datamodules.datamodule import TaskData, TransferDataModule
 
     write_task_shards(tmp_path, "demo_ve", {("train", "en"): 8}, max_per_shard=4)
-    dm = TransferDataModule([TaskData("demo_ve", shards=str(tmp_path), train_split="train")],
-                            tokenizer=tiny_model["text_model"], image_config=vision_config(tiny_model["vision_model"]),
-                            batch_size=3, num_workers=1, steps_per_epoch=1)  # fmt: skip
+    dm = TransferDataModule(
+        [TaskData("demo_ve", shards=str(tmp_path), train_split="train")],
+        tokenizer=tiny_model["text_model"],
+        image_config=vision_config(tiny_model["vision_model"]),
+        batch_size=3,
+        num_workers=1,
+        steps_per_epoch=1,
+    )
     loader = dm.train_dataloader().loaders["demo_ve"]
     assert loader.pin_memory and loader.persistent_workers
     assert dm._decoder("demo_ve", strict=False).draft_size == 71  # demo ViT: 64 px / crop_pct 0.9
@@ -148,7 +162,12 @@ def test_startup_times_commands_side_by_side() -> None:
 
     from benchmarks import startup
 
-    got = startup._pair({"a": ([sys.executable, "-c", "pass"], startup._env()),
-                         "b": ([sys.executable, "-c", "import json"], startup._env())}, repeats=2)  # fmt: skip
+    got = startup._pair(
+        {
+            "a": ([sys.executable, "-c", "pass"], startup._env()),
+            "b": ([sys.executable, "-c", "import json"], startup._env()),
+        },
+        repeats=2,
+    )
     assert set(got) == {"a", "b"} and all(v["wall_s"] > 0 and v["cpu_s"] >= 0 for v in got.values())
     assert "startup" in run_all.BENCHMARKS

@@ -36,8 +36,15 @@ def finished_run(demo_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
         return rewrite(paths)
 
     monkeypatch.setattr(train, "keep_weights_only", measured)
-    train.cli_main(train_args("fit", "--trainer.max_steps=4", "--data.steps_per_epoch=2", "--test_after_fit=true",
-                              f"--trainer.default_root_dir={root}"))  # fmt: skip
+    train.cli_main(
+        train_args(
+            "fit",
+            "--trainer.max_steps=4",
+            "--data.steps_per_epoch=2",
+            "--test_after_fit=true",
+            f"--trainer.default_root_dir={root}",
+        )
+    )
     return root, before
 
 
@@ -71,18 +78,33 @@ def test_init_from_a_weights_only_checkpoint(finished_run: tuple[Path, dict[str,
     root, _ = finished_run
     final = json.loads((root / "finished.json").read_text())["final_ckpt"]
     child = demo_cwd / "runs" / "child"
-    train.cli_main(train_args("fit", "--trainer.max_steps=1", "--data.steps_per_epoch=1",
-                              f"--trainer.default_root_dir={child}", f"--model.init_from={final}"))  # fmt: skip
+    train.cli_main(
+        train_args(
+            "fit",
+            "--trainer.max_steps=1",
+            "--data.steps_per_epoch=1",
+            f"--trainer.default_root_dir={child}",
+            f"--model.init_from={final}",
+        )
+    )
     parent = torch.load(child / "checkpoints" / "last.ckpt", weights_only=True)["lineage"]["parent"]
     assert (parent["path"], parent["step"], parent["final"]) == (final, 4, True), parent
 
 
-def test_resuming_a_finished_run_is_refused(finished_run: tuple[Path, dict[str, int]],
-                                            capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_resuming_a_finished_run_is_refused(
+    finished_run: tuple[Path, dict[str, int]], capsys: pytest.CaptureFixture
+) -> None:
     root, _ = finished_run
     shutil.copy(root / "finished.json", root / "finished.before")
-    code = train.main(train_args("fit", "--ckpt_path=last", "--trainer.max_steps=6", "--data.steps_per_epoch=2",
-                                 f"--trainer.default_root_dir={root}"))  # fmt: skip
+    code = train.main(
+        train_args(
+            "fit",
+            "--ckpt_path=last",
+            "--trainer.max_steps=6",
+            "--data.steps_per_epoch=2",
+            f"--trainer.default_root_dir={root}",
+        )
+    )
     err = capsys.readouterr().err
     assert code == 1 and "kept the weights only (no optimizer state): nothing to resume" in err, err
     assert "--model.init_from=" in err and "last.ckpt" in err

@@ -24,8 +24,16 @@ from lightning_modules.weights import CheckpointFileError, check_checkpoint_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-DEMO = ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "demo/base.yaml"), "--config",
-        str(CONFIGS / "demo/target_ve.yaml"), "--data.num_workers", "0"]  # fmt: skip
+DEMO = [
+    "--config",
+    str(CONFIGS / "base.yaml"),
+    "--config",
+    str(CONFIGS / "demo/base.yaml"),
+    "--config",
+    str(CONFIGS / "demo/target_ve.yaml"),
+    "--data.num_workers",
+    "0",
+]
 NO_LOGGER = ["--trainer.logger", "false"]
 
 
@@ -62,8 +70,9 @@ def assert_short(err: str, *parts: str) -> None:
         ("--data.max_length", "60", "data.max_length=60: must be a positive multiple of 8"),
     ],
 )
-def test_range_error_is_a_few_lines(demo_cwd: Path, capsys: pytest.CaptureFixture, key: str, value: str,
-                                    message: str) -> None:  # fmt: skip
+def test_range_error_is_a_few_lines(
+    demo_cwd: Path, capsys: pytest.CaptureFixture, key: str, value: str, message: str
+) -> None:
     """Each arrived as the last line of a 50-65-line traceback."""
     code, err = run(["fit", *DEMO, *NO_LOGGER, key, value], capsys)
     assert code == 2
@@ -72,9 +81,14 @@ def test_range_error_is_a_few_lines(demo_cwd: Path, capsys: pytest.CaptureFixtur
 
 def test_range_error_from_the_command_line(demo_cwd: Path) -> None:
     """The same through ``python train.py``: exit code 2 and no traceback."""
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", *DEMO, *NO_LOGGER, "--model.optimizer.lr",
-                           "-1"], cwd=demo_cwd, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "fit", *DEMO, *NO_LOGGER, "--model.optimizer.lr", "-1"],
+        cwd=demo_cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert_short(proc.stderr, "train.py: model.optimizer.lr=-1.0: out of range, must be > 0", "MMSTILTS_DEBUG=1")
 
@@ -106,8 +120,9 @@ def truncated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("flag", ["--model.init_from", "--ckpt_path"])
-def test_truncated_checkpoint_names_key_and_path(demo_cwd: Path, truncated: Path, capsys: pytest.CaptureFixture,
-                                                 flag: str) -> None:  # fmt: skip
+def test_truncated_checkpoint_names_key_and_path(
+    demo_cwd: Path, truncated: Path, capsys: pytest.CaptureFixture, flag: str
+) -> None:
     """Before: torch's zip-reader error (`failed finding central directory`), the path nowhere for init_from."""
     code, err = run(["fit", *DEMO, *NO_LOGGER, flag, str(truncated)], capsys)
     assert code == 1
@@ -126,9 +141,9 @@ def test_checkpoint_file_check(tmp_path: Path) -> None:
 
 
 # -- the run folder: read-only, full --------------------------------------------------------------------------------
-def test_read_only_run_folder_names_the_file_and_the_fix(demo_cwd: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_read_only_run_folder_names_the_file_and_the_fix(
+    demo_cwd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """Before: ``OSError ... wandb_id.txt`` at the end of a traceback. chmod does not bind root: there the OS error
     a read-only folder gives is raised by the write itself."""
     root = tmp_path / "ro_run"
@@ -159,10 +174,26 @@ def _file_size_limit(limit: int) -> None:
 
 def test_full_disk_names_the_file(demo_cwd: Path) -> None:
     """A file-size limit stands in for a full disk: ``OSError: [Errno 27] File too large`` named no path."""
-    cmd = [sys.executable, str(ROOT / "train.py"), "fit", *DEMO, *NO_LOGGER, "--trainer.max_steps", "2",
-           "--name", "full"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=demo_cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300,
-                          preexec_fn=lambda: _file_size_limit(100_000))  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "fit",
+        *DEMO,
+        *NO_LOGGER,
+        "--trainer.max_steps",
+        "2",
+        "--name",
+        "full",
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=demo_cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: _file_size_limit(100_000),
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     checkpoint = demo_cwd / "runs" / "full" / "checkpoints" / "last.ckpt"
     assert_short(proc.stderr, f"train.py: {checkpoint}: File too large (errno 27)", "ulimit -f", "df -h")
@@ -183,8 +214,10 @@ def test_no_wandb_login_says_how_to_log(demo_cwd: Path, tmp_path: Path) -> None:
 def test_atomic_write_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "outcomes.jsonl"
     atomic_write_text(target, "old\n")
-    script = ("import os, sys; from contracts.files import atomic_open\nwith atomic_open(sys.argv[1]) as f:\n"
-              "    f.write('new\\n' * 1000); f.flush(); os._exit(9)\n")  # fmt: skip
+    script = (
+        "import os, sys; from contracts.files import atomic_open\nwith atomic_open(sys.argv[1]) as f:\n"
+        "    f.write('new\\n' * 1000); f.flush(); os._exit(9)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script, str(target)], env=subprocess_env(), timeout=60)
     assert proc.returncode == 9
     assert target.read_text() == "old\n"
@@ -194,8 +227,9 @@ def test_atomic_write_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> No
     assert not (tmp_path / "results.json").exists() and not list(tmp_path.glob(".results.json.tmp-*"))
 
 
-def test_test_run_dying_mid_outcomes_leaves_no_results_json(demo_cwd: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_test_run_dying_mid_outcomes_leaves_no_results_json(
+    demo_cwd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from contracts import outcomes
 
     lines = outcomes.outcome_lines

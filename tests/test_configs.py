@@ -63,8 +63,13 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterato
 
 @pytest.fixture(scope="module")
 def parser(workdir: Path) -> Any:
-    cli = ParseOnlyCLI(TransferModule, TransferDataModule, run=False, parser_kwargs={"parser_mode": "yaml"},
-                       args=["--config", str(BASE)])  # fmt: skip
+    cli = ParseOnlyCLI(
+        TransferModule,
+        TransferDataModule,
+        run=False,
+        parser_kwargs={"parser_mode": "yaml"},
+        args=["--config", str(BASE)],
+    )
     return cli.parser
 
 

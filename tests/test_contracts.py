@@ -27,8 +27,12 @@ def renamed(cls: type, old: str, new: str) -> type:
     return dataclasses.make_dataclass(f"Renamed{cls.__name__}", fields)
 
 
-CASES = [(Optimizer, "lr", -1.0), (Schedule, "warmup_steps", -5), (Freezing, "text_layers", -1),
-         (TaskData, "batch_size", 0)]
+CASES = [
+    (Optimizer, "lr", -1.0),
+    (Schedule, "warmup_steps", -5),
+    (Freezing, "text_layers", -1),
+    (TaskData, "batch_size", 0),
+]
 
 
 @pytest.mark.parametrize(("cls", "old", "bad"), CASES)

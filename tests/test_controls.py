@@ -18,8 +18,13 @@ def _samples(n: int, seed: int = 0) -> list[dict]:
     out = []
     for i in range(n):
         answer = rng.choice(["red", "red", "blue", "yes"])  # skewed: the distribution must survive exactly
-        out.append({"__key__": f"k{i}", "images": {"jpg": f"picture-{i}"},
-                    "json": {"text": f"question {i}", "labels": [hash(answer) % 7], "scores": [1.0], "answer": answer}})
+        out.append(
+            {
+                "__key__": f"k{i}",
+                "images": {"jpg": f"picture-{i}"},
+                "json": {"text": f"question {i}", "labels": [hash(answer) % 7], "scores": [1.0], "answer": answer},
+            }
+        )
     return out
 
 
@@ -33,7 +38,10 @@ def test_shuffle_keeps_distribution_and_breaks_pairing() -> None:
         assert Counter(s["json"]["answer"] for s in out) == Counter(s["json"]["answer"] for s in batch)
         for before, after in zip(batch, out):
             assert (after["__key__"], after["images"], after["json"]["text"]) == (
-                before["__key__"], before["images"], before["json"]["text"])  # fmt: skip
+                before["__key__"],
+                before["images"],
+                before["json"]["text"],
+            )
             # answer, labels and scores move together
             assert after["json"]["labels"] == [hash(after["json"]["answer"]) % 7]
             kept += after["json"]["answer"] == before["json"]["answer"]
@@ -44,8 +52,10 @@ def test_shuffle_keeps_distribution_and_breaks_pairing() -> None:
 
 def test_same_seed_same_permutation_other_seed_differs() -> None:
     samples = _samples(64)
-    labels = [[s["json"]["answer"] for s in permute_targets(samples, ("answer",), random.Random(f"s{seed}"))]
-              for seed in (1, 1, 2)]  # fmt: skip
+    labels = [
+        [s["json"]["answer"] for s in permute_targets(samples, ("answer",), random.Random(f"s{seed}"))]
+        for seed in (1, 1, 2)
+    ]
     assert labels[0] == labels[1] != labels[2]
 
 
@@ -57,9 +67,16 @@ def test_family_without_movable_labels_is_refused() -> None:
 def test_datamodule_shuffles_training_batches_only(demo_dir: Path, tiny_model: dict[str, str], tmp_path: Path) -> None:
     def batches(shuffle: bool) -> list[dict]:
         task = TaskData("demo_ve", str(demo_dir / "demo_ve"), train_split="train", shuffle_labels=shuffle)
-        dm = TransferDataModule([task], tokenizer=tiny_model["text_model"],
-                                image_config=vision_config(tiny_model["vision_model"]), batch_size=16, num_workers=0,
-                                steps_per_epoch=4, shuffle_buffer=8, pin_memory=False)  # fmt: skip
+        dm = TransferDataModule(
+            [task],
+            tokenizer=tiny_model["text_model"],
+            image_config=vision_config(tiny_model["vision_model"]),
+            batch_size=16,
+            num_workers=0,
+            steps_per_epoch=4,
+            shuffle_buffer=8,
+            pin_memory=False,
+        )
         loader = dm.train_dataloader().loaders["demo_ve"]
         it = iter(loader)
         return [next(it) for _ in range(4)], dm
@@ -73,5 +90,7 @@ def test_datamodule_shuffles_training_batches_only(demo_dir: Path, tiny_model: d
         same += int((a["labels"] == b["labels"]).sum())
     assert same < 0.6 * 64
     with pytest.raises(ValueError, match="shuffle_labels"):
-        TransferDataModule([TaskData("demo_qa", str(demo_dir / "demo_qa"), train_split="train", shuffle_labels=True)],
-                           tokenizer=tiny_model["text_model"])  # fmt: skip
+        TransferDataModule(
+            [TaskData("demo_qa", str(demo_dir / "demo_qa"), train_split="train", shuffle_labels=True)],
+            tokenizer=tiny_model["text_model"],
+        )

@@ -123,8 +123,16 @@ def keys_and_skips(batch: list[dict]) -> dict:
 def test_training_skips_and_counts(ve_dir: Path, reason: str) -> None:
     shard, bad_key = corrupt(ve_dir, reason)
     urls = [str(p) for p in select_shards(ve_dir, "train")]
-    pipe = train_pipeline(urls, collate=keys_and_skips, batch_size=3, decoder=decoder(strict=False), seed=0, rank=0,
-                          world_size=1, shuffle_buffer=8)  # fmt: skip
+    pipe = train_pipeline(
+        urls,
+        collate=keys_and_skips,
+        batch_size=3,
+        decoder=decoder(strict=False),
+        seed=0,
+        rank=0,
+        world_size=1,
+        shuffle_buffer=8,
+    )
     skipped: Counter[str] = Counter()
     seen: Counter[str] = Counter()
     batches = 0
@@ -145,8 +153,15 @@ def test_evaluation_error_names_shard_and_key(ve_dir: Path, reason: str) -> None
     manifest = json.loads((ve_dir / "manifest.json").read_text())
     expected = {str(ve_dir / s["file"]): s["count"] for s in manifest["shards"]}
     urls = [str(p) for p in select_shards(ve_dir, "test")]
-    pipe = eval_pipeline(urls, collate=keys_and_skips, batch_size=3, decoder=decoder(strict=True), rank=0,
-                         world_size=1, expected=expected)  # fmt: skip
+    pipe = eval_pipeline(
+        urls,
+        collate=keys_and_skips,
+        batch_size=3,
+        decoder=decoder(strict=True),
+        rank=0,
+        world_size=1,
+        expected=expected,
+    )
     with pytest.raises(DataError) as info:
         list(pipe)
     message = str(info.value)
@@ -184,15 +199,31 @@ def test_fit_logs_skip_counts(ve_dir: Path, tiny_model: dict[str, str], tmp_path
     shards = select_shards(ve_dir, "train")
     write_tar(shards[0], _bad_image(read_tar(shards[0])))
     write_tar(shards[2], _bad_label(read_tar(shards[2])))
-    dm = TransferDataModule([TaskData("demo_ve", str(ve_dir), train_split="train")], tokenizer=tiny_model["text_model"],
-                            image_config=vision_config(tiny_model["vision_model"]), batch_size=2, num_workers=0,
-                            steps_per_epoch=6, shuffle_buffer=4, pin_memory=False)  # fmt: skip
-    model = TransferModule(CoreConfig(tiny_model["text_model"], tiny_model["vision_model"], pretrained=False),
-                           tasks=dm.task_info, max_steps=12)  # fmt: skip
-    trainer = pl.Trainer(accelerator="cpu", max_steps=12, logger=CSVLogger(tmp_path, name="csv"), limit_val_batches=0,
-                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)  # fmt: skip
+    dm = TransferDataModule(
+        [TaskData("demo_ve", str(ve_dir), train_split="train")],
+        tokenizer=tiny_model["text_model"],
+        image_config=vision_config(tiny_model["vision_model"]),
+        batch_size=2,
+        num_workers=0,
+        steps_per_epoch=6,
+        shuffle_buffer=4,
+        pin_memory=False,
+    )
+    model = TransferModule(
+        CoreConfig(tiny_model["text_model"], tiny_model["vision_model"], pretrained=False),
+        tasks=dm.task_info,
+        max_steps=12,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=12,
+        logger=CSVLogger(tmp_path, name="csv"),
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 12
     metrics = (Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"data/skipped/bad_image", "data/skipped/bad_label"} <= set(metrics), metrics
-

@@ -54,11 +54,14 @@ def _start(cwd: Path, demo_dir: Path, data: dict[str, Any], *overrides: str) -> 
     (cwd / "data" / "demo").symlink_to(demo_dir)
     config = {
         "trainer": {
-            "accelerator": "cpu", "devices": 2, "strategy": "ddp", "enable_model_summary": False,
+            "accelerator": "cpu",
+            "devices": 2,
+            "strategy": "ddp",
+            "enable_model_summary": False,
             "logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}],
         },
         "data": {"num_workers": 0, "batch_size": 8, "eval_batch_size": 24, **data},
-    }  # fmt: skip
+    }
     (cwd / "ddp.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, str(ROOT / "train.py"), "fit"]
     for c in (CONFIGS / "base.yaml", CONFIGS / "demo" / "base.yaml", cwd / "ddp.yaml"):
@@ -96,11 +99,31 @@ def ranks(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> dict[str,
     multi, single = tmp_path_factory.mktemp("multi"), tmp_path_factory.mktemp("single")
     seed = _seed_covering([t["name"] for t in MULTI_TASKS], STEPS)
     procs = {
-        "multi": (multi, _start(multi, demo_dir, {"tasks": MULTI_TASKS, "sampler": "uniform", "steps_per_epoch": STEPS},
-                                "--trainer.max_steps", str(STEPS), "--seed_everything", str(seed))),
-        "single": (single, _start(single, demo_dir, {"tasks": MULTI_TASKS[:1], "steps_per_epoch": 3},
-                                  "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0")),
-    }  # fmt: skip
+        "multi": (
+            multi,
+            _start(
+                multi,
+                demo_dir,
+                {"tasks": MULTI_TASKS, "sampler": "uniform", "steps_per_epoch": STEPS},
+                "--trainer.max_steps",
+                str(STEPS),
+                "--seed_everything",
+                str(seed),
+            ),
+        ),
+        "single": (
+            single,
+            _start(
+                single,
+                demo_dir,
+                {"tasks": MULTI_TASKS[:1], "steps_per_epoch": 3},
+                "--trainer.max_steps",
+                "3",
+                "--trainer.limit_val_batches",
+                "0",
+            ),
+        ),
+    }
     deadline = time.monotonic() + TIMEOUT_S
     try:
         return {name: _finish(proc, cwd, deadline) for name, (cwd, proc) in procs.items()}

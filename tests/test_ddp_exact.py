@@ -27,8 +27,11 @@ TEST_SIZES = {"en": 3, "de": 7, "es": 11}
 def build_world(out: Path) -> dict[str, str]:
     from conftest import write_task_shards
 
-    write_task_shards(out / "ve", "demo_ve", {("train", "en"): 10, ("dev", "en"): 5,
-                                              **{("test", lang): n for lang, n in TEST_SIZES.items()}})  # fmt: skip
+    write_task_shards(
+        out / "ve",
+        "demo_ve",
+        {("train", "en"): 10, ("dev", "en"): 5, **{("test", lang): n for lang, n in TEST_SIZES.items()}},
+    )
     write_task_shards(out / "nli", "demo_nli", {("train", "en"): 20})  # 5 shards: 3 + 2 per rank
     return {"ve": str(out / "ve"), "nli": str(out / "nli")}
 
@@ -38,19 +41,35 @@ def make_datamodule(args: dict[str, Any]) -> Any:
 
     from datamodules.datamodule import TaskData, TransferDataModule
 
-    tasks = [TaskData("demo_ve", args["ve"], train_split="train", val_split="dev", test_split="test"),
-             TaskData("demo_nli", args["nli"], train_split="train")]  # fmt: skip
-    return TransferDataModule(tasks, tokenizer=args["text_model"], image_config=vision_config(args["vision_model"]),
-                              batch_size=2,
-                              eval_batch_size=2, num_workers=0, steps_per_epoch=STEPS_PER_EPOCH, sampler="uniform",
-                              seed=2, shuffle_buffer=4, pin_memory=False)  # fmt: skip
+    tasks = [
+        TaskData("demo_ve", args["ve"], train_split="train", val_split="dev", test_split="test"),
+        TaskData("demo_nli", args["nli"], train_split="train"),
+    ]
+    return TransferDataModule(
+        tasks,
+        tokenizer=args["text_model"],
+        image_config=vision_config(args["vision_model"]),
+        batch_size=2,
+        eval_batch_size=2,
+        num_workers=0,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        sampler="uniform",
+        seed=2,
+        shuffle_buffer=4,
+        pin_memory=False,
+    )
 
 
 def make_model(args: dict[str, Any], dm: Any) -> Any:
     from lightning_modules.module import CoreConfig, TransferModule
 
-    return TransferModule(CoreConfig(args["text_model"], args["vision_model"], pretrained=False), tasks=dm.task_info,
-                          evaluation=dm.evaluation, max_steps=MAX_STEPS, optimizer={"lr": 1e-3})  # fmt: skip
+    return TransferModule(
+        CoreConfig(args["text_model"], args["vision_model"], pretrained=False),
+        tasks=dm.task_info,
+        evaluation=dm.evaluation,
+        max_steps=MAX_STEPS,
+        optimizer={"lr": 1e-3},
+    )
 
 
 def trainer(devices: int, callbacks: list, root: str, model: Any = None) -> Any:
@@ -58,9 +77,18 @@ def trainer(devices: int, callbacks: list, root: str, model: Any = None) -> Any:
     from lightning.pytorch.strategies import DDPStrategy
 
     strategy = DDPStrategy(**model.ddp_options()) if devices > 1 else "auto"
-    return pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy,
-                      max_steps=MAX_STEPS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, default_root_dir=root, callbacks=callbacks)  # fmt: skip
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy=strategy,
+        max_steps=MAX_STEPS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        callbacks=callbacks,
+    )
 
 
 def run_ddp(args: dict[str, Any]) -> None:
@@ -76,8 +104,9 @@ def run_ddp(args: dict[str, Any]) -> None:
         def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             self.tasks.append(batch["task"])
 
-        def on_test_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int,
-                              dataloader_idx: int = 0) -> None:  # fmt: skip
+        def on_test_batch_end(
+            self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        ) -> None:
             self.test_keys.setdefault(dataloader_idx, []).extend(batch["keys"])
 
     record = Record()
@@ -88,9 +117,13 @@ def run_ddp(args: dict[str, Any]) -> None:
     tr.test(model, datamodule=dm, verbose=False)
     names = [f"{task}/{lang}" for task, lang in dm.eval_names("test")]
     result = {
-        "rank": tr.global_rank, "world_size": tr.world_size, "global_step": tr.global_step, "tasks": record.tasks,
-        "test_keys": {names[i]: keys for i, keys in record.test_keys.items()}, "rows": model.test_rows,
-    }  # fmt: skip
+        "rank": tr.global_rank,
+        "world_size": tr.world_size,
+        "global_step": tr.global_step,
+        "tasks": record.tasks,
+        "test_keys": {names[i]: keys for i, keys in record.test_keys.items()},
+        "rows": model.test_rows,
+    }
     Path(args["out"], f"rank{tr.global_rank}.json").write_text(json.dumps(result))
     if tr.global_rank == 0:
         torch.save(model.state_dict(), Path(args["out"], "model.pt"))
@@ -148,8 +181,9 @@ def test_ddp_metric_equals_single_process(ddp_run: dict[str, Any], tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_spawned_workers_read_disjoint_shards(tmp_path: Path, tiny_model: dict[str, str],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_spawned_workers_read_disjoint_shards(
+    tmp_path: Path, tiny_model: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Lightning sets WORLD_SIZE but not RANK; spawned workers see neither the trainer nor a process group."""
     from conftest import write_task_shards
 
@@ -158,9 +192,15 @@ def test_spawned_workers_read_disjoint_shards(tmp_path: Path, tiny_model: dict[s
     write_task_shards(tmp_path / "nli", "demo_nli", {("test", "en"): 22})  # 6 shards: 3 per rank, 2 workers each
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("RANK", raising=False)
-    dm = TransferDataModule([TaskData("demo_nli", str(tmp_path / "nli"), test_split="test")],
-                            tokenizer=tiny_model["text_model"], eval_batch_size=2, eval_num_workers=2,
-                            multiprocessing_context="spawn", pin_memory=False, persistent_workers=False)  # fmt: skip
+    dm = TransferDataModule(
+        [TaskData("demo_nli", str(tmp_path / "nli"), test_split="test")],
+        tokenizer=tiny_model["text_model"],
+        eval_batch_size=2,
+        eval_num_workers=2,
+        multiprocessing_context="spawn",
+        pin_memory=False,
+        persistent_workers=False,
+    )
     seen = []
     for rank in range(2):
         dm.trainer = SimpleNamespace(global_rank=rank, world_size=2, accumulate_grad_batches=1)

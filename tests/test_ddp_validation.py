@@ -35,25 +35,48 @@ def make_datamodule(args: dict[str, Any]) -> Any:
     from datamodules.datamodule import TaskData, TransferDataModule
 
     task = TaskData("demo_ve", args["ve"], train_split="train", val_split="dev", val_langs=args["val_langs"])
-    return TransferDataModule([task], tokenizer=args["text_model"], image_config=vision_config(args["vision_model"]),
-                              batch_size=2, eval_batch_size=2, num_workers=0, steps_per_epoch=STEPS_PER_EPOCH,
-                              seed=1, shuffle_buffer=4, pin_memory=False)  # fmt: skip
+    return TransferDataModule(
+        [task],
+        tokenizer=args["text_model"],
+        image_config=vision_config(args["vision_model"]),
+        batch_size=2,
+        eval_batch_size=2,
+        num_workers=0,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        seed=1,
+        shuffle_buffer=4,
+        pin_memory=False,
+    )
 
 
 def make_model(args: dict[str, Any], dm: Any) -> Any:
     from lightning_modules.module import CoreConfig, TransferModule
 
-    return TransferModule(CoreConfig(args["text_model"], args["vision_model"], pretrained=False), tasks=dm.task_info,
-                          evaluation=dm.evaluation, max_steps=MAX_STEPS, optimizer={"lr": 1e-3})  # fmt: skip
+    return TransferModule(
+        CoreConfig(args["text_model"], args["vision_model"], pretrained=False),
+        tasks=dm.task_info,
+        evaluation=dm.evaluation,
+        max_steps=MAX_STEPS,
+        optimizer={"lr": 1e-3},
+    )
 
 
 def make_trainer(devices: int, callbacks: list, root: str) -> Any:
     import lightning.pytorch as pl
 
-    return pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                      max_steps=MAX_STEPS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, default_root_dir=root, callbacks=callbacks,
-                      num_sanity_val_steps=0)  # fmt: skip
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        max_steps=MAX_STEPS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+    )
 
 
 def run_script(mode: str, args: dict[str, Any]) -> None:
@@ -92,8 +115,16 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: dict[str, str]) 
     from conftest import write_task_shards
 
     out = tmp_path_factory.mktemp("ddpval")
-    write_task_shards(out / "ve", "demo_ve", {("train", "en"): 10, ("test", "en"): 3, ("test", "de"): 5,
-                                              **{("dev", lang): n for lang, n in DEV_SIZES.items()}})  # fmt: skip
+    write_task_shards(
+        out / "ve",
+        "demo_ve",
+        {
+            ("train", "en"): 10,
+            ("test", "en"): 3,
+            ("test", "de"): 5,
+            **{("dev", lang): n for lang, n in DEV_SIZES.items()},
+        },
+    )
     return {"ve": str(out / "ve"), **tiny_model}
 
 
@@ -103,8 +134,9 @@ def script(mode: str, args: dict[str, Any]) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("val_langs", [["en"], list(DEV_SIZES)], ids=["one_set_rank1_empty", "three_sets"])
-def test_fit_validates_with_a_rank_without_dev_shards(world: dict[str, str], tmp_path: Path,
-                                                      val_langs: list[str]) -> None:  # fmt: skip
+def test_fit_validates_with_a_rank_without_dev_shards(
+    world: dict[str, str], tmp_path: Path, val_langs: list[str]
+) -> None:
     """Dev sets of 1, 2 and 3 shards on 2 ranks (rank 1 has no English dev shard; with English only it validates
     on nothing at all): fit ends, both ranks log the same scores, equal to a single-process validate."""
     import torch
@@ -115,7 +147,8 @@ def test_fit_validates_with_a_rank_without_dev_shards(world: dict[str, str], tmp
     ddp = [json.loads((tmp_path / f"val{r}.json").read_text()) for r in range(2)]
     assert ddp[0] == ddp[1], "ranks logged different validation scores"
     assert {k: v for k, v in ddp[0].items() if k.endswith("/count")} == {
-        f"val/demo_ve/{lang}/count": float(DEV_SIZES[lang]) for lang in val_langs}  # fmt: skip
+        f"val/demo_ve/{lang}/count": float(DEV_SIZES[lang]) for lang in val_langs
+    }
 
     dm = make_datamodule(args)
     model = make_model(args, dm)
@@ -136,11 +169,25 @@ def test_demo_fit_on_two_ranks_with_one_dev_shard_ends(world: dict[str, str], tm
     assert len(select_shards(world["ve"], "dev", lang="en")) == 1
     tasks = f"[{{name: demo_ve, shards: {world['ve']}, train_split: train, val_split: dev, test_split: test}}]"
     configs = [f"--config={REPO / c}" for c in ("configs/base.yaml", "configs/demo/base.yaml")]
-    cmd = [sys.executable, str(REPO / "train.py"), "fit", *configs, "--name=demo-target-ve", "--phase=target",
-           f"--model.core.text_model={world['text_model']}", f"--model.core.vision_model={world['vision_model']}",
-           f"--data.tasks={tasks}", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-           "--trainer.max_steps=20", "--data.steps_per_epoch=10", "--test_after_fit=true", "--data.num_workers=0",
-           "--data.batch_size=4"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "fit",
+        *configs,
+        "--name=demo-target-ve",
+        "--phase=target",
+        f"--model.core.text_model={world['text_model']}",
+        f"--model.core.vision_model={world['vision_model']}",
+        f"--data.tasks={tasks}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--trainer.max_steps=20",
+        "--data.steps_per_epoch=10",
+        "--test_after_fit=true",
+        "--data.num_workers=0",
+        "--data.batch_size=4",
+    ]
     done = run_process_group(cmd, tmp_path, subprocess_env(), TIMEOUT_S, "2-rank demo fit")
     assert done.returncode == 0, done.stdout[-4000:]
     root = tmp_path / "runs" / "demo-target-ve"
@@ -156,7 +203,8 @@ def test_collective_timeout_names_stage_and_rank(world: dict[str, str], tmp_path
     done = run_process_group(script("hang", args), REPO, subprocess_env(), TIMEOUT_S, "collective timeout run")
     assert done.returncode != 0
     assert "rank 0 of 2: a collective operation timed out after 60 s during stage 'validate'" in done.stdout, (
-        done.stdout[-4000:])
+        done.stdout[-4000:]
+    )
 
 
 @pytest.mark.slow

@@ -63,8 +63,10 @@ def test_shipped_demo_study_is_valid() -> None:
     study = study_mod.load_study(REPO / "configs" / "studies" / "demo.yaml")
     assert set(study.conditions) == {"none", "nli", "nlvr", "translate_train", "nlvr_shuffled"}
     assert set(study.targets) == {"demo_ve", "demo_vqa"}
-    assert {n: c.control for n, c in study.conditions.items() if c.control} == {"translate_train": "positive",
-                                                                               "nlvr_shuffled": "negative"}
+    assert {n: c.control for n, c in study.conditions.items() if c.control} == {
+        "translate_train": "positive",
+        "nlvr_shuffled": "negative",
+    }
     assert (study.budget.intermediate_steps, study.budget.batch_size) == (150, 32)
     assert study.start is not None and len(study.seeds) == 2
     assert all((REPO / c).is_file() for c in study.config_files())
@@ -111,7 +113,10 @@ def test_tiny_demo_study_reports_and_resumes(tiny_study: Path, capsys: pytest.Ca
     assert "nli" in md and "demo_ve" in md and md in second
     # per-sample outcomes of the real runs pair up: nli vs none tested on en, avg_xling, avg_all
     assert {(t["condition"], t["lang"]) for t in payload["significance"]} == {
-        ("nli", "en"), ("nli", "avg_xling"), ("nli", "avg_all")}  # fmt: skip
+        ("nli", "en"),
+        ("nli", "avg_xling"),
+        ("nli", "avg_all"),
+    }
     assert all(t["n_items"] > 0 and t["correction"] == "holm" for t in payload["significance"])
     assert "## Significance" in md and second.index("power (from the baseline") < second.index("[1/")
     assert (out / "study_heatmap.png").stat().st_size > 0

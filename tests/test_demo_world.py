@@ -176,8 +176,17 @@ def test_scores_by_kind_reads_a_runs_outcomes(tmp_path: Path, capsys: pytest.Cap
     from shards.demo.rules import main, scores_by_kind
 
     items = DEMO_TASKS["demo_vqa"].make_items(random.Random("0/demo_vqa/test"), 24, "test")
-    lines = [{"task": "demo_vqa", "lang": "en", "key": f"test-en-{i:06d}", "key_hash": i, "total": 1.0,
-              "score": float(item["question"][0] == "q_count")} for i, item in enumerate(items)]  # fmt: skip
+    lines = [
+        {
+            "task": "demo_vqa",
+            "lang": "en",
+            "key": f"test-en-{i:06d}",
+            "key_hash": i,
+            "total": 1.0,
+            "score": float(item["question"][0] == "q_count"),
+        }
+        for i, item in enumerate(items)
+    ]
     path = tmp_path / "outcomes.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     kinds = scores_by_kind(path, size="small")

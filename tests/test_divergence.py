@@ -21,14 +21,30 @@ TIMEOUT_S = 240
 def test_huge_learning_rate_fails_the_run_and_reports_nothing(demo_cwd: Path) -> None:
     root = demo_cwd / "runs" / "diverged"
     configs = [a for config in CONFIGS for a in ("--config", str(config))]
-    args = [*configs, "--model.optimizer.lr=1000", "--trainer.max_steps=8", "--data.steps_per_epoch=4",
-            "--test_after_fit=true", "--data.num_workers=0", "--data.eval_num_workers=0", "--trainer.logger=false",
-            f"--trainer.default_root_dir={root}"]  # fmt: skip
-    done = run_process_group([sys.executable, str(REPO / "train.py"), "fit", *args], demo_cwd, subprocess_env(),
-                             TIMEOUT_S, "train.py fit with lr 1000")  # fmt: skip
+    args = [
+        *configs,
+        "--model.optimizer.lr=1000",
+        "--trainer.max_steps=8",
+        "--data.steps_per_epoch=4",
+        "--test_after_fit=true",
+        "--data.num_workers=0",
+        "--data.eval_num_workers=0",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={root}",
+    ]
+    done = run_process_group(
+        [sys.executable, str(REPO / "train.py"), "fit", *args],
+        demo_cwd,
+        subprocess_env(),
+        TIMEOUT_S,
+        "train.py fit with lr 1000",
+    )
     assert done.returncode != 0, done.stdout[-3000:]
-    match = re.search(r"Training diverged at step (\d+) \(task demo_ve\): the training loss is (nan|inf)\. Learning "
-                      r"rate: model\.optimizer\.lr=1000 ", done.stdout)  # fmt: skip
+    match = re.search(
+        r"Training diverged at step (\d+) \(task demo_ve\): the training loss is (nan|inf)\. Learning "
+        r"rate: model\.optimizer\.lr=1000 ",
+        done.stdout,
+    )
     assert match, done.stdout[-3000:]
     assert not (root / "finished.json").exists(), "a diverged run must not look finished to the study runner"
     assert not (root / "results.json").exists() and not (root / "results.md").exists()

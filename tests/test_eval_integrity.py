@@ -17,8 +17,18 @@ from datamodules.datamodule import TaskData, TransferDataModule
 from datamodules.pipeline import DataError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-DEMO = ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "demo/base.yaml"), "--config",
-        str(CONFIGS / "demo/target_ve.yaml"), "--data.num_workers", "0", "--trainer.logger", "false"]  # fmt: skip
+DEMO = [
+    "--config",
+    str(CONFIGS / "base.yaml"),
+    "--config",
+    str(CONFIGS / "demo/base.yaml"),
+    "--config",
+    str(CONFIGS / "demo/target_ve.yaml"),
+    "--data.num_workers",
+    "0",
+    "--trainer.logger",
+    "false",
+]
 
 
 def flip_jpeg_byte(shard: Path) -> None:
@@ -51,8 +61,9 @@ def shard_of(world: Path, split: str, lang: str) -> Path:
 
 
 @pytest.mark.parametrize(("command", "split", "lang"), [("test", "test", "de"), ("validate", "dev", "en")])
-def test_changed_evaluation_shard_fails_naming_it(world_copy: Path, capsys: pytest.CaptureFixture, command: str,
-                                                  split: str, lang: str) -> None:  # fmt: skip
+def test_changed_evaluation_shard_fails_naming_it(
+    world_copy: Path, capsys: pytest.CaptureFixture, command: str, split: str, lang: str
+) -> None:
     shard = shard_of(world_copy, split, lang)
     flip_jpeg_byte(shard)
     root = world_copy / "runs" / "flip"
@@ -69,8 +80,9 @@ def test_each_evaluation_shard_is_hashed_once(demo_dir: Path, monkeypatch: pytes
     hashed: list[str] = []
     real = dm_module.sha256_file
     monkeypatch.setattr(dm_module, "sha256_file", lambda path: hashed.append(str(path)) or real(path))
-    dm = TransferDataModule([TaskData("demo_ve", str(demo_dir / "demo_ve"), val_split="dev", test_split="test")],
-                            num_workers=0)  # fmt: skip
+    dm = TransferDataModule(
+        [TaskData("demo_ve", str(demo_dir / "demo_ve"), val_split="dev", test_split="test")], num_workers=0
+    )
     dm._check_eval_shards("test")
     dm._check_eval_shards("test")
     urls = [u for _, _, urls in dm.eval_sets["test"] for u in urls]

@@ -51,18 +51,49 @@ def test_all_families_train_and_test(demo_dir: Path, tmp_path: Path, monkeypatch
     entries = yaml.safe_load(all_tasks.read_text())["data"]["tasks"]
     names = [t["name"] for t in entries]
     assert {get_task(n).family for n in names} == {
-        "classification", "image_pair", "vqa", "retrieval", "multiple_choice", "span_qa", "tagging", "mlm",
+        "classification",
+        "image_pair",
+        "vqa",
+        "retrieval",
+        "multiple_choice",
+        "span_qa",
+        "tagging",
+        "mlm",
         "sentence_retrieval",
-    }  # fmt: skip
+    }
     seed, steps = covering_run([t["name"] for t in entries if t.get("train_split")])
     root = tmp_path / "run"
-    cli_main(args=[
-        "fit", "--config", str(CONFIGS / "base.yaml"), "--config", str(demo_config("base.yaml", demo_dir, tmp_path)),
-        "--config", str(all_tasks), "--seed_everything", str(seed), "--trainer.max_steps", str(steps),
-        "--data.steps_per_epoch", str(steps), "--data.batch_size", "4", "--data.eval_batch_size", "24",
-        "--data.num_workers", "0", "--trainer.log_every_n_steps", "1", "--test_after_fit", "true",
-        "--trainer.default_root_dir", str(root), "--trainer.logger", CSV_ONLY,
-    ])  # fmt: skip
+    cli_main(
+        args=[
+            "fit",
+            "--config",
+            str(CONFIGS / "base.yaml"),
+            "--config",
+            str(demo_config("base.yaml", demo_dir, tmp_path)),
+            "--config",
+            str(all_tasks),
+            "--seed_everything",
+            str(seed),
+            "--trainer.max_steps",
+            str(steps),
+            "--data.steps_per_epoch",
+            str(steps),
+            "--data.batch_size",
+            "4",
+            "--data.eval_batch_size",
+            "24",
+            "--data.num_workers",
+            "0",
+            "--trainer.log_every_n_steps",
+            "1",
+            "--test_after_fit",
+            "true",
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.logger",
+            CSV_ONLY,
+        ]
+    )
 
     # every task took at least one optimizer step
     with next(root.glob("csv/*/metrics.csv")).open() as f:

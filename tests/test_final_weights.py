@@ -53,15 +53,23 @@ def test_score_that_stops_improving_before_the_end(demo_cwd: Path) -> None:
     the final checkpoint is still step 6; a child started from it records which file and step it started from."""
     root = demo_cwd / "runs" / "plateau"
     config = checkpoint_config(demo_cwd / "count.yaml", "val/demo_ve/en/count")
-    cli = run_train("--trainer.max_steps=6", "--data.steps_per_epoch=2", f"--trainer.default_root_dir={root}",
-                    configs=[*CONFIGS, config])  # fmt: skip
+    cli = run_train(
+        "--trainer.max_steps=6",
+        "--data.steps_per_epoch=2",
+        f"--trainer.default_root_dir={root}",
+        configs=[*CONFIGS, config],
+    )
     finished = assert_final_weights(root, cli.model, 6)
     assert finished["best_ckpt"].endswith("best.ckpt") and finished["best_step"] == 2
     assert finished["best_ckpt"] != finished["final_ckpt"]
 
     child = demo_cwd / "runs" / "child"
-    run_train("--trainer.max_steps=1", "--data.steps_per_epoch=1", f"--trainer.default_root_dir={child}",
-              f"--model.init_from={finished['final_ckpt']}")  # fmt: skip
+    run_train(
+        "--trainer.max_steps=1",
+        "--data.steps_per_epoch=1",
+        f"--trainer.default_root_dir={child}",
+        f"--model.init_from={finished['final_ckpt']}",
+    )
     final = json.loads((child / "finished.json").read_text())["final_ckpt"]
     parent = torch.load(final, map_location="cpu", weights_only=True)["lineage"]["parent"]
     assert parent["path"] == finished["final_ckpt"]
@@ -72,8 +80,12 @@ def test_target_run_records_final_and_best_after_its_test(demo_cwd: Path) -> Non
     """A target run tests its best checkpoint after fit; finished.json still names the final weights (before:
     ``last_ckpt: ""`` once the test had loaded the best checkpoint's callback state)."""
     root = demo_cwd / "runs" / "target"
-    run_train("--trainer.max_steps=5", "--data.steps_per_epoch=2", "--test_after_fit=true",
-              f"--trainer.default_root_dir={root}")  # fmt: skip
+    run_train(
+        "--trainer.max_steps=5",
+        "--data.steps_per_epoch=2",
+        "--test_after_fit=true",
+        f"--trainer.default_root_dir={root}",
+    )
     finished = json.loads((root / "finished.json").read_text())
     assert finished["phase"] == "target" and finished["final_step"] == 5
     assert finished["final_ckpt"] == finished["last_ckpt"] and finished["final_ckpt"].endswith("last.ckpt")

@@ -21,8 +21,13 @@ IGLUE = ROOT / "configs" / "studies" / "iglue.yaml"
 
 
 def test_dry_run_shows_the_start_before_every_condition() -> None:
-    proc = subprocess.run([sys.executable, "study.py", "--config", str(IGLUE), "--dry-run", "--verbose"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "study.py", "--config", str(IGLUE), "--dry-run", "--verbose"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     runs = re.findall(r"^\[(\d+)/\d+\] (\S+) \((\w+), [\w ]+\)\n    (.*)$", proc.stdout, flags=re.MULTILINE)
     assert runs, proc.stdout[:2000]
@@ -39,8 +44,11 @@ def test_dry_run_shows_the_start_before_every_condition() -> None:
         parent = re.search(r"--model\.init_from '?([^' ]+)", command).group(1)
         # every condition's first run starts from its seed's start run; later runs from that intermediate run
         first = f"{condition}/{seed}/intermediate" if s.conditions[condition].configs else None
-        expected = f"runs/studies/iglue/start/{seed}/<final_ckpt>" if phase == "intermediate" or first is None else (
-            f"runs/studies/iglue/{first}/<final_ckpt>")  # fmt: skip
+        expected = (
+            f"runs/studies/iglue/start/{seed}/<final_ckpt>"
+            if phase == "intermediate" or first is None
+            else (f"runs/studies/iglue/{first}/<final_ckpt>")
+        )
         assert parent == expected, (name, parent)
         assert position[f"start/{seed}"] < position[name]
     assert {name.split("/")[0] for _, name, _, _ in runs} == {"start", *s.conditions}
@@ -91,28 +99,78 @@ def test_start_phase_then_its_zero_shot_row_end_to_end(tmp_path: Path, demo_dir:
 
     text_model, vision_model = _tiny_siglip_with_tokenizer(tmp_path, demo_dir / "text_model")
     data = tmp_path / "data"
-    records = [{"key": f"x-{lang}-{i}", "split": "test", "lang": lang, "images": {"jpg": jpeg_bytes(i)},
-                "json": {"task": "xflickrco", "lang": lang, "id": str(1000 + i), "texts": [f"a red circle {i}"],
-                         "image_id": str(1000 + i)}} for lang in ("en", "de") for i in range(5)]  # fmt: skip
+    records = [
+        {
+            "key": f"x-{lang}-{i}",
+            "split": "test",
+            "lang": lang,
+            "images": {"jpg": jpeg_bytes(i)},
+            "json": {
+                "task": "xflickrco",
+                "lang": lang,
+                "id": str(1000 + i),
+                "texts": [f"a red circle {i}"],
+                "image_id": str(1000 + i),
+            },
+        }
+        for lang in ("en", "de")
+        for i in range(5)
+    ]
     build_shards(data / "xflickrco", records, dataset="xflickrco", tasks={"xflickrco": {}}, progress=False)
-    coco = [{"shard": "00000", "key": f"{i:09d}", "caption": f"a blue square {i}", "url": f"https://e.org/{i}.jpg",
-             "extra": {}} for i in range(12)]  # fmt: skip
+    coco = [
+        {
+            "shard": "00000",
+            "key": f"{i:09d}",
+            "caption": f"a blue square {i}",
+            "url": f"https://e.org/{i}.jpg",
+            "extra": {},
+        }
+        for i in range(12)
+    ]
     write_img2dataset(tmp_path / "coco", coco)
     CONVERTERS["img2dataset"](src=tmp_path / "coco", out=data / "start_captions", exclude=[str(data / "xflickrco")])
     overrides = tmp_path / "tiny.yaml"
     csv = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}  # no W&B
-    overrides.write_text(yaml.safe_dump({
-        "trainer": {"logger": [csv], "enable_model_summary": False, "max_steps": 2, "precision": "32-true"},
-        "model": {"core": {"text_model": text_model, "vision_model": vision_model, "pretrained": False,
-                           "text_kwargs": {}, "text_tower": "text_model", "text_embedding": SIGLIP_EMBEDDING,
-                           "fusion": "fusion_transformer"}},
-        "data": {"num_workers": 0, "batch_size": 4, "eval_batch_size": 4, "steps_per_epoch": 2, "shuffle_buffer": 4,
-                 "max_length": 64},
-    }))  # fmt: skip
+    overrides.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {"logger": [csv], "enable_model_summary": False, "max_steps": 2, "precision": "32-true"},
+                "model": {
+                    "core": {
+                        "text_model": text_model,
+                        "vision_model": vision_model,
+                        "pretrained": False,
+                        "text_kwargs": {},
+                        "text_tower": "text_model",
+                        "text_embedding": SIGLIP_EMBEDDING,
+                        "fusion": "fusion_transformer",
+                    }
+                },
+                "data": {
+                    "num_workers": 0,
+                    "batch_size": 4,
+                    "eval_batch_size": 4,
+                    "steps_per_epoch": 2,
+                    "shuffle_buffer": 4,
+                    "max_length": 64,
+                },
+            }
+        )
+    )
 
     def fit(config: str, root: str, *extra: str) -> None:
-        args = ["fit", "--config", str(ROOT / "configs/base.yaml"), "--config", str(ROOT / config), "--config",
-                str(overrides), "--trainer.default_root_dir", root, *extra]  # fmt: skip
+        args = [
+            "fit",
+            "--config",
+            str(ROOT / "configs/base.yaml"),
+            "--config",
+            str(ROOT / config),
+            "--config",
+            str(overrides),
+            "--trainer.default_root_dir",
+            root,
+            *extra,
+        ]
         train.cli_main(args=args)
 
     old, argv = os.getcwd(), sys.argv
@@ -121,8 +179,16 @@ def test_start_phase_then_its_zero_shot_row_end_to_end(tmp_path: Path, demo_dir:
     try:
         fit("configs/start/captions.yaml", "runs/start", "--phase", "start")
         start = json.loads((tmp_path / "runs/start/finished.json").read_text())["last_ckpt"]
-        fit("configs/target/xflickrco_zeroshot.yaml", "runs/zero", "--phase", "target", "--model.init_from", start,
-            "--test_after_fit", "true")  # fmt: skip
+        fit(
+            "configs/target/xflickrco_zeroshot.yaml",
+            "runs/zero",
+            "--phase",
+            "target",
+            "--model.init_from",
+            start,
+            "--test_after_fit",
+            "true",
+        )
     finally:
         os.chdir(old)
         sys.argv = argv

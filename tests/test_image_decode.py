@@ -55,10 +55,15 @@ def test_jpeg_decodes_like_pil_at_full_size(photos: list[bytes]) -> None:
         assert np.abs(array.astype(int) - reference).max() <= 2  # both libjpeg-turbo; upsampling may round apart
 
 
-@pytest.mark.parametrize(("size", "scale", "decoded"), [((1024, 768), 248 / 768, (512, 384)),  # 1/2 covers 248
-                                                        ((1024, 768), 0.2, (256, 192)),  # 1/4: smallest half >= 0.2
-                                                        ((512, 384), 248 / 384, (512, 384)),  # 1/2 would undershoot
-                                                        ((800, 600), 1.0, (800, 600))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("size", "scale", "decoded"),
+    [
+        ((1024, 768), 248 / 768, (512, 384)),  # 1/2 covers 248
+        ((1024, 768), 0.2, (256, 192)),  # 1/4: smallest half >= 0.2
+        ((512, 384), 248 / 384, (512, 384)),  # 1/2 would undershoot
+        ((800, 600), 1.0, (800, 600)),
+    ],
+)
 def test_dct_scaling_picks_the_smallest_half_that_covers(size: tuple, scale: float, decoded: tuple) -> None:
     data = _encode(Image.radial_gradient("L").convert("RGB").resize(size))
     assert decode_rgb(data, scale).shape == (decoded[1], decoded[0], 3)
@@ -74,8 +79,11 @@ def test_eighths_scaling_is_available_and_covers_the_target() -> None:
 @pytest.mark.parametrize("mode", ["PNG", "gray JPEG", "CMYK JPEG"])
 def test_non_rgb_or_non_jpeg_bytes_fall_back_to_pil(mode: str) -> None:
     img = Image.radial_gradient("L").resize((96, 72))
-    data = {"PNG": lambda: _encode(img.convert("RGB"), "PNG"), "gray JPEG": lambda: _encode(img),
-            "CMYK JPEG": lambda: _encode(img.convert("CMYK"))}[mode]()  # fmt: skip
+    data = {
+        "PNG": lambda: _encode(img.convert("RGB"), "PNG"),
+        "gray JPEG": lambda: _encode(img),
+        "CMYK JPEG": lambda: _encode(img.convert("CMYK")),
+    }[mode]()
     array = decode_rgb(data)
     assert array.shape == (72, 96, 3) and array.dtype == np.uint8
     assert image_size(data) == (96, 72)
@@ -84,8 +92,9 @@ def test_non_rgb_or_non_jpeg_bytes_fall_back_to_pil(mode: str) -> None:
 
 
 def test_corrupt_image_is_a_bad_image_error_naming_shard_and_key(photos: list[bytes]) -> None:
-    decoder = SafeDecoder(EvalImageTransform(VIT), draft_size=248, required=("text", "label"), num_images=1,
-                          num_labels=3, strict=True)  # fmt: skip
+    decoder = SafeDecoder(
+        EvalImageTransform(VIT), draft_size=248, required=("text", "label"), num_images=1, num_labels=3, strict=True
+    )
     raw = {"__key__": "k1", "__url__": "s.tar", "json": b'{"text": "a", "label": 0}'}
     for bad in (photos[0][: len(photos[0]) // 2], b"not an image at all"):
         with pytest.raises(DataError, match=r"shard s\.tar, key 'k1': jpg is not a readable image") as err:
@@ -121,8 +130,9 @@ def test_eval_pixels_are_deterministic_in_and_across_processes(photos: list[byte
     fast = EvalImageTransform(VIT)
     here = torch.stack([fast.from_bytes(d) for d in photos])
     assert torch.equal(here, torch.stack([fast.from_bytes(d) for d in photos]))
-    loader = torch.utils.data.DataLoader(photos, batch_size=len(photos), num_workers=1,
-                                         collate_fn=lambda b: torch.stack([fast.from_bytes(d) for d in b]))  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        photos, batch_size=len(photos), num_workers=1, collate_fn=lambda b: torch.stack([fast.from_bytes(d) for d in b])
+    )
     assert torch.equal(here, next(iter(loader)))
 
 
@@ -147,8 +157,7 @@ def test_full_box_and_flip_give_the_resized_image_mirrored(photos: list[bytes]) 
     a, b = plain.from_bytes(data), mirrored.from_bytes(data)
     assert a.shape == (3, 224, 224) and a.dtype == torch.uint8
     assert torch.equal(a.flip(-1), b)
-    full = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((224, 224),
-                                                                                          Image.BICUBIC)))  # fmt: skip
+    full = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((224, 224), Image.BICUBIC)))
     assert (a.permute(1, 2, 0).float() - full.float()).abs().mean() <= 0.5  # PIL's resize of the whole image
 
 
@@ -187,9 +196,14 @@ def test_augment_is_a_per_task_option(tmp_path: Path, tiny_model: dict[str, str]
     write_task_shards(tmp_path, "demo_ve", {("train", "en"): 4, ("dev", "en"): 2}, max_per_shard=4)
     for augment, kind in ((True, TrainImageTransform), (False, EvalImageTransform)):
         task = TaskData("demo_ve", shards=str(tmp_path), train_split="train", val_split="dev", augment=augment)
-        dm = TransferDataModule([task], tokenizer=tiny_model["text_model"],
-                                image_config=vision_config(tiny_model["vision_model"]), batch_size=2, num_workers=0,
-                                steps_per_epoch=1)  # fmt: skip
+        dm = TransferDataModule(
+            [task],
+            tokenizer=tiny_model["text_model"],
+            image_config=vision_config(tiny_model["vision_model"]),
+            batch_size=2,
+            num_workers=0,
+            steps_per_epoch=1,
+        )
         assert type(dm._decoder("demo_ve", strict=False).transform) is kind
         assert type(dm._decoder("demo_ve", strict=True).transform) is EvalImageTransform  # evaluation never augments
         batch = next(iter(dm.train_dataloader()))

@@ -44,19 +44,39 @@ def write_img2dataset(folder: Path, samples: list[dict]) -> None:
 
 SAMPLES = [
     # shard 00000: a CC3M-like caption, an xFlickr&CO test image by its COCO URL, a COCO train image
-    {"shard": "00000", "key": "000000000", "url": "https://example.org/img/a.jpg", "caption": "a dog on grass",
-     "extra": {}},
-    {"shard": "00000", "key": "000000001", "url": f"http://images.cocodataset.org/val2014/COCO_val2014_{COCO_TEST:012d}.jpg",
-     "caption": "a test image from coco", "extra": {}},
-    {"shard": "00000", "key": "000000002", "url": "http://images.cocodataset.org/train2014/COCO_train2014_000000000009.jpg",
-     "caption": "a plate of food", "extra": {"cocoid": 9}},
+    {
+        "shard": "00000",
+        "key": "000000000",
+        "url": "https://example.org/img/a.jpg",
+        "caption": "a dog on grass",
+        "extra": {},
+    },
+    {
+        "shard": "00000",
+        "key": "000000001",
+        "url": f"http://images.cocodataset.org/val2014/COCO_val2014_{COCO_TEST:012d}.jpg",
+        "caption": "a test image from coco",
+        "extra": {},
+    },
+    {
+        "shard": "00000",
+        "key": "000000002",
+        "url": "http://images.cocodataset.org/train2014/COCO_train2014_000000000009.jpg",
+        "caption": "a plate of food",
+        "extra": {"cocoid": 9},
+    },
     # shard 00001: a Flickr30k test image by its Flickr URL, one without caption, two fine ones
-    {"shard": "00001", "key": "000010000", "url": f"https://farm4.staticflickr.com/3456/{FLICKR_TEST}_abcdef0123.jpg",
-     "caption": "a test image from flickr", "extra": {}},
+    {
+        "shard": "00001",
+        "key": "000010000",
+        "url": f"https://farm4.staticflickr.com/3456/{FLICKR_TEST}_abcdef0123.jpg",
+        "caption": "a test image from flickr",
+        "extra": {},
+    },
     {"shard": "00001", "key": "000010001", "url": "https://example.org/b.jpg", "caption": None, "extra": {}},
     {"shard": "00001", "key": "000010002", "url": "https://example.org/c.jpg", "caption": "a red bus", "extra": {}},
     {"shard": "00001", "key": "000010003", "url": "https://example.org/d.jpg", "caption": "two cats", "extra": {}},
-]  # fmt: skip
+]
 KEPT = {"000000000", "000000002", "000010002", "000010003"}
 
 
@@ -66,10 +86,15 @@ def xflickrco_dir(tmp_path: Path) -> Path:
     from shards.writer import build_shards
 
     records = [
-        {"key": f"xflickrco-{i}", "split": "test", "lang": "en", "images": {"jpg": jpeg_bytes(i)},
-         "json": {"task": "xflickrco", "lang": "en", "id": id_, "texts": ["x"], "image_id": str(id_)}}
+        {
+            "key": f"xflickrco-{i}",
+            "split": "test",
+            "lang": "en",
+            "images": {"jpg": jpeg_bytes(i)},
+            "json": {"task": "xflickrco", "lang": "en", "id": id_, "texts": ["x"], "image_id": str(id_)},
+        }
         for i, id_ in enumerate([FLICKR_TEST, COCO_TEST])
-    ]  # fmt: skip
+    ]
     meta = {"xflickrco": {"label_names": [], "label_map": {}}}
     build_shards(tmp_path / "xflickrco", records, dataset="xflickrco", tasks=meta, progress=False)
     return tmp_path / "xflickrco"
@@ -93,16 +118,19 @@ def test_index_drops_xflickrco_test_images_and_says_so(
     img2dataset_dir: Path, xflickrco_dir: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "start" / "cc"
-    code = shards_main(["build", "img2dataset", "--src", str(img2dataset_dir), "--out", str(out),
-                        "--exclude", str(xflickrco_dir)])  # fmt: skip
+    code = shards_main(
+        ["build", "img2dataset", "--src", str(img2dataset_dir), "--out", str(out), "--exclude", str(xflickrco_dir)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     said = "7 samples, 4 kept; 2 dropped as xFlickr&CO test images (2 test images), 1 without image or caption"
     assert said in printed
     manifest = json.loads((out / "manifest.json").read_text())
     drop = manifest["img2dataset"]["drop"]
-    assert drop == {"../../cc/00000.tar": {"000000001": EXCLUDED},
-                    "../../cc/00001.tar": {"000010000": EXCLUDED, "000010001": "missing_caption"}}  # fmt: skip
+    assert drop == {
+        "../../cc/00000.tar": {"000000001": EXCLUDED},
+        "../../cc/00001.tar": {"000010000": EXCLUDED, "000010001": "missing_caption"},
+    }
     assert manifest["img2dataset"]["xflickrco_exclusion"][0]["excluded"] == 2
     assert {s["reason"] for s in manifest["skipped"]} == {EXCLUDED, "missing_caption"}
     assert [(s["task"], s["count"]) for s in manifest["shards"]] == [
@@ -122,8 +150,10 @@ def test_index_drops_xflickrco_test_images_and_says_so(
 def test_exclusion_from_iglue_annotation_files(img2dataset_dir: Path, tmp_path: Path) -> None:
     ann = tmp_path / "xFlickrCO" / "annotations" / "en" / "test.jsonl"
     ann.parent.mkdir(parents=True)
-    rows = [{"id": FLICKR_TEST, "img_path": f"{FLICKR_TEST}.jpg", "sentences": ["x"]},
-            {"id": COCO_TEST, "img_path": f"COCO_val2014_{COCO_TEST:012d}.jpg", "sentences": ["y"]}]  # fmt: skip
+    rows = [
+        {"id": FLICKR_TEST, "img_path": f"{FLICKR_TEST}.jpg", "sentences": ["x"]},
+        {"id": COCO_TEST, "img_path": f"COCO_val2014_{COCO_TEST:012d}.jpg", "sentences": ["y"]},
+    ]
     ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
     exclude = [str(tmp_path / "xFlickrCO")]
     manifest = CONVERTERS["img2dataset"](src=img2dataset_dir, out=tmp_path / "idx", exclude=exclude)
@@ -139,8 +169,9 @@ def test_exclude_none_indexes_and_records_that_nothing_was_checked(img2dataset_d
 
 def test_a_second_folder_is_added_to_the_same_index(img2dataset_dir: Path, xflickrco_dir: Path, tmp_path: Path) -> None:
     """COCO and Flickr30k train, or captions in several languages, in one index: each folder indexed in turn."""
-    german = [{**s, "key": s["key"].replace("0000", "2000", 1), "caption": "ein Hund", "shard": "00000"}
-              for s in SAMPLES[:1]]  # fmt: skip
+    german = [
+        {**s, "key": s["key"].replace("0000", "2000", 1), "caption": "ein Hund", "shard": "00000"} for s in SAMPLES[:1]
+    ]
     write_img2dataset(tmp_path / "cc_de", german)
     out, exclude = tmp_path / "idx", [str(xflickrco_dir)]
     CONVERTERS["img2dataset"](src=img2dataset_dir, out=out, exclude=exclude)
@@ -159,9 +190,12 @@ def test_loader_reads_the_tars_in_place_as_caption_samples(
     CONVERTERS["img2dataset"](src=img2dataset_dir, out=out, exclude=[str(xflickrco_dir)], lang="en")
     dm = TransferDataModule(
         [TaskData(name="captions", shards=str(out), train_split="train", test_split="train")],
-        tokenizer=tiny_model["text_model"], image_config=vision_config(tiny_model["vision_model"]),
-        batch_size=2, eval_batch_size=3, num_workers=0,
-    )  # fmt: skip
+        tokenizer=tiny_model["text_model"],
+        image_config=vision_config(tiny_model["vision_model"]),
+        batch_size=2,
+        eval_batch_size=3,
+        num_workers=0,
+    )
     batches = list(dm.test_dataloader()[0])
     keys = [k for b in batches for k in b["keys"]]
     assert sorted(keys) == sorted(KEPT)  # every kept sample once; test images and the captionless one never
@@ -182,15 +216,25 @@ def test_loader_reads_the_tars_in_place_as_caption_samples(
 def test_matching_task_pairs_images_with_their_own_or_another_caption(
     tmp_path: Path, xflickrco_dir: Path, tiny_model: dict[str, str]
 ) -> None:
-    many = [{"shard": "00000", "key": f"{i:09d}", "url": f"https://example.org/{i}.jpg", "caption": f"caption {i}",
-             "extra": {}} for i in range(24)]  # fmt: skip
+    many = [
+        {
+            "shard": "00000",
+            "key": f"{i:09d}",
+            "url": f"https://example.org/{i}.jpg",
+            "caption": f"caption {i}",
+            "extra": {},
+        }
+        for i in range(24)
+    ]
     write_img2dataset(tmp_path / "cc", many)
     CONVERTERS["img2dataset"](src=tmp_path / "cc", out=tmp_path / "idx", exclude=[str(xflickrco_dir)])
     dm = TransferDataModule(
         [TaskData(name="captions_itm", shards=str(tmp_path / "idx"), train_split="train", test_split="train")],
-        tokenizer=tiny_model["text_model"], image_config=vision_config(tiny_model["vision_model"]), eval_batch_size=8,
+        tokenizer=tiny_model["text_model"],
+        image_config=vision_config(tiny_model["vision_model"]),
+        eval_batch_size=8,
         num_workers=0,
-    )  # fmt: skip
+    )
     pairs = []
     for batch in dm.test_dataloader()[0]:
         texts = dm.tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)

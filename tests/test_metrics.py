@@ -257,8 +257,9 @@ def _ddp_worker(rank: int, port: int) -> None:
 
 @pytest.mark.slow
 def test_ddp_sync_matches_single_process() -> None:
-    done = run_process_group([sys.executable, __file__, str(free_port())], TESTS.parent, subprocess_env(), 120,
-                             "DDP metric sync")
+    done = run_process_group(
+        [sys.executable, __file__, str(free_port())], TESTS.parent, subprocess_env(), 120, "DDP metric sync"
+    )
     assert done.returncode == 0, done.stdout
 
 

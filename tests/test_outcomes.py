@@ -166,8 +166,9 @@ def _ddp_worker(rank: int, port: int) -> None:
 
 @pytest.mark.slow
 def test_ddp_outcomes_gather_every_item_once() -> None:
-    done = run_process_group([sys.executable, __file__, str(free_port())], TESTS.parent, subprocess_env(), 120,
-                             "DDP outcomes gather")
+    done = run_process_group(
+        [sys.executable, __file__, str(free_port())], TESTS.parent, subprocess_env(), 120, "DDP outcomes gather"
+    )
     assert done.returncode == 0, done.stdout
 
 

@@ -103,8 +103,12 @@ def test_lineage_in_checkpoint_and_logged_config(chain: dict[str, Any]) -> None:
 def _module(demo_dir: Path, train_tasks: list[str], eval_tasks: tuple[str, ...] = (), **kwargs: Any) -> TransferModule:
     tasks = {t: {"labels": list(NLI_LABELS), "train": t in train_tasks} for t in [*train_tasks, *eval_tasks]}
     torch.manual_seed(1)
-    core = CoreConfig(str(demo_dir / "text_model"), str(demo_dir / "vision.json"), pretrained=False,
-                      text_kwargs={"add_pooling_layer": False})  # fmt: skip
+    core = CoreConfig(
+        str(demo_dir / "text_model"),
+        str(demo_dir / "vision.json"),
+        pretrained=False,
+        text_kwargs={"add_pooling_layer": False},
+    )
     return TransferModule(core, tasks=tasks, max_steps=10, **kwargs)
 
 
@@ -171,13 +175,14 @@ TINY_TEXT = {
             "intermediate_size": 20,
             "image_size": 32,
             "patch_size": 8,
-        },  # fmt: skip
+        },
     ),
     "google/siglip2-base-patch16-256": lambda: Siglip2Config(
         text_config={**TEXT_DIMS, "max_position_embeddings": 64}, vision_config=TINY_HF_VISION
     ),
     "BAAI/AltCLIP-m18": lambda: AltCLIPConfig(
-        text_config={**TEXT_DIMS, "max_position_embeddings": 40, "project_dim": 20}, vision_config=TINY_HF_VISION,
+        text_config={**TEXT_DIMS, "max_position_embeddings": 40, "project_dim": 20},
+        vision_config=TINY_HF_VISION,
         projection_dim=24,
     ),
 }
@@ -204,14 +209,26 @@ def test_starting_point_trains_one_step(config: Path, tmp_path: Path) -> None:
         "demo_ve": {"labels": list(NLI_LABELS), "train": True},
         "demo_nli": {"labels": list(NLI_LABELS), "train": True},
     }
-    core = CoreConfig(**{**model, "text_model": str(tmp_path), "vision_model": arch, "vision_kwargs": TINY_VISION,
-                         "pretrained": False})  # fmt: skip
+    core = CoreConfig(
+        **{
+            **model,
+            "text_model": str(tmp_path),
+            "vision_model": arch,
+            "vision_kwargs": TINY_VISION,
+            "pretrained": False,
+        }
+    )
     module = TransferModule(core, tasks=tasks, max_steps=1)
     optimizer = module.configure_optimizers()["optimizer"]
     b, t = 3, 7
     ids = torch.randint(3, 99, (b, t))
-    image_batch = {"task": "demo_ve", "input_ids": ids, "attention_mask": torch.ones(b, t, dtype=torch.long),
-                   "pixel_values": torch.randn(b, 3, 32, 32), "labels": torch.tensor([0, 1, 2])}  # fmt: skip
+    image_batch = {
+        "task": "demo_ve",
+        "input_ids": ids,
+        "attention_mask": torch.ones(b, t, dtype=torch.long),
+        "pixel_values": torch.randn(b, 3, 32, 32),
+        "labels": torch.tensor([0, 1, 2]),
+    }
     module(image_batch).loss.backward()
     no_grad = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
     assert all(n.startswith("heads.demo_nli.") for n in no_grad), no_grad  # DDP: every other parameter is used

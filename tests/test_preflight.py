@@ -20,19 +20,26 @@ from train import full_preflight, preflight_main
 
 @pytest.fixture
 def ve_dir(tmp_path: Path) -> Path:
-    write_task_shards(tmp_path / "ve", "demo_ve", {("train", "en"): 12, ("dev", "en"): 4, ("test", "en"): 4,
-                                                   ("test", "de"): 4})  # fmt: skip
+    write_task_shards(
+        tmp_path / "ve", "demo_ve", {("train", "en"): 12, ("dev", "en"): 4, ("test", "en"): 4, ("test", "de"): 4}
+    )
     return tmp_path / "ve"
 
 
 def datamodule(tiny_model: dict[str, str], tasks: list[TaskData], **kwargs) -> TransferDataModule:
-    return TransferDataModule(tasks, tokenizer=tiny_model["text_model"],
-                              image_config=vision_config(tiny_model["vision_model"]),
-                              num_workers=kwargs.pop("num_workers", 1), pin_memory=False, **kwargs)  # fmt: skip
+    return TransferDataModule(
+        tasks,
+        tokenizer=tiny_model["text_model"],
+        image_config=vision_config(tiny_model["vision_model"]),
+        num_workers=kwargs.pop("num_workers", 1),
+        pin_memory=False,
+        **kwargs,
+    )
 
 
-def preflight(dm: TransferDataModule, world: int, model: TransferModule | None = None, *, full: bool = False
-              ) -> PreflightReport:  # fmt: skip
+def preflight(
+    dm: TransferDataModule, world: int, model: TransferModule | None = None, *, full: bool = False
+) -> PreflightReport:
     """Both halves, data and model, as ``train.py`` runs them; a tiny model for the data's tasks by default."""
     if model is None:
         core = CoreConfig(dm.tokenizer_name, TINY["vision_model"], pretrained=False)
@@ -83,14 +90,19 @@ def test_train_streams_count_the_shards_of_the_languages_read(tmp_path: Path, ti
     """IGLUE's few-shot shape: ``train_1`` is one shard per language; a run reads one language with the shipped
     6 workers. It used to fail ("5 shard(s) but data.num_workers=6 x 1 rank(s)", counting every language)."""
     langs = ("ar", "en", "es", "fr", "ru")
-    write_task_shards(tmp_path / "xvnli", "demo_ve", {**{("train_1", lang): 3 for lang in langs},
-                                                      **{("test", lang): 4 for lang in langs}})  # fmt: skip
+    write_task_shards(
+        tmp_path / "xvnli",
+        "demo_ve",
+        {**{("train_1", lang): 3 for lang in langs}, **{("test", lang): 4 for lang in langs}},
+    )
     task = TaskData("demo_ve", str(tmp_path / "xvnli"), train_split="train_1", train_langs=["ar"], test_split="test")
     dm = datamodule(tiny_model, [task], num_workers=6)
     report = preflight(dm, 1)
     assert report.ok, report.text()
-    assert any("'train_1' (ar) has 1 shard(s): read by 1 worker(s) per rank (data.num_workers=6)" in line
-               for line in report.info), report.info  # fmt: skip
+    assert any(
+        "'train_1' (ar) has 1 shard(s): read by 1 worker(s) per rank (data.num_workers=6)" in line
+        for line in report.info
+    ), report.info
     assert dm.train_workers("demo_ve", 1) == 1
     errors = preflight(dm, 2).errors  # two ranks, one shard: a rank would read nothing
     assert any("'train_1' (ar) has 1 shard(s) for 2 ranks" in e for e in errors), errors
@@ -116,26 +128,36 @@ def test_empty_eval_set(ve_dir: Path, tiny_model: dict[str, str]) -> None:
 def test_max_length_beyond_positions(ve_dir: Path, tiny_model: dict[str, str]) -> None:
     dm = datamodule(tiny_model, [ve_task(ve_dir)], max_length=248)
     errors = preflight(dm, 1).errors
-    assert any("data.max_length=248 + 17 image tokens" in e and "lower data.max_length to 232" in e
-               for e in errors), errors  # fmt: skip
+    assert any("data.max_length=248 + 17 image tokens" in e and "lower data.max_length to 232" in e for e in errors), (
+        errors
+    )
 
 
 def vqa_dir(out: Path, task: str, split: str, vocab: list[str], labels: dict[str, list[list[int]]]) -> Path:
     records = []
     for lang, per_sample in labels.items():
         for i, lab in enumerate(per_sample):
-            sample = {"task": task, "lang": lang, "id": i, "text": "what colour", "answer": "red", "labels": lab,
-                      "scores": [1.0] * len(lab)}  # fmt: skip
-            records.append({"key": f"{lang}-{i}", "split": split, "lang": lang, "json": sample,
-                            "images": {"jpg": jpeg_bytes(i)}})  # fmt: skip
+            sample = {
+                "task": task,
+                "lang": lang,
+                "id": i,
+                "text": "what colour",
+                "answer": "red",
+                "labels": lab,
+                "scores": [1.0] * len(lab),
+            }
+            records.append(
+                {"key": f"{lang}-{i}", "split": split, "lang": lang, "json": sample, "images": {"jpg": jpeg_bytes(i)}}
+            )
     build_shards(out, records, dataset=task, tasks={task: {"label_names": vocab}}, progress=False)
     return out
 
 
 def test_vqa_vocabulary_agreement_and_coverage(tmp_path: Path, tiny_model: dict[str, str]) -> None:
     gqa = vqa_dir(tmp_path / "gqa", "gqa", "train", ["red", "blue", "yes"], {"en": [[0], [1], [2], [0]]})
-    xgqa = vqa_dir(tmp_path / "xgqa", "xgqa", "test", ["red", "blue", "no"],
-                   {"en": [[0], [1], [0], [1]], "de": [[0], [], [], [1]]})  # fmt: skip
+    xgqa = vqa_dir(
+        tmp_path / "xgqa", "xgqa", "test", ["red", "blue", "no"], {"en": [[0], [1], [0], [1]], "de": [[0], [], [], [1]]}
+    )
     tasks = [TaskData("gqa", str(gqa), train_split="train"), TaskData("xgqa", str(xgqa), test_split="test")]
     report = preflight(datamodule(tiny_model, tasks), 1)
     assert any("gqa and xgqa share head 'gqa'" in e for e in report.errors), report.errors
@@ -164,11 +186,17 @@ def test_init_scope_and_label_order_across_phases(ve_dir: Path, tiny_model: dict
 
 def test_command(ve_dir: Path, tiny_model: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "run.yaml"
-    config.write_text(json.dumps({
-        "model": {"core": tiny_model},
-        "data": {"tasks": [{"name": "demo_ve", "shards": str(ve_dir), "train_split": "train", "val_split": "dev"}]},
-        "trainer": {"default_root_dir": str(tmp_path / "run"), "logger": False},
-    }))  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {
+                "model": {"core": tiny_model},
+                "data": {
+                    "tasks": [{"name": "demo_ve", "shards": str(ve_dir), "train_split": "train", "val_split": "dev"}]
+                },
+                "trainer": {"default_root_dir": str(tmp_path / "run"), "logger": False},
+            }
+        )
+    )
     args = ["--config", "configs/base.yaml", "--config", "configs/demo/base.yaml", "--config", str(config)]
     assert preflight_main([*args, "--full"]) == 0
     assert "preflight: 0 problem(s)" in capsys.readouterr().out

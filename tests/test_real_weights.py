@@ -60,8 +60,16 @@ def empty_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _tiny_text(path: Path) -> str:
-    BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(path)  # fmt: skip
+    BertModel(
+        BertConfig(
+            vocab_size=99,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(path)
     return str(path)
 
 
@@ -143,8 +151,13 @@ def test_vision_checkpoint_is_resized_by_timm(vit_file: tuple[Path, dict]) -> No
 
 def test_vision_checkpoint_option_of_the_module(vit_file: tuple[Path, dict], tiny_model: dict[str, str]) -> None:
     path, state = vit_file
-    core = CoreConfig(tiny_model["text_model"], "vit_tiny_patch16_224", vision_kwargs=TINY_VIT, pretrained=False,
-                      vision_checkpoint=str(path))  # fmt: skip
+    core = CoreConfig(
+        tiny_model["text_model"],
+        "vit_tiny_patch16_224",
+        vision_kwargs=TINY_VIT,
+        pretrained=False,
+        vision_checkpoint=str(path),
+    )
     module = TransferModule(core, tasks=VE)
     assert torch.equal(module.core.vision.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
     assert module.core.sources.text_pretrained is False
@@ -204,13 +217,22 @@ def test_local_sources_are_checked(tmp_path: Path, tiny_model: dict[str, str]) -
     assert weight_source_problems(WeightSources.resolve(tiny_model["text_model"], pretrained=False)) == []
     missing = WeightSources.resolve(str(tmp_path / "models" / "xlmr"), pretrained=False)
     assert "no such directory" in weight_source_problems(missing)[0]
-    vision = WeightSources.resolve(tiny_model["text_model"], "vit_tiny_patch16_224", pretrained=False,
-                                   vision_checkpoint=str(tmp_path / "vit.safetensors"))  # fmt: skip
-    assert weight_source_problems(vision) == [f"model.core.vision_checkpoint={str(tmp_path / 'vit.safetensors')!r}: "
-                                              "no such file or directory"]  # fmt: skip
+    vision = WeightSources.resolve(
+        tiny_model["text_model"],
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        vision_checkpoint=str(tmp_path / "vit.safetensors"),
+    )
+    assert weight_source_problems(vision) == [
+        f"model.core.vision_checkpoint={str(tmp_path / 'vit.safetensors')!r}: no such file or directory"
+    ]
     with pytest.raises(WeightSourceError, match="model.core.vision_checkpoint"):
-        EncoderCore(tiny_model["text_model"], "vit_tiny_patch16_224", pretrained=False,
-                    vision_checkpoint=str(tmp_path / "vit.safetensors"))  # fmt: skip
+        EncoderCore(
+            tiny_model["text_model"],
+            "vit_tiny_patch16_224",
+            pretrained=False,
+            vision_checkpoint=str(tmp_path / "vit.safetensors"),
+        )
 
 
 # -- CNN backbones ------------------------------------------------------------------------------------------------
@@ -218,8 +240,13 @@ SMALL_IMAGES = {"input_size": [3, 64, 64]}  # what the loader resizes to (timm's
 CNNS = {  # tiny random versions
     "resnet18": {"layers": [1, 1, 1, 1], "pretrained_cfg_overlay": SMALL_IMAGES},
     "convnext_atto": {"dims": [8, 16, 24, 40], "depths": [1, 1, 1, 1], "pretrained_cfg_overlay": SMALL_IMAGES},
-    "swin_tiny_patch4_window7_224": {"img_size": 56, "embed_dim": 12, "depths": [1, 1], "num_heads": [2, 2],
-                                     "window_size": 7},  # NHWC feature maps
+    "swin_tiny_patch4_window7_224": {
+        "img_size": 56,
+        "embed_dim": 12,
+        "depths": [1, 1],
+        "num_heads": [2, 2],
+        "window_size": 7,
+    },  # NHWC feature maps
 }
 
 
@@ -239,12 +266,17 @@ def test_cnn_backbone_gives_tokens(name: str, tiny_model: dict[str, str]) -> Non
     pixels = torch.randint(0, 256, (2, *size), dtype=torch.uint8)
     tokens = core.image_tokens(pixels)
     feats = core.vision.forward_features(pixels.float())
-    h, w = (feats.shape[1:3] if name.startswith("swin") else feats.shape[2:])
+    h, w = feats.shape[1:3] if name.startswith("swin") else feats.shape[2:]
     assert tokens.shape == (2, h * w, core.hidden_size) and core.num_image_tokens == h * w
     assert core.image_proj[0].in_features == core.vision.num_features == _channels(core, pixels)
     ids = torch.randint(5, 50, (2, 7))
-    batch = {"task": "demo_ve", "input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels,
-             "labels": torch.tensor([0, 2])}  # fmt: skip
+    batch = {
+        "task": "demo_ve",
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "pixel_values": pixels,
+        "labels": torch.tensor([0, 2]),
+    }
     module(batch).loss.backward()
     unused = [n for n, p in core.vision.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused, unused  # ConvNeXt's head norm too: DDP needs every parameter used
@@ -261,8 +293,9 @@ def test_cnn_backbone_trains_from_a_config(tmp_path: Path, demo_dir: Path) -> No
     """The CLI with a ConvNeXt from the config: preflight counts its 2x2 feature-map tokens, two steps run."""
     run = {**FAST, "model": {"core": {"vision_model": "convnext_atto", "vision_kwargs": CNNS["convnext_atto"]}}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
-    args = _fit_args(tmp_path, demo_dir, "target_ve.yaml", "runs/cnn", "--trainer.max_steps", "2",
-                     "--data.steps_per_epoch", "2")  # fmt: skip
+    args = _fit_args(
+        tmp_path, demo_dir, "target_ve.yaml", "runs/cnn", "--trainer.max_steps", "2", "--data.steps_per_epoch", "2"
+    )
     cli = _in(tmp_path, lambda: train.cli_main(args=["fit", *args, "--config", str(tmp_path / "run.yaml")]))
     assert cli.model.core.num_image_tokens == 4 and cli.trainer.global_step == 2
 
@@ -283,8 +316,9 @@ def test_mlm_on_an_embedding_checkpoint_says_one_line(
     minilm: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        module = TransferModule(CoreConfig(str(minilm)), tasks={"demo_mlm": {"labels": [], "train": True}},
-                                optimizer={"lr": 5e-5})
+        module = TransferModule(
+            CoreConfig(str(minilm)), tasks={"demo_mlm": {"labels": [], "train": True}}, optimizer={"lr": 5e-5}
+        )
     err = capfd.readouterr().err
     assert "corrupted" not in err and "MISSING" not in err, err
     lines = [r.message for r in caplog.records if "masked-LM head" in r.message]
@@ -330,12 +364,23 @@ def _in(cwd: Path, fn: Any) -> Any:
 @pytest.mark.slow
 def test_minilm_trains_and_chains_init_from(minilm: Path, tmp_path: Path, demo_dir: Path) -> None:
     """Real MiniLM weights + the demo's tiny random ViT: an NLI phase, then demo_ve started from it."""
-    weights_args = ("--model.core.text_model", str(minilm), "--model.core.pretrained", "true",
-                    "--model.core.vision_pretrained", "false", "--model.optimizer.lr", "5e-5")  # fmt: skip
+    weights_args = (
+        "--model.core.text_model",
+        str(minilm),
+        "--model.core.pretrained",
+        "true",
+        "--model.core.vision_pretrained",
+        "false",
+        "--model.optimizer.lr",
+        "5e-5",
+    )
     steps = ("--trainer.max_steps", "3", "--data.steps_per_epoch", "3", "--trainer.log_every_n_steps", "1")
-    parent = _in(tmp_path, lambda: train.cli_main(
-        args=["fit", *_fit_args(tmp_path, demo_dir, "intermediate_nli.yaml", "runs/inter", *weights_args, *steps)]
-    ))  # fmt: skip
+    parent = _in(
+        tmp_path,
+        lambda: train.cli_main(
+            args=["fit", *_fit_args(tmp_path, demo_dir, "intermediate_nli.yaml", "runs/inter", *weights_args, *steps)]
+        ),
+    )
     assert parent.trainer.global_step == 3
     assert parent.model.core.text_load_report["missing"] == []
     assert parent.model.core.text.training  # dropout on: from_pretrained's eval mode is undone

@@ -31,8 +31,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(NO_TREE), reason=NO_TREE
 
 
 def rehearse(name: str, workspace: Path) -> tuple[int, str, Path]:
-    cmd = [sys.executable, "study.py", "--config", f"configs/studies/{name}.yaml", "--rehearse", "--workspace",
-           str(workspace), "--jobs", "2", "--heartbeat", "600"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "study.py",
+        "--config",
+        f"configs/studies/{name}.yaml",
+        "--rehearse",
+        "--workspace",
+        str(workspace),
+        "--jobs",
+        "2",
+        "--heartbeat",
+        "600",
+    ]
     proc = run_process_group(cmd, REPO, subprocess_env(), timeout=900, what=f"the rehearsal of {name}.yaml")
     return proc.returncode, proc.stdout + proc.stderr, workspace / name
 
@@ -126,8 +137,9 @@ def test_iglue_rehearsal_fills_every_analysis_section(iglue: tuple[int, str, Pat
     assert all(info["syntactic"] is not None and info["script"] != "unknown" for info in table)
     correlated = {c["target"] for c in data["languages"]["correlations"] if c["n"] >= 5}
     assert correlated == {"xgqa", "marvl", "xflickrco", "wit", "xflickrco_start"}, correlated  # xvnli: 4 languages
-    assert set(data["checkpoints"]["conditions"]) == set(shrink(load_study(REPO / "configs/studies/iglue.yaml"),
-                                                                load_scale()).conditions)
+    assert set(data["checkpoints"]["conditions"]) == set(
+        shrink(load_study(REPO / "configs/studies/iglue.yaml"), load_scale()).conditions
+    )
     probe = next(iter(data["checkpoints"]["conditions"].values()))["langs"]
     assert {"de", "ja", "zh"} <= set(probe)
     assert data["logme"]["scores"]["xvnli"] and data["logme"]["taus"]

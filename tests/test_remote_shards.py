@@ -29,16 +29,23 @@ def ve_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def data_module(shards: str, tiny_model: dict[str, str], workers: int = 0) -> TransferDataModule:
     return TransferDataModule(
         [TaskData("demo_ve", shards=shards, train_split="train", test_split="test")],
-        tokenizer=tiny_model["text_model"], image_config=vision_config(tiny_model["vision_model"]), batch_size=4,
-        eval_batch_size=2, num_workers=workers, steps_per_epoch=2, pin_memory=False,
-    )  # fmt: skip
+        tokenizer=tiny_model["text_model"],
+        image_config=vision_config(tiny_model["vision_model"]),
+        batch_size=4,
+        eval_batch_size=2,
+        num_workers=workers,
+        steps_per_epoch=2,
+        pin_memory=False,
+    )
 
 
 def check_reads_exactly(dm: TransferDataModule, directory: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch["task"] == "demo_ve" and batch["pixel_values"].shape[0] == 4
-    counts = {lang: sum(len(b["keys"]) for b in loader) for (_, lang), loader in
-              zip(dm.eval_names("test"), dm.test_dataloader())}  # fmt: skip
+    counts = {
+        lang: sum(len(b["keys"]) for b in loader)
+        for (_, lang), loader in zip(dm.eval_names("test"), dm.test_dataloader())
+    }
     assert counts == {lang: sample_count(load_manifest(directory), "test", lang=lang) for lang in ("en", "de")}
 
 
@@ -86,17 +93,35 @@ def test_torchrun_two_processes_on_cpu(demo_dir: Path, tmp_path: Path) -> None:
     # shards through a file:// URL: the object-storage code path, end to end on both ranks
     tasks = f"[{{name: demo_ve, shards: '{(demo_dir / 'demo_ve').as_uri()}', train_split: train, val_split: dev}}]"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-        "train.py", "fit", "--config", "configs/base.yaml", "--config", "configs/demo/base.yaml",
-        f"--data.tasks={tasks}", f"--model.core.text_model={demo_dir / 'text_model'}",
-        f"--model.core.vision_model={demo_dir / 'vision.json'}", "--trainer.accelerator=cpu", "--trainer.devices=2",
-        "--trainer.strategy=ddp", "--trainer.max_steps=2", "--data.steps_per_epoch=2", "--data.num_workers=0",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "train.py",
+        "fit",
+        "--config",
+        "configs/base.yaml",
+        "--config",
+        "configs/demo/base.yaml",
+        f"--data.tasks={tasks}",
+        f"--model.core.text_model={demo_dir / 'text_model'}",
+        f"--model.core.vision_model={demo_dir / 'vision.json'}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--trainer.max_steps=2",
+        "--data.steps_per_epoch=2",
+        "--data.num_workers=0",
         "--data.eval_num_workers=0",
         "--trainer.logger=[{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs}}]",
         f"--trainer.default_root_dir={root}",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
-           os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     done = run_process_group(cmd, REPO, env, 180, "torchrun launch")
     output = done.stdout
     assert done.returncode == 0, output[-4000:]
@@ -109,11 +134,20 @@ def test_slurm_environment_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning.pytorch import Trainer
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    slurm = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "mmstilts", "SLURM_JOB_ID": "7",
-             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}  # fmt: skip
+    slurm = {
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_JOB_NAME": "mmstilts",
+        "SLURM_JOB_ID": "7",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "node1",
+    }
     for key, value in slurm.items():
         monkeypatch.setenv(key, value)
-    trainer = Trainer(accelerator="cpu", devices=1, num_nodes=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False)  # fmt: skip
+    trainer = Trainer(
+        accelerator="cpu", devices=1, num_nodes=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
     env = trainer._accelerator_connector.cluster_environment
     assert isinstance(env, SLURMEnvironment) and env.main_address == "node1" and trainer.global_rank == 0

@@ -16,8 +16,10 @@ SCORES = {"en": 80.0, "de": 60.0, "es": 63.0, "ru": 57.0}
 
 
 def _rows(scores: dict[str, float], task: str = "demo_ve", metric: str = "acc", seed: int = 0, split: str = "test"):
-    return [dict(phase="target", task=task, lang=lang, split=split, metric=metric, value=v, seed=seed)
-            for lang, v in scores.items()]  # fmt: skip
+    return [
+        dict(phase="target", task=task, lang=lang, split=split, metric=metric, value=v, seed=seed)
+        for lang, v in scores.items()
+    ]
 
 
 def _agg(rows: list[dict]) -> dict[tuple[str, str], float]:
@@ -102,13 +104,29 @@ def test_study_table_without_baseline_has_no_delta() -> None:
 
 
 def test_find_overlaps() -> None:
-    conditions = {"none": [], "snli_ve": ["snli_ve"], "mnli": ["mnli"], "squad": ["squad_v2"], "vqa": ["vqav2"],
-                  "mix": ["vqav2", "gqa"], "same": ["demo_ve"]}  # fmt: skip
-    targets = {"xvnli": ["xvnli", "snli_ve"], "xnli": ["xnli", "mnli"], "xquad": ["xquad", "squad_v1"],
-               "xgqa": ["xgqa", "gqa"], "demo_ve": ["demo_ve"]}  # fmt: skip
+    conditions = {
+        "none": [],
+        "snli_ve": ["snli_ve"],
+        "mnli": ["mnli"],
+        "squad": ["squad_v2"],
+        "vqa": ["vqav2"],
+        "mix": ["vqav2", "gqa"],
+        "same": ["demo_ve"],
+    }
+    targets = {
+        "xvnli": ["xvnli", "snli_ve"],
+        "xnli": ["xnli", "mnli"],
+        "xquad": ["xquad", "squad_v1"],
+        "xgqa": ["xgqa", "gqa"],
+        "demo_ve": ["demo_ve"],
+    }
     assert find_overlaps(conditions, targets) == {
-        "snli_ve": ["xvnli"], "mnli": ["xnli"], "squad": ["xquad"], "mix": ["xgqa"], "same": ["demo_ve"],
-    }  # fmt: skip
+        "snli_ve": ["xvnli"],
+        "mnli": ["xnli"],
+        "squad": ["xquad"],
+        "mix": ["xgqa"],
+        "same": ["demo_ve"],
+    }
 
 
 def test_check_selection() -> None:
@@ -172,11 +190,15 @@ def test_write_run_report_refuses_non_english_selection(tmp_path: Path) -> None:
 
 def test_write_study_report(tmp_path: Path) -> None:
     results = _results() + [
-        {"condition": c, "target": "demo_retrieval", "seed": 0,
-         "rows": _rows({"en": 50.0, "de": 40.0 + d}, task="demo_retrieval", metric="mean_r1")
-         + _rows({"en": 30.0, "de": 20.0}, task="demo_retrieval", metric="ir_r1")}
+        {
+            "condition": c,
+            "target": "demo_retrieval",
+            "seed": 0,
+            "rows": _rows({"en": 50.0, "de": 40.0 + d}, task="demo_retrieval", metric="mean_r1")
+            + _rows({"en": 30.0, "de": 20.0}, task="demo_retrieval", metric="ir_r1"),
+        }
         for c, d in (("none", 0.0), ("mm", -1.0))
-    ]  # fmt: skip
+    ]
     table = study_table(results, baseline="none", overlaps={"mm": ["demo_ve"]})
     paths = write_study_report(tmp_path, table, name="t", meta={"missing": ["x/seed0/demo_ve"]})
     assert {p.name for p in paths.values()} == {"study.json", "study.csv", "study.md", "study_heatmap.png"}

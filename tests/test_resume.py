@@ -36,9 +36,14 @@ class RecordAndKill(pl.Callback):
         optimizer, scheduler = trainer.optimizers[0], trainer.lr_scheduler_configs[0].scheduler
         adam_steps = [float(s["step"]) for s in optimizer.state.values() if "step" in s]
         position = trainer.datamodule._train_loader.batch_index - 1  # this batch's index in the task sequence
-        start = {"global_step": trainer.global_step, "scheduler_epoch": scheduler.last_epoch,
-                 "adam_step": max(adam_steps, default=0.0), "batch_index": position,
-                 "task": batch["task"], "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
+        start = {
+            "global_step": trainer.global_step,
+            "scheduler_epoch": scheduler.last_epoch,
+            "adam_step": max(adam_steps, default=0.0),
+            "batch_index": position,
+            "task": batch["task"],
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         with open(Path(trainer.default_root_dir, "starts.jsonl"), "a") as f:
             f.write(json.dumps(start) + "\n")
 
@@ -52,19 +57,45 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def run_config(tmp_path: Path, tiny_model: dict[str, str]) -> Path:
-    write_task_shards(tmp_path / "ve", "demo_ve", {("train", "en"): 16, ("dev", "en"): 4, ("test", "en"): 4,
-                                                   ("test", "de"): 5})  # fmt: skip
-    best = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"monitor": "val/selection", "mode": "max", "save_top_k": 1, "save_last": True,
-                          "filename": "best", "auto_insert_metric_name": False}}  # fmt: skip
-    steps = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-             "init_args": {"every_n_train_steps": CKPT_EVERY, "save_top_k": 0, "save_last": True}}  # fmt: skip
+    write_task_shards(
+        tmp_path / "ve", "demo_ve", {("train", "en"): 16, ("dev", "en"): 4, ("test", "en"): 4, ("test", "de"): 5}
+    )
+    best = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {
+            "monitor": "val/selection",
+            "mode": "max",
+            "save_top_k": 1,
+            "save_last": True,
+            "filename": "best",
+            "auto_insert_metric_name": False,
+        },
+    }
+    steps = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"every_n_train_steps": CKPT_EVERY, "save_top_k": 0, "save_last": True},
+    }
     config = {
         "model": {"core": tiny_model},
-        "data": {"tasks": [{"name": "demo_ve", "shards": str(tmp_path / "ve"), "train_split": "train",
-                            "val_split": "dev", "test_split": "test"}], "batch_size": 2, "num_workers": 1},  # fmt: skip
-        "trainer": {"max_steps": MAX_STEPS, "log_every_n_steps": 1, "default_root_dir": str(tmp_path / "run"),
-                    "callbacks": [best, steps, {"class_path": "test_resume.RecordAndKill"}]},  # fmt: skip
+        "data": {
+            "tasks": [
+                {
+                    "name": "demo_ve",
+                    "shards": str(tmp_path / "ve"),
+                    "train_split": "train",
+                    "val_split": "dev",
+                    "test_split": "test",
+                }
+            ],
+            "batch_size": 2,
+            "num_workers": 1,
+        },
+        "trainer": {
+            "max_steps": MAX_STEPS,
+            "log_every_n_steps": 1,
+            "default_root_dir": str(tmp_path / "run"),
+            "callbacks": [best, steps, {"class_path": "test_resume.RecordAndKill"}],
+        },
     }
     path = tmp_path / "run.yaml"
     path.write_text(json.dumps(config))
@@ -74,8 +105,18 @@ def run_config(tmp_path: Path, tiny_model: dict[str, str]) -> Path:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume(tmp_path: Path, tiny_model: dict[str, str]) -> None:
     config = run_config(tmp_path, tiny_model)
-    args = ["--config", "configs/base.yaml", "--config", "configs/demo/base.yaml", "--config", str(config),
-            "--data.steps_per_epoch", str(STEPS_PER_EPOCH), "--test_after_fit", "true"]  # fmt: skip
+    args = [
+        "--config",
+        "configs/base.yaml",
+        "--config",
+        "configs/demo/base.yaml",
+        "--config",
+        str(config),
+        "--data.steps_per_epoch",
+        str(STEPS_PER_EPOCH),
+        "--test_after_fit",
+        "true",
+    ]
     env = {**subprocess_env(), "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)])}
     root = tmp_path / "run"
 
@@ -112,9 +153,17 @@ def test_sigkill_mid_epoch_then_resume(tmp_path: Path, tiny_model: dict[str, str
 def shard_order(tmp_path: Path, tiny_model: dict[str, str], seed: int, persistent: bool) -> list[list[str]]:
     from datamodules.datamodule import TaskData, TransferDataModule
 
-    dm = TransferDataModule([TaskData("demo_nli", str(tmp_path / "nli"), train_split="train")],
-                            tokenizer=tiny_model["text_model"], batch_size=4, num_workers=1, steps_per_epoch=4,
-                            shuffle_buffer=4, seed=seed, pin_memory=False, persistent_workers=persistent)  # fmt: skip
+    dm = TransferDataModule(
+        [TaskData("demo_nli", str(tmp_path / "nli"), train_split="train")],
+        tokenizer=tiny_model["text_model"],
+        batch_size=4,
+        num_workers=1,
+        steps_per_epoch=4,
+        shuffle_buffer=4,
+        seed=seed,
+        pin_memory=False,
+        persistent_workers=persistent,
+    )
     loader = dm.train_dataloader()
     return [[k for batch in loader for k in batch["keys"]] for _epoch in range(2)]
 

@@ -39,24 +39,34 @@ def results(root: Path) -> tuple[dict, str]:
 
 def test_selected_checkpoint_report_names_it_and_its_english_selection(demo_cwd: Path) -> None:
     root = demo_cwd / "runs" / "sel"
-    run_train("--trainer.max_steps=4", "--data.steps_per_epoch=2", "--test_after_fit=true",
-              f"--trainer.default_root_dir={root}")  # fmt: skip
+    run_train(
+        "--trainer.max_steps=4",
+        "--data.steps_per_epoch=2",
+        "--test_after_fit=true",
+        f"--trainer.default_root_dir={root}",
+    )
     data, md = results(root)
     proto = data["protocol"]
     assert proto["checkpoint"].endswith("best.ckpt") and proto["zero_shot"] and not proto["breaks"]
     assert proto["selected_on"] == {"monitor": "val/demo_ve/en/acc", "task": "demo_ve", "split": "dev", "langs": ["en"]}
     assert proto["trained_on"] == [{"task": "demo_ve", "split": "train", "langs": ["en"]}]
     assert data["selection"]["monitor"] == "val/demo_ve/en/acc"
-    assert md.splitlines()[0] == "# Results — Zero-shot protocol kept: no test data and no non-English data of a " \
-                                 "tested task was trained or selected on."  # fmt: skip
+    assert (
+        md.splitlines()[0] == "# Results — Zero-shot protocol kept: no test data and no non-English data of a "
+        "tested task was trained or selected on."
+    )
     assert "Checkpoint selected on: `val/demo_ve/en/acc` (demo_ve dev [en])" in md
 
 
 def test_no_validation_report_says_last_weights_and_no_selection(demo_cwd: Path) -> None:
     """max_steps < steps_per_epoch: no validation ran, no best.ckpt; the weights at the end of fit are tested."""
     root = demo_cwd / "runs" / "noval"
-    run_train("--trainer.max_steps=2", "--data.steps_per_epoch=5", "--test_after_fit=true",
-              f"--trainer.default_root_dir={root}")  # fmt: skip
+    run_train(
+        "--trainer.max_steps=2",
+        "--data.steps_per_epoch=5",
+        "--test_after_fit=true",
+        f"--trainer.default_root_dir={root}",
+    )
     data, md = results(root)
     assert data["protocol"]["checkpoint"] is None and data["protocol"]["selected_on"] is None
     assert data["selection"]["monitor"] is None
@@ -66,10 +76,15 @@ def test_no_validation_report_says_last_weights_and_no_selection(demo_cwd: Path)
 
 def test_training_on_test_data_is_a_protocol_break_in_the_first_line(demo_cwd: Path) -> None:
     root = demo_cwd / "runs" / "leak"
-    tasks = ("[{name: demo_ve, shards: data/demo/demo_ve, train_split: test, val_split: dev, "
-             "test_split: test}]")  # fmt: skip
-    run_train("--trainer.max_steps=2", "--data.steps_per_epoch=2", "--test_after_fit=true", f"--data.tasks={tasks}",
-              f"--trainer.default_root_dir={root}", configs=CONFIGS[:2])  # fmt: skip
+    tasks = "[{name: demo_ve, shards: data/demo/demo_ve, train_split: test, val_split: dev, test_split: test}]"
+    run_train(
+        "--trainer.max_steps=2",
+        "--data.steps_per_epoch=2",
+        "--test_after_fit=true",
+        f"--data.tasks={tasks}",
+        f"--trainer.default_root_dir={root}",
+        configs=CONFIGS[:2],
+    )
     data, md = results(root)
     first = md.splitlines()[0]
     assert first.startswith("# Results — **ZERO-SHOT PROTOCOL BROKEN**: trained on test data (demo_ve test)"), first
@@ -83,17 +98,27 @@ def test_checkpoint_callback_on_german_data_is_named_and_a_break(demo_cwd: Path)
     held the module's own selection key, ``val/none`` here). The demo has no German dev split: German test data is
     validated on, which breaks the protocol twice."""
     root = demo_cwd / "runs" / "de_selection"
-    tasks = ("[{name: demo_ve, shards: data/demo/demo_ve, train_split: train, val_split: test, val_langs: [de], "
-             "test_split: test}]")  # fmt: skip
+    tasks = (
+        "[{name: demo_ve, shards: data/demo/demo_ve, train_split: train, val_split: test, val_langs: [de], "
+        "test_split: test}]"
+    )
     config = checkpoint_config(demo_cwd / "german.yaml", "val/demo_ve/de/acc")
-    run_train("--trainer.max_steps=4", "--data.steps_per_epoch=2", "--test_after_fit=true", f"--data.tasks={tasks}",
-              f"--trainer.default_root_dir={root}", configs=[*CONFIGS, config])  # fmt: skip
+    run_train(
+        "--trainer.max_steps=4",
+        "--data.steps_per_epoch=2",
+        "--test_after_fit=true",
+        f"--data.tasks={tasks}",
+        f"--trainer.default_root_dir={root}",
+        configs=[*CONFIGS, config],
+    )
     data, md = results(root)
     german = {"monitor": "val/demo_ve/de/acc", "task": "demo_ve", "split": "test", "langs": ["de"]}
     assert data["protocol"]["checkpoint"].endswith("best.ckpt") and data["protocol"]["selected_on"] == german
     assert data["selection"] == {"monitor": "val/demo_ve/de/acc", "data": "demo_ve test [de]"}
-    assert md.splitlines()[0] == ("# Results — **ZERO-SHOT PROTOCOL BROKEN**: checkpoint selected on test data "
-                                  "(demo_ve test); checkpoint selected on non-English data (val/demo_ve/de/acc).")
+    assert md.splitlines()[0] == (
+        "# Results — **ZERO-SHOT PROTOCOL BROKEN**: checkpoint selected on test data "
+        "(demo_ve test); checkpoint selected on non-English data (val/demo_ve/de/acc)."
+    )
     assert "Checkpoint selected on: `val/demo_ve/de/acc` (demo_ve test [de])" in md
 
 
@@ -103,10 +128,17 @@ def test_nan_selection_scores_select_nothing(demo_cwd: Path) -> None:
     "(selected on validation, step 3)" next to "Checkpoint selected on: none". Now nothing was selected: the test
     scores the weights at the end of fit and finished.json has no best checkpoint."""
     root = demo_cwd / "runs" / "nan_selection"
-    tasks = ("[{name: demo_ve, shards: data/demo/demo_ve, train_split: train, val_split: test, val_langs: [de], "
-             "test_split: test}]")  # fmt: skip
-    run_train("--trainer.max_steps=6", "--data.steps_per_epoch=3", "--test_after_fit=true", f"--data.tasks={tasks}",
-              f"--trainer.default_root_dir={root}")  # fmt: skip
+    tasks = (
+        "[{name: demo_ve, shards: data/demo/demo_ve, train_split: train, val_split: test, val_langs: [de], "
+        "test_split: test}]"
+    )
+    run_train(
+        "--trainer.max_steps=6",
+        "--data.steps_per_epoch=3",
+        "--test_after_fit=true",
+        f"--data.tasks={tasks}",
+        f"--trainer.default_root_dir={root}",
+    )
     data, md = results(root)
     assert "selected on validation" not in md and "Checkpoint selected on: none" in md
     assert data["protocol"]["checkpoint"] is None and data["protocol"]["selected_on"] is None
@@ -121,29 +153,51 @@ def test_an_earlier_phase_on_translated_target_data_breaks_the_targets_protocol(
     clean, but its weights saw non-English demo_ve data; the report says so (the demo's positive control)."""
     inter, target = demo_cwd / "runs" / "tt", demo_cwd / "runs" / "tt_target"
     tasks = "[{name: demo_ve, shards: data/demo/demo_ve, train_split: translate_train}]"
-    run_train("--trainer.max_steps=2", "--data.steps_per_epoch=2", "--phase=intermediate", f"--data.tasks={tasks}",
-              f"--trainer.default_root_dir={inter}", configs=CONFIGS[:2])  # fmt: skip
-    run_train("--trainer.max_steps=2", "--data.steps_per_epoch=2", "--test_after_fit=true",
-              f"--model.init_from={inter / 'checkpoints' / 'last.ckpt'}", f"--trainer.default_root_dir={target}")
+    run_train(
+        "--trainer.max_steps=2",
+        "--data.steps_per_epoch=2",
+        "--phase=intermediate",
+        f"--data.tasks={tasks}",
+        f"--trainer.default_root_dir={inter}",
+        configs=CONFIGS[:2],
+    )
+    run_train(
+        "--trainer.max_steps=2",
+        "--data.steps_per_epoch=2",
+        "--test_after_fit=true",
+        f"--model.init_from={inter / 'checkpoints' / 'last.ckpt'}",
+        f"--trainer.default_root_dir={target}",
+    )
     data, md = results(target)
     proto = data["protocol"]
     assert proto["trained_on"] == [{"task": "demo_ve", "split": "train", "langs": ["en"]}]  # this run: English only
     assert proto["earlier_phases"][0]["trained_on"] == [
-        {"task": "demo_ve", "split": "translate_train", "langs": ["de", "es", "ru"]}]  # fmt: skip
+        {"task": "demo_ve", "split": "translate_train", "langs": ["de", "es", "ru"]}
+    ]
     assert len(proto["earlier_phases"]) == 1  # the intermediate phase started from fresh weights
     first = md.splitlines()[0]
-    assert first.startswith("# Results — **ZERO-SHOT PROTOCOL BROKEN**: trained on non-English data of a tested task "
-                            "(demo_ve translate_train: de, es, ru) in an earlier phase (intermediate: "), first
+    assert first.startswith(
+        "# Results — **ZERO-SHOT PROTOCOL BROKEN**: trained on non-English data of a tested task "
+        "(demo_ve translate_train: de, es, ru) in an earlier phase (intermediate: "
+    ), first
     assert proto["zero_shot"] is False
     assert "- Earlier phase intermediate trained on: demo_ve translate_train [de, es, ru]." in md
 
 
 def test_earlier_phases_follow_the_lineage_chain() -> None:
     tested = [{"task": "xvnli", "split": "test", "langs": ["en", "ar"]}]
-    grandparent = {"path": "start.ckpt", "phase": "start", "trained_on": [
-        {"task": "captions", "split": "train", "langs": ["en", "ar"]}], "lineage": {"phase": "start", "parent": None}}
-    parent = {"path": "inter.ckpt", "phase": "intermediate", "trained_on": None,  # saved before records existed
-              "lineage": {"phase": "intermediate", "parent": grandparent}}  # fmt: skip
+    grandparent = {
+        "path": "start.ckpt",
+        "phase": "start",
+        "trained_on": [{"task": "captions", "split": "train", "langs": ["en", "ar"]}],
+        "lineage": {"phase": "start", "parent": None},
+    }
+    parent = {
+        "path": "inter.ckpt",
+        "phase": "intermediate",
+        "trained_on": None,  # saved before records existed
+        "lineage": {"phase": "intermediate", "parent": grandparent},
+    }
     earlier = protocol.earlier_phases({"phase": "target", "parent": parent})
     assert [(p["path"], p["phase"]) for p in earlier] == [("inter.ckpt", "intermediate"), ("start.ckpt", "start")]
     english = {"trained_on": [{"task": "xvnli", "split": "train", "langs": ["en"]}], "selected_on": None}
@@ -151,17 +205,22 @@ def test_earlier_phases_follow_the_lineage_chain() -> None:
     grandparent["trained_on"].append({"task": "xvnli", "split": "test", "langs": ["ar"]})
     assert protocol.protocol_breaks(english, tested, protocol.earlier_phases({"parent": parent})) == [
         "trained on test data (xvnli test) in an earlier phase (start: start.ckpt)",
-        "trained on non-English data of a tested task (xvnli test: ar) in an earlier phase (start: start.ckpt)"]
+        "trained on non-English data of a tested task (xvnli test: ar) in an earlier phase (start: start.ckpt)",
+    ]
 
 
 def test_selection_on_test_or_non_english_data_is_a_break() -> None:
     tested = [{"task": "xvnli", "split": "test", "langs": ["en", "ar"]}]
     english = [{"task": "xvnli", "split": "train", "langs": ["en"]}]
-    on_test = {"trained_on": english, "selected_on": {"monitor": "val/xvnli/en/acc", "task": "xvnli", "split": "test",
-                                                      "langs": ["en"]}}  # fmt: skip
+    on_test = {
+        "trained_on": english,
+        "selected_on": {"monitor": "val/xvnli/en/acc", "task": "xvnli", "split": "test", "langs": ["en"]},
+    }
     assert protocol.protocol_breaks(on_test, tested) == ["checkpoint selected on test data (xvnli test)"]
-    on_ar = {"trained_on": english, "selected_on": {"monitor": "val/xvnli/ar/acc", "task": "xvnli", "split": "dev",
-                                                    "langs": ["ar"]}}  # fmt: skip
+    on_ar = {
+        "trained_on": english,
+        "selected_on": {"monitor": "val/xvnli/ar/acc", "task": "xvnli", "split": "dev", "langs": ["ar"]},
+    }
     assert protocol.protocol_breaks(on_ar, tested) == ["checkpoint selected on non-English data (val/xvnli/ar/acc)"]
     mlm = {"trained_on": [{"task": "mlm", "split": "train", "langs": ["de", "en"]}], "selected_on": None}
     assert protocol.protocol_breaks(mlm, tested) == []  # non-English data of an untested task: stated, not a break
@@ -192,14 +251,17 @@ def child_run(demo_cwd: Path) -> Path:
     """A parent fit, then a child fit started from it with init_from; the parent then moves away."""
     parent, child = demo_cwd / "runs" / "parent", demo_cwd / "runs" / "child"
     run_train("--trainer.max_steps=2", "--data.steps_per_epoch=2", f"--trainer.default_root_dir={parent}")
-    run_train("--trainer.max_steps=2", "--data.steps_per_epoch=2", f"--trainer.default_root_dir={child}",
-              f"--model.init_from={parent / 'checkpoints' / 'last.ckpt'}")  # fmt: skip
+    run_train(
+        "--trainer.max_steps=2",
+        "--data.steps_per_epoch=2",
+        f"--trainer.default_root_dir={child}",
+        f"--model.init_from={parent / 'checkpoints' / 'last.ckpt'}",
+    )
     shutil.move(parent, demo_cwd / "runs" / "parent-moved")
     return child
 
 
-def test_checkpoint_evaluates_itself_after_its_parent_moved(child_run: Path,
-                                                            capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_checkpoint_evaluates_itself_after_its_parent_moved(child_run: Path, capsys: pytest.CaptureFixture) -> None:
     ckpt = child_run / "checkpoints" / "best.ckpt"
     run_train(f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={child_run}", subcommand="test")
     data, md = results(child_run)
@@ -212,8 +274,12 @@ def test_checkpoint_evaluates_itself_after_its_parent_moved(child_run: Path,
     finished = json.loads((child_run / "finished.json").read_text())
     assert finished["last_ckpt"].endswith("last.ckpt"), "a later test erased the fit's record"
     assert [h["subcommand"] for h in finished["history"]] == ["fit", "test"]
-    run_train(f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={child_run}", "--model.init_from=null",
-              subcommand="validate")  # fmt: skip
+    run_train(
+        f"--ckpt_path={ckpt}",
+        f"--trainer.default_root_dir={child_run}",
+        "--model.init_from=null",
+        subcommand="validate",
+    )
     history = json.loads((child_run / "finished.json").read_text())["history"]
     assert [h["subcommand"] for h in history] == ["fit", "test", "validate"]
 
@@ -223,8 +289,13 @@ def test_evaluation_only_config_tests_a_trained_checkpoint(child_run: Path, demo
     ckpt = child_run / "checkpoints" / "best.ckpt"
     root = demo_cwd / "runs" / "evaltest"
     tasks = "[{name: demo_ve, shards: data/demo/demo_ve, test_split: test}]"
-    run_train(f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={root}", f"--data.tasks={tasks}",
-              configs=CONFIGS[:2], subcommand="test")  # fmt: skip
+    run_train(
+        f"--ckpt_path={ckpt}",
+        f"--trainer.default_root_dir={root}",
+        f"--data.tasks={tasks}",
+        configs=CONFIGS[:2],
+        subcommand="test",
+    )
     assert {r["lang"] for r in results(root)[0]["rows"]} >= {"en", "de", "es", "ru"}
 
 
@@ -259,7 +330,6 @@ def test_finished_json_is_appended_not_overwritten(tmp_path: Path) -> None:
 def test_few_shot_run_names_its_protocol_not_a_break() -> None:
     """IGLUE few-shot runs train and select on target-language data by design: said so, not called broken."""
     weights = {"trained_on": [{"task": "xvnli", "split": "train_1", "langs": ["ar"]}], "selected_on": None}
-    record = protocol.run_protocol(weights, [{"task": "xvnli", "split": "test", "langs": ["ar"]}], None,
-                                   few_shot=True)  # fmt: skip
+    record = protocol.run_protocol(weights, [{"task": "xvnli", "split": "test", "langs": ["ar"]}], None, few_shot=True)
     assert record["headline"].startswith("IGLUE few-shot protocol (not zero-shot): trained on non-English data")
     assert record["zero_shot"] is False and record["protocol"] == "few_shot"

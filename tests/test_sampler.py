@@ -29,11 +29,18 @@ SIZES = {"a": 1000, "b": 4000, "c": 20000}
     [
         ("uniform", {}, {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}),
         ("proportional", {}, {"a": 1 / 25, "b": 4 / 25, "c": 20 / 25}),
-        ("temperature", {"temperature": 2.0, "example_cap": 5000}, {  # jiant: min(n, cap) ** (1 / T)
-            "a": math.sqrt(1000), "b": math.sqrt(4000), "c": math.sqrt(5000)}),
+        (
+            "temperature",
+            {"temperature": 2.0, "example_cap": 5000},
+            {  # jiant: min(n, cap) ** (1 / T)
+                "a": math.sqrt(1000),
+                "b": math.sqrt(4000),
+                "c": math.sqrt(5000),
+            },
+        ),
         ("fixed", {"fixed": {"a": 2.0, "b": 3.0, "c": 5.0}}, {"a": 0.2, "b": 0.3, "c": 0.5}),
     ],
-)  # fmt: skip
+)
 def test_frequencies_match_the_distribution(kind: str, kwargs: dict[str, Any], expected: dict[str, float]) -> None:
     total = sum(expected.values())
     expected = {k: v / total for k, v in expected.items()}
@@ -56,10 +63,17 @@ def test_same_seed_same_sequence_in_separate_processes() -> None:
         "print(','.join(TaskSampler({'a': 0.2, 'b': 0.3, 'c': 0.5}, seed=7).task_at(t) for t in range(300)))"
     )
     runs = [
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
-                       env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}).stdout.strip()
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+            env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+        ).stdout.strip()
         for hash_seed in (1, 2)
-    ]  # fmt: skip
+    ]
     here = ",".join(TaskSampler({"a": 0.2, "b": 0.3, "c": 0.5}, seed=7).task_at(t) for t in range(300))
     assert runs[0] == runs[1] == here
     assert here != ",".join(TaskSampler({"a": 0.2, "b": 0.3, "c": 0.5}, seed=8).task_at(t) for t in range(300))
@@ -82,11 +96,16 @@ MULTI_TASK = {
         "enable_model_summary": False,
     },
     "data": {
-        "num_workers": 0, "batch_size": 4, "steps_per_epoch": 2, "sampler": "uniform",
-        "tasks": [{"name": "demo_nli", "shards": "data/demo/demo_nli", "train_split": "train"},
-                  {"name": "demo_tagging", "shards": "data/demo/demo_tagging", "train_split": "train"}],
+        "num_workers": 0,
+        "batch_size": 4,
+        "steps_per_epoch": 2,
+        "sampler": "uniform",
+        "tasks": [
+            {"name": "demo_nli", "shards": "data/demo/demo_nli", "train_split": "train"},
+            {"name": "demo_tagging", "shards": "data/demo/demo_tagging", "train_split": "train"},
+        ],
     },
-}  # fmt: skip
+}
 SEED = 5  # its first 8 tasks mix both tasks in each half and do not repeat with period 4 (checked below)
 
 
@@ -107,8 +126,15 @@ def workdir(tmp_path: Path, demo_dir: Path) -> Iterator[Path]:
 
 def _fit(max_steps: int, seed: int = SEED, ckpt_path: str | None = None) -> list[str]:
     configs = [CONFIGS / "base.yaml", CONFIGS / "demo" / "base.yaml", Path("multi.yaml")]
-    args = [*(a for c in configs for a in ("--config", str(c))), "--trainer.default_root_dir", "runs/mt",
-            "--trainer.max_steps", str(max_steps), "--seed_everything", str(seed)]  # fmt: skip
+    args = [
+        *(a for c in configs for a in ("--config", str(c))),
+        "--trainer.default_root_dir",
+        "runs/mt",
+        "--trainer.max_steps",
+        str(max_steps),
+        "--seed_everything",
+        str(seed),
+    ]
     cli = train.cli_main(args=args, run=False)
     log = TaskLog()
     cli.trainer.callbacks.append(log)

@@ -27,23 +27,32 @@ def run_train(*overrides: str, subcommand: str | None = "fit") -> object:
 # -- 14.4: range checks at config time ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("--model.optimizer.lr=0", r"model.optimizer.lr=0.0: out of range, must be > 0"),
-    ("--model.optimizer.lr=-0.001", r"model.optimizer.lr=-0.001: out of range, must be > 0"),
-    ("--model.optimizer.head_lr=-1", r"model.optimizer.head_lr=-1.0: out of range, must be > 0"),
-    ("--model.schedule={warmup_steps: 500, warmup_fraction: null}",
-     r"model.schedule: the warm-up \(500 steps\) must be shorter than trainer.max_steps=300"),
-    ("--model.schedule={warmup_steps: -5, warmup_fraction: null}",
-     r"model.schedule.warmup_steps=-5: out of range, must be ≥ 0"),
-    ("--data.batch_size=-2", r"data.batch_size=-2: out of range, must be ≥ 1"),
-    ("--data.eval_batch_size=0", r"data.eval_batch_size=0: out of range, must be ≥ 1"),
-    ("--data.temperature=0", r"data.temperature=0.0: out of range, must be > 0"),
-    ("--data.steps_per_epoch=0", r"data.steps_per_epoch=0: out of range, must be ≥ 1"),
-    ("--data.max_length=60", r"data.max_length=60: must be a positive multiple of 8 .*e.g. 64"),
-    ("--data.max_length=0", r"data.max_length=0: must be a positive multiple of 8"),
-    ("--data.tasks=[{name: demo_ve, shards: data/demo/demo_ve, train_split: train, batch_size: -1}]",
-     r"data.tasks\[demo_ve\].batch_size=-1: out of range, must be ≥ 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--model.optimizer.lr=0", r"model.optimizer.lr=0.0: out of range, must be > 0"),
+        ("--model.optimizer.lr=-0.001", r"model.optimizer.lr=-0.001: out of range, must be > 0"),
+        ("--model.optimizer.head_lr=-1", r"model.optimizer.head_lr=-1.0: out of range, must be > 0"),
+        (
+            "--model.schedule={warmup_steps: 500, warmup_fraction: null}",
+            r"model.schedule: the warm-up \(500 steps\) must be shorter than trainer.max_steps=300",
+        ),
+        (
+            "--model.schedule={warmup_steps: -5, warmup_fraction: null}",
+            r"model.schedule.warmup_steps=-5: out of range, must be ≥ 0",
+        ),
+        ("--data.batch_size=-2", r"data.batch_size=-2: out of range, must be ≥ 1"),
+        ("--data.eval_batch_size=0", r"data.eval_batch_size=0: out of range, must be ≥ 1"),
+        ("--data.temperature=0", r"data.temperature=0.0: out of range, must be > 0"),
+        ("--data.steps_per_epoch=0", r"data.steps_per_epoch=0: out of range, must be ≥ 1"),
+        ("--data.max_length=60", r"data.max_length=60: must be a positive multiple of 8 .*e.g. 64"),
+        ("--data.max_length=0", r"data.max_length=0: must be a positive multiple of 8"),
+        (
+            "--data.tasks=[{name: demo_ve, shards: data/demo/demo_ve, train_split: train, batch_size: -1}]",
+            r"data.tasks\[demo_ve\].batch_size=-1: out of range, must be ≥ 1",
+        ),
+    ],
+)
 def test_out_of_range_setting_fails_at_config_time(demo_cwd: Path, override: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run_train(override, subcommand=None)
@@ -52,8 +61,12 @@ def test_out_of_range_setting_fails_at_config_time(demo_cwd: Path, override: str
 def test_no_logger_drops_the_lr_monitor(demo_cwd: Path) -> None:
     """``--trainer.logger false``: LearningRateMonitor raised 'Cannot use ... with Trainer that has no logger'."""
     root = demo_cwd / "runs" / "nolog"
-    run_train("--trainer.logger=false", "--trainer.max_steps=2", "--data.steps_per_epoch=2",
-              f"--trainer.default_root_dir={root}")  # fmt: skip
+    run_train(
+        "--trainer.logger=false",
+        "--trainer.max_steps=2",
+        "--data.steps_per_epoch=2",
+        f"--trainer.default_root_dir={root}",
+    )
     assert json.loads((root / "finished.json").read_text())["last_ckpt"].endswith("last.ckpt")
 
 
@@ -69,8 +82,12 @@ def test_task_fields_are_documented_in_help(demo_cwd: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit):
         cli_main(args=["fit", "--config", str(CONFIGS[0]), "--data.tasks.help"])
     out = " ".join(capsys.readouterr().out.split())
-    for text in ("Split to train on", "Sampling weight when data.sampler=fixed", "Multiplies this task's loss",
-                 "Validation languages; default English only"):  # fmt: skip
+    for text in (
+        "Split to train on",
+        "Sampling weight when data.sampler=fixed",
+        "Multiplies this task's loss",
+        "Validation languages; default English only",
+    ):
         assert text in out, text
 
 
@@ -86,8 +103,10 @@ def test_predict_says_where_and_writes_label_names(demo_cwd: Path, capsys: pytes
     assert all(r["prediction_name"] == names[r["prediction"]] and r["label_name"] == names[r["label"]] for r in lines)
 
 
-ROWS = [{"phase": "target", "task": "demo_ve", "lang": lang, "split": "test", "metric": "acc", "value": v, "seed": 3}
-        for lang, v in {"en": 70.0, "de": 60.0, "ru": 50.0}.items()]  # fmt: skip
+ROWS = [
+    {"phase": "target", "task": "demo_ve", "lang": lang, "split": "test", "metric": "acc", "value": v, "seed": 3}
+    for lang, v in {"en": 70.0, "de": 60.0, "ru": 50.0}.items()
+]
 
 
 def test_chart_has_chance_line_percent_axis_run_and_seed() -> None:
@@ -109,8 +128,9 @@ def test_compact_table_one_row_per_language() -> None:
     assert lines[2].split()[1:] == ["60.00", "50.00"]
 
 
-def test_training_without_progress_bar_prints_one_line_per_epoch(demo_cwd: Path, caplog: pytest.LogCaptureFixture
-                                                                   ) -> None:  # fmt: skip
+def test_training_without_progress_bar_prints_one_line_per_epoch(
+    demo_cwd: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The demo config turns the progress bar off; its training still shows progress."""
     root = demo_cwd / "runs" / "progress"
     with caplog.at_level("INFO"):

@@ -19,9 +19,25 @@ from studies.rehearsal import _arg, doc_commands
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT_STANDINS = (
-    "xnli", "anli", "qqp", "sst2", "pawsx", "squad_v1", "squad_v2", "xquad", "mlqa", "tydiqa", "hellaswag",
-    "cosmosqa", "commonsenseqa", "udpos", "panx", "ccg", "bucc", "tatoeba",
-)  # fmt: skip
+    "xnli",
+    "anli",
+    "qqp",
+    "sst2",
+    "pawsx",
+    "squad_v1",
+    "squad_v2",
+    "xquad",
+    "mlqa",
+    "tydiqa",
+    "hellaswag",
+    "cosmosqa",
+    "commonsenseqa",
+    "udpos",
+    "panx",
+    "ccg",
+    "bucc",
+    "tatoeba",
+)
 SPAN_QA = ("squad_v1", "squad_v2", "xquad", "mlqa", "tydiqa")
 MIN_TRAIN = 16  # configs/intermediate/all_text.yaml gives span QA and multiple choice batches of 16
 MIN_EVAL = 4  # the rehearsal's batch size

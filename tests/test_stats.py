@@ -80,8 +80,12 @@ def test_holm_and_bh_by_hand() -> None:
 
 
 def test_formulas_reaggregate() -> None:
-    assert reaggregate({"rank": [0, 3, 0, 12], "ir": [1, 1, 0, 0], "tr": [0, 0, 1, 1]},
-                       ("mean_recall", "rank", 1, "ir", "tr")) == 50.0  # fmt: skip
+    assert (
+        reaggregate(
+            {"rank": [0, 3, 0, 12], "ir": [1, 1, 0, 0], "tr": [0, 0, 1, 1]}, ("mean_recall", "rank", 1, "ir", "tr")
+        )
+        == 50.0
+    )
     assert reaggregate({"tp": [1, 0], "n_pred": [2, 0], "n_gold": [1, 1]}, ("f1", "tp", "n_pred", "n_gold")) == 50.0
     with pytest.raises(ValueError, match="lack column 'total'"):
         reaggregate({"correct": [1]}, RATIO)

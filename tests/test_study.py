@@ -44,9 +44,13 @@ def test_plan_runs_each_intermediate_once_and_reuses_it(fake_study: Path) -> Non
         elif run.phase != "start":  # baseline targets and intermediates start from the start run of their seed
             assert run.parent is not None and run.parent.name == f"start/seed{run.seed}"
     assert [r.name for r in study_mod.plan(study, only=["ve"], targets=["demo_vqa"])] == [
-        "start/seed0", "start/seed1", "ve/seed0/intermediate", "ve/seed0/demo_vqa", "ve/seed1/intermediate",
+        "start/seed0",
+        "start/seed1",
+        "ve/seed0/intermediate",
+        "ve/seed0/demo_vqa",
+        "ve/seed1/intermediate",
         "ve/seed1/demo_vqa",
-    ]  # fmt: skip
+    ]
 
 
 def test_run_args_and_env(fake_study: Path) -> None:
@@ -181,8 +185,13 @@ def test_missing_config_files_fail_before_training(fake_study: Path, capsys) -> 
 
 
 def test_cli_dry_run(fake_study: Path) -> None:
-    proc = subprocess.run([sys.executable, "study.py", "--config", str(fake_study), "--dry-run", "--verbose"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "study.py", "--config", str(fake_study), "--dry-run", "--verbose"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "[18/18] ve/seed1/demo_vqa (target, to run)" in proc.stdout
     assert "overlap marks (†): ve -> demo_ve" in proc.stdout

@@ -77,8 +77,13 @@ def test_protocol_rows_reach_the_report_as_the_real_run_writes_them(fake_study: 
     spec = yaml.safe_load(fake_study.read_text())
     spec["seeds"] = [0]
     spec["conditions"] = {"none": {}, "nli": spec["conditions"]["nli"]}
-    spec["targets"] = {"demo_ve": {**spec["targets"]["demo_ve"], "translate_test": {"split": "translate_test"},
-                                   "few_shot": {"shots": [2], "langs": ["de"], "test_split": "fs_test"}}}  # fmt: skip
+    spec["targets"] = {
+        "demo_ve": {
+            **spec["targets"]["demo_ve"],
+            "translate_test": {"split": "translate_test"},
+            "few_shot": {"shots": [2], "langs": ["de"], "test_split": "fs_test"},
+        }
+    }
     fake_study.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert study_mod.main(["--config", str(fake_study)]) == 0
     out = Path(spec["out"])
@@ -109,8 +114,6 @@ def test_resources_merge_each_phase_over_default() -> None:
     assert study.resources_for("intermediate").sbatch == {"account": "proj", "qos": "long"}
     assert study.resources_for("intermediate").gpus == 4 and study.resources_for("translate_test").time_min == 240
     assert study.resources_for("translate_test").mem_gb == 64  # was None: no --mem for translate-test jobs
-
-
 
 
 def test_shipped_grid_submits_every_job_with_its_resources_and_chain(tmp_path: Path, monkeypatch) -> None:
@@ -197,16 +200,24 @@ def test_dry_run_applies_the_budget(fake_study: Path) -> None:
 
 def test_docs_quote_the_dry_run() -> None:
     """docs/study.md's plan block and the run counts in docs/study.md and README are the dry run's."""
-    proc = subprocess.run([sys.executable, "study.py", "--config", str(IGLUE), "--dry-run"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "study.py", "--config", str(IGLUE), "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     first = re.compile(r"(study |phase|start|intermediate|target|translate_test|few_shot|total)\b")
     table = [line for line in proc.stdout.splitlines() if first.match(line)]
     docs = (REPO / "docs" / "study.md").read_text()
     block = docs.split("`--dry-run` ends with a summary")[1].split("```")[1]
     assert [line for line in block.splitlines() if line.strip()][: len(table)] == table
-    counts = {phase: int(line.split()[1]) for line in table if (phase := line.split()[0]) in
-              ("start", "intermediate", "target", "translate_test", "few_shot", "total")}  # fmt: skip
+    counts = {
+        phase: int(line.split()[1])
+        for line in table
+        if (phase := line.split()[0]) in ("start", "intermediate", "target", "translate_test", "few_shot", "total")
+    }
     said = f"{counts['total']:,} runs in all"
     assert said in docs and said in (REPO / "README.md").read_text()
 
@@ -245,14 +256,25 @@ def test_a_protocol_run_gets_its_own_task_list_whole(tmp_path: Path, demo_dir: P
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "demo").symlink_to(demo_dir)
-    study = parse_study({"base": ["configs/base.yaml", "configs/demo/base.yaml"], "conditions": {"none": {}},
-                         "targets": {"demo_ve": {"configs": ["configs/demo/target_ve.yaml"]}}})  # fmt: skip
+    study = parse_study(
+        {
+            "base": ["configs/base.yaml", "configs/demo/base.yaml"],
+            "conditions": {"none": {}},
+            "targets": {"demo_ve": {"configs": ["configs/demo/target_ve.yaml"]}},
+        }
+    )
     own = [{"name": "demo_ve", "shards": "data/demo/demo_ve", "test_split": "test"}]
     run = Run("x", "translate_test", 0, ("configs/demo/target_ve.yaml",), (), tmp_path / "x", data_tasks=tuple(own))
     args = run_args(study, run, None)[1:]
     args = [str(REPO / a) if a.startswith("configs/") else a for a in args]
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "test", *args, "--print_config"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "WANDB_MODE": "disabled"})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "test", *args, "--print_config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (task,) = yaml.safe_load(proc.stdout)["data"]["tasks"]
     assert task["test_split"] == "test" and task["train_split"] is None and task["val_split"] is None
@@ -333,9 +355,23 @@ def test_budget_device_is_what_the_run_ran_on(tmp_path: Path) -> None:
 def test_significance_on_one_seed_says_it_covers_item_noise_only() -> None:
     from studies.table import _significance_sections
 
-    test = {"condition": "nli", "target": "xvnli", "metric": "acc", "lang": "avg_xling", "delta": 1.0, "low": 0.5,
-            "high": 1.5, "p": 0.01, "p_adj": 0.02, "significant": True, "n_seeds": 1, "n_items": 100,
-            "correction": "holm", "resamples": 2000, "control": ""}  # fmt: skip
+    test = {
+        "condition": "nli",
+        "target": "xvnli",
+        "metric": "acc",
+        "lang": "avg_xling",
+        "delta": 1.0,
+        "low": 0.5,
+        "high": 1.5,
+        "p": 0.01,
+        "p_adj": 0.02,
+        "significant": True,
+        "n_seeds": 1,
+        "n_items": 100,
+        "correction": "holm",
+        "resamples": 2000,
+        "control": "",
+    }
     text = "\n".join(_significance_sections([test], "none"))
     assert "1 of these 1 deltas rest on one seed per condition" in text and "test-item noise only" in text
     assert "one seed" not in "\n".join(_significance_sections([dict(test, n_seeds=3)], "none"))
@@ -356,8 +392,12 @@ def test_slurm_without_srun_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_dry_run_into_a_closed_pipe_is_no_error() -> None:
     """`study.py --dry-run --verbose | head -1` ended in a BrokenPipeError traceback."""
-    proc = subprocess.Popen([sys.executable, "study.py", "--config", str(IGLUE), "--dry-run", "--verbose"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "study.py", "--config", str(IGLUE), "--dry-run", "--verbose"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.readline()
     proc.stdout.close()  # the reader has what it wanted
     err = proc.stderr.read().decode()

@@ -121,9 +121,15 @@ def test_slurm_job_parameters(fake_study: Path) -> None:
     spec = yaml.safe_load(fake_study.read_text())
     spec["resources"] = {
         "default": {"gpus": 1, "time_min": 60},
-        "intermediate": {"gpus": 4, "nodes": 2, "partition": "gpu", "mem_gb": 200, "time_min": 2880,
-                         "sbatch": {"account": "vl", "constraint": "a100"}},
-    }  # fmt: skip
+        "intermediate": {
+            "gpus": 4,
+            "nodes": 2,
+            "partition": "gpu",
+            "mem_gb": 200,
+            "time_min": 2880,
+            "sbatch": {"account": "vl", "constraint": "a100"},
+        },
+    }
     study = study_mod.parse_study(spec)
     run = next(r for r in study_mod.plan(study) if r.phase == "intermediate")
     params = executors._job_parameters(study, run, ["1234"], "slurm")
@@ -258,8 +264,11 @@ def test_keep_seeds_runner_and_dry_run_follow_one_rule(fake_study: Path) -> None
     """``retention.keep_seeds``: only seed 0's runs keep a checkpoint once their dependents have finished; the dry
     run's kept figure is the files the runner left (both read ``Retention.keep_for``); a seed not in ``seeds`` is
     refused."""
-    _edit(fake_study, retention={"keep": "best", "keep_intermediate": "last", "keep_seeds": [0]},
-          resources={"default": {"checkpoint_gb": 1.0}})  # fmt: skip
+    _edit(
+        fake_study,
+        retention={"keep": "best", "keep_intermediate": "last", "keep_seeds": [0]},
+        resources={"default": {"checkpoint_gb": 1.0}},
+    )
     study = study_mod.load_study(fake_study)
     runs = study_mod.plan(study)
     assert {r.seed for r in runs} == {0, 1}
@@ -268,8 +277,11 @@ def test_keep_seeds_runner_and_dry_run_follow_one_rule(fake_study: Path) -> None
     on_disk: dict[str, int] = {}
     for run in runs:
         files = sorted(p.name for p in (run.run_dir / "checkpoints").glob("*.ckpt"))
-        assert (run.run_dir / "finished.json").is_file() and (run.run_dir / "results.json").is_file() or \
-            run.phase in ("start", "intermediate"), run.name
+        assert (
+            (run.run_dir / "finished.json").is_file()
+            and (run.run_dir / "results.json").is_file()
+            or run.phase in ("start", "intermediate")
+        ), run.name
         if run.seed == 1:
             assert files == [], run.name  # outcomes and results stay, checkpoints go
         else:
@@ -287,12 +299,24 @@ def test_cost_plan_and_missing_shards(fake_study: Path, tmp_path: Path) -> None:
     (tmp_path / "shards_ok").mkdir()
     (tmp_path / "shards_ok" / "manifest.json").write_text("{}")
     ve_cfg = Path(spec["targets"]["demo_ve"]["configs"][0])
-    ve_cfg.write_text(yaml.safe_dump({"trainer": {"max_steps": 100}, "data": {"tasks": [
-        {"name": "demo_ve", "shards": str(tmp_path / "shards_ok"), "train_split": "train"},
-        {"name": "xvnli", "shards": str(tmp_path / "no_xvnli"), "test_split": "test"}]}}))  # fmt: skip
+    ve_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {"max_steps": 100},
+                "data": {
+                    "tasks": [
+                        {"name": "demo_ve", "shards": str(tmp_path / "shards_ok"), "train_split": "train"},
+                        {"name": "xvnli", "shards": str(tmp_path / "no_xvnli"), "test_split": "test"},
+                    ]
+                },
+            }
+        )
+    )
     spec["overrides"] = []  # target_vqa keeps its own --trainer.max_steps=4 override
-    spec["resources"] = {"default": {"seconds_per_step": 36, "checkpoint_gb": 2.0},
-                         "target": {"gpus": 2, "seconds_per_step": 36, "checkpoint_gb": 3.0}}  # fmt: skip
+    spec["resources"] = {
+        "default": {"seconds_per_step": 36, "checkpoint_gb": 2.0},
+        "target": {"gpus": 2, "seconds_per_step": 36, "checkpoint_gb": 3.0},
+    }
     spec["retention"] = {"keep": "best", "keep_intermediate": "none"}
     study = study_mod.parse_study(spec)
     runs = study_mod.plan(study)
@@ -344,8 +368,13 @@ def test_translate_test_and_few_shot_protocols(fake_study: Path, capsys) -> None
     spec = yaml.safe_load(fake_study.read_text())
     spec["seeds"] = [0]
     spec["targets"]["demo_ve"]["translate_test"] = {"split": "translate_test"}
-    spec["targets"]["demo_ve"]["few_shot"] = {"shots": [1, 5], "langs": ["de", "ru"], "val_split": "fs_dev",
-                                              "test_split": "test", "conditions": ["none", "nli"]}  # fmt: skip
+    spec["targets"]["demo_ve"]["few_shot"] = {
+        "shots": [1, 5],
+        "langs": ["de", "ru"],
+        "val_split": "fs_dev",
+        "test_split": "test",
+        "conditions": ["none", "nli"],
+    }
     fake_study.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert study_mod.main(["--config", str(fake_study)]) == 0
     study = study_mod.load_study(fake_study)
@@ -357,9 +386,18 @@ def test_translate_test_and_few_shot_protocols(fake_study: Path, capsys) -> None
     args = _args(fs)
     assert args["init_from"] == str(target.run_dir / "checkpoints/best.ckpt") and args["init_scope"] == "all"
     tasks = json.loads(args["config"][-1])["data"]["tasks"]
-    assert tasks == [{"name": "demo_ve", "shards": "data/demo_ve", "train_split": "train_5", "train_langs": ["ru"],
-                      "val_split": "fs_dev", "val_langs": ["ru"], "test_split": "test",
-                      "test_langs": ["ru"]}]  # fmt: skip
+    assert tasks == [
+        {
+            "name": "demo_ve",
+            "shards": "data/demo_ve",
+            "train_split": "train_5",
+            "train_langs": ["ru"],
+            "val_split": "fs_dev",
+            "val_langs": ["ru"],
+            "test_split": "test",
+            "test_langs": ["ru"],
+        }
+    ]
     data = json.loads((study.out_dir / "study.json").read_text())
     cell = {(r["target"], r["condition"], r["lang"]): r for r in data["rows"] if r["metric"] == "acc"}
     # fake scores: 50 + lang + condition (+5 translate-test, +N for N shots); few-shot averages de and ru
@@ -388,15 +426,18 @@ def test_interrupted_runner_stops_its_run_which_reruns_without_retry(fake_study:
     assert all(study_mod.finished(r) for r in study_mod.plan(study))
 
 
-
-
 def test_slurm_submission_scripts_and_no_double_submission(fake_study: Path, tmp_path: Path, monkeypatch, capsys):
     """The real SLURM path against stand-ins for sbatch/squeue: resources per phase, afterok dependencies."""
     install_fake_slurm(tmp_path, monkeypatch)
     _small(fake_study)
-    _edit(fake_study, seeds=[0], resources={
-        "default": {"gpus": 1, "time_min": 60, "partition": "gpu", "sbatch": {"account": "vl"}},
-        "intermediate": {"gpus": 4, "time_min": 600, "partition": "big", "sbatch": {"account": "vl"}}})  # fmt: skip
+    _edit(
+        fake_study,
+        seeds=[0],
+        resources={
+            "default": {"gpus": 1, "time_min": 60, "partition": "gpu", "sbatch": {"account": "vl"}},
+            "intermediate": {"gpus": 4, "time_min": 600, "partition": "big", "sbatch": {"account": "vl"}},
+        },
+    )
     assert study_mod.main(["--config", str(fake_study), "--executor", "slurm"]) == 0
     out = capsys.readouterr().out
     # plan order: start (1), none/demo_ve (2, after 1), nli intermediate (3, after 1), nli/demo_ve (4, after 3)
@@ -447,8 +488,9 @@ def _probe(study, phase: str, steps: int):
 def test_few_shot_runs_select_on_the_target_language_and_say_so(tmp_path: Path) -> None:
     from lightning_modules import reports
 
-    rows = [{"phase": "few_shot", "task": "xvnli", "lang": "de", "split": "test", "metric": "acc", "value": 50.0,
-             "seed": 0}]  # fmt: skip
+    rows = [
+        {"phase": "few_shot", "task": "xvnli", "lang": "de", "split": "test", "metric": "acc", "value": 50.0, "seed": 0}
+    ]
     reports.write_run_report(tmp_path / "fs", rows, selection="val/xvnli/de/acc")
     selection = json.loads((tmp_path / "fs" / "results.json").read_text())["selection"]
     assert selection["data"] == "few-shot dev split" and "few-shot protocol" in selection["note"]

@@ -71,7 +71,11 @@ def study_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config = tmp_path / "c.yaml"
     config.write_text("{}\n")
     spec = {
-        "name": "sig", "out": str(tmp_path / "out"), "base": [str(config)], "seeds": [0, 1], "baseline": "none",
+        "name": "sig",
+        "out": str(tmp_path / "out"),
+        "base": [str(config)],
+        "seeds": [0, 1],
+        "baseline": "none",
         "significance": {"correction": "holm", "resamples": 500, "effects": [2.0]},
         "budget": {"intermediate_steps": 11, "batch_size": 3},
         "conditions": {
@@ -80,7 +84,7 @@ def study_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             "neg": {"configs": [str(config)], "tasks": ["demo_nlvr"], "control": "negative"},
         },
         "targets": {"demo_ve": {"configs": [str(config)]}},
-    }  # fmt: skip
+    }
     path = tmp_path / "sig.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     monkeypatch.setenv(study_mod.TRAIN_CMD_ENV, f"{sys.executable} {fake}")

@@ -84,8 +84,10 @@ def make_records(spec: TaskSpec, n_labels: int, rng: random.Random) -> list[dict
     f = spec.family
     if f == "classification":
         pair = spec.modality == "text"
-        return [{"text": s(3 + i), "text_pair": s(5 - i) if pair else None, "label": y}
-                for i, y in enumerate((0, n_labels - 1, -1, 1, 0))]  # fmt: skip
+        return [
+            {"text": s(3 + i), "text_pair": s(5 - i) if pair else None, "label": y}
+            for i, y in enumerate((0, n_labels - 1, -1, 1, 0))
+        ]
     if f == "image_pair":
         return [{"text": s(4 + i), "label": i % 2} for i in range(B)]
     if f == "vqa":  # sample 2: answer outside the vocabulary (no labels): scored as wrong, never dropped
@@ -94,8 +96,9 @@ def make_records(spec: TaskSpec, n_labels: int, rng: random.Random) -> list[dict
     if f == "retrieval":  # 2, 1, 3, 1 and 2 captions per image
         return [{"texts": [s(3 + j) for j in range(n)], "image_id": f"img{i}"} for i, n in enumerate(CAPTIONS)]
     if f == "multiple_choice":
-        return [{"text": s(6 + i), "choices": [s(2 + j) for j in range(CHOICES)], "label": i % CHOICES}
-                for i in range(B)]  # fmt: skip
+        return [
+            {"text": s(6 + i), "choices": [s(2 + j) for j in range(CHOICES)], "label": i % CHOICES} for i in range(B)
+        ]
     if f == "span_qa":
         return [span_record(s(3), s(n), i == 1) for i, n in enumerate((8, 40, 12, 6, 10))]  # 40 words: several windows
     if f == "tagging":
@@ -104,8 +107,10 @@ def make_records(spec: TaskSpec, n_labels: int, rng: random.Random) -> list[dict
         return [{"text": s(n)} for n in (6, 9, 7, 5, 8)]
     if "bucc_f1" in spec.metrics:  # one sentence per sample: s0 <-> t2 and s3 <-> t4 gold, t1 without a partner
         sides, gold = BUCC_SIDES, ("t2", None, "s0", "t4", "s3")
-        return [{"text": s(4 + i), "side": sd, "gold": g, "id": i_}
-                for i, (sd, g, i_) in enumerate(zip(sides, gold, ("s0", "t1", "t2", "s3", "t4")))]  # fmt: skip
+        return [
+            {"text": s(4 + i), "side": sd, "gold": g, "id": i_}
+            for i, (sd, g, i_) in enumerate(zip(sides, gold, ("s0", "t1", "t2", "s3", "t4")))
+        ]
     return [{"text": s(4 + i), "text_pair": s(5 + i)} for i in range(B)]
 
 
@@ -131,14 +136,27 @@ def make_batch(name: str, world: dict[str, Any], labels: list[str], train: bool)
         for i, record in enumerate(make_records(spec, len(labels), rng))
     ]
     max_length = 32 if spec.family == "span_qa" else MAX_LENGTH  # span QA: short windows, so one context needs several
-    collate = Collator(name, world["tokenizer"], max_length=max_length, num_labels=len(labels), train=train,
-                       mlm_probability=0.4, seed=1)  # fmt: skip
+    collate = Collator(
+        name,
+        world["tokenizer"],
+        max_length=max_length,
+        num_labels=len(labels),
+        train=train,
+        mlm_probability=0.4,
+        seed=1,
+    )
     return collate(samples)
 
 
 def build_module(name: str, world: dict[str, Any], labels: list[str], fusion: str = "single_stream") -> TransferModule:
-    core = CoreConfig(world["text_model"], world["vision_model"], vision_kwargs=world["vision_kwargs"], fusion=fusion,
-                      text_kwargs={"add_pooling_layer": False}, pretrained=False)  # fmt: skip
+    core = CoreConfig(
+        world["text_model"],
+        world["vision_model"],
+        vision_kwargs=world["vision_kwargs"],
+        fusion=fusion,
+        text_kwargs={"add_pooling_layer": False},
+        pretrained=False,
+    )
     return TransferModule(core, tasks={name: {"labels": labels, "train": True}})
 
 
@@ -226,12 +244,20 @@ def test_unknown_task_lists_valid_names() -> None:
 
 def test_mlm_head_reuses_pretrained_lm_head(tmp_path: Path) -> None:
     """A pretrained text model's MLM head starts from the checkpoint's LM head, weights identical."""
-    config = XLMRobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                              intermediate_size=37, max_position_embeddings=40)  # fmt: skip
+    config = XLMRobertaConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=40,
+    )
     saved = XLMRobertaForMaskedLM(config)
     saved.save_pretrained(tmp_path)
-    module = TransferModule(CoreConfig(str(tmp_path), pretrained=True, text_kwargs={"add_pooling_layer": False}),
-                            tasks={"demo_mlm": {"labels": [], "train": True}})  # fmt: skip
+    module = TransferModule(
+        CoreConfig(str(tmp_path), pretrained=True, text_kwargs={"add_pooling_layer": False}),
+        tasks={"demo_mlm": {"labels": [], "train": True}},
+    )
     ours, theirs = module.heads["mlm"].lm.state_dict(), saved.lm_head.state_dict()
     assert set(ours) == set(theirs), (sorted(ours), sorted(theirs))
     for key, value in theirs.items():
@@ -271,8 +297,11 @@ def test_mlm_evaluation_masks_are_reproducible(world: dict[str, Any]) -> None:
 def test_bucc_test_threshold_is_the_one_tuned_on_dev(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """XTREME scores BUCC test data with the margin threshold that maximised F1 on the dev ("sample") data."""
     bucc = {"bucc": {"labels": [], "train": False}}
-    module = TransferModule(CoreConfig(world["text_model"], pretrained=False), tasks=bucc,
-                            evaluation={"val": [["bucc", "de"]], "test": [["bucc", "de"]], "seed": 0})  # fmt: skip
+    module = TransferModule(
+        CoreConfig(world["text_model"], pretrained=False),
+        tasks=bucc,
+        evaluation={"val": [["bucc", "de"]], "test": [["bucc", "de"]], "seed": 0},
+    )
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
     gen = torch.Generator().manual_seed(0)
     ids, sides = ["s0", "s1", "s2", "t0", "t1", "t2"], ["src"] * 3 + ["tgt"] * 3
@@ -301,7 +330,8 @@ def test_mlm_head_of_a_model_without_one_names_the_fix(tmp_path: Path) -> None:
 
 def test_evaluation_sets_must_arrive_at_construction(world: dict[str, Any]) -> None:
     """The module never asks the data module which loader is which: a missing link fails with the fix."""
-    module = TransferModule(CoreConfig(world["text_model"], pretrained=False),
-                            tasks={"bucc": {"labels": [], "train": False}})
+    module = TransferModule(
+        CoreConfig(world["text_model"], pretrained=False), tasks={"bucc": {"labels": [], "train": False}}
+    )
     with pytest.raises(ValueError, match=r"lists 0 test set\(s\).*data.evaluation -> model.evaluation"):
         module.test_step({"task": "bucc"}, 0, dataloader_idx=0)

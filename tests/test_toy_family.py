@@ -30,21 +30,41 @@ def write_rows(path: Path, sizes: dict[str, int]) -> Path:
     return path
 
 
-def test_a_family_from_one_module_trains_a_step(tmp_path: Path, tiny_model: dict[str, str],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_family_from_one_module_trains_a_step(
+    tmp_path: Path, tiny_model: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     toy_family.register(monkeypatch.setitem)
     out = tmp_path / "shards"
     fields = {"task": toy_family.TASK, "id": "uid", "split": "part", "text": "sentence", "label": "parity"}
     src = write_rows(tmp_path / "parity.jsonl", {"train": 24, "dev": 10})
     CONVERTERS["jsonl"](out=out, src=src, fields=fields, progress=False)  # python -m shards build jsonl --field ...
     task = TaskData(toy_family.TASK, str(out), train_split="train", val_split="dev", shuffle_labels=True)
-    dm = TransferDataModule([task], tokenizer=tiny_model["text_model"], batch_size=4, eval_batch_size=5,
-                            num_workers=0, steps_per_epoch=2, shuffle_buffer=8, pin_memory=False)
-    model = TransferModule(CoreConfig(tiny_model["text_model"], pretrained=False), tasks=dm.task_info,
-                           evaluation=dm.evaluation, max_steps=2)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         default_root_dir=str(tmp_path))
+    dm = TransferDataModule(
+        [task],
+        tokenizer=tiny_model["text_model"],
+        batch_size=4,
+        eval_batch_size=5,
+        num_workers=0,
+        steps_per_epoch=2,
+        shuffle_buffer=8,
+        pin_memory=False,
+    )
+    model = TransferModule(
+        CoreConfig(tiny_model["text_model"], pretrained=False),
+        tasks=dm.task_info,
+        evaluation=dm.evaluation,
+        max_steps=2,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 2
     assert type(model.heads["word_parity"]).__name__ == "WordParityHead"

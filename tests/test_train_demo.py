@@ -23,8 +23,13 @@ def run_train(*overrides: str, subcommand: str = "fit", configs: list[Path] = CO
 
 def test_fit_then_zero_shot_test_writes_results(demo_cwd: Path) -> None:
     root = demo_cwd / "runs" / "skeleton"
-    run_train("--trainer.max_steps=6", "--data.steps_per_epoch=3", "--data.num_workers=0", "--test_after_fit=true",
-              f"--trainer.default_root_dir={root}")  # fmt: skip
+    run_train(
+        "--trainer.max_steps=6",
+        "--data.steps_per_epoch=3",
+        "--data.num_workers=0",
+        "--test_after_fit=true",
+        f"--trainer.default_root_dir={root}",
+    )
 
     assert (root / "checkpoints" / "best.ckpt").is_file() and (root / "checkpoints" / "last.ckpt").is_file()
     finished = json.loads((root / "finished.json").read_text())
@@ -34,8 +39,12 @@ def test_fit_then_zero_shot_test_writes_results(demo_cwd: Path) -> None:
     rows = {(r["task"], r["lang"], r["split"], r["metric"]): r["value"] for r in results["rows"]}
     # A 6-step run from random weights sits at chance (33 %), so the scores are checked against the
     # predictions of the same best checkpoint instead: the reported accuracy is the share of right answers.
-    run_train(f"--trainer.default_root_dir={root}", "--data.eval_num_workers=0",
-              f"--ckpt_path={finished['best_ckpt']}", subcommand="predict")  # fmt: skip
+    run_train(
+        f"--trainer.default_root_dir={root}",
+        "--data.eval_num_workers=0",
+        f"--ckpt_path={finished['best_ckpt']}",
+        subcommand="predict",
+    )
     predictions = [json.loads(line) for line in (root / "predictions.jsonl").read_text().splitlines()]
     for lang in ("en", "de", "es", "ru"):
         mine = [p["prediction"] == p["label"] for p in predictions if p["lang"] == lang]
@@ -51,8 +60,12 @@ def test_fit_then_zero_shot_test_writes_results(demo_cwd: Path) -> None:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_evaluation_scores_every_sample_exactly_once(demo_cwd: Path, workers: int) -> None:
     root = demo_cwd / "runs" / f"exact{workers}"
-    run_train(f"--trainer.default_root_dir={root}", f"--data.eval_num_workers={workers}", "--data.eval_batch_size=5",
-              subcommand="test")  # fmt: skip
+    run_train(
+        f"--trainer.default_root_dir={root}",
+        f"--data.eval_num_workers={workers}",
+        "--data.eval_batch_size=5",
+        subcommand="test",
+    )
     counts = json.loads((root / "test_counts.json").read_text())
     manifest = load_manifest(demo_cwd / "data" / "demo" / "demo_ve")
     expected = {f"demo_ve/{lang}": sample_count(manifest, "test", lang=lang) for lang in ("en", "de", "es", "ru")}
@@ -85,8 +98,9 @@ def test_fit_without_training_data_scores_dev_then_test(demo_cwd: Path) -> None:
     root = demo_cwd / "runs" / "evalonly"
     tasks = "[{name: demo_tatoeba, shards: data/demo/demo_tatoeba, val_split: dev, val_langs: [de], test_split: test}]"
     # without target_ve.yaml: jsonargparse merges a second data.tasks list into the first item by item
-    run_train(f"--trainer.default_root_dir={root}", f"--data.tasks={tasks}", "--data.eval_num_workers=0",
-              configs=CONFIGS[:2])  # fmt: skip
+    run_train(
+        f"--trainer.default_root_dir={root}", f"--data.tasks={tasks}", "--data.eval_num_workers=0", configs=CONFIGS[:2]
+    )
     rows = json.loads((root / "results.json").read_text())["rows"]
     assert {r["lang"] for r in rows if r["metric"] == "tatoeba_acc"} >= {"de", "es", "ru"}
     assert json.loads((root / "finished.json").read_text())["subcommand"] == "fit"

@@ -30,10 +30,23 @@ ALTCLIP_EMBEDDING = {"pool": "first", "modules": ["text_model.pre_LN", "text_mod
 @pytest.fixture(scope="module")
 def siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    text = {"vocab_size": 99, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "max_position_embeddings": 16, "projection_size": 40}  # fmt: skip
-    vision = {"hidden_size": 40, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
-              "image_size": IMG, "patch_size": 8}  # fmt: skip
+    text = {
+        "vocab_size": 99,
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 16,
+        "projection_size": 40,
+    }
+    vision = {
+        "hidden_size": 40,
+        "intermediate_size": 37,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": IMG,
+        "patch_size": 8,
+    }
     path = tmp_path_factory.mktemp("siglip")
     SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(path)
     return path
@@ -42,10 +55,23 @@ def siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def altclip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
-    text = {"vocab_size": 99, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "max_position_embeddings": 40, "project_dim": 20}  # fmt: skip
-    vision = {"hidden_size": 40, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
-              "image_size": IMG, "patch_size": 8}  # fmt: skip
+    text = {
+        "vocab_size": 99,
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 40,
+        "project_dim": 20,
+    }
+    vision = {
+        "hidden_size": 40,
+        "intermediate_size": 37,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": IMG,
+        "patch_size": 8,
+    }
     path = tmp_path_factory.mktemp("altclip")
     # projection 512: the width of timm's OpenAI CLIP ViT-B/16 head, the image side of this pair
     AltCLIPModel(AltCLIPConfig(text_config=text, vision_config=vision, projection_dim=512)).save_pretrained(path)
@@ -67,9 +93,14 @@ def _normalised(core: EncoderCore, pixels: torch.Tensor) -> torch.Tensor:
 
 def test_siglip_like_start_retrieves_with_its_own_pooling_and_head(siglip_dir: Path) -> None:
     core = EncoderCore(
-        str(siglip_dir), "vit_base_patch16_siglip_256", vision_pretrained=False, fusion="fusion_transformer",
-        text_tower="text_model", vision_kwargs=TINY_VIT, text_embedding=SIGLIP_EMBEDDING,
-    ).eval()  # fmt: skip
+        str(siglip_dir),
+        "vit_base_patch16_siglip_256",
+        vision_pretrained=False,
+        fusion="fusion_transformer",
+        text_tower="text_model",
+        vision_kwargs=TINY_VIT,
+        text_embedding=SIGLIP_EMBEDDING,
+    ).eval()
     reference = SiglipModel.from_pretrained(siglip_dir).eval()
     ids, mask, pixels = _inputs()
     with torch.no_grad():
@@ -89,9 +120,14 @@ def test_siglip_like_start_retrieves_with_its_own_pooling_and_head(siglip_dir: P
 
 def test_altclip_like_start_uses_its_text_projection_chain(altclip_dir: Path) -> None:
     core = EncoderCore(
-        str(altclip_dir), "vit_base_patch16_clip_224.openai", vision_pretrained=False, text_tower="text_model.roberta",
-        vision_kwargs=TINY_VIT, text_embedding=ALTCLIP_EMBEDDING, attn_implementation="eager",
-    ).eval()  # fmt: skip
+        str(altclip_dir),
+        "vit_base_patch16_clip_224.openai",
+        vision_pretrained=False,
+        text_tower="text_model.roberta",
+        vision_kwargs=TINY_VIT,
+        text_embedding=ALTCLIP_EMBEDDING,
+        attn_implementation="eager",
+    ).eval()
     reference = AltCLIPModel.from_pretrained(altclip_dir, attn_implementation="eager").eval()
     ids, mask, pixels = _inputs()
     with torch.no_grad():
@@ -106,14 +142,24 @@ def test_altclip_like_start_uses_its_text_projection_chain(altclip_dir: Path) ->
 
 def test_retrieval_head_scores_the_own_embeddings_without_a_projection(siglip_dir: Path) -> None:
     core = EncoderCore(
-        str(siglip_dir), "vit_base_patch16_siglip_256", vision_pretrained=False, fusion="fusion_transformer",
-        text_tower="text_model", vision_kwargs=TINY_VIT, text_embedding=SIGLIP_EMBEDDING,
-    )  # fmt: skip
+        str(siglip_dir),
+        "vit_base_patch16_siglip_256",
+        vision_pretrained=False,
+        fusion="fusion_transformer",
+        text_tower="text_model",
+        vision_kwargs=TINY_VIT,
+        text_embedding=SIGLIP_EMBEDDING,
+    )
     head = RetrievalHead(core.hidden_size, own_embeddings=core.own_embeddings)
     assert [n for n, _ in head.named_parameters()] == ["logit_scale"]  # nothing random between towers and score
     ids, mask, pixels = _inputs()
-    batch = {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "image_ids": ["a", "b", "c"],
-             "text_image_index": torch.arange(B)}  # fmt: skip
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": pixels,
+        "image_ids": ["a", "b", "c"],
+        "text_image_index": torch.arange(B),
+    }
     out = head(core, batch)
     with torch.no_grad():
         assert torch.allclose(out.metric_inputs["text_emb"], F.normalize(core.embed_text(ids, mask), dim=-1), atol=1e-5)
@@ -134,11 +180,21 @@ def test_default_core_keeps_the_projecting_head(tiny_model: dict[str, str]) -> N
 
 def test_bad_text_embedding_names_the_key(siglip_dir: Path) -> None:
     with pytest.raises(ValueError, match="model.core.text_embedding.modules.*text_model.nope"):
-        EncoderCore(str(siglip_dir), None, pretrained=True, text_tower="text_model",
-                    text_embedding={"pool": "last", "modules": ["text_model.nope"]})  # fmt: skip
+        EncoderCore(
+            str(siglip_dir),
+            None,
+            pretrained=True,
+            text_tower="text_model",
+            text_embedding={"pool": "last", "modules": ["text_model.nope"]},
+        )
     with pytest.raises(ValueError, match="pool: first\\|last"):
-        EncoderCore(str(siglip_dir), None, pretrained=True, text_tower="text_model",
-                    text_embedding={"pool": "mean", "modules": ["text_model.head"]})  # fmt: skip
+        EncoderCore(
+            str(siglip_dir),
+            None,
+            pretrained=True,
+            text_tower="text_model",
+            text_embedding={"pool": "mean", "modules": ["text_model.head"]},
+        )
 
 
 def test_vision_check_refuses_an_image_tower_the_text_was_not_aligned_with(siglip_dir: Path, tmp_path: Path) -> None:
@@ -148,27 +204,42 @@ def test_vision_check_refuses_an_image_tower_the_text_was_not_aligned_with(sigli
     from safetensors.torch import save_file
 
     spec = {**SIGLIP_EMBEDDING, "vision_check": "vision_model.embeddings.patch_embedding.weight"}
-    kwargs = {"fusion": "fusion_transformer", "text_tower": "text_model", "vision_kwargs": TINY_VIT,
-              "text_embedding": spec}  # fmt: skip
+    kwargs = {
+        "fusion": "fusion_transformer",
+        "text_tower": "text_model",
+        "vision_kwargs": TINY_VIT,
+        "text_embedding": spec,
+    }
     tower = timm.create_model("vit_base_patch16_siglip_256", **TINY_VIT)
     save_file(tower.state_dict(), tmp_path / "random.safetensors")
     with pytest.raises(ValueError, match="is not the image tower .* was aligned with"):
-        EncoderCore(str(siglip_dir), "vit_base_patch16_siglip_256",
-                    vision_checkpoint=str(tmp_path / "random.safetensors"), **kwargs)  # fmt: skip
+        EncoderCore(
+            str(siglip_dir),
+            "vit_base_patch16_siglip_256",
+            vision_checkpoint=str(tmp_path / "random.safetensors"),
+            **kwargs,
+        )
     aligned = SiglipModel.from_pretrained(siglip_dir).vision_model.embeddings.patch_embedding.weight.detach()
     tower.patch_embed.proj.weight.data.copy_(aligned)
     save_file(tower.state_dict(), tmp_path / "aligned.safetensors")
-    core = EncoderCore(str(siglip_dir), "vit_base_patch16_siglip_256",
-                       vision_checkpoint=str(tmp_path / "aligned.safetensors"), **kwargs)  # fmt: skip
+    core = EncoderCore(
+        str(siglip_dir),
+        "vit_base_patch16_siglip_256",
+        vision_checkpoint=str(tmp_path / "aligned.safetensors"),
+        **kwargs,
+    )
     assert core.own_embeddings and torch.equal(core.vision.patch_embed.proj.weight, aligned)
 
 
 def test_siglip_pad_to_reproduces_its_fixed_length_unmasked_text_encoding(siglip_dir: Path) -> None:
     """SigLIP's texts are padded to a fixed length with no attention mask and pooled at the last position."""
     core = EncoderCore(
-        str(siglip_dir), None, pretrained=True, text_tower="text_model",
+        str(siglip_dir),
+        None,
+        pretrained=True,
+        text_tower="text_model",
         text_embedding={**SIGLIP_EMBEDDING, "pad_to": 12},
-    ).eval()  # fmt: skip
+    ).eval()
     reference = SiglipModel.from_pretrained(siglip_dir).eval()
     ids, mask, _ = _inputs()
     pad = reference.config.text_config.pad_token_id
@@ -186,10 +257,23 @@ def _tiny_siglip_with_tokenizer(root: Path, tokenizer_dir: Path) -> tuple[str, s
     import shutil
 
     vocab = json.loads((tokenizer_dir / "config.json").read_text())["vocab_size"]
-    text = {"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
-            "num_attention_heads": 4, "max_position_embeddings": 64, "projection_size": 40}  # fmt: skip
-    vision = {"hidden_size": 40, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
-              "image_size": IMG, "patch_size": 8}  # fmt: skip
+    text = {
+        "vocab_size": vocab,
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 64,
+        "projection_size": 40,
+    }
+    vision = {
+        "hidden_size": 40,
+        "intermediate_size": 37,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": IMG,
+        "patch_size": 8,
+    }
     SiglipConfig(text_config=text, vision_config=vision).save_pretrained(root / "siglip")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / name, root / "siglip" / name)
@@ -209,14 +293,38 @@ def test_start_phase_trains_own_heads_and_fusion_and_nothing_idle(tmp_path: Path
     from shards.converters import CONVERTERS
 
     text_model, vision_model = _tiny_siglip_with_tokenizer(tmp_path, demo_dir / "text_model")
-    write_img2dataset(tmp_path / "cc", [{"shard": "00000", "key": f"{i:09d}", "url": f"https://e.org/{i}.jpg",
-                                         "caption": f"a red circle {i}", "extra": {}} for i in range(16)])  # fmt: skip
+    write_img2dataset(
+        tmp_path / "cc",
+        [
+            {
+                "shard": "00000",
+                "key": f"{i:09d}",
+                "url": f"https://e.org/{i}.jpg",
+                "caption": f"a red circle {i}",
+                "extra": {},
+            }
+            for i in range(16)
+        ],
+    )
     CONVERTERS["img2dataset"](src=tmp_path / "cc", out=tmp_path / "idx", exclude=["none"])
     tasks = [TaskData(name=n, shards=str(tmp_path / "idx"), train_split="train") for n in ("captions", "captions_itm")]
-    dm = TransferDataModule(tasks, tokenizer=text_model, image_config=vision_config(vision_model), batch_size=5,
-                            num_workers=0, shuffle_buffer=4)  # fmt: skip
-    core = CoreConfig(text_model, vision_model, text_tower="text_model", text_kwargs={}, pretrained=False,
-                      fusion="fusion_transformer", text_embedding=SIGLIP_EMBEDDING)  # fmt: skip
+    dm = TransferDataModule(
+        tasks,
+        tokenizer=text_model,
+        image_config=vision_config(vision_model),
+        batch_size=5,
+        num_workers=0,
+        shuffle_buffer=4,
+    )
+    core = CoreConfig(
+        text_model,
+        vision_model,
+        text_tower="text_model",
+        text_kwargs={},
+        pretrained=False,
+        fusion="fusion_transformer",
+        text_embedding=SIGLIP_EMBEDDING,
+    )
     model = TransferModule(core, tasks=dm.task_info, max_steps=2)
     loaders = dm.train_dataloader().loaders
     for name in ("captions", "captions_itm"):

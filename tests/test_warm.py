@@ -47,11 +47,14 @@ def alive(pid: int) -> bool:
 def test_a_killed_runner_takes_its_warm_runs_with_it(tmp_path: Path, demo_dir: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "demo").symlink_to(demo_dir)
-    spec = {"name": "warm", "out": "runs/warm", "base": [str(REPO / "configs/base.yaml"),
-                                                           str(REPO / "configs/demo/base.yaml")],
-            "overrides": ["--trainer.max_steps=100000", "--data.num_workers=1", "--trainer.logger=false"],
-            "conditions": {"none": {}},
-            "targets": {"demo_ve": {"configs": [str(REPO / "configs/demo/target_ve.yaml")]}}}  # fmt: skip
+    spec = {
+        "name": "warm",
+        "out": "runs/warm",
+        "base": [str(REPO / "configs/base.yaml"), str(REPO / "configs/demo/base.yaml")],
+        "overrides": ["--trainer.max_steps=100000", "--data.num_workers=1", "--trainer.logger=false"],
+        "conditions": {"none": {}},
+        "targets": {"demo_ve": {"configs": [str(REPO / "configs/demo/target_ve.yaml")]}},
+    }
     (tmp_path / "warm.yaml").write_text(yaml.safe_dump(spec))
     env = {k: v for k, v in subprocess_env().items() if k not in ("MMSTILTS_TRAIN_CMD", "MMSTILTS_WARM")}
     runner = start_process_group([sys.executable, str(REPO / "study.py"), "--config", "warm.yaml"], tmp_path, env)

@@ -20,8 +20,18 @@ from lightning_modules.weights import WeightLoadError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY_VIT = {"img_size": 32, "patch_size": 8, "embed_dim": 24, "depth": 1, "num_heads": 2}
-DEMO = ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "demo/base.yaml"), "--config",
-        str(CONFIGS / "demo/target_ve.yaml"), "--trainer.logger", "false", "--data.num_workers", "0"]  # fmt: skip
+DEMO = [
+    "--config",
+    str(CONFIGS / "base.yaml"),
+    "--config",
+    str(CONFIGS / "demo/base.yaml"),
+    "--config",
+    str(CONFIGS / "demo/target_ve.yaml"),
+    "--trainer.logger",
+    "false",
+    "--data.num_workers",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +56,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _bert_dir(path: Path, keep: str | None = None) -> Path:
     """A tiny BERT saved with save_pretrained; ``keep``: only the tensors whose name starts so stay in the file."""
-    model = BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                 intermediate_size=37, max_position_embeddings=64))  # fmt: skip
+    model = BertModel(
+        BertConfig(
+            vocab_size=99,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=64,
+        )
+    )
     model.save_pretrained(path)
     if keep is not None:
         state = {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(keep)}
@@ -55,10 +73,16 @@ def _bert_dir(path: Path, keep: str | None = None) -> Path:
     return path
 
 
-def test_load_report_names_each_towers_source_and_count(files: dict[str, Path], tiny_model: dict[str, str],
-                                                        capsys: pytest.CaptureFixture) -> None:  # fmt: skip
-    core = EncoderCore(tiny_model["text_model"], "vit_tiny_patch16_224", pretrained=False, vision_kwargs=TINY_VIT,
-                       vision_checkpoint=str(files["vit"]))  # fmt: skip
+def test_load_report_names_each_towers_source_and_count(
+    files: dict[str, Path], tiny_model: dict[str, str], capsys: pytest.CaptureFixture
+) -> None:
+    core = EncoderCore(
+        tiny_model["text_model"],
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        vision_kwargs=TINY_VIT,
+        vision_checkpoint=str(files["vit"]),
+    )
     total = len(core.vision.state_dict())
     err = capsys.readouterr().err
     assert f"weights: vision tower: {files['vit']}: {total} of {total} tensors loaded" in err, err
@@ -74,12 +98,18 @@ def test_load_report_names_each_towers_source_and_count(files: dict[str, Path], 
         ("text.pth", ["cannot be read as weights", "not a file written by torch.save"]),
     ],
 )
-def test_bad_vision_checkpoint_is_refused(files: dict[str, Path], tiny_model: dict[str, str], name: str,
-                                          parts: list[str]) -> None:  # fmt: skip
+def test_bad_vision_checkpoint_is_refused(
+    files: dict[str, Path], tiny_model: dict[str, str], name: str, parts: list[str]
+) -> None:
     """A ResNet file for a ViT loaded 0 tensors with exit 0; the others raised 86-112-line traces without the key."""
     with pytest.raises(WeightLoadError) as info:
-        EncoderCore(tiny_model["text_model"], "vit_tiny_patch16_224", pretrained=False, vision_kwargs=TINY_VIT,
-                    vision_checkpoint=str(files[name]))  # fmt: skip
+        EncoderCore(
+            tiny_model["text_model"],
+            "vit_tiny_patch16_224",
+            pretrained=False,
+            vision_kwargs=TINY_VIT,
+            vision_checkpoint=str(files[name]),
+        )
     message = str(info.value)
     for part in ["model.core.vision_checkpoint", str(files[name]), *parts]:
         assert part in message, f"{part!r} not in: {message}"
@@ -110,20 +140,46 @@ def test_documented_text_dir_on_the_demo_config_says_its_weights_are_not_loaded(
     text = tmp_path / "my_text"
     shutil.copytree(demo_dir / "text_model", text)
     AutoModel.from_config(AutoConfig.from_pretrained(text)).save_pretrained(text)
-    train.main(["validate", *DEMO, "--model.core.text_model", str(text), "--model.core.vision_pretrained", "false",
-                "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path / "run")])  # fmt: skip
+    train.main(
+        [
+            "validate",
+            *DEMO,
+            "--model.core.text_model",
+            str(text),
+            "--model.core.vision_pretrained",
+            "false",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert f"weights: text tower: RANDOM, {text} holds weights (model.safetensors) that are NOT loaded" in err, err
     assert "set model.core.text_pretrained true to load them" in err
     assert "weights: vision tower: random (model.core.vision_pretrained false)" in err
 
 
-def test_cli_refuses_a_resnet_file_for_a_vit(demo_cwd: Path, files: dict[str, Path], tmp_path: Path,
-                                             capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_cli_refuses_a_resnet_file_for_a_vit(
+    demo_cwd: Path, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """The reviewer's case: trained a fully random ViT with exit 0; now exit 2 and one message."""
-    code = train.main(["fit", *DEMO, "--model.core.vision_model", "vit_tiny_patch16_224", "--model.core.vision_kwargs",
-                       str(TINY_VIT), "--model.core.vision_checkpoint", str(files["resnet"]), "--trainer.max_steps",
-                       "1", "--trainer.default_root_dir", str(tmp_path / "run")])  # fmt: skip
+    code = train.main(
+        [
+            "fit",
+            *DEMO,
+            "--model.core.vision_model",
+            "vit_tiny_patch16_224",
+            "--model.core.vision_kwargs",
+            str(TINY_VIT),
+            "--model.core.vision_checkpoint",
+            str(files["resnet"]),
+            "--trainer.max_steps",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"train.py: model.core.vision_checkpoint='{files['resnet']}' supplies 0 of the" in err, err

@@ -182,8 +182,11 @@ class SpanF1(OutcomeStates, Metric):
         return {k: torch.tensor(100.0 * v) for k, v in zip(self.names, (f1, precision, recall))}
 
     def outcome_formulas(self) -> dict[str, tuple]:
-        return {"span_f1": ("f1", "tp", "n_pred", "n_gold"), "span_precision": ("ratio", "tp", "n_pred"),
-                "span_recall": ("ratio", "tp", "n_gold")}  # fmt: skip
+        return {
+            "span_f1": ("f1", "tp", "n_pred", "n_gold"),
+            "span_precision": ("ratio", "tp", "n_pred"),
+            "span_recall": ("ratio", "tp", "n_gold"),
+        }
 
 
 def _flat(rows: Sequence[Sequence[int]]) -> list[int]:

@@ -135,9 +135,13 @@ class RetrievalRecall(RaggedMetric):
         ir_rank, tr_rank, captioned = _ranks(blocks, pos, len(gallery))
         hashes = [*text_keys.tolist(), *gallery[captioned].tolist()]
         n_ir, n_tr = len(ir_rank), len(tr_rank)
-        return {"key": [self._names.get(h) for h in hashes], "key_hash": hashes,
-                "rank": [*ir_rank.tolist(), *tr_rank.tolist()], "ir": [1] * n_ir + [0] * n_tr,
-                "tr": [0] * n_ir + [1] * n_tr}  # fmt: skip
+        return {
+            "key": [self._names.get(h) for h in hashes],
+            "key_hash": hashes,
+            "rank": [*ir_rank.tolist(), *tr_rank.tolist()],
+            "ir": [1] * n_ir + [0] * n_tr,
+            "tr": [0] * n_ir + [1] * n_tr,
+        }
 
     def outcome_formulas(self) -> dict[str, tuple]:
         formulas: dict[str, tuple] = {}

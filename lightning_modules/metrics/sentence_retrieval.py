@@ -78,8 +78,13 @@ class TatoebaAccuracy(RaggedMetric):
                 return {"key": [], "key_hash": [], "correct": [], "total": [], "rank": []}
             nearest = knn(*(cat_state(s, torch.empty(0)) for s in (self.src_emb, self.tgt_emb)), k=1)[1][:, 0]
             correct = (nearest == torch.arange(len(nearest), device=nearest.device)).long().tolist()
-            return {"key": [self._names.get(h) for h in hashes], "key_hash": hashes, "correct": correct,
-                    "total": [1] * len(correct), "rank": ranks.tolist()}  # fmt: skip
+            return {
+                "key": [self._names.get(h) for h in hashes],
+                "key_hash": hashes,
+                "correct": correct,
+                "total": [1] * len(correct),
+                "rank": ranks.tolist(),
+            }
 
     def outcome_formulas(self) -> dict[str, tuple]:
         return {"tatoeba_acc": ("ratio", "correct", "total")}
@@ -230,9 +235,17 @@ class BuccF1(RaggedMetric):
         for s, _ in gold_set:
             if s in row:
                 n_gold[row[s]] += 1
-        return {"key": [self._names.get(h) for h in hashes], "key_hash": hashes, "tp": tp, "n_pred": n_pred,
-                "n_gold": n_gold}  # fmt: skip
+        return {
+            "key": [self._names.get(h) for h in hashes],
+            "key_hash": hashes,
+            "tp": tp,
+            "n_pred": n_pred,
+            "n_gold": n_gold,
+        }
 
     def outcome_formulas(self) -> dict[str, tuple]:
-        return {"bucc_f1": ("f1", "tp", "n_pred", "n_gold"), "bucc_precision": ("ratio", "tp", "n_pred"),
-                "bucc_recall": ("ratio", "tp", "n_gold")}  # fmt: skip
+        return {
+            "bucc_f1": ("f1", "tp", "n_pred", "n_gold"),
+            "bucc_precision": ("ratio", "tp", "n_pred"),
+            "bucc_recall": ("ratio", "tp", "n_gold"),
+        }

@@ -201,8 +201,10 @@ def gqa_files(task: str, files: list[Path], name_of: Callable[[Path], tuple[str,
             raise ValueError(f"{path} and {other} both hold {task} split {split!r} ({lang}); give one as --src.")
         kept = other if original[0] is path else path
         chosen[split, lang] = kept
-        ignored[original[0]] = (f"GQA's original {split} file ({len(read_json(original[0]))} questions); "
-                                f"{kept.name} (LXMERT format, {len(read_json(kept))} questions) is read instead")
+        ignored[original[0]] = (
+            f"GQA's original {split} file ({len(read_json(original[0]))} questions); "
+            f"{kept.name} (LXMERT format, {len(read_json(kept))} questions) is read instead"
+        )
     return chosen, ignored
 
 

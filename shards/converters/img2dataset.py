@@ -72,8 +72,12 @@ def identities_of_name(name: str) -> set[Identity]:
 def identities_of_sample(meta: dict[str, Any]) -> set[Identity]:
     """Every dataset id an img2dataset sample's json carries (its columns and its URL)."""
     found: set[Identity] = set()
-    for key, kinds in (("cocoid", ("coco",)), ("coco_id", ("coco",)), ("flickr_id", ("flickr",)),
-                       ("image_id", ("coco", "flickr"))):  # fmt: skip
+    for key, kinds in (
+        ("cocoid", ("coco",)),
+        ("coco_id", ("coco",)),
+        ("flickr_id", ("flickr",)),
+        ("image_id", ("coco", "flickr")),
+    ):
         value = meta.get(key)
         if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
             found |= {_canonical(kind, value) for kind in kinds}  # image_id: either dataset, so drop on doubt
@@ -110,8 +114,10 @@ def test_image_ids(source: str | Path) -> tuple[set[Identity], Path]:
         return found, source / MANIFEST
     files = sorted(source.rglob("test*.jsonl")) if source.is_dir() else [source]  # test.jsonl, test_gmt.jsonl
     if not files or not all(f.is_file() for f in files):
-        raise FileNotFoundError(f"--exclude {source}: neither a shard directory (manifest.json) nor xFlickrCO "
-                                "annotation .jsonl files; build one: `python -m shards build xflickrco`")  # fmt: skip
+        raise FileNotFoundError(
+            f"--exclude {source}: neither a shard directory (manifest.json) nor xFlickrCO "
+            "annotation .jsonl files; build one: `python -m shards build xflickrco`"
+        )
     found = set()
     for path in files:
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -156,9 +162,14 @@ def _drop_reason(sample: dict[str, Any], excluded: set[Identity]) -> str | None:
 
 
 def index_img2dataset(
-    src: str | Path, out: str | Path, *, exclude: Iterable[str], split: str = "train", lang: str = "en",
+    src: str | Path,
+    out: str | Path,
+    *,
+    exclude: Iterable[str],
+    split: str = "train",
+    lang: str = "en",
     task: str = DEFAULT_TASK,
-) -> dict:  # fmt: skip
+) -> dict:
     """Index img2dataset tars under ``src`` into ``out/manifest.json`` (no image copied); see the module docstring.
 
     Raises:
@@ -166,9 +177,11 @@ def index_img2dataset(
     """
     exclude = list(exclude)
     if not exclude:
-        raise ValueError("img2dataset: the start phase must not see xFlickr&CO test images. Pass --exclude with the "
-                         "xFlickr&CO shard directory (python -m shards build xflickrco ...) or IGLUE's xFlickrCO "
-                         f"annotation .jsonl files; --exclude {NO_CHECK} indexes without the check.")  # fmt: skip
+        raise ValueError(
+            "img2dataset: the start phase must not see xFlickr&CO test images. Pass --exclude with the "
+            "xFlickr&CO shard directory (python -m shards build xflickrco ...) or IGLUE's xFlickrCO "
+            f"annotation .jsonl files; --exclude {NO_CHECK} indexes without the check."
+        )
     if family_fields(get_task(task).family).required != ("texts", "image_id"):  # an image with its captions
         raise ValueError(f"--field task={task}: img2dataset captions feed a retrieval task (e.g. {DEFAULT_TASK})")
     src, out = Path(src), Path(out)
@@ -192,8 +205,9 @@ def index_img2dataset(
             drop[file] = reasons
             skipped += [{"key": f"{file}:{key}", "reason": why} for key, why in reasons.items()]
         kept += len(samples) - len(reasons)
-        shards.append({"file": file, "task": task, "split": split, "lang": lang, "count": len(samples),
-                       "sha256": digest})  # fmt: skip
+        shards.append(
+            {"file": file, "task": task, "split": split, "lang": lang, "count": len(samples), "sha256": digest}
+        )
     n_excluded = sum(1 for s in skipped if s["reason"] == EXCLUDED)
     check = "not checked (--exclude none)" if not excluded else f"{len(excluded)} test images"
     earlier = _earlier_index(out, {s["file"] for s in shards}, task)
@@ -207,32 +221,49 @@ def index_img2dataset(
         counts.setdefault(shard["split"], {}).setdefault(shard["lang"], 0)
         counts[shard["split"]][shard["lang"]] += shard["count"]
     manifest = {
-        "writer_version": 1, "dataset": FORMAT, "format": FORMAT,
+        "writer_version": 1,
+        "dataset": FORMAT,
+        "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tasks": {task: {"label_names": [], "label_map": {}},
-                  MATCHING_TASK: {"label_names": list(get_task(MATCHING_TASK).labels), "label_map": {}}},
+        "tasks": {
+            task: {"label_names": [], "label_map": {}},
+            MATCHING_TASK: {"label_names": list(get_task(MATCHING_TASK).labels), "label_map": {}},
+        },
         # every tar is listed once per task (the loader selects shards by task): `verify` reads it twice
         "shards": shards + [{**s, "task": MATCHING_TASK} for s in shards],
         "counts": counts,
         "sources": earlier["sources"] + [x for x in sources if x not in earlier["sources"]],
         "skipped": skipped,
-        FORMAT: {"src": earlier["src"] + [str(src)], "kept": kept, "drop": drop,
-                 "xflickrco_exclusion": earlier["exclusion"] + [{"src": str(src), "checked_against": check,
-                                                                 "excluded": n_excluded}]},
-    }  # fmt: skip
+        FORMAT: {
+            "src": earlier["src"] + [str(src)],
+            "kept": kept,
+            "drop": drop,
+            "xflickrco_exclusion": earlier["exclusion"]
+            + [{"src": str(src), "checked_against": check, "excluded": n_excluded}],
+        },
+    }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     n_tars, total, kept = printed
-    print(f"img2dataset: indexed {n_tars} tars under {src} in place: {total} samples, {kept} kept; "
-          f"{n_excluded} dropped as xFlickr&CO test images ({check}), "
-          f"{len(skipped) - n_excluded} without image or caption; manifest: {out / MANIFEST}")  # fmt: skip
+    print(
+        f"img2dataset: indexed {n_tars} tars under {src} in place: {total} samples, {kept} kept; "
+        f"{n_excluded} dropped as xFlickr&CO test images ({check}), "
+        f"{len(skipped) - n_excluded} without image or caption; manifest: {out / MANIFEST}"
+    )
     return manifest
 
 
 def _earlier_index(out: Path, files: set[str], task: str) -> dict[str, Any]:
     """What an earlier run wrote into ``out`` (another img2dataset folder, another language), minus the tars indexed
     again now: one index can hold COCO and Flickr30k train, or captions in several languages."""
-    empty: dict[str, Any] = {"shards": [], "drop": {}, "skipped": [], "kept": 0, "sources": [], "src": [],
-                             "exclusion": []}  # fmt: skip
+    empty: dict[str, Any] = {
+        "shards": [],
+        "drop": {},
+        "skipped": [],
+        "kept": 0,
+        "sources": [],
+        "src": [],
+        "exclusion": [],
+    }
     if not (out / MANIFEST).is_file():
         return empty
     old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
@@ -269,6 +300,10 @@ def img2dataset(**kwargs: Any) -> dict:
     if not kwargs.get("src"):
         raise ValueError("--src is required: the img2dataset output folder (the .tar files)")
     return index_img2dataset(
-        kwargs["src"], kwargs["out"], exclude=kwargs.get("exclude") or (), split=kwargs.get("split") or "train",
-        lang=kwargs.get("lang") or "en", task=fields.get("task", DEFAULT_TASK),
-    )  # fmt: skip
+        kwargs["src"],
+        kwargs["out"],
+        exclude=kwargs.get("exclude") or (),
+        split=kwargs.get("split") or "train",
+        lang=kwargs.get("lang") or "en",
+        task=fields.get("task", DEFAULT_TASK),
+    )

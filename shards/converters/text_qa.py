@@ -10,9 +10,16 @@ from .common import Conversion, Options, converter, find_files, need, read_json,
 
 # TyDiQA's own release prefixes question ids with the language name.
 TYDI_LANGS = {
-    "arabic": "ar", "bengali": "bn", "english": "en", "finnish": "fi", "indonesian": "id", "korean": "ko",
-    "russian": "ru", "swahili": "sw", "telugu": "te",
-}  # fmt: skip
+    "arabic": "ar",
+    "bengali": "bn",
+    "english": "en",
+    "finnish": "fi",
+    "indonesian": "id",
+    "korean": "ko",
+    "russian": "ru",
+    "swahili": "sw",
+    "telugu": "te",
+}
 
 LangOf = Callable[[Path, str], str]  # (file, question id) -> language
 
@@ -116,8 +123,11 @@ def xtreme_train_splits(files: list[Path]) -> dict[Path, str]:
     """XTREME's ``tydiqa[.goldp].<lang>.train.json`` beside the release's train file they were split from (its
     download_data.sh moves that file into their folder): the release file is read, the copies are not."""
     releases = {p.parent for p in files if p.name == TYDI_TRAIN}
-    return {p: f"XTREME's per-language copy of {p.parent / TYDI_TRAIN} (read instead)" for p in files
-            if p.parent in releases and re.fullmatch(r"tydiqa\.(?:goldp\.)?[a-z]{2}\.train\.json", p.name)}  # fmt: skip
+    return {
+        p: f"XTREME's per-language copy of {p.parent / TYDI_TRAIN} (read instead)"
+        for p in files
+        if p.parent in releases and re.fullmatch(r"tydiqa\.(?:goldp\.)?[a-z]{2}\.train\.json", p.name)
+    }
 
 
 def read_tydiqa(opts: Options) -> Conversion:

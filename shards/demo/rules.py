@@ -76,8 +76,10 @@ def scores_by_kind(outcomes: str | Path, size: Literal["small", "full"] = "full"
     for row in rows:
         index = int(row["key"].rsplit("-", 1)[1])  # demo_records' keys: test-en-<index>
         if index >= len(items):
-            raise ValueError(f"{outcomes}: item {row['key']} is not in the {size} demo world: pass the --size and "
-                             "--seed of the world the run was tested on")  # fmt: skip
+            raise ValueError(
+                f"{outcomes}: item {row['key']} is not in the {size} demo world: pass the --size and "
+                "--seed of the world the run was tested on"
+            )
         kind = item_kind(task, items[index])
         sums[kind][0] += row.get("score", row.get("correct", 0.0))
         sums[kind][1] += row["total"]
@@ -92,8 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.outcomes:
         for name in RULE_TASKS:
-            print(f"{name}: picture-free rule {reference_rule(name, args.size, args.seed):.1f}% "
-                  f"(English test, {args.size} world, seed {args.seed})")  # fmt: skip
+            print(
+                f"{name}: picture-free rule {reference_rule(name, args.size, args.seed):.1f}% "
+                f"(English test, {args.size} world, seed {args.seed})"
+            )
     for path in args.outcomes:
         kinds = scores_by_kind(path, args.size, args.seed)
         print(f"{path}: " + ", ".join(f"{kind} {score:.1f} ({n})" for kind, (score, n) in kinds.items()))

@@ -123,8 +123,11 @@ def scene_where(rng: random.Random, holds: Callable[[Scene], bool]) -> Scene:
 
 def make_entailment(rng: random.Random) -> dict:
     frame, shape = rng.choice(VE_FRAMES), rng.choice(SHAPES)
-    args = {"shape": shape, "colour": rng.choice(COLOURS)} if frame == "hyp_colour" else {"shape": shape,
-                                                                                          "slot": rng.choice(SLOTS)}
+    args = (
+        {"shape": shape, "colour": rng.choice(COLOURS)}
+        if frame == "hyp_colour"
+        else {"shape": shape, "slot": rng.choice(SLOTS)}
+    )
     label = rng.randrange(len(NLI_LABELS))
     scene = scene_where(rng, lambda s: ve_label(s, frame, args) == NLI_LABELS[label])
     return {"scene": scene, "jpg": draw_scene(scene), "hyp": (frame, args), "label": label}
@@ -252,8 +255,12 @@ CAPTIONS_WITHOUT_COLOURS = 0.5
 
 def make_retrieval(rng: random.Random) -> dict:
     scene, jpg = _picture(rng)
-    return {"scene": scene, "jpg": jpg, "captions": rng.choice((1, 2)),
-            "colours": rng.random() >= CAPTIONS_WITHOUT_COLOURS}  # fmt: skip
+    return {
+        "scene": scene,
+        "jpg": jpg,
+        "captions": rng.choice((1, 2)),
+        "colours": rng.random() >= CAPTIONS_WITHOUT_COLOURS,
+    }
 
 
 def render_retrieval(item: dict, lang: str) -> tuple[dict, dict]:
