@@ -81,9 +81,11 @@ class Collator:
         self.train, self.doc_stride = train, max_length // 3 if doc_stride is None else doc_stride
         self.rng, self.seed, self.mlm_probability = random.Random(seed), seed, mlm_probability
         self.mlm: DataCollatorForLanguageModeling | None = None
-        family = FAMILY_COLLATE[self.family]
-        if family.setup is not None:
-            family.setup(self)
+        # The family's entry itself, not its name: a spawned loader worker unpickles it from its module, so a
+        # family registered from its own module (docs/tasks.md) collates there without being registered again.
+        self.family_collate = FAMILY_COLLATE[self.family]
+        if self.family_collate.setup is not None:
+            self.family_collate.setup(self)
 
     def tokenize(self, texts: list[str], pairs: list[str] | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
         return self.tokenizer(
@@ -109,7 +111,7 @@ class Collator:
             for s in samples:
                 skipped.update(s.get("skipped", {}))
             batch["skipped"] = dict(skipped)
-        batch.update(FAMILY_COLLATE[self.family].collate(self, samples, records))
+        batch.update(self.family_collate.collate(self, samples, records))
         return batch
 
     # -- one method per family (and a setup where a family needs one) ------------------------------------

@@ -30,8 +30,11 @@ def write_rows(path: Path, sizes: dict[str, int]) -> Path:
     return path
 
 
+# workers=1 with spawn: the loader worker starts from a fresh interpreter where the family is in no table (register
+# ran in this process only); the collator carries the family's entry, unpickled from this module's functions.
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "spawned-worker"])
 def test_a_family_from_one_module_trains_a_step(
-    tmp_path: Path, tiny_model: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_model: dict[str, str], monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
     toy_family.register(monkeypatch.setitem)
     out = tmp_path / "shards"
@@ -44,7 +47,8 @@ def test_a_family_from_one_module_trains_a_step(
         tokenizer=tiny_model["text_model"],
         batch_size=4,
         eval_batch_size=5,
-        num_workers=0,
+        num_workers=workers,
+        multiprocessing_context="spawn" if workers else None,
         steps_per_epoch=2,
         shuffle_buffer=8,
         pin_memory=False,
